@@ -1,0 +1,199 @@
+"""Salvage: recover whatever is valid in a segment after a crash or damage.
+
+Sits beside the segment core: it walks every record by sentinel (never
+trusting the header's offsets), abandons reservations whose writer is gone,
+accounts for claims that left no stub, and rebuilds the header limits.  It
+never rewrites a finished message and never renumbers one.
+"""
+from __future__ import annotations
+
+import os
+import time as _time
+from dataclasses import dataclass, field
+
+from logkit._segment import HEADER_SIZE, Segment
+from logkit.errors import SegmentDamaged
+
+__all__ = ["salvage", "SalvageReport", "process_alive"]
+
+
+@dataclass
+class SalvageReport:
+    """What salvage found and did.  Byte ranges are (start, end) offsets."""
+
+    path: str | None
+    kept: int = 0                                   # finished messages, checksums good
+    abandoned: int = 0                              # reservations abandoned by this salvage
+    abandoned_before: int = 0                       # sequence numbers already abandoned
+    open: list[tuple[int, int, int]] = field(default_factory=list)  # (offset, sequence, pid) still being written
+    gaps: list[tuple[int, int, int | None]] = field(default_factory=list)  # (start, end, missing sequences)
+    filled: list[tuple[int, int, int]] = field(default_factory=list)  # (start, end, sequences) accounted by fillers
+    damaged: list[tuple[int, int]] = field(default_factory=list)
+    header_rebuilt: bool = False
+    word_repaired: bool = False
+    taken_out_of_service: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing is left for a salvager to do or report."""
+        return not (self.open or self.damaged or self.header_rebuilt or self.word_repaired
+                    or any(g for g in self.gaps if (g[0], g[1]) not in {(f[0], f[1]) for f in self.filled}))
+
+    def __str__(self) -> str:
+        lines = [f"salvage of {self.path or 'segment'}:",
+                 f"  kept {self.kept} finished messages",
+                 f"  abandoned {self.abandoned} reservations of dead or stalled writers"
+                 f" ({self.abandoned_before} already abandoned)"]
+        for off, seq, pid in self.open:
+            lines.append(f"  open reservation at offset {off}: sequence {seq}, writer pid {pid} still alive")
+        for a, b, n in self.gaps:
+            lines.append(f"  gap {a}..{b} ({b - a} bytes): claims with no stub"
+                         + (f", {n} sequence number(s)" if n is not None else ""))
+        for a, b, n in self.filled:
+            lines.append(f"  accounted for gap {a}..{b} with a filler record covering {n} sequence number(s)")
+        for a, b in self.damaged:
+            lines.append(f"  damaged bytes {a}..{b} ({b - a} bytes)")
+        if self.header_rebuilt:
+            lines.append("  header identity was damaged and has been rebuilt")
+        if self.word_repaired:
+            lines.append("  reservation word was behind the records found and has been raised")
+        if self.taken_out_of_service:
+            lines.append("  segment taken out of service (damaged segments are rotated, not written on)")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def process_alive(pid: int) -> bool:
+    """True if a process with this pid exists and is not a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] not in (b"Z", b"X")
+    except (OSError, ValueError):
+        return True
+
+
+def salvage(target, grace: float = 60.0) -> SalvageReport:
+    """Salvage a segment file (path) or an open writable Segment.
+
+    grace: seconds after which a reservation is abandoned even if its writer
+    still lives (a writer stopped in a debugger, or stuck).  Returns a
+    SalvageReport; raises SegmentNotFound, or SegmentDamaged only when the
+    region is too small to be a segment at all.
+    """
+    if isinstance(target, Segment):
+        seg, own, path = target, False, target.path
+    else:
+        path = os.fspath(target)
+        seg, own = Segment._open_file(path, False, False), True
+    try:
+        return _salvage(seg, path, grace)
+    finally:
+        if own:
+            seg.close()
+
+
+def _salvage(seg: Segment, path, grace: float) -> SalvageReport:
+    rep = SalvageReport(path=path)
+    problem = seg._header_problem()
+    if problem is not None:
+        base = seg._probe_sequence_base() or 1
+        seg._rebuild_identity(base)
+        rep.header_rebuilt = True
+        rep.notes.append(f"header: {problem}; sequence base set to {base} from the messages found")
+        if seg._fix_word(HEADER_SIZE, 0, True):
+            rep.taken_out_of_service = True
+    if seg._header_problem() is not None:   # pragma: no cover - rebuild always succeeds
+        raise SegmentDamaged(f"{path}: header could not be rebuilt")
+
+    base = seg.sequence_base
+    now_ns = _time.time_ns()
+    records = seg.records(whole_region=True)
+    hdr = seg.header()
+    word_next = hdr["next_offset"] if HEADER_SIZE <= hdr["next_offset"] <= seg.size else HEADER_SIZE
+    word_seq_next = base + hdr["reserved_count"]
+
+    first = last = None
+    expected = base            # next sequence number the walk expects
+    seq_end = base             # one past the highest sequence accounted for
+    end = HEADER_SIZE          # end of the last record found
+    pending = []               # gaps waiting for the next record's sequence
+    gap_first = {}             # gap start -> first sequence number it accounts for
+    for rec in records:
+        if rec.kind == "damaged":
+            rep.damaged.append((rec.offset, rec.offset + rec.length))
+            rep.gaps.extend((a, b, None) for a, b in pending)   # count unknown across damage
+            pending = []
+            continue
+        if rec.kind == "gap":
+            pending.append((rec.offset, rec.offset + rec.length))
+            continue
+        if pending:
+            # Only a single gap between two records has a provable count.
+            n = rec.sequence - expected if len(pending) == 1 else None
+            rep.gaps.extend((a, b, n) for a, b in pending)
+            gap_first[pending[0][0]] = expected
+            pending = []
+        if rec.kind == "committed":
+            rep.kept += 1
+            if first is None:
+                first = rec
+            last = rec
+        elif rec.kind == "reserved":
+            pid, t = seg._message_pid(rec.offset)
+            if not process_alive(pid) or (now_ns - t) > grace * 1e9:
+                if seg._abandon(rec.offset):
+                    rep.abandoned += 1
+                else:   # its writer finished it meanwhile
+                    rep.kept += 1
+            else:
+                rep.open.append((rec.offset, rec.sequence, pid))
+        else:
+            rep.abandoned_before += rec.span
+        expected = rec.sequence + rec.span
+        seq_end = max(seq_end, expected)
+        end = rec.offset + rec.length
+    rep.gaps.extend((a, b, None) for a, b in pending)
+    # Claims after the last record, up to the word's NEXT, that left no stub.
+    if word_next > end:
+        rep.gaps = [g for g in rep.gaps if g[0] != end]
+        n = word_seq_next - expected
+        rep.gaps.append((end, word_next, n if n > 0 else None))
+        gap_first[end] = expected
+
+    # The reservation word must cover every record found.
+    if end > word_next or seq_end > word_seq_next:
+        if seg._fix_word(end, seq_end - base, True):
+            rep.word_repaired = True
+            rep.taken_out_of_service = True
+    if rep.damaged and seg.in_service:
+        seg.take_out_of_service()
+        rep.taken_out_of_service = True
+
+    # Claims with no stub are accounted for by filler records, but only once
+    # no writer can still be about to store a stub there: out of service.
+    if not seg.in_service:
+        for a, b, n in rep.gaps:
+            if n and a in gap_first and b - a >= 64 * n:
+                seg._write_filler(a, b - a, gap_first[a], n)
+                rep.filled.append((a, b, n))
+    elif rep.gaps:
+        rep.notes.append("gaps left as they are: the segment is in service, so a writer may still be "
+                         "storing its stub; they are accounted for once it is out of service")
+
+    abandoned_total = rep.abandoned_before + rep.abandoned + sum(n for _, _, n in rep.filled)
+    seg._set_abandoned_count(abandoned_total)
+    if first is not None:
+        seg._set_limits(first.sequence, seg._message_pid(first.offset)[1],
+                        last.sequence, seg._message_pid(last.offset)[1], last.offset)
+    seg._note_salvage()
+    return rep

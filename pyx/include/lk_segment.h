@@ -1,0 +1,475 @@
+/*
+ * lk_segment.h -- the log segment: layout, lock-free reservation, finish,
+ * and the reader's record walk.  Format version 1; docs/format.md is the
+ * byte-level reference and must change together with this file.
+ *
+ * ======================================================================
+ * Data structures
+ * ======================================================================
+ * A segment is a region (base, size) of a MAP_SHARED mapping: a 4096-byte
+ * header followed by messages allocated one after another, each 8-byte
+ * aligned.  The region may be a whole file or part of a larger mapping.
+ * All integers are little-endian (the build refuses a big-endian target).
+ *
+ * The reservation word (header offset 512, alone on its 64-byte cache line):
+ *
+ *      bit 63      IN_SERVICE   1 = writers may reserve
+ *      bits 32-62  COUNT        messages reserved so far (31 bits)
+ *      bits 0-31   NEXT         next free byte offset / 8 (from region start)
+ *
+ * One compare-and-swap on this word moves NEXT past the new message and adds
+ * one to COUNT, so a writer gets its space (NEXT*8) and its sequence number
+ * (sequence_base + COUNT) in the same atomic step: sequence numbers increase
+ * strictly with offset.  Because IN_SERVICE is part of the compared word, a
+ * segment taken out of service while a writer retries makes that writer's
+ * CAS fail and its next iteration sees the flag (the Multics writer tested
+ * the flag once, before its loop; that race cannot happen here).
+ *
+ * COUNT cannot wrap: the smallest message is 64 bytes and NEXT addresses at
+ * most 2^32 * 8 bytes (32 GiB, the largest region), so COUNT <= 2^29.
+ *
+ * A message (64-byte header, then payload):
+ *
+ *      0  u32 sentinel 0x4B4CFEFF  bytes FF FE 'L' 'K': FF/FE never occur in UTF-8
+ *      4  u32 state    1 reserved, 2 committed, 3 abandoned  (0: nothing here)
+ *      8  u32 total length (header + payload + padding, multiple of 8)
+ *     12  i16 severity (-250..250)
+ *     14  u16 flags    (0 in version 1 except LK_FLAG_FILLER)
+ *     16  u64 sequence
+ *     24  i64 time, ns since the epoch (reservation time until finish)
+ *     32  u32 process id
+ *     36  u32 thread id
+ *     40  u32 text length
+ *     44  u32 binary data length
+ *     48  u16 data-class name length
+ *     50  u16 key id (0: not encrypted)
+ *     52  u32 span: sequence numbers this record accounts for (1; more only
+ *                   for a salvage filler that covers claims with no stub)
+ *     56  u32 reserved, 0
+ *     60  u32 checksum: CRC-32C of bytes 8..59 followed by the payload
+ *     64  text, data-class name, binary data; zero padding to a multiple of 8
+ *
+ * Bytes 0..7 are read and written as one 64-bit word, the "state word"
+ * (sentinel | state << 32), so a reader sees sentinel and state together.
+ *
+ * ======================================================================
+ * States of a message and who moves them
+ * ======================================================================
+ *   (zeros) --CAS on reservation word--> claimed   [writer owns the bytes]
+ *   claimed --stub stored, state word release--> reserved
+ *   reserved --payload, checksum, state word release--> committed   (final)
+ *   reserved --salvage CAS, writer dead or past grace--> abandoned  (final)
+ *
+ * "claimed" is invisible in memory: the bytes are still zero.  A writer
+ * killed there leaves a zero gap; a reader resynchronises on the next
+ * sentinel (see "Reader").  A writer killed while "reserved" leaves a stub
+ * whose length is known, so readers step over it; salvage later abandons it.
+ *
+ * ======================================================================
+ * Ordering guarantees (each atomic names its partner)
+ * ======================================================================
+ * [R1] reserve: CAS acq_rel on the reservation word.  Acquire: the writer's
+ *      stores into its claimed bytes happen after it owns them.  Release:
+ *      pairs with [O1], so taking the segment out of service observes every
+ *      claim made before it.
+ * [W1] stub publish: release store of (sentinel|RESERVED); everything in the
+ *      stub (length, sequence, lengths, pid, tid) is stored before it.
+ *      Pairs with [A1].
+ * [W2] commit publish: release store of (sentinel|COMMITTED) after every
+ *      payload byte and the checksum.  Pairs with [A1].  A reader that sees
+ *      COMMITTED sees the whole message; a reader that sees RESERVED never
+ *      reads the payload.
+ * [A1] reader: acquire load of the state word before reading any field.
+ * [O1] take out of service / put in service: CAS acq_rel on the
+ *      reservation word; pairs with [R1].
+ * [S1] salvage: CAS RESERVED -> ABANDONED on the state word; if the writer
+ *      commits at the same moment exactly one of [W2] and [S1] wins (the
+ *      writer's commit is a CAS too, so a late writer cannot resurrect an
+ *      abandoned message; it learns it lost and reports it).
+ * Counters and hints are relaxed: they order nothing, readers validate them.
+ *
+ * ======================================================================
+ * Reader
+ * ======================================================================
+ * A reader trusts nothing in the mapping.  At each position it checks the
+ * state word, then that the header is plausible: lengths consistent with the
+ * total, total within the region, sequence at least the next expected one
+ * and no further ahead than the bytes in between allow (64 bytes per
+ * sequence number).  A committed message must also pass its checksum.
+ * Anything else is a gap (all zeros: a claim with no stub) or damage; the
+ * reader scans forward 8 bytes at a time for the next plausible header and
+ * reports the range it passed over.  Every step advances the position, so a
+ * walk always ends.
+ */
+#ifndef LK_SEGMENT_H
+#define LK_SEGMENT_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "lk_atomic.h"
+#include "lk_crc32c.h"
+#include "lk_sys.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "logkit segment format version 1 is little-endian; this target is not"
+#endif
+
+#define LK_FORMAT_VERSION        1u
+#define LK_HEADER_SIZE           4096u
+#define LK_MSG_HEADER            64u
+#define LK_MIN_REGION            8192u
+#define LK_MAX_REGION            (((uint64_t)1 << 32) * 8)     /* 32 GiB */
+#define LK_SENTINEL              0x4B4CFEFFu
+#define LK_CHECKSUM_CRC32C       1u
+
+#define LK_STATE_RESERVED        1u
+#define LK_STATE_COMMITTED       2u
+#define LK_STATE_ABANDONED       3u
+#define LK_FLAG_FILLER           0x0001u
+
+#define LK_SEVERITY_MIN          (-250)
+#define LK_SEVERITY_MAX          250
+
+#define LK_IN_SERVICE            ((uint64_t)1 << 63)
+#define LK_COUNT_ONE             ((uint64_t)1 << 32)
+#define LK_COUNT_MASK            (((uint64_t)1 << 31) - 1)
+#define LK_NEXT_MASK             (((uint64_t)1 << 32) - 1)
+
+/* Header offsets (see docs/format.md). */
+#define LK_H_MAGIC               0      /* 8 bytes "LOGKITSG" */
+#define LK_H_VERSION             8      /* u32 */
+#define LK_H_HEADER_SIZE         12     /* u32 */
+#define LK_H_REGION_SIZE         16     /* u64 */
+#define LK_H_UUID                24     /* 16 bytes */
+#define LK_H_SEQUENCE_BASE       40     /* u64 */
+#define LK_H_CHECKSUM_ALG        48     /* u32 */
+#define LK_H_FLAGS               52     /* u32 */
+#define LK_H_CREATED             56     /* i64 ns */
+#define LK_H_FAMILY              64     /* 64 bytes, NUL-padded UTF-8 */
+#define LK_H_FAMILY_MAX          64
+#define LK_H_PREVIOUS            128    /* 256 bytes, NUL-padded UTF-8 */
+#define LK_H_PREVIOUS_MAX        256
+#define LK_H_IDENTITY_CRC        384    /* u32: CRC-32C of bytes 0..383 */
+#define LK_H_FIRST_SEQUENCE      392    /* u64 hint, 0 = none yet */
+#define LK_H_FIRST_TIME          400    /* i64 hint */
+#define LK_H_LAST_SEQUENCE       408    /* u64 hint */
+#define LK_H_LAST_TIME           416    /* i64 hint */
+#define LK_H_LAST_OFFSET         424    /* u64 hint: a committed message */
+#define LK_H_OUT_OF_SERVICE_TIME 432    /* i64 ns, 0 = never taken out */
+#define LK_H_SALVAGE_COUNT       440    /* u64 */
+#define LK_H_SALVAGE_TIME        448    /* i64 ns */
+#define LK_H_RESERVATION         512    /* u64, alone on its cache line */
+#define LK_H_REFUSED_FULL        576    /* u64 counters, one shared line: */
+#define LK_H_REFUSED_TOO_BIG     584    /*   only refusals touch them     */
+#define LK_H_REFUSED_OOS         592
+#define LK_H_ABANDONED           600
+#define LK_H_WAKE_WORD           640    /* u32 futex word (later issue) */
+#define LK_H_WAITERS             644    /* u32 */
+#define LK_H_WRITTEN_SHARDS      768    /* 16 x u64, one per cache line */
+#define LK_WRITTEN_SHARDS        16
+#define LK_H_LISTENER_COUNT      2048   /* u32 number of slots */
+#define LK_H_LISTENER_SLOT_SIZE  2052   /* u32 bytes per slot */
+#define LK_H_LISTENERS           2112   /* slots */
+#define LK_LISTENER_SLOTS        25
+#define LK_LISTENER_SLOT_BYTES   64
+
+#define LK_HINT_EVERY_MASK       63u    /* hints refreshed every 64 messages */
+
+/* Status codes of the C layer; the Cython layer turns them into exceptions. */
+enum {
+    LK_OK = 0,
+    LK_FULL = 1,
+    LK_TOO_BIG = 2,
+    LK_OUT_OF_SERVICE = 3,
+    LK_DAMAGED = 4,
+    LK_LOST = 5,          /* finish found its reservation already abandoned */
+};
+
+#define LK_U64(base, off) ((uint64_t *)((base) + (off)))
+#define LK_U32(base, off) ((uint32_t *)((base) + (off)))
+
+static inline uint64_t lk_align8(uint64_t n) { return (n + 7u) & ~(uint64_t)7u; }
+
+static inline uint64_t lk_state_word(uint32_t state) {
+    return (uint64_t)LK_SENTINEL | ((uint64_t)state << 32);
+}
+
+/* Total bytes of a message with these payload lengths. */
+static inline uint64_t lk_message_size(uint64_t text_len, uint64_t data_len, uint64_t cls_len) {
+    return lk_align8(LK_MSG_HEADER + text_len + data_len + cls_len);
+}
+
+static inline uint32_t lk_message_checksum(const uint8_t *m) {
+    uint32_t text_len, data_len; uint16_t cls_len;
+    memcpy(&text_len, m + 40, 4);
+    memcpy(&data_len, m + 44, 4);
+    memcpy(&cls_len, m + 48, 2);
+    uint32_t c = lk_crc32c(0, m + 8, 52);
+    return lk_crc32c(c, m + LK_MSG_HEADER, (uint64_t)text_len + data_len + cls_len);
+}
+
+static inline uint32_t lk_identity_crc(const uint8_t *base) {
+    return lk_crc32c(0, base, LK_H_IDENTITY_CRC);
+}
+
+/* Which written-counter shard a thread uses: spreads processes and threads
+ * over 16 cache lines so finishing a message never bounces a shared line. */
+static inline uint64_t *lk_written_shard(uint8_t *base, uint32_t tid) {
+    uint32_t s = (tid ^ (tid >> 4) ^ (tid >> 8)) & (LK_WRITTEN_SHARDS - 1);
+    return LK_U64(base, LK_H_WRITTEN_SHARDS + 64u * s);
+}
+
+/* ---------------------------------------------------------------- writer */
+
+/*
+ * Claim space for a message and publish its stub.  No lock, no system call,
+ * no allocation.  Returns LK_OK with *off and *seq set, or a refusal code
+ * (after counting it).  The data-class name is copied here because its
+ * length and bytes are known at reservation.
+ */
+static inline int lk_reserve(uint8_t *base, uint64_t size,
+                             uint64_t text_len, uint64_t data_len,
+                             const void *cls, uint64_t cls_len,
+                             uint64_t *off, uint64_t *seq) {
+    uint64_t need = lk_message_size(text_len, data_len, cls_len);
+    if (need > size - LK_HEADER_SIZE || text_len > 0xFFFFFFFFu ||
+        data_len > 0xFFFFFFFFu || cls_len > 0xFFFFu) {
+        lk_counter_add_relaxed(LK_U64(base, LK_H_REFUSED_TOO_BIG), 1);
+        return LK_TOO_BIG;
+    }
+    uint64_t *word = LK_U64(base, LK_H_RESERVATION);
+    uint64_t w = lk_reserve_word_load_relaxed(word);
+    uint64_t at;
+    for (;;) {
+        /* The flag is re-tested on every iteration with the value the CAS
+         * compares, so no reservation lands after taking out of service. */
+        if (!(w & LK_IN_SERVICE)) {
+            lk_counter_add_relaxed(LK_U64(base, LK_H_REFUSED_OOS), 1);
+            return LK_OUT_OF_SERVICE;
+        }
+        at = (w & LK_NEXT_MASK) * 8u;
+        if (at < LK_HEADER_SIZE || at > size)
+            return LK_DAMAGED;          /* a scribbled word: never write through it */
+        if (need > size - at) {
+            lk_counter_add_relaxed(LK_U64(base, LK_H_REFUSED_FULL), 1);
+            return LK_FULL;
+        }
+        uint64_t nw = w + LK_COUNT_ONE + need / 8u;
+        if (lk_reserve_word_cas(word, &w, nw))        /* [R1] pairs with [O1] */
+            break;
+    }
+    uint8_t *m = base + at;
+    uint64_t s = *LK_U64(base, LK_H_SEQUENCE_BASE) + ((w >> 32) & LK_COUNT_MASK);
+    uint32_t u32; uint16_t u16; int64_t now = lk_now_ns();
+    u32 = (uint32_t)need;          memcpy(m + 8, &u32, 4);
+    memset(m + 12, 0, 4);          /* severity, flags */
+    memcpy(m + 16, &s, 8);
+    memcpy(m + 24, &now, 8);       /* reservation time, replaced at finish */
+    u32 = lk_process_id();         memcpy(m + 32, &u32, 4);
+    u32 = lk_thread_id();          memcpy(m + 36, &u32, 4);
+    u32 = (uint32_t)text_len;      memcpy(m + 40, &u32, 4);
+    u32 = (uint32_t)data_len;      memcpy(m + 44, &u32, 4);
+    u16 = (uint16_t)cls_len;       memcpy(m + 48, &u16, 2);
+    memset(m + 50, 0, 2);          /* key id */
+    u32 = 1;                       memcpy(m + 52, &u32, 4);   /* span */
+    memset(m + 56, 0, 8);          /* reserved, checksum */
+    if (cls_len)
+        memcpy(m + LK_MSG_HEADER + text_len, cls, cls_len);
+    uint64_t pad_at = LK_MSG_HEADER + text_len + cls_len + data_len;
+    if (need > pad_at)
+        memset(m + pad_at, 0, need - pad_at);
+    lk_state_store_release(LK_U64(m, 0), lk_state_word(LK_STATE_RESERVED));  /* [W1] pairs with [A1] */
+    *off = at;
+    *seq = s;
+    return LK_OK;
+}
+
+/*
+ * Finish a reserved message: store severity and time, the checksum, then
+ * publish.  The commit is a CAS from RESERVED so that a salvager who already
+ * abandoned this reservation ([S1]) wins; the writer gets LK_LOST.
+ */
+static inline int lk_finish(uint8_t *base, uint64_t at, int16_t severity, int64_t time_ns) {
+    uint8_t *m = base + at;
+    memcpy(m + 12, &severity, 2);
+    memcpy(m + 24, &time_ns, 8);
+    uint32_t c = lk_message_checksum(m);
+    memcpy(m + 60, &c, 4);
+    uint64_t expected = lk_state_word(LK_STATE_RESERVED);
+    if (!lk_state_cas(LK_U64(m, 0), &expected, lk_state_word(LK_STATE_COMMITTED)))  /* [W2] pairs with [A1] */
+        return LK_LOST;
+    uint32_t tid; memcpy(&tid, m + 36, 4);
+    lk_counter_add_relaxed(lk_written_shard(base, tid), 1);
+    uint64_t seq; memcpy(&seq, m + 16, 8);
+    uint64_t seq_base = *LK_U64(base, LK_H_SEQUENCE_BASE);
+    if (seq == seq_base) {
+        lk_hint_store_relaxed(LK_U64(base, LK_H_FIRST_TIME), (uint64_t)time_ns);
+        lk_hint_store_relaxed(LK_U64(base, LK_H_FIRST_SEQUENCE), seq);
+    }
+    if (((seq - seq_base) & LK_HINT_EVERY_MASK) == 0) {
+        lk_hint_store_relaxed(LK_U64(base, LK_H_LAST_SEQUENCE), seq);
+        lk_hint_store_relaxed(LK_U64(base, LK_H_LAST_TIME), (uint64_t)time_ns);
+        lk_hint_store_relaxed(LK_U64(base, LK_H_LAST_OFFSET), at);
+    }
+    return LK_OK;
+}
+
+/* The whole write: reserve, copy, finish. */
+static inline int lk_write(uint8_t *base, uint64_t size,
+                           const void *text, uint64_t text_len,
+                           const void *data, uint64_t data_len,
+                           const void *cls, uint64_t cls_len,
+                           int16_t severity, int64_t time_ns, uint64_t *seq) {
+    uint64_t at;
+    int rc = lk_reserve(base, size, text_len, data_len, cls, cls_len, &at, seq);
+    if (rc != LK_OK)
+        return rc;
+    uint8_t *p = base + at + LK_MSG_HEADER;
+    if (text_len) memcpy(p, text, text_len);
+    if (data_len) memcpy(p + text_len + cls_len, data, data_len);
+    return lk_finish(base, at, severity, time_ns);
+}
+
+/* Set or clear IN_SERVICE.  Returns 1 if this call changed the flag, 0 if it
+ * was already so: exactly one of several racing callers gets 1, which is
+ * what elects the rotator of a family.  [O1] pairs with [R1]. */
+static inline int lk_set_in_service(uint8_t *base, int in_service) {
+    uint64_t *word = LK_U64(base, LK_H_RESERVATION);
+    uint64_t w = lk_reserve_word_load_relaxed(word);
+    for (;;) {
+        int now_in = (w & LK_IN_SERVICE) != 0;
+        if (now_in == (in_service != 0))
+            return 0;
+        uint64_t nw = in_service ? (w | LK_IN_SERVICE) : (w & ~LK_IN_SERVICE);
+        if (lk_reserve_word_cas(word, &w, nw))
+            return 1;
+    }
+}
+
+/* ---------------------------------------------------------------- reader */
+
+enum {
+    LK_REC_END = 0,        /* nothing more */
+    LK_REC_COMMITTED = 1,  /* a whole message, checksum good */
+    LK_REC_RESERVED = 2,   /* a stub whose writer has not finished */
+    LK_REC_ABANDONED = 3,  /* a stub given up by salvage (or a filler) */
+    LK_REC_GAP = 4,        /* zeros: claims whose writer left no stub */
+    LK_REC_DAMAGED = 5,    /* bytes that are no plausible record */
+};
+
+typedef struct {
+    int kind;
+    uint64_t offset;       /* where the record or range starts */
+    uint64_t next;         /* where the walk continues */
+    uint64_t sequence;     /* records: its sequence */
+    uint32_t span;         /* records: sequence numbers it accounts for */
+    uint32_t state;        /* records: raw state */
+    int checksum_ok;       /* committed records: 1; damaged record: 0 */
+} lk_rec;
+
+/* Is there a plausible message header at `at`?  `min_seq`/`min_pos` are the
+ * next expected sequence and where it would start.  On success fills
+ * *total, *seq, *span, *state (from an acquire load [A1]). */
+static inline int lk_plausible(const uint8_t *base, uint64_t size, uint64_t at,
+                               uint64_t min_seq, uint64_t min_pos,
+                               uint32_t *total, uint64_t *seq, uint32_t *span, uint32_t *state) {
+    if (at + LK_MSG_HEADER > size || at < LK_HEADER_SIZE)
+        return 0;
+    const uint8_t *m = base + at;
+    uint64_t sw = lk_state_load_acquire((const uint64_t *)m);           /* [A1] */
+    if ((uint32_t)sw != LK_SENTINEL)
+        return 0;
+    uint32_t st = (uint32_t)(sw >> 32);
+    if (st < LK_STATE_RESERVED || st > LK_STATE_ABANDONED)
+        return 0;
+    uint32_t t, tl, dl, sp; uint16_t cl; uint64_t s;
+    memcpy(&t, m + 8, 4); memcpy(&s, m + 16, 8);
+    memcpy(&tl, m + 40, 4); memcpy(&dl, m + 44, 4); memcpy(&cl, m + 48, 2);
+    memcpy(&sp, m + 52, 4);
+    if (t < LK_MSG_HEADER || (t & 7u) || (uint64_t)t > size - at)
+        return 0;
+    if (lk_message_size(tl, dl, cl) != t)
+        return 0;
+    if (sp == 0 || s < min_seq || s - min_seq > (at - min_pos) / LK_MSG_HEADER)
+        return 0;
+    if (s > UINT64_MAX - sp)
+        return 0;
+    *total = t; *seq = s; *span = sp; *state = st;
+    return 1;
+}
+
+static inline int lk_all_zero(const uint8_t *p, uint64_t n) {
+    for (uint64_t i = 0; i < n; i += 8) {
+        uint64_t v; memcpy(&v, p + i, 8);
+        if (v) return 0;
+    }
+    return 1;
+}
+
+/*
+ * One step of a walk.  `pos` is where the walk stands (8-aligned), `bound`
+ * the allocation end the caller read from the reservation word (clamped to
+ * the region), `min_seq`/`min_pos` as for lk_plausible.  Always returns a
+ * record with next > pos, or LK_REC_END.
+ */
+static inline void lk_next_record(const uint8_t *base, uint64_t size, uint64_t pos,
+                                  uint64_t bound, uint64_t min_seq, uint64_t min_pos,
+                                  lk_rec *r) {
+    uint32_t total, span, state; uint64_t seq;
+    r->offset = pos; r->checksum_ok = 0; r->sequence = 0; r->span = 0; r->state = 0;
+    if (pos + LK_MSG_HEADER > size) {
+        r->kind = LK_REC_END; r->next = pos;
+        return;
+    }
+    if (lk_plausible(base, size, pos, min_seq, min_pos, &total, &seq, &span, &state)) {
+        r->next = pos + total; r->sequence = seq; r->span = span; r->state = state;
+        if (state == LK_STATE_COMMITTED) {
+            uint32_t stored; memcpy(&stored, base + pos + 60, 4);
+            int16_t sev; memcpy(&sev, base + pos + 12, 2);
+            if (stored == lk_message_checksum(base + pos) &&
+                sev >= LK_SEVERITY_MIN && sev <= LK_SEVERITY_MAX && span == 1) {
+                r->kind = LK_REC_COMMITTED; r->checksum_ok = 1;
+                return;
+            }
+            /* Its length cannot be trusted either: resynchronise below. */
+        } else if (state == LK_STATE_RESERVED) {
+            r->kind = LK_REC_RESERVED;
+            return;
+        } else {
+            r->kind = LK_REC_ABANDONED;
+            return;
+        }
+    } else if (pos >= bound) {
+        /* Past the allocation end with nothing plausible: the end. */
+        r->kind = LK_REC_END; r->next = pos;
+        return;
+    }
+    /* Gap or damage: scan for the next plausible header.  Within the
+     * allocated part only, unless we are already past it (damaged word). */
+    uint64_t limit = pos < bound ? bound : size;
+    uint64_t q = pos + 8;
+    while (q + LK_MSG_HEADER <= limit) {
+        if (*(const uint32_t *)(base + q) == LK_SENTINEL &&
+            lk_plausible(base, size, q, min_seq, min_pos, &total, &seq, &span, &state))
+            break;
+        q += 8;
+    }
+    if (q > limit) q = limit;
+    if (q + LK_MSG_HEADER > limit) q = limit;
+    r->next = q;
+    r->kind = lk_all_zero(base + pos, q - pos) ? LK_REC_GAP : LK_REC_DAMAGED;
+}
+
+/* The allocation end a reader may walk to: NEXT*8 clamped to the region.
+ * A scribbled word (NEXT inside the header or past the end) gives the whole
+ * region, so a walk still finds everything, just more slowly. */
+static inline uint64_t lk_read_bound(const uint8_t *base, uint64_t size) {
+    uint64_t w = lk_reserve_word_load_acquire(LK_U64(base, LK_H_RESERVATION));
+    uint64_t at = (w & LK_NEXT_MASK) * 8u;
+    if (at < LK_HEADER_SIZE || at > size)
+        return size;
+    return at;
+}
+
+#endif /* LK_SEGMENT_H */

@@ -1,0 +1,52 @@
+# Benchmark floors for bench/bench_segment.py, written against the C-level API
+# exported by _segment.pxd (this module is also the proof that another Cython
+# module can cimport reserve/finish and call them with no Python overhead).
+from libc.stdint cimport uint8_t, uint64_t, int64_t
+from libc.string cimport memcpy
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+
+from logkit._segment cimport (
+    Segment, lk_reserve, lk_finish, lk_write, lk_now_ns, lk_state_store_release,
+    lk_state_word, LK_OK, LK_MSG_HEADER, LK_STATE_COMMITTED,
+)
+
+
+cdef inline int _bare(Segment seg, const char *p, uint64_t n) noexcept nogil:
+    # reserve + copy + commit, no checksum: the cost of the lock-free core alone
+    cdef uint64_t off, seq
+    cdef int rc = lk_reserve(seg.base, seg.size, n, 0, NULL, 0, &off, &seq)
+    if rc != LK_OK:
+        return rc
+    memcpy(seg.base + off + LK_MSG_HEADER, p, n)
+    lk_state_store_release(<uint64_t *>(seg.base + off), lk_state_word(LK_STATE_COMMITTED))
+    return LK_OK
+
+
+def bare_write(Segment seg, bytes payload):
+    """One bare reserve + copy + commit, called from Python.  Returns the status."""
+    return _bare(seg, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+
+
+def bare_loop(Segment seg, bytes payload, Py_ssize_t n):
+    """n bare steps in a Cython loop; returns how many succeeded."""
+    cdef const char *p = PyBytes_AS_STRING(payload)
+    cdef uint64_t ln = PyBytes_GET_SIZE(payload)
+    cdef Py_ssize_t i, ok = 0
+    with nogil:
+        for i in range(n):
+            if _bare(seg, p, ln) == LK_OK:
+                ok += 1
+    return ok
+
+
+def write_loop(Segment seg, bytes payload, Py_ssize_t n, int severity=20):
+    """n full writes (reserve, copy, checksum, commit) in a Cython loop."""
+    cdef const char *p = PyBytes_AS_STRING(payload)
+    cdef uint64_t ln = PyBytes_GET_SIZE(payload)
+    cdef uint64_t seq
+    cdef Py_ssize_t i, ok = 0
+    with nogil:
+        for i in range(n):
+            if lk_write(seg.base, seg.size, p, ln, NULL, 0, NULL, 0, severity, lk_now_ns(), &seq) == LK_OK:
+                ok += 1
+    return ok

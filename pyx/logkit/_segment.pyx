@@ -1,0 +1,1088 @@
+# The segment core's object layer: Segment, Reservation, Message and the
+# record walk, over the C primitives of pyx/include/lk_segment.h (which
+# explains the reservation word, the message states and every ordering).
+# Everything above this module (families, handler, tools) goes through it.
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int64_t
+from libc.string cimport memcpy, memset
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_SIMPLE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.long cimport PyLong_FromUnsignedLongLong
+
+import mmap as _mmap_mod
+import os
+import uuid as _uuid_mod
+from collections import namedtuple
+
+from logkit.errors import (
+    DiskFull, InvalidArgument, MessageLost, MessageTooBig, NoSuchMessage, OutOfService,
+    ReadOnlySegment, SegmentClosed, SegmentDamaged, SegmentExists, SegmentFull,
+    SegmentNotFound,
+)
+
+cdef extern from "Python.h":
+    const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
+
+cdef extern from "sys/mman.h" nogil:
+    int madvise(void *addr, size_t length, int advice)
+    int msync(void *addr, size_t length, int flags)
+    int MS_SYNC
+
+cdef extern from "errno.h":
+    int errno
+
+lk_crc32c_setup()
+lk_sys_setup()
+
+MAGIC = b"LOGKITSG"
+FORMAT_VERSION = LK_FORMAT_VERSION
+HEADER_SIZE = LK_HEADER_SIZE
+MESSAGE_HEADER_SIZE = LK_MSG_HEADER
+MIN_SEGMENT_SIZE = LK_MIN_REGION
+MAX_SEGMENT_SIZE = LK_MAX_REGION
+SEVERITY_MIN = LK_SEVERITY_MIN
+SEVERITY_MAX = LK_SEVERITY_MAX
+CHECKSUM_CRC32C = LK_CHECKSUM_CRC32C
+LISTENER_SLOTS = LK_LISTENER_SLOTS
+_MADV_POPULATE_WRITE = 23   # Linux >= 5.14; older kernels answer EINVAL
+
+Limits = namedtuple("Limits", "first_sequence first_time last_sequence last_time")
+Record = namedtuple("Record", "kind offset length sequence span state")
+
+RECORD_KINDS = {
+    LK_REC_COMMITTED: "committed",
+    LK_REC_RESERVED: "reserved",
+    LK_REC_ABANDONED: "abandoned",
+    LK_REC_GAP: "gap",
+    LK_REC_DAMAGED: "damaged",
+}
+
+
+def crc32c(data, unsigned int crc=0):
+    """CRC-32C (Castagnoli) of a bytes-like object, continuing from `crc`."""
+    cdef const uint8_t[::1] v = memoryview(data).cast("B")
+    if v.shape[0] == 0:
+        return crc
+    return lk_crc32c(crc, &v[0], v.shape[0])
+
+
+def crc32c_uses_hardware():
+    """True when the SSE4.2 instruction computes the checksum on this machine."""
+    return bool(lk_crc32c_using_hardware())
+
+
+def _crc32c_force_software(bint force):
+    """For tests: use the portable table-driven checksum (True) or detect again (False)."""
+    lk_crc32c_force_software(force)
+
+
+cdef inline uint64_t _u64(const uint8_t *p, uint64_t off) noexcept nogil:
+    cdef uint64_t v
+    memcpy(&v, p + off, 8)
+    return v
+
+cdef inline uint32_t _u32(const uint8_t *p, uint64_t off) noexcept nogil:
+    cdef uint32_t v
+    memcpy(&v, p + off, 4)
+    return v
+
+cdef inline uint16_t _u16(const uint8_t *p, uint64_t off) noexcept nogil:
+    cdef uint16_t v
+    memcpy(&v, p + off, 2)
+    return v
+
+cdef inline void _put64(uint8_t *p, uint64_t off, uint64_t v) noexcept nogil:
+    memcpy(p + off, &v, 8)
+
+cdef inline void _put32(uint8_t *p, uint64_t off, uint32_t v) noexcept nogil:
+    memcpy(p + off, &v, 4)
+
+
+def parse_size(value, what="size"):
+    """Turn 1048576, "1MiB", "64KiB", "8M" or "2GiB" into bytes; InvalidArgument otherwise."""
+    if isinstance(value, bool):
+        raise InvalidArgument(f"{what}: expected a number of bytes or a string like '8MiB', got {value!r}")
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{what}: expected a number of bytes or a string like '8MiB', got {value!r}")
+    units = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20,
+             "mb": 1000 ** 2, "mib": 1 << 20, "g": 1 << 30, "gb": 1000 ** 3, "gib": 1 << 30}
+    s = value.strip()
+    i = len(s)
+    while i and not (s[i - 1].isdigit()):
+        i -= 1
+    num, unit = s[:i].strip(), s[i:].strip().lower()
+    if not num.isdigit() or unit not in units:
+        raise InvalidArgument(
+            f"{what}: {value!r} is not a size; use bytes or a number with KiB, MiB or GiB (e.g. '8MiB')")
+    return int(num) * units[unit]
+
+
+def _validate_size(size):
+    size = parse_size(size)
+    if size < LK_MIN_REGION:
+        raise InvalidArgument(f"segment size {size} is below the minimum of {LK_MIN_REGION} bytes")
+    if size > LK_MAX_REGION:
+        raise InvalidArgument(f"segment size {size} is above the maximum of {LK_MAX_REGION} bytes (32 GiB)")
+    if size % 8:
+        raise InvalidArgument(f"segment size {size} is not a multiple of 8 bytes")
+    return size
+
+
+def _encode_field(value, int limit, what):
+    if value is None:
+        value = ""
+    b = os.fsencode(value) if not isinstance(value, bytes) else value
+    if b"\0" in b:
+        raise InvalidArgument(f"{what} {value!r} contains a NUL byte")
+    if len(b) >= limit:
+        raise InvalidArgument(f"{what} {value!r} is {len(b)} bytes; the format holds at most {limit - 1}")
+    return b
+
+
+cdef void _format_region(uint8_t *b, uint64_t size, bytes family, bytes previous,
+                         uint64_t seq_base, bytes uuid_bytes, int64_t created) noexcept:
+    cdef uint64_t i
+    memset(b, 0, LK_HEADER_SIZE)
+    memcpy(b, b"LOGKITSG", 8)
+    _put32(b, LK_H_VERSION, LK_FORMAT_VERSION)
+    _put32(b, LK_H_HEADER_SIZE, LK_HEADER_SIZE)
+    _put64(b, LK_H_REGION_SIZE, size)
+    memcpy(b + LK_H_UUID, <const char *>uuid_bytes, 16)
+    _put64(b, LK_H_SEQUENCE_BASE, seq_base)
+    _put32(b, LK_H_CHECKSUM_ALG, LK_CHECKSUM_CRC32C)
+    _put64(b, LK_H_CREATED, <uint64_t>created)
+    memcpy(b + LK_H_FAMILY, <const char *>family, len(family))
+    memcpy(b + LK_H_PREVIOUS, <const char *>previous, len(previous))
+    _put32(b, LK_H_IDENTITY_CRC, lk_identity_crc(b))
+    _put32(b, LK_H_LISTENER_COUNT, LK_LISTENER_SLOTS)
+    _put32(b, LK_H_LISTENER_SLOT_SIZE, LK_LISTENER_SLOT_BYTES)
+    # The word goes last, with release: a reader that sees the segment in
+    # service sees the header above (pairs with lk_read_bound's acquire).
+    lk_reserve_word_store_release(<uint64_t *>(b + LK_H_RESERVATION),
+                                  LK_IN_SERVICE | (LK_HEADER_SIZE // 8))
+
+
+cdef str _header_problem(const uint8_t *b, uint64_t size):
+    """None if the header identity is sound, else what is wrong with it."""
+    if b[0:8] != MAGIC:
+        return "bad magic (not a logkit segment)"
+    cdef uint32_t v = _u32(b, LK_H_VERSION)
+    if v != LK_FORMAT_VERSION:
+        return f"format version {v}, this logkit reads version {LK_FORMAT_VERSION}"
+    if _u32(b, LK_H_HEADER_SIZE) != LK_HEADER_SIZE:
+        return f"header size {_u32(b, LK_H_HEADER_SIZE)} (expected {LK_HEADER_SIZE})"
+    if _u64(b, LK_H_REGION_SIZE) != size:
+        return f"header says {_u64(b, LK_H_REGION_SIZE)} bytes, region has {size}"
+    if _u32(b, LK_H_CHECKSUM_ALG) != LK_CHECKSUM_CRC32C:
+        return f"unknown checksum algorithm {_u32(b, LK_H_CHECKSUM_ALG)}"
+    if _u32(b, LK_H_IDENTITY_CRC) != lk_identity_crc(b):
+        return "header identity checksum mismatch (bytes 0..383)"
+    return None
+
+
+cdef class Segment:
+    """A log segment: a header plus sequentially allocated messages in a shared mapping.
+
+    Create one with Segment.create(path, ...), open one with Segment.open(path), or
+    place one in a region of any writable buffer with Segment.format()/from_buffer().
+    """
+
+    def __cinit__(self):
+        self.base = NULL
+        self._has_view = False
+        self._mmap = None
+        self._owner = None
+        self._mv = None
+        self.path = None
+
+    def __dealloc__(self):
+        if self._has_view:
+            PyBuffer_Release(&self._view)
+            self._has_view = False
+
+    # ------------------------------------------------------------ opening
+
+    @staticmethod
+    def _attach(owner, Py_ssize_t offset, length, bint readonly, path, mm, bint check=True):
+        cdef Segment seg = Segment.__new__(Segment)
+        PyObject_GetBuffer(owner, &seg._view, PyBUF_SIMPLE if readonly else PyBUF_WRITABLE)
+        seg._has_view = True
+        seg._owner = owner
+        seg._mmap = mm
+        seg.readonly = readonly
+        seg.path = path
+        cdef Py_ssize_t total = seg._view.len
+        if length is None:
+            length = total - offset
+        cdef Py_ssize_t n = length
+        where = path if path is not None else f"region at offset {offset}"
+        if offset < 0 or n < 0 or offset + n > total:
+            seg.close()
+            raise InvalidArgument(f"{where}: region {offset}+{n} lies outside the {total}-byte buffer")
+        if offset % 8 or (<size_t>seg._view.buf) % 8:
+            seg.close()
+            raise InvalidArgument(f"{where}: region offset {offset} is not 8-byte aligned")
+        if n < LK_MIN_REGION:
+            seg.close()
+            raise SegmentDamaged(f"{where}: {n} bytes is too small for a segment (minimum {LK_MIN_REGION})")
+        seg.base = <uint8_t *>seg._view.buf + offset
+        seg.size = n
+        seg._region_offset = offset
+        if check:
+            problem = _header_problem(seg.base, seg.size)
+            if problem is not None:
+                seg.close()
+                raise SegmentDamaged(f"{where}: {problem}; logkit.salvage() can recover its messages")
+        return seg
+
+    @staticmethod
+    def create(path, size=1 << 20, family="", previous="", sequence_base=1,
+               mode=0o640, segment_uuid=None):
+        """Create a new segment file of `size` bytes and open it for writing.
+
+        The file is prepared under a temporary name, fully allocated on disk
+        (so a full disk is a DiskFull error now, never a SIGBUS later),
+        formatted, then linked into place: nobody sees a half-made segment.
+        Raises SegmentExists if `path` exists, DiskFull, InvalidArgument.
+        """
+        size = _validate_size(size)
+        fam = _encode_field(family, LK_H_FAMILY_MAX, "family name")
+        prev = _encode_field(previous, LK_H_PREVIOUS_MAX, "previous segment path")
+        if not isinstance(sequence_base, int) or not 1 <= sequence_base < (1 << 62):
+            raise InvalidArgument(f"sequence_base {sequence_base!r} must be an integer in 1..2**62-1")
+        uid = (segment_uuid or _uuid_mod.uuid4()).bytes
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise SegmentNotFound(f"cannot create segment {path}: directory {directory} does not exist")
+        if os.path.exists(path):
+            raise SegmentExists(f"cannot create segment {path}: a file is already there")
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{_uuid_mod.uuid4().hex[:8]}.new")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            os.fchmod(fd, mode)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as e:
+                if e.errno in (28, 122):   # ENOSPC, EDQUOT
+                    raise DiskFull(e.errno, f"no space to create segment {path} of {size} bytes: {e.strerror}") from None
+                if e.errno in (95, 22):    # file system without fallocate: fall back
+                    os.ftruncate(fd, size)
+                else:
+                    raise
+            mm = _mmap_mod.mmap(fd, size, _mmap_mod.MAP_SHARED, _mmap_mod.PROT_READ | _mmap_mod.PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        cdef Segment seg
+        try:
+            seg = Segment._attach(mm, 0, size, False, path, mm, check=False)
+            seg._prefault()
+            _format_region(seg.base, seg.size, fam, prev, sequence_base, uid, lk_now_ns())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise SegmentExists(f"cannot create segment {path}: another process created it first") from None
+        except BaseException:
+            os.unlink(tmp)
+            try:
+                seg.close()
+            except NameError:
+                mm.close()
+            raise
+        os.unlink(tmp)
+        return seg
+
+    @staticmethod
+    def open(path, readonly=False):
+        """Open an existing segment file (writable unless readonly=True).
+
+        Raises SegmentNotFound, or SegmentDamaged naming what is wrong with the header.
+        """
+        return Segment._open_file(path, readonly, True)
+
+    @staticmethod
+    def _open_file(path, bint readonly, bint check):
+        path = os.fspath(path)
+        try:
+            fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise SegmentNotFound(f"no segment at {path}") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size < LK_MIN_REGION:
+                raise SegmentDamaged(f"{path}: {size} bytes is too small for a segment (minimum {LK_MIN_REGION})")
+            if readonly:
+                mm = _mmap_mod.mmap(fd, size, _mmap_mod.MAP_SHARED, _mmap_mod.PROT_READ)
+            else:
+                mm = _mmap_mod.mmap(fd, size, _mmap_mod.MAP_SHARED, _mmap_mod.PROT_READ | _mmap_mod.PROT_WRITE)
+        finally:
+            os.close(fd)
+        cdef Segment seg = Segment._attach(mm, 0, size, readonly, path, mm, check=check)
+        if not readonly:
+            seg._prefault()
+        return seg
+
+    @staticmethod
+    def format(buffer, offset=0, length=None, family="", previous="", sequence_base=1,
+               segment_uuid=None):
+        """Format a region of a writable buffer (e.g. an mmap) as an empty segment."""
+        fam = _encode_field(family, LK_H_FAMILY_MAX, "family name")
+        prev = _encode_field(previous, LK_H_PREVIOUS_MAX, "previous segment path")
+        if not isinstance(sequence_base, int) or not 1 <= sequence_base < (1 << 62):
+            raise InvalidArgument(f"sequence_base {sequence_base!r} must be an integer in 1..2**62-1")
+        cdef Segment seg = Segment._attach(buffer, offset, length, False, None, None, check=False)
+        if seg.size > LK_MAX_REGION or seg.size % 8:
+            seg.close()
+            raise InvalidArgument(f"region of {seg.size} bytes: size must be a multiple of 8 and at most 32 GiB")
+        memset(seg.base + LK_HEADER_SIZE, 0, seg.size - LK_HEADER_SIZE)
+        _format_region(seg.base, seg.size, fam, prev, sequence_base,
+                       (segment_uuid or _uuid_mod.uuid4()).bytes, lk_now_ns())
+        return seg
+
+    @staticmethod
+    def from_buffer(buffer, offset=0, length=None, readonly=False):
+        """Attach to a segment already formatted in a region of `buffer`."""
+        return Segment._attach(buffer, offset, length, readonly, None, None, check=True)
+
+    cdef int _check_open(self) except -1:
+        if self.base == NULL:
+            raise SegmentClosed(f"segment {self.path or ''} is closed".replace("  ", " "))
+        return 0
+
+    cdef int _check_writable(self) except -1:
+        self._check_open()
+        if self.readonly:
+            raise ReadOnlySegment(f"segment {self.path} was opened read-only")
+        return 0
+
+    def _prefault(self):
+        """Fault the mapping in now so writers never take a page fault (about
+        2 us per 4 KiB page here, more than ten writes).  MADV_POPULATE_WRITE
+        where the kernel has it (5.14+); older kernels skip it."""
+        if self.base != NULL and not self.readonly:
+            madvise(<void *>((<size_t>self.base) & ~(<size_t>4095)),
+                    self.size + ((<size_t>self.base) & 4095), _MADV_POPULATE_WRITE)
+
+    def close(self):
+        """Release the mapping.  Views still held elsewhere keep the memory
+        mapped until they are released; reads through Messages fail cleanly."""
+        self.base = NULL
+        if self._has_view:
+            PyBuffer_Release(&self._view)
+            self._has_view = False
+        if self._mv is not None:
+            try:
+                self._mv.release()
+            except BufferError:
+                pass
+            self._mv = None
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:
+                pass   # a user still holds a view: the mmap unmaps when it is freed
+            self._mmap = None
+        self._owner = None
+
+    @property
+    def closed(self):
+        return self.base == NULL
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        if self.base == NULL:
+            return f"<logkit.Segment {self.path!r} closed>"
+        return (f"<logkit.Segment {self.path!r} family={self.family!r} size={self.size} "
+                f"in_service={self.in_service}>")
+
+    # ------------------------------------------------------------ header
+
+    @property
+    def size(self):
+        return self.size
+
+    @property
+    def family(self):
+        self._check_open()
+        return (<bytes>self.base[LK_H_FAMILY:LK_H_FAMILY + LK_H_FAMILY_MAX]).split(b"\0", 1)[0].decode("utf-8", "replace")
+
+    @property
+    def previous(self):
+        self._check_open()
+        return os.fsdecode((<bytes>self.base[LK_H_PREVIOUS:LK_H_PREVIOUS + LK_H_PREVIOUS_MAX]).split(b"\0", 1)[0])
+
+    def set_previous(self, previous):
+        """Rewrite the previous-segment path (migration) and the identity checksum."""
+        self._check_writable()
+        prev = _encode_field(previous, LK_H_PREVIOUS_MAX, "previous segment path")
+        memset(self.base + LK_H_PREVIOUS, 0, LK_H_PREVIOUS_MAX)
+        memcpy(self.base + LK_H_PREVIOUS, <const char *>prev, len(prev))
+        _put32(self.base, LK_H_IDENTITY_CRC, lk_identity_crc(self.base))
+
+    @property
+    def uuid(self):
+        self._check_open()
+        return _uuid_mod.UUID(bytes=bytes(self.base[LK_H_UUID:LK_H_UUID + 16]))
+
+    @property
+    def sequence_base(self):
+        self._check_open()
+        return _u64(self.base, LK_H_SEQUENCE_BASE)
+
+    @property
+    def created(self):
+        self._check_open()
+        return <int64_t>_u64(self.base, LK_H_CREATED)
+
+    @property
+    def in_service(self):
+        self._check_open()
+        return bool(lk_reserve_word_load_acquire(<uint64_t *>(self.base + LK_H_RESERVATION)) & LK_IN_SERVICE)
+
+    @property
+    def out_of_service_time(self):
+        """When the segment was taken out of service (ns), or None."""
+        self._check_open()
+        cdef int64_t t = <int64_t>lk_hint_load_relaxed(<uint64_t *>(self.base + LK_H_OUT_OF_SERVICE_TIME))
+        return t if t else None
+
+    def take_out_of_service(self):
+        """Stop all new reservations.  Returns True if this call did it, False if
+        the segment was already out of service: of several racing callers
+        exactly one gets True."""
+        self._check_writable()
+        if lk_set_in_service(self.base, 0):
+            lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_OUT_OF_SERVICE_TIME), <uint64_t>lk_now_ns())
+            return True
+        return False
+
+    def put_in_service(self):
+        """Accept reservations again.  Returns True if this call changed the flag."""
+        self._check_writable()
+        if lk_set_in_service(self.base, 1):
+            lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_OUT_OF_SERVICE_TIME), 0)
+            return True
+        return False
+
+    def used(self):
+        """Bytes allocated so far, header included."""
+        self._check_open()
+        return lk_read_bound(self.base, self.size)
+
+    def stats(self):
+        """Every counter of the segment as a dict (cheap: reads the header only).
+
+        reserved: reservations made (the count in the reservation word);
+        written: messages finished; refused_*: refusals by reason;
+        abandoned: reservations given up (by their writer or by salvage).
+        """
+        self._check_open()
+        cdef uint64_t w = lk_reserve_word_load_acquire(<uint64_t *>(self.base + LK_H_RESERVATION))
+        cdef uint64_t written = 0
+        cdef int i
+        for i in range(LK_WRITTEN_SHARDS):
+            written += lk_counter_load_relaxed(<uint64_t *>(self.base + LK_H_WRITTEN_SHARDS + 64 * i))
+        return {
+            "reserved": (w >> 32) & LK_COUNT_MASK,
+            "written": written,
+            "refused_full": lk_counter_load_relaxed(<uint64_t *>(self.base + LK_H_REFUSED_FULL)),
+            "refused_too_big": lk_counter_load_relaxed(<uint64_t *>(self.base + LK_H_REFUSED_TOO_BIG)),
+            "refused_out_of_service": lk_counter_load_relaxed(<uint64_t *>(self.base + LK_H_REFUSED_OOS)),
+            "abandoned": lk_counter_load_relaxed(<uint64_t *>(self.base + LK_H_ABANDONED)),
+            "in_service": bool(w & LK_IN_SERVICE),
+            "bytes_used": lk_read_bound(self.base, self.size),
+            "bytes_total": self.size,
+            "salvages": _u64(self.base, LK_H_SALVAGE_COUNT),
+        }
+
+    def header(self):
+        """Every header field as a dict, for display and debugging."""
+        self._check_open()
+        cdef const uint8_t *b = self.base
+        cdef uint64_t w = lk_reserve_word_load_acquire(<uint64_t *>(self.base + LK_H_RESERVATION))
+        listeners = []
+        cdef uint32_t i
+        cdef uint64_t at
+        for i in range(LK_LISTENER_SLOTS):
+            at = LK_H_LISTENERS + i * LK_LISTENER_SLOT_BYTES
+            if _u32(b, at):
+                listeners.append({"slot": i, "pid": _u32(b, at), "flags": _u32(b, at + 4),
+                                  "min_interval_ns": _u64(b, at + 8), "last_wake_ns": _u64(b, at + 16)})
+        return {
+            "magic": bytes(b[0:8]),
+            "version": _u32(b, LK_H_VERSION),
+            "header_size": _u32(b, LK_H_HEADER_SIZE),
+            "region_size": _u64(b, LK_H_REGION_SIZE),
+            "uuid": str(self.uuid),
+            "sequence_base": _u64(b, LK_H_SEQUENCE_BASE),
+            "checksum_algorithm": "crc32c" if _u32(b, LK_H_CHECKSUM_ALG) == LK_CHECKSUM_CRC32C else _u32(b, LK_H_CHECKSUM_ALG),
+            "created": <int64_t>_u64(b, LK_H_CREATED),
+            "family": self.family,
+            "previous": self.previous,
+            "identity_crc": _u32(b, LK_H_IDENTITY_CRC),
+            "identity_crc_ok": _u32(b, LK_H_IDENTITY_CRC) == lk_identity_crc(b),
+            "first_sequence_hint": _u64(b, LK_H_FIRST_SEQUENCE),
+            "first_time_hint": <int64_t>_u64(b, LK_H_FIRST_TIME),
+            "last_sequence_hint": _u64(b, LK_H_LAST_SEQUENCE),
+            "last_time_hint": <int64_t>_u64(b, LK_H_LAST_TIME),
+            "last_offset_hint": _u64(b, LK_H_LAST_OFFSET),
+            "out_of_service_time": <int64_t>_u64(b, LK_H_OUT_OF_SERVICE_TIME),
+            "reservation_word": w,
+            "in_service": bool(w & LK_IN_SERVICE),
+            "reserved_count": (w >> 32) & LK_COUNT_MASK,
+            "next_offset": (w & LK_NEXT_MASK) * 8,
+            "waiters": _u32(b, LK_H_WAITERS),
+            "listeners": listeners,
+        }
+
+    # ------------------------------------------------------------ writing
+
+    cdef int _raise_status(self, int rc, uint64_t need) except -1:
+        where = self.path or "segment"
+        if rc == LK_FULL:
+            raise SegmentFull(f"{where}: full ({lk_read_bound(self.base, self.size)} of {self.size} bytes used, "
+                              f"message needs {need})")
+        if rc == LK_TOO_BIG:
+            raise MessageTooBig(f"{where}: a message of {need} bytes can never fit "
+                                f"(at most {self.size - LK_HEADER_SIZE} bytes per message in this segment)")
+        if rc == LK_OUT_OF_SERVICE:
+            raise OutOfService(f"{where}: segment is out of service")
+        if rc == LK_DAMAGED:
+            raise SegmentDamaged(f"{where}: reservation word at offset {LK_H_RESERVATION} is damaged")
+        if rc == LK_LOST:
+            raise MessageLost(f"{where}: the reservation was abandoned by salvage before it was finished")
+        raise SegmentDamaged(f"{where}: unexpected status {rc}")
+
+    def write(self, text, int severity=20, data=b"", data_class="", time=None):
+        """Append one message and return its sequence number.
+
+        text: str (stored as UTF-8) or bytes; data: bytes-like binary data;
+        data_class: the name of the formatter for `data`; time: ns since the
+        epoch (default: now).  Raises SegmentFull, MessageTooBig, OutOfService,
+        InvalidArgument (severity outside -250..250).
+        """
+        cdef const char *tp
+        cdef Py_ssize_t tn
+        cdef const char *cp = NULL
+        cdef Py_ssize_t cn = 0
+        cdef const uint8_t[::1] dv
+        cdef const void *dp = NULL
+        cdef Py_ssize_t dn = 0
+        cdef int64_t t
+        cdef uint64_t seq
+        cdef int rc
+        if self.base == NULL or self.readonly:
+            self._check_writable()
+        if severity < LK_SEVERITY_MIN or severity > LK_SEVERITY_MAX:
+            raise InvalidArgument(f"severity {severity} is outside {LK_SEVERITY_MIN}..{LK_SEVERITY_MAX}")
+        if type(text) is str:
+            tp = PyUnicode_AsUTF8AndSize(text, &tn)
+        elif type(text) is bytes:
+            tp = PyBytes_AS_STRING(text)
+            tn = PyBytes_GET_SIZE(text)
+        else:
+            raise InvalidArgument(f"text must be str or bytes, not {type(text).__name__}")
+        if type(data) is bytes:
+            dp = PyBytes_AS_STRING(data)
+            dn = PyBytes_GET_SIZE(data)
+        elif data is not None:
+            dv = memoryview(data).cast("B")
+            dn = dv.shape[0]
+            if dn:
+                dp = &dv[0]
+        if data_class:
+            if type(data_class) is not str:
+                raise InvalidArgument(f"data_class must be str, not {type(data_class).__name__}")
+            cp = PyUnicode_AsUTF8AndSize(data_class, &cn)
+        t = lk_now_ns() if time is None else time
+        rc = lk_write(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>severity, t, &seq)
+        if rc != LK_OK:
+            self._raise_status(rc, lk_message_size(tn, dn, cn))
+        return PyLong_FromUnsignedLongLong(seq)
+
+    def reserve(self, Py_ssize_t text_len, Py_ssize_t data_len=0, data_class=""):
+        """Claim space for a message; fill r.text and r.data, then r.finish().
+
+        Also a context manager: leaving the block finishes the message, or
+        abandons it if the block raised.
+        """
+        self._check_writable()
+        if text_len < 0 or data_len < 0:
+            raise InvalidArgument(f"lengths must be >= 0 (text_len={text_len}, data_len={data_len})")
+        cls = data_class.encode("utf-8") if data_class else b""
+        cdef uint64_t off, seq
+        cdef const char *cp = cls
+        cdef int rc = lk_reserve(self.base, self.size, text_len, data_len, cp, len(cls), &off, &seq)
+        if rc != LK_OK:
+            self._raise_status(rc, lk_message_size(text_len, data_len, len(cls)))
+        cdef Reservation r = Reservation.__new__(Reservation)
+        r.segment = self
+        r.offset = off
+        r.sequence = seq
+        r._text_len = text_len
+        r._data_len = data_len
+        r._cls_len = len(cls)
+        r._done = False
+        return r
+
+    def sync(self):
+        """msync(MS_SYNC): the messages written so far are on disk when this returns."""
+        self._check_open()
+        cdef size_t start = (<size_t>self.base) & ~(<size_t>4095)
+        cdef size_t length = self.size + ((<size_t>self.base) & 4095)
+        with nogil:
+            rc = msync(<void *>start, length, MS_SYNC)
+        if rc != 0:
+            raise OSError(errno, f"msync of segment {self.path} failed: {os.strerror(errno)}")
+
+    # ------------------------------------------------------------ reading
+
+    def _memoryview(self):
+        if self._mv is None:
+            self._mv = memoryview(self._owner).cast("B")
+        return self._mv
+
+    def __iter__(self):
+        """Finished messages, oldest first, as zero-copy Message views."""
+        self._check_open()
+        return SegmentIterator(self)
+
+    def messages(self):
+        """The same as iter(seg); the iterator counts what it passed over
+        (.open_reservations, .gaps, .damaged)."""
+        return self.__iter__()
+
+    def records(self, whole_region=False):
+        """Every record and range, including open reservations, gaps and damage,
+        as Record(kind, offset, length, sequence, span, state) tuples."""
+        self._check_open()
+        cdef lk_rec r
+        cdef uint64_t bound = self.size if whole_region else lk_read_bound(self.base, self.size)
+        cdef uint64_t pos = LK_HEADER_SIZE
+        cdef uint64_t min_seq = _u64(self.base, LK_H_SEQUENCE_BASE)
+        cdef uint64_t min_pos = LK_HEADER_SIZE
+        out = []
+        while True:
+            self._check_open()
+            lk_next_record(self.base, self.size, pos, bound, min_seq, min_pos, &r)
+            if r.kind == LK_REC_END:
+                break
+            if r.kind == LK_REC_GAP and r.next >= bound and whole_region:
+                break   # the never-used tail of the region
+            out.append(Record(RECORD_KINDS[r.kind], r.offset, r.next - r.offset,
+                              r.sequence if r.kind <= LK_REC_ABANDONED else None,
+                              r.span if r.kind <= LK_REC_ABANDONED else None,
+                              r.state if r.kind <= LK_REC_ABANDONED else None))
+            if r.kind <= LK_REC_ABANDONED:
+                min_seq = r.sequence + r.span
+                min_pos = r.next
+            pos = r.next
+        return out
+
+    def find(self, sequence=None, time=None):
+        """The first finished message with sequence >= `sequence` (or time >= `time`, ns).
+
+        Raises NoSuchMessage when there is none.
+        """
+        if (sequence is None) == (time is None):
+            raise InvalidArgument("find() takes exactly one of sequence= or time=")
+        cdef uint64_t want_seq = 0
+        cdef int64_t want_time = 0
+        cdef bint by_seq = sequence is not None
+        if by_seq:
+            if sequence < 0:
+                raise NoSuchMessage(f"{self.path or 'segment'}: no message with sequence >= {sequence}")
+            want_seq = min(sequence, (1 << 64) - 1)
+        else:
+            want_time = max(min(time, (1 << 63) - 1), -(1 << 63))
+        cdef SegmentIterator it = SegmentIterator(self)
+        cdef Message m
+        for m in it:
+            if by_seq:
+                if _u64(m._ptr(), 16) >= want_seq:
+                    return m
+            elif <int64_t>_u64(m._ptr(), 24) >= want_time:
+                return m
+        what = f"sequence >= {sequence}" if by_seq else f"time >= {time}"
+        raise NoSuchMessage(f"{self.path or 'segment'}: no finished message with {what}")
+
+    def limits(self):
+        """Limits(first_sequence, first_time, last_sequence, last_time) of the
+        finished messages, exact at the moment of the call; None if there are none.
+        Walks from the header's last-offset hint, so it costs a few messages."""
+        self._check_open()
+        cdef SegmentIterator it = SegmentIterator(self)
+        cdef Message first = next(it, None)
+        if first is None:
+            return None
+        cdef Message last = first
+        cdef uint64_t hint = lk_hint_load_relaxed(<uint64_t *>(self.base + LK_H_LAST_OFFSET))
+        cdef uint32_t total, span, state
+        cdef uint64_t seq
+        if hint > it.pos and hint < self.size and hint % 8 == 0 and lk_plausible(
+                self.base, self.size, hint, it.min_seq, it.min_pos, &total, &seq, &span, &state) \
+                and state == LK_STATE_COMMITTED \
+                and _u32(self.base, hint + 60) == lk_message_checksum(self.base + hint):
+            last = Message._make(self, hint)
+            it.pos = hint + total
+            it.min_seq = seq + 1
+            it.min_pos = hint + total
+        for m in it:
+            last = m
+        return Limits(first.sequence, first.time, last.sequence, last.time)
+
+    def scan(self):
+        """A read-only census: dict with committed, reserved (open reservations
+        as (offset, sequence, pid) tuples), abandoned, gaps and damaged
+        (byte ranges), and the missing sequence numbers a gap accounts for."""
+        self._check_open()
+        report = {"committed": 0, "reserved": [], "abandoned": 0, "gaps": [], "damaged": [],
+                  "checksum_failures": 0}
+        for rec in self.records():
+            if rec.kind == "committed":
+                report["committed"] += 1
+            elif rec.kind == "reserved":
+                report["reserved"].append((rec.offset, rec.sequence, _u32(self.base, rec.offset + 32)))
+            elif rec.kind == "abandoned":
+                report["abandoned"] += rec.span
+            elif rec.kind == "gap":
+                report["gaps"].append((rec.offset, rec.offset + rec.length))
+            else:
+                report["damaged"].append((rec.offset, rec.offset + rec.length))
+        return report
+
+    # ------------------------------------------------------------ salvage internals
+
+    def _header_problem(self):
+        self._check_open()
+        return _header_problem(self.base, self.size)
+
+    def _message_pid(self, uint64_t offset):
+        self._check_open()
+        return _u32(self.base, offset + 32), <int64_t>_u64(self.base, offset + 24)
+
+    def _abandon(self, uint64_t offset):
+        """CAS a reserved stub to abandoned ([S1]); True if this call did it."""
+        self._check_writable()
+        cdef uint64_t expected = lk_state_word(LK_STATE_RESERVED)
+        if lk_state_cas(<uint64_t *>(self.base + offset), &expected, lk_state_word(LK_STATE_ABANDONED)):
+            lk_counter_add_relaxed(<uint64_t *>(self.base + LK_H_ABANDONED), 1)
+            return True
+        return False
+
+    def _write_filler(self, uint64_t offset, uint64_t length, uint64_t sequence, uint32_t span):
+        """Account for claims that left no stub: an abandoned record covering
+        [offset, offset+length) and `span` sequence numbers from `sequence`."""
+        self._check_writable()
+        if length < LK_MSG_HEADER or length % 8 or offset + length > self.size or offset < LK_HEADER_SIZE:
+            raise InvalidArgument(f"filler {offset}+{length} does not fit the segment")
+        cdef uint8_t *m = self.base + offset
+        memset(m + 8, 0, length - 8)
+        _put32(m, 8, <uint32_t>length)
+        (<uint16_t *>(m + 14))[0] = LK_FLAG_FILLER
+        _put64(m, 16, sequence)
+        _put64(m, 24, <uint64_t>lk_now_ns())
+        _put32(m, 40, <uint32_t>(length - LK_MSG_HEADER))
+        _put32(m, 52, span)
+        _put32(m, 60, lk_message_checksum(m))
+        lk_state_store_release(<uint64_t *>m, lk_state_word(LK_STATE_ABANDONED))
+        lk_counter_add_relaxed(<uint64_t *>(self.base + LK_H_ABANDONED), span)
+
+    def _rebuild_identity(self, uint64_t sequence_base):
+        """Rewrite a damaged identity block (magic .. identity CRC) from what the
+        region itself proves; keeps family, previous and uuid bytes as found."""
+        self._check_writable()
+        cdef uint8_t *b = self.base
+        memcpy(b, b"LOGKITSG", 8)
+        _put32(b, LK_H_VERSION, LK_FORMAT_VERSION)
+        _put32(b, LK_H_HEADER_SIZE, LK_HEADER_SIZE)
+        _put64(b, LK_H_REGION_SIZE, self.size)
+        _put64(b, LK_H_SEQUENCE_BASE, sequence_base)
+        _put32(b, LK_H_CHECKSUM_ALG, LK_CHECKSUM_CRC32C)
+        b[LK_H_FAMILY + LK_H_FAMILY_MAX - 1] = 0
+        b[LK_H_PREVIOUS + LK_H_PREVIOUS_MAX - 1] = 0
+        _put32(b, LK_H_IDENTITY_CRC, lk_identity_crc(b))
+
+    def _fix_word(self, uint64_t min_next, uint64_t min_count, bint out_of_service):
+        """Raise NEXT and COUNT to at least the given values (never lower them);
+        optionally clear IN_SERVICE in the same CAS.  Returns True if changed."""
+        self._check_writable()
+        cdef uint64_t *word = <uint64_t *>(self.base + LK_H_RESERVATION)
+        cdef uint64_t w = lk_reserve_word_load_relaxed(word)
+        cdef uint64_t nxt, cnt, nw
+        while True:
+            nxt = (w & LK_NEXT_MASK) * 8
+            cnt = (w >> 32) & LK_COUNT_MASK
+            if nxt < LK_HEADER_SIZE or nxt > self.size:
+                nxt = min_next
+            nxt = max(nxt, min_next)
+            cnt = max(cnt, min_count)
+            nw = (w & LK_IN_SERVICE) | (cnt << 32) | (nxt // 8)
+            if out_of_service:
+                nw &= ~LK_IN_SERVICE
+            if nw == w:
+                return False
+            if lk_reserve_word_cas(word, &w, nw):
+                if out_of_service and (w & LK_IN_SERVICE):
+                    lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_OUT_OF_SERVICE_TIME), <uint64_t>lk_now_ns())
+                return True
+
+    def _set_limits(self, first_seq, first_time, last_seq, last_time, last_offset):
+        self._check_writable()
+        lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_FIRST_SEQUENCE), first_seq)
+        lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_FIRST_TIME), <uint64_t><int64_t>first_time)
+        lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_LAST_SEQUENCE), last_seq)
+        lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_LAST_TIME), <uint64_t><int64_t>last_time)
+        lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_LAST_OFFSET), last_offset)
+
+    def _set_abandoned_count(self, uint64_t n):
+        self._check_writable()
+        lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_ABANDONED), n)
+
+    def _note_salvage(self):
+        self._check_writable()
+        lk_counter_add_relaxed(<uint64_t *>(self.base + LK_H_SALVAGE_COUNT), 1)
+        lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_SALVAGE_TIME), <uint64_t>lk_now_ns())
+
+    def _probe_sequence_base(self):
+        """For a damaged identity: the smallest sequence base consistent with the
+        first checksum-valid message found by sentinel, or None."""
+        self._check_open()
+        cdef uint64_t q = LK_HEADER_SIZE
+        cdef uint32_t total, span, state
+        cdef uint64_t seq
+        while q + LK_MSG_HEADER <= self.size:
+            if _u32(self.base, q) == LK_SENTINEL and lk_plausible(
+                    self.base, self.size, q, 0, 0, &total, &seq, &span, &state) \
+                    and state == LK_STATE_COMMITTED \
+                    and _u32(self.base, q + 60) == lk_message_checksum(self.base + q):
+                return max(1, seq - (q - LK_HEADER_SIZE) // LK_MSG_HEADER)
+            q += 8
+        return None
+
+
+cdef class SegmentIterator:
+    """Walks a segment's finished messages, counting what it passes over."""
+
+    def __cinit__(self, Segment seg):
+        seg._check_open()
+        self.seg = seg
+        self.pos = LK_HEADER_SIZE
+        self.min_seq = _u64(seg.base, LK_H_SEQUENCE_BASE)
+        self.min_pos = LK_HEADER_SIZE
+        self.bound = lk_read_bound(seg.base, seg.size)
+        self.open_reservations = []
+        self.gaps = []
+        self.damaged = []
+        self.abandoned = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef lk_rec r
+        cdef Segment seg = self.seg
+        if seg.base == NULL:
+            raise SegmentClosed(f"segment {seg.path} was closed during iteration")
+        while True:
+            lk_next_record(seg.base, seg.size, self.pos, self.bound, self.min_seq, self.min_pos, &r)
+            if r.kind == LK_REC_COMMITTED:
+                self.pos = r.next
+                self.min_seq = r.sequence + 1
+                self.min_pos = r.next
+                return Message._make(seg, r.offset)
+            if r.kind == LK_REC_END:
+                # Writers may have allocated more since we looked: look again.
+                self.bound = lk_read_bound(seg.base, seg.size)
+                if self.bound > self.pos:
+                    lk_next_record(seg.base, seg.size, self.pos, self.bound, self.min_seq, self.min_pos, &r)
+                    if r.kind != LK_REC_END:
+                        continue
+                raise StopIteration
+            if r.kind == LK_REC_RESERVED:
+                self.open_reservations.append((r.offset, r.sequence))
+            elif r.kind == LK_REC_ABANDONED:
+                self.abandoned += r.span
+            elif r.kind == LK_REC_GAP:
+                self.gaps.append((r.offset, r.next))
+            else:
+                self.damaged.append((r.offset, r.next))
+            if r.kind <= LK_REC_ABANDONED:
+                self.min_seq = r.sequence + r.span
+                self.min_pos = r.next
+            self.pos = r.next
+
+
+cdef class Message:
+    """A finished message, read in place (zero-copy).  Fields are read from the
+    mapping on access; text is decoded only when asked for."""
+
+    @staticmethod
+    cdef Message _make(Segment seg, uint64_t offset):
+        cdef Message m = Message.__new__(Message)
+        m.segment = seg
+        m.offset = offset
+        return m
+
+    cdef const uint8_t *_ptr(self) except NULL:
+        if self.segment.base == NULL:
+            raise SegmentClosed(f"message at offset {self.offset}: its segment {self.segment.path} is closed")
+        return self.segment.base + self.offset
+
+    @property
+    def sequence(self):
+        return _u64(self._ptr(), 16)
+
+    @property
+    def time(self):
+        """ns since the epoch, as given by the writer."""
+        return <int64_t>_u64(self._ptr(), 24)
+
+    @property
+    def severity(self):
+        cdef int16_t s
+        memcpy(&s, self._ptr() + 12, 2)
+        return s
+
+    @property
+    def process_id(self):
+        return _u32(self._ptr(), 32)
+
+    @property
+    def thread_id(self):
+        return _u32(self._ptr(), 36)
+
+    @property
+    def key_id(self):
+        return _u16(self._ptr(), 50)
+
+    @property
+    def size(self):
+        """Bytes the message occupies in the segment, header and padding included."""
+        return _u32(self._ptr(), 8)
+
+    @property
+    def text(self):
+        """The text, decoded from UTF-8 (undecodable bytes become U+FFFD)."""
+        cdef const uint8_t *p = self._ptr()
+        return PyUnicode_DecodeUTF8(<const char *>(p + LK_MSG_HEADER), _u32(p, 40), "replace")
+
+    @property
+    def text_bytes(self):
+        """The text as a read-only memoryview into the segment (zero-copy)."""
+        cdef const uint8_t *p = self._ptr()
+        cdef uint64_t a = self.segment._region_offset + self.offset + LK_MSG_HEADER
+        return self.segment._memoryview()[a:a + _u32(p, 40)].toreadonly()
+
+    @property
+    def data_class(self):
+        cdef const uint8_t *p = self._ptr()
+        cdef uint64_t n = _u16(p, 48)
+        if n == 0:
+            return ""
+        return PyUnicode_DecodeUTF8(<const char *>(p + LK_MSG_HEADER + _u32(p, 40)), n, "replace")
+
+    @property
+    def data(self):
+        """The binary data as a read-only memoryview into the segment (zero-copy)."""
+        cdef const uint8_t *p = self._ptr()
+        cdef uint64_t a = self.segment._region_offset + self.offset + LK_MSG_HEADER + _u32(p, 40) + _u16(p, 48)
+        return self.segment._memoryview()[a:a + _u32(p, 44)].toreadonly()
+
+    def checksum_ok(self):
+        """Verify the checksum again (the reader already did when it yielded this)."""
+        cdef const uint8_t *p = self._ptr()
+        return _u32(p, 60) == lk_message_checksum(p)
+
+    def to_dict(self):
+        """A copy of every field, independent of the segment."""
+        return {"sequence": self.sequence, "time": self.time, "severity": self.severity,
+                "process_id": self.process_id, "thread_id": self.thread_id, "text": self.text,
+                "data_class": self.data_class, "data": bytes(self.data)}
+
+    def __repr__(self):
+        if self.segment.base == NULL:
+            return f"<logkit.Message at {self.offset} (segment closed)>"
+        return f"<logkit.Message seq={self.sequence} sev={self.severity} text={self.text!r}>"
+
+
+cdef class Reservation:
+    """Space claimed in a segment: fill .text and .data, then finish()."""
+
+    @property
+    def text(self):
+        """Writable memoryview of exactly text_len bytes (UTF-8 text goes here)."""
+        if self._done:
+            raise InvalidArgument(f"reservation {self.sequence} is already finished")
+        if self._text_view is None:
+            a = self.segment._region_offset + self.offset + LK_MSG_HEADER
+            self._text_view = self.segment._memoryview()[a:a + self._text_len]
+        return self._text_view
+
+    @property
+    def data(self):
+        """Writable memoryview of exactly data_len bytes."""
+        if self._done:
+            raise InvalidArgument(f"reservation {self.sequence} is already finished")
+        if self._data_view is None:
+            a = self.segment._region_offset + self.offset + LK_MSG_HEADER + self._text_len + self._cls_len
+            self._data_view = self.segment._memoryview()[a:a + self._data_len]
+        return self._data_view
+
+    cdef _release_views(self):
+        for v in (self._text_view, self._data_view):
+            if v is not None:
+                try:
+                    v.release()
+                except BufferError:
+                    pass
+        self._text_view = None
+        self._data_view = None
+
+    def finish(self, int severity=20, time=None):
+        """Checksum and publish the message.  Raises MessageLost if salvage
+        abandoned the reservation first."""
+        if self._done:
+            raise InvalidArgument(f"reservation {self.sequence} is already finished")
+        if severity < LK_SEVERITY_MIN or severity > LK_SEVERITY_MAX:
+            raise InvalidArgument(f"severity {severity} is outside {LK_SEVERITY_MIN}..{LK_SEVERITY_MAX}")
+        self.segment._check_writable()
+        cdef int64_t t = lk_now_ns() if time is None else time
+        self._release_views()
+        self._done = True
+        cdef int rc = lk_finish(self.segment.base, self.offset, <int16_t>severity, t)
+        if rc != LK_OK:
+            self.segment._raise_status(rc, 0)
+        return self.sequence
+
+    def abandon(self):
+        """Give the reservation up: readers pass over it and count it abandoned."""
+        if self._done:
+            return
+        self._release_views()
+        self._done = True
+        self.segment._abandon(self.offset)
+
+    @property
+    def finished(self):
+        return self._done
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abandon()
+        elif not self._done:
+            self.finish()
