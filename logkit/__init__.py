@@ -33,8 +33,9 @@ from logkit.errors import (
     SegmentExists,
     SegmentFull,
     SegmentNotFound,
+    UnsupportedFormat,
 )
-from logkit.salvage import SalvageReport, salvage
+from logkit.salvager import SalvageReport, salvage
 
 __version__ = "0.1.0"
 
@@ -45,5 +46,5 @@ __all__ = [
     "crc32c", "parse_size", "salvage", "SalvageReport",
     "LogkitError", "InvalidArgument", "SegmentFull", "SegmentDamaged", "OutOfService",
     "NoSuchMessage", "MessageTooBig", "MessageLost", "SegmentClosed", "SegmentNotFound",
-    "SegmentExists", "DiskFull", "ReadOnlySegment",
+    "SegmentExists", "DiskFull", "ReadOnlySegment", "UnsupportedFormat",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "SegmentExists",
     "DiskFull",
     "ReadOnlySegment",
+    "UnsupportedFormat",
 ]
 
 
@@ -72,3 +73,7 @@ class DiskFull(LogkitError, OSError):
 
 class ReadOnlySegment(LogkitError):
     """A write was attempted on a segment opened read-only."""
+
+
+class UnsupportedFormat(LogkitError):
+    """The segment is sound but of a format version this logkit does not read."""

@@ -67,7 +67,12 @@ static void lk_crc32c_setup(void) {
 #endif
 }
 
+/* Each extension module that includes this header has its own copy of the
+ * static state above, so set-up is lazy: the first call in any module runs it
+ * (a benign race: concurrent set-ups store identical values). */
 static inline uint32_t lk_crc32c(uint32_t crc, const void *buf, size_t n) {
+    if (__builtin_expect(lk_crc32c_hw < 0, 0))
+        lk_crc32c_setup();
 #if defined(__x86_64__)
     if (__builtin_expect(lk_crc32c_hw == 1, 1))
         return lk_crc32c_sse42(crc, (const unsigned char *)buf, n);
@@ -76,7 +81,10 @@ static inline uint32_t lk_crc32c(uint32_t crc, const void *buf, size_t n) {
 }
 
 /* For tests: force the software path (0) or restore detection (1). */
-static inline int lk_crc32c_using_hardware(void) { return lk_crc32c_hw == 1; }
+static inline int lk_crc32c_using_hardware(void) {
+    if (lk_crc32c_hw < 0) lk_crc32c_setup();
+    return lk_crc32c_hw == 1;
+}
 static inline void lk_crc32c_force_software(int force) {
     if (force) lk_crc32c_hw = 0;
     else lk_crc32c_setup();

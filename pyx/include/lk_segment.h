@@ -26,7 +26,8 @@
  * the flag once, before its loop; that race cannot happen here).
  *
  * COUNT cannot wrap: the smallest message is 64 bytes and NEXT addresses at
- * most 2^32 * 8 bytes (32 GiB, the largest region), so COUNT <= 2^29.
+ * most (2^32 - 1) * 8 bytes (the largest region, 32 GiB - 8, so that NEXT of a
+ * completely full region still fits its 32 bits), so COUNT < 2^29 < 2^31.
  *
  * A message (64-byte header, then payload):
  *
@@ -56,13 +57,14 @@
  * States of a message and who moves them
  * ======================================================================
  *   (zeros) --CAS on reservation word--> claimed   [writer owns the bytes]
- *   claimed --stub stored, state word release--> reserved
+ *   claimed --stub fields, then state word release--> reserved
  *   reserved --payload, checksum, state word release--> committed   (final)
  *   reserved --salvage CAS, writer dead or past grace--> abandoned  (final)
  *
- * "claimed" is invisible in memory: the bytes are still zero.  A writer
- * killed there leaves a zero gap; a reader resynchronises on the next
- * sentinel (see "Reader").  A writer killed while "reserved" leaves a stub
+ * "claimed" has no published state word: bytes 0..7 are still zero (the stub
+ * fields after them may be partly stored).  A writer killed there leaves a
+ * "gap": a range whose first word is zero; a reader resynchronises on the
+ * next sentinel (see "Reader") and salvage accounts for it with a filler.  A writer killed while "reserved" leaves a stub
  * whose length is known, so readers step over it; salvage later abandons it.
  *
  * ======================================================================
@@ -119,7 +121,7 @@
 #define LK_HEADER_SIZE           4096u
 #define LK_MSG_HEADER            64u
 #define LK_MIN_REGION            8192u
-#define LK_MAX_REGION            (((uint64_t)1 << 32) * 8)     /* 32 GiB */
+#define LK_MAX_REGION            ((((uint64_t)1 << 32) - 1) * 8) /* 32 GiB - 8: NEXT fits 32 bits */
 #define LK_SENTINEL              0x4B4CFEFFu
 #define LK_CHECKSUM_CRC32C       1u
 
@@ -228,10 +230,10 @@ static inline uint64_t *lk_written_shard(uint8_t *base, uint32_t tid) {
  * (after counting it).  The data-class name is copied here because its
  * length and bytes are known at reservation.
  */
-static inline int lk_reserve(uint8_t *base, uint64_t size,
-                             uint64_t text_len, uint64_t data_len,
-                             const void *cls, uint64_t cls_len,
-                             uint64_t *off, uint64_t *seq) {
+static inline int lk_reserve_at(uint8_t *base, uint64_t size,
+                                uint64_t text_len, uint64_t data_len,
+                                const void *cls, uint64_t cls_len, int64_t now,
+                                uint64_t *off, uint64_t *seq) {
     uint64_t need = lk_message_size(text_len, data_len, cls_len);
     if (need > size - LK_HEADER_SIZE || text_len > 0xFFFFFFFFu ||
         data_len > 0xFFFFFFFFu || cls_len > 0xFFFFu) {
@@ -239,7 +241,7 @@ static inline int lk_reserve(uint8_t *base, uint64_t size,
         return LK_TOO_BIG;
     }
     uint64_t *word = LK_U64(base, LK_H_RESERVATION);
-    uint64_t w = lk_reserve_word_load_relaxed(word);
+    uint64_t w = lk_reserve_word_load_exclusive(word);
     uint64_t at;
     for (;;) {
         /* The flag is re-tested on every iteration with the value the CAS
@@ -261,7 +263,7 @@ static inline int lk_reserve(uint8_t *base, uint64_t size,
     }
     uint8_t *m = base + at;
     uint64_t s = *LK_U64(base, LK_H_SEQUENCE_BASE) + ((w >> 32) & LK_COUNT_MASK);
-    uint32_t u32; uint16_t u16; int64_t now = lk_now_ns();
+    uint32_t u32; uint16_t u16;
     u32 = (uint32_t)need;          memcpy(m + 8, &u32, 4);
     memset(m + 12, 0, 4);          /* severity, flags */
     memcpy(m + 16, &s, 8);
@@ -285,13 +287,24 @@ static inline int lk_reserve(uint8_t *base, uint64_t size,
     return LK_OK;
 }
 
+static inline int lk_reserve(uint8_t *base, uint64_t size,
+                             uint64_t text_len, uint64_t data_len,
+                             const void *cls, uint64_t cls_len,
+                             uint64_t *off, uint64_t *seq) {
+    return lk_reserve_at(base, size, text_len, data_len, cls, cls_len, lk_now_ns(), off, seq);
+}
+
 /*
  * Finish a reserved message: store severity and time, the checksum, then
  * publish.  The commit is a CAS from RESERVED so that a salvager who already
- * abandoned this reservation ([S1]) wins; the writer gets LK_LOST.
+ * abandoned this reservation ([S1]) wins; the writer gets LK_LOST and the
+ * abandoned record's bytes are left as salvage saw them (checked first; a
+ * salvager that abandons in the instant between check and CAS still wins).
  */
 static inline int lk_finish(uint8_t *base, uint64_t at, int16_t severity, int64_t time_ns) {
     uint8_t *m = base + at;
+    if (lk_state_load_acquire(LK_U64(m, 0)) != lk_state_word(LK_STATE_RESERVED))
+        return LK_LOST;
     memcpy(m + 12, &severity, 2);
     memcpy(m + 24, &time_ns, 8);
     uint32_t c = lk_message_checksum(m);
@@ -315,14 +328,17 @@ static inline int lk_finish(uint8_t *base, uint64_t at, int16_t severity, int64_
     return LK_OK;
 }
 
-/* The whole write: reserve, copy, finish. */
+/* The whole write: reserve, copy, finish.  `now` is the clock now (the stub's
+ * reservation time, which salvage's grace period is measured from); pass the
+ * same value as `time_ns` when the message is stamped now, so one clock read
+ * serves both. */
 static inline int lk_write(uint8_t *base, uint64_t size,
                            const void *text, uint64_t text_len,
                            const void *data, uint64_t data_len,
                            const void *cls, uint64_t cls_len,
-                           int16_t severity, int64_t time_ns, uint64_t *seq) {
+                           int16_t severity, int64_t time_ns, int64_t now, uint64_t *seq) {
     uint64_t at;
-    int rc = lk_reserve(base, size, text_len, data_len, cls, cls_len, &at, seq);
+    int rc = lk_reserve_at(base, size, text_len, data_len, cls, cls_len, now, &at, seq);
     if (rc != LK_OK)
         return rc;
     uint8_t *p = base + at + LK_MSG_HEADER;
@@ -369,11 +385,15 @@ typedef struct {
 } lk_rec;
 
 /* Is there a plausible message header at `at`?  `min_seq`/`min_pos` are the
- * next expected sequence and where it would start.  On success fills
- * *total, *seq, *span, *state (from an acquire load [A1]). */
-static inline int lk_plausible(const uint8_t *base, uint64_t size, uint64_t at,
-                               uint64_t min_seq, uint64_t min_pos,
-                               uint32_t *total, uint64_t *seq, uint32_t *span, uint32_t *state) {
+ * next expected sequence and where it would start.  A record found right
+ * where the previous one ended (at == min_pos) only needs seq >= min_seq, so
+ * a scribbled COUNT that made writers jump ahead hides nothing; a candidate
+ * found by resynchronisation must also be no further ahead than the bytes in
+ * between allow (64 per sequence number), which is what rejects sentinels
+ * that merely happen to appear inside binary data.  On success fills *total,
+ * *seq, *span, *state (from an acquire load [A1]). */
+static inline int lk_plausible_shape(const uint8_t *base, uint64_t size, uint64_t at,
+                                     uint32_t *total, uint64_t *seq, uint32_t *span, uint32_t *state) {
     if (at + LK_MSG_HEADER > size || at < LK_HEADER_SIZE)
         return 0;
     const uint8_t *m = base + at;
@@ -391,11 +411,21 @@ static inline int lk_plausible(const uint8_t *base, uint64_t size, uint64_t at,
         return 0;
     if (lk_message_size(tl, dl, cl) != t)
         return 0;
-    if (sp == 0 || s < min_seq || s - min_seq > (at - min_pos) / LK_MSG_HEADER)
-        return 0;
-    if (s > UINT64_MAX - sp)
+    if (sp == 0 || s > UINT64_MAX - sp)
         return 0;
     *total = t; *seq = s; *span = sp; *state = st;
+    return 1;
+}
+
+static inline int lk_plausible(const uint8_t *base, uint64_t size, uint64_t at,
+                               uint64_t min_seq, uint64_t min_pos,
+                               uint32_t *total, uint64_t *seq, uint32_t *span, uint32_t *state) {
+    if (!lk_plausible_shape(base, size, at, total, seq, span, state))
+        return 0;
+    if (*seq < min_seq)
+        return 0;
+    if (at != min_pos && (at < min_pos || *seq - min_seq > (at - min_pos) / LK_MSG_HEADER))
+        return 0;
     return 1;
 }
 
@@ -455,10 +485,19 @@ static inline void lk_next_record(const uint8_t *base, uint64_t size, uint64_t p
             break;
         q += 8;
     }
-    if (q > limit) q = limit;
-    if (q + LK_MSG_HEADER > limit) q = limit;
+    if (q + LK_MSG_HEADER > limit) {
+        /* No header before the limit: do not report the zeros that follow the
+         * last non-zero byte as part of this range (they are unused space). */
+        q = limit;
+        if (*(const uint64_t *)(base + pos) != 0) {
+            while (q > pos + 8 && *(const uint64_t *)(base + q - 8) == 0)
+                q -= 8;
+        }
+    }
     r->next = q;
-    r->kind = lk_all_zero(base + pos, q - pos) ? LK_REC_GAP : LK_REC_DAMAGED;
+    /* A range whose first word is zero is a claim whose state word was never
+     * published (its writer died before [W1]); anything else is damage. */
+    r->kind = *(const uint64_t *)(base + pos) == 0 ? LK_REC_GAP : LK_REC_DAMAGED;
 }
 
 /* The allocation end a reader may walk to: NEXT*8 clamped to the region.

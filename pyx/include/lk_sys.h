@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static uint32_t lk_pid_cached;
+static uint32_t lk_pid_cached;            /* 0 until set-up ran in this module */
 static uint32_t lk_fork_generation = 1;
 static __thread uint32_t lk_tls_tid;
 static __thread uint32_t lk_tls_generation;   /* 0: never set in this thread */
@@ -28,13 +28,21 @@ static void lk_atfork_child(void) {
     lk_fork_generation++;
 }
 
-/* Call once at module initialisation. */
+/* Runs once per extension module that includes this header (each has its own
+ * static copy); lk_process_id() calls it lazily, so a module that cimports the
+ * core needs no explicit set-up. */
 static void lk_sys_setup(void) {
-    lk_pid_cached = (uint32_t)getpid();
-    pthread_atfork(NULL, NULL, lk_atfork_child);
+    if (lk_pid_cached == 0) {
+        pthread_atfork(NULL, NULL, lk_atfork_child);
+        lk_pid_cached = (uint32_t)getpid();
+    }
 }
 
-static inline uint32_t lk_process_id(void) { return lk_pid_cached; }
+static inline uint32_t lk_process_id(void) {
+    if (__builtin_expect(lk_pid_cached == 0, 0))
+        lk_sys_setup();
+    return lk_pid_cached;
+}
 
 static inline uint32_t lk_thread_id(void) {
     if (__builtin_expect(lk_tls_generation != lk_fork_generation, 0)) {

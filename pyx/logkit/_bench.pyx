@@ -22,13 +22,21 @@ cdef inline int _bare(Segment seg, const char *p, uint64_t n) noexcept nogil:
     return LK_OK
 
 
-def bare_write(Segment seg, bytes payload):
+cdef int _usable(Segment seg) except -1:
+    if seg.base == NULL or seg.readonly:
+        raise ValueError("segment is closed or read-only")
+    return 0
+
+
+def bare_write(Segment seg not None, bytes payload not None):
     """One bare reserve + copy + commit, called from Python.  Returns the status."""
+    _usable(seg)
     return _bare(seg, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
 
 
-def bare_loop(Segment seg, bytes payload, Py_ssize_t n):
+def bare_loop(Segment seg not None, bytes payload not None, Py_ssize_t n):
     """n bare steps in a Cython loop; returns how many succeeded."""
+    _usable(seg)
     cdef const char *p = PyBytes_AS_STRING(payload)
     cdef uint64_t ln = PyBytes_GET_SIZE(payload)
     cdef Py_ssize_t i, ok = 0
@@ -39,14 +47,17 @@ def bare_loop(Segment seg, bytes payload, Py_ssize_t n):
     return ok
 
 
-def write_loop(Segment seg, bytes payload, Py_ssize_t n, int severity=20):
+def write_loop(Segment seg not None, bytes payload not None, Py_ssize_t n, int severity=20):
     """n full writes (reserve, copy, checksum, commit) in a Cython loop."""
+    _usable(seg)
+    cdef int64_t now
     cdef const char *p = PyBytes_AS_STRING(payload)
     cdef uint64_t ln = PyBytes_GET_SIZE(payload)
     cdef uint64_t seq
     cdef Py_ssize_t i, ok = 0
     with nogil:
         for i in range(n):
-            if lk_write(seg.base, seg.size, p, ln, NULL, 0, NULL, 0, severity, lk_now_ns(), &seq) == LK_OK:
+            now = lk_now_ns()
+            if lk_write(seg.base, seg.size, p, ln, NULL, 0, NULL, 0, severity, now, now, &seq) == LK_OK:
                 ok += 1
     return ok

@@ -1,6 +1,8 @@
 # The C-level API of the segment core.  Other Cython modules
 # `from logkit._segment cimport Segment, lk_write, ...` and call reserve and
-# finish with no Python overhead: seg.base and seg.size are the region.
+# finish with no Python overhead: seg.base and seg.size are the region (check
+# seg.base != NULL: a closed segment has base NULL).  The headers' static state
+# (checksum table, cached pid) initialises itself lazily in each module.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int64_t
 from cpython.buffer cimport Py_buffer
 
@@ -89,11 +91,15 @@ cdef extern from "lk_segment.h" nogil:
     uint32_t lk_identity_crc(const uint8_t *base)
     int lk_reserve(uint8_t *base, uint64_t size, uint64_t text_len, uint64_t data_len,
                    const void *cls, uint64_t cls_len, uint64_t *off, uint64_t *seq)
+    int lk_reserve_at(uint8_t *base, uint64_t size, uint64_t text_len, uint64_t data_len,
+                      const void *cls, uint64_t cls_len, int64_t now, uint64_t *off, uint64_t *seq)
     int lk_finish(uint8_t *base, uint64_t at, int16_t severity, int64_t time_ns)
     int lk_write(uint8_t *base, uint64_t size, const void *text, uint64_t text_len,
                  const void *data, uint64_t data_len, const void *cls, uint64_t cls_len,
-                 int16_t severity, int64_t time_ns, uint64_t *seq)
+                 int16_t severity, int64_t time_ns, int64_t now, uint64_t *seq)
     int lk_set_in_service(uint8_t *base, int in_service)
+    int lk_plausible_shape(const uint8_t *base, uint64_t size, uint64_t at, uint32_t *total,
+                           uint64_t *seq, uint32_t *span, uint32_t *state)
     int lk_plausible(const uint8_t *base, uint64_t size, uint64_t at, uint64_t min_seq,
                      uint64_t min_pos, uint32_t *total, uint64_t *seq, uint32_t *span,
                      uint32_t *state)
@@ -104,6 +110,7 @@ cdef extern from "lk_segment.h" nogil:
 
 cdef extern from "lk_atomic.h" nogil:
     uint64_t lk_reserve_word_load_relaxed(const uint64_t *w)
+    uint64_t lk_reserve_word_load_exclusive(uint64_t *w)
     uint64_t lk_reserve_word_load_acquire(const uint64_t *w)
     int lk_reserve_word_cas(uint64_t *w, uint64_t *expected, uint64_t desired)
     void lk_reserve_word_store_release(uint64_t *w, uint64_t v)

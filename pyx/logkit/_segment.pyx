@@ -18,7 +18,7 @@ from collections import namedtuple
 from logkit.errors import (
     DiskFull, InvalidArgument, MessageLost, MessageTooBig, NoSuchMessage, OutOfService,
     ReadOnlySegment, SegmentClosed, SegmentDamaged, SegmentExists, SegmentFull,
-    SegmentNotFound,
+    SegmentNotFound, UnsupportedFormat,
 )
 
 cdef extern from "Python.h":
@@ -47,8 +47,8 @@ CHECKSUM_CRC32C = LK_CHECKSUM_CRC32C
 LISTENER_SLOTS = LK_LISTENER_SLOTS
 _MADV_POPULATE_WRITE = 23   # Linux >= 5.14; older kernels answer EINVAL
 
-Limits = namedtuple("Limits", "first_sequence first_time last_sequence last_time")
-Record = namedtuple("Record", "kind offset length sequence span state")
+Limits = namedtuple("Limits", "first_sequence first_time last_sequence last_time", module="logkit._segment")
+Record = namedtuple("Record", "kind offset length sequence span state", module="logkit._segment")
 
 RECORD_KINDS = {
     LK_REC_COMMITTED: "committed",
@@ -170,8 +170,6 @@ cdef str _header_problem(const uint8_t *b, uint64_t size):
     if b[0:8] != MAGIC:
         return "bad magic (not a logkit segment)"
     cdef uint32_t v = _u32(b, LK_H_VERSION)
-    if v != LK_FORMAT_VERSION:
-        return f"format version {v}, this logkit reads version {LK_FORMAT_VERSION}"
     if _u32(b, LK_H_HEADER_SIZE) != LK_HEADER_SIZE:
         return f"header size {_u32(b, LK_H_HEADER_SIZE)} (expected {LK_HEADER_SIZE})"
     if _u64(b, LK_H_REGION_SIZE) != size:
@@ -181,6 +179,14 @@ cdef str _header_problem(const uint8_t *b, uint64_t size):
     if _u32(b, LK_H_IDENTITY_CRC) != lk_identity_crc(b):
         return "header identity checksum mismatch (bytes 0..383)"
     return None
+
+
+cdef _check_version(const uint8_t *b, where):
+    """A sound header of another format version is not damage: refuse it as such."""
+    cdef uint32_t v = _u32(b, LK_H_VERSION)
+    if b[0:8] == MAGIC and v != LK_FORMAT_VERSION and _u32(b, LK_H_IDENTITY_CRC) == lk_identity_crc(b):
+        raise UnsupportedFormat(f"{where}: segment format version {v}; this logkit reads version "
+                                f"{LK_FORMAT_VERSION} only (upgrade logkit to read it)")
 
 
 cdef class Segment:
@@ -227,11 +233,20 @@ cdef class Segment:
             raise InvalidArgument(f"{where}: region offset {offset} is not 8-byte aligned")
         if n < LK_MIN_REGION:
             seg.close()
-            raise SegmentDamaged(f"{where}: {n} bytes is too small for a segment (minimum {LK_MIN_REGION})")
+            err = SegmentDamaged if check else InvalidArgument
+            raise err(f"{where}: {n} bytes is too small for a segment (minimum {LK_MIN_REGION})")
+        if n > LK_MAX_REGION:
+            seg.close()
+            raise InvalidArgument(f"{where}: {n} bytes is larger than the largest segment ({LK_MAX_REGION} bytes)")
         seg.base = <uint8_t *>seg._view.buf + offset
         seg.size = n
         seg._region_offset = offset
         if check:
+            try:
+                _check_version(seg.base, where)
+            except UnsupportedFormat:
+                seg.close()
+                raise
             problem = _header_problem(seg.base, seg.size)
             if problem is not None:
                 seg.close()
@@ -279,7 +294,7 @@ cdef class Segment:
             os.unlink(tmp)
             raise
         os.close(fd)
-        cdef Segment seg
+        cdef Segment seg = None
         try:
             seg = Segment._attach(mm, 0, size, False, path, mm, check=False)
             seg._prefault()
@@ -290,9 +305,9 @@ cdef class Segment:
                 raise SegmentExists(f"cannot create segment {path}: another process created it first") from None
         except BaseException:
             os.unlink(tmp)
-            try:
+            if seg is not None:
                 seg.close()
-            except NameError:
+            else:
                 mm.close()
             raise
         os.unlink(tmp)
@@ -579,7 +594,7 @@ cdef class Segment:
         cdef const uint8_t[::1] dv
         cdef const void *dp = NULL
         cdef Py_ssize_t dn = 0
-        cdef int64_t t
+        cdef int64_t t, now
         cdef uint64_t seq
         cdef int rc
         if self.base == NULL or self.readonly:
@@ -605,8 +620,9 @@ cdef class Segment:
             if type(data_class) is not str:
                 raise InvalidArgument(f"data_class must be str, not {type(data_class).__name__}")
             cp = PyUnicode_AsUTF8AndSize(data_class, &cn)
-        t = lk_now_ns() if time is None else time
-        rc = lk_write(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>severity, t, &seq)
+        now = lk_now_ns()
+        t = now if time is None else time
+        rc = lk_write(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>severity, t, now, &seq)
         if rc != LK_OK:
             self._raise_status(rc, lk_message_size(tn, dn, cn))
         return PyLong_FromUnsignedLongLong(seq)
@@ -618,6 +634,8 @@ cdef class Segment:
         abandons it if the block raised.
         """
         self._check_writable()
+        if not isinstance(data_class, str):
+            raise InvalidArgument(f"data_class must be str, not {type(data_class).__name__}")
         if text_len < 0 or data_len < 0:
             raise InvalidArgument(f"lengths must be >= 0 (text_len={text_len}, data_len={data_len})")
         cls = data_class.encode("utf-8") if data_class else b""
@@ -747,8 +765,7 @@ cdef class Segment:
         as (offset, sequence, pid) tuples), abandoned, gaps and damaged
         (byte ranges), and the missing sequence numbers a gap accounts for."""
         self._check_open()
-        report = {"committed": 0, "reserved": [], "abandoned": 0, "gaps": [], "damaged": [],
-                  "checksum_failures": 0}
+        report = {"committed": 0, "reserved": [], "abandoned": 0, "gaps": [], "damaged": []}
         for rec in self.records():
             if rec.kind == "committed":
                 report["committed"] += 1
@@ -765,8 +782,17 @@ cdef class Segment:
     # ------------------------------------------------------------ salvage internals
 
     def _header_problem(self):
+        """None if the identity block is sound; raises UnsupportedFormat for a
+        sound header of another version (which salvage must not "repair")."""
         self._check_open()
+        _check_version(self.base, self.path or "segment")
         return _header_problem(self.base, self.size)
+
+    def _word_at(self, uint64_t offset):
+        self._check_open()
+        if offset % 8 or offset + 8 > self.size:
+            raise InvalidArgument(f"offset {offset} is not an 8-byte word of the segment")
+        return _u64(self.base, offset)
 
     def _message_pid(self, uint64_t offset):
         self._check_open()
@@ -863,11 +889,12 @@ cdef class Segment:
         cdef uint32_t total, span, state
         cdef uint64_t seq
         while q + LK_MSG_HEADER <= self.size:
-            if _u32(self.base, q) == LK_SENTINEL and lk_plausible(
-                    self.base, self.size, q, 0, 0, &total, &seq, &span, &state) \
+            if _u32(self.base, q) == LK_SENTINEL and lk_plausible_shape(
+                    self.base, self.size, q, &total, &seq, &span, &state) \
                     and state == LK_STATE_COMMITTED \
                     and _u32(self.base, q + 60) == lk_message_checksum(self.base + q):
-                return max(1, seq - (q - LK_HEADER_SIZE) // LK_MSG_HEADER)
+                # Python ints: no unsigned wrap-around.
+                return max(1, <object>seq - (<object>q - LK_HEADER_SIZE) // LK_MSG_HEADER)
             q += 8
         return None
 
@@ -875,7 +902,7 @@ cdef class Segment:
 cdef class SegmentIterator:
     """Walks a segment's finished messages, counting what it passes over."""
 
-    def __cinit__(self, Segment seg):
+    def __cinit__(self, Segment seg not None):
         seg._check_open()
         self.seg = seg
         self.pos = LK_HEADER_SIZE
@@ -935,7 +962,12 @@ cdef class Message:
         m.offset = offset
         return m
 
+    def __cinit__(self):
+        self.segment = None
+
     cdef const uint8_t *_ptr(self) except NULL:
+        if self.segment is None:
+            raise SegmentClosed("this Message is not attached to a segment")
         if self.segment.base == NULL:
             raise SegmentClosed(f"message at offset {self.offset}: its segment {self.segment.path} is closed")
         return self.segment.base + self.offset
@@ -1012,7 +1044,7 @@ cdef class Message:
                 "data_class": self.data_class, "data": bytes(self.data)}
 
     def __repr__(self):
-        if self.segment.base == NULL:
+        if self.segment is None or self.segment.base == NULL:
             return f"<logkit.Message at {self.offset} (segment closed)>"
         return f"<logkit.Message seq={self.sequence} sev={self.severity} text={self.text!r}>"
 
@@ -1020,10 +1052,14 @@ cdef class Message:
 cdef class Reservation:
     """Space claimed in a segment: fill .text and .data, then finish()."""
 
+    def __cinit__(self):
+        self.segment = None
+        self._done = True     # a Reservation not made by Segment.reserve() is inert
+
     @property
     def text(self):
         """Writable memoryview of exactly text_len bytes (UTF-8 text goes here)."""
-        if self._done:
+        if self._done or self.segment is None:
             raise InvalidArgument(f"reservation {self.sequence} is already finished")
         if self._text_view is None:
             a = self.segment._region_offset + self.offset + LK_MSG_HEADER
@@ -1033,7 +1069,7 @@ cdef class Reservation:
     @property
     def data(self):
         """Writable memoryview of exactly data_len bytes."""
-        if self._done:
+        if self._done or self.segment is None:
             raise InvalidArgument(f"reservation {self.sequence} is already finished")
         if self._data_view is None:
             a = self.segment._region_offset + self.offset + LK_MSG_HEADER + self._text_len + self._cls_len
@@ -1053,6 +1089,8 @@ cdef class Reservation:
     def finish(self, int severity=20, time=None):
         """Checksum and publish the message.  Raises MessageLost if salvage
         abandoned the reservation first."""
+        if self.segment is None:
+            raise InvalidArgument("this Reservation was not made by Segment.reserve()")
         if self._done:
             raise InvalidArgument(f"reservation {self.sequence} is already finished")
         if severity < LK_SEVERITY_MIN or severity > LK_SEVERITY_MAX:
@@ -1068,7 +1106,7 @@ cdef class Reservation:
 
     def abandon(self):
         """Give the reservation up: readers pass over it and count it abandoned."""
-        if self._done:
+        if self._done or self.segment is None:
             return
         self._release_views()
         self._done = True

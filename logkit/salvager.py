@@ -82,11 +82,13 @@ def process_alive(pid: int) -> bool:
         return True
 
 
-def salvage(target, grace: float = 60.0) -> SalvageReport:
+def salvage(target, grace: float = 60.0, settle: float = 1.0) -> SalvageReport:
     """Salvage a segment file (path) or an open writable Segment.
 
     grace: seconds after which a reservation is abandoned even if its writer
-    still lives (a writer stopped in a debugger, or stuck).  Returns a
+    still lives (a writer stopped in a debugger, or stuck).  settle: seconds
+    a segment must have been out of service before salvage writes filler
+    records over claims that never got a stub.  Returns a
     SalvageReport; raises SegmentNotFound, or SegmentDamaged only when the
     region is too small to be a segment at all.
     """
@@ -96,13 +98,13 @@ def salvage(target, grace: float = 60.0) -> SalvageReport:
         path = os.fspath(target)
         seg, own = Segment._open_file(path, False, False), True
     try:
-        return _salvage(seg, path, grace)
+        return _salvage(seg, path, grace, settle)
     finally:
         if own:
             seg.close()
 
 
-def _salvage(seg: Segment, path, grace: float) -> SalvageReport:
+def _salvage(seg: Segment, path, grace: float, settle: float) -> SalvageReport:
     rep = SalvageReport(path=path)
     problem = seg._header_problem()
     if problem is not None:
@@ -163,12 +165,14 @@ def _salvage(seg: Segment, path, grace: float) -> SalvageReport:
         seq_end = max(seq_end, expected)
         end = rec.offset + rec.length
     rep.gaps.extend((a, b, None) for a, b in pending)
-    # Claims after the last record, up to the word's NEXT, that left no stub.
-    if word_next > end:
-        rep.gaps = [g for g in rep.gaps if g[0] != end]
-        n = word_seq_next - expected
-        rep.gaps.append((end, word_next, n if n > 0 else None))
-        gap_first[end] = expected
+    walk_end = max([end] + [b for _, b in rep.damaged] + [b for _, b, _ in rep.gaps])
+    # Claims after the last item, up to the word's NEXT, whose writers never
+    # published a stub.  Their count is provable only if no damage follows the
+    # last record.
+    if word_next > walk_end:
+        n = word_seq_next - expected if walk_end == end else 0
+        rep.gaps.append((walk_end, word_next, n if n > 0 else None))
+        gap_first[walk_end] = expected
 
     # The reservation word must cover every record found.
     if end > word_next or seq_end > word_seq_next:
@@ -180,15 +184,20 @@ def _salvage(seg: Segment, path, grace: float) -> SalvageReport:
         rep.taken_out_of_service = True
 
     # Claims with no stub are accounted for by filler records, but only once
-    # no writer can still be about to store a stub there: out of service.
-    if not seg.in_service:
+    # no writer can still be about to store one: out of service for `settle`
+    # seconds.  A filler goes only where the first word is zero (no state was
+    # ever published there), so it never covers a message's bytes.
+    oos = seg.out_of_service_time
+    settled = oos is not None and (now_ns - oos) >= settle * 1e9
+    if settled:
         for a, b, n in rep.gaps:
-            if n and a in gap_first and b - a >= 64 * n:
+            if n and a in gap_first and b - a >= 64 * n and seg._word_at(a) == 0:
                 seg._write_filler(a, b - a, gap_first[a], n)
                 rep.filled.append((a, b, n))
     elif rep.gaps:
-        rep.notes.append("gaps left as they are: the segment is in service, so a writer may still be "
-                         "storing its stub; they are accounted for once it is out of service")
+        rep.notes.append("gaps left as they are: the segment is in service (or only just out of it), "
+                         "so a writer may still be storing its stub; salvage accounts for them once "
+                         f"it has been out of service for {settle:g} s")
 
     abandoned_total = rep.abandoned_before + rep.abandoned + sum(n for _, _, n in rep.filled)
     seg._set_abandoned_count(abandoned_total)
