@@ -66,7 +66,7 @@ class SalvageReport:
 
 def process_alive(pid: int) -> bool:
     """True if a process with this pid exists and is not a zombie."""
-    if pid <= 0:
+    if pid <= 0 or pid > 4194304:     # beyond Linux's largest pid_max: a damaged field
         return False
     try:
         os.kill(pid, 0)
@@ -185,13 +185,14 @@ def _salvage(seg: Segment, path, grace: float, settle: float) -> SalvageReport:
 
     # Claims with no stub are accounted for by filler records, but only once
     # no writer can still be about to store one: out of service for `settle`
-    # seconds.  A filler goes only where the first word is zero (no state was
-    # ever published there), so it never covers a message's bytes.
+    # seconds.  A filler goes only over a range whose first word is zero (no
+    # state was ever published there) and whose other bytes are zero or a
+    # partly stored stub (Segment._fillable), so it never covers a message.
     oos = seg.out_of_service_time
-    settled = oos is not None and (now_ns - oos) >= settle * 1e9
+    settled = not seg.in_service and (oos is None or _time.time_ns() - oos >= settle * 1e9)
     if settled:
         for a, b, n in rep.gaps:
-            if n and a in gap_first and b - a >= 64 * n and seg._word_at(a) == 0:
+            if n and a in gap_first and b - a >= 64 * n and seg._fillable(a, b):
                 seg._write_filler(a, b - a, gap_first[a], n)
                 rep.filled.append((a, b, n))
     elif rep.gaps:

@@ -56,7 +56,8 @@ static inline uint32_t lk_crc32c_sse42(uint32_t crc, const unsigned char *p, siz
 }
 #endif
 
-/* Call once at module initialisation (not on the hot path). */
+/* Detect the instruction and build the table; runs lazily on first use in
+ * each module (see lk_crc32c), or explicitly at module initialisation. */
 static void lk_crc32c_setup(void) {
     lk_crc32c_init_table();
 #if defined(__x86_64__)

@@ -46,7 +46,9 @@
  *     50  u16 key id (0: not encrypted)
  *     52  u32 span: sequence numbers this record accounts for (1; more only
  *                   for a salvage filler that covers claims with no stub)
- *     56  u32 reserved, 0
+ *     56  u32 stub checksum: CRC-32C of bytes 8..11, 16..23 and 32..55 (the
+ *                   fields fixed at reservation), so a stub that never gets
+ *                   the full checksum is still protected against damage
  *     60  u32 checksum: CRC-32C of bytes 8..59 followed by the payload
  *     64  text, data-class name, binary data; zero padding to a multiple of 8
  *
@@ -64,8 +66,10 @@
  * "claimed" has no published state word: bytes 0..7 are still zero (the stub
  * fields after them may be partly stored).  A writer killed there leaves a
  * "gap": a range whose first word is zero; a reader resynchronises on the
- * next sentinel (see "Reader") and salvage accounts for it with a filler.  A writer killed while "reserved" leaves a stub
- * whose length is known, so readers step over it; salvage later abandons it.
+ * next sentinel (see "Reader") and salvage accounts for it with a filler.
+ * A writer killed while "reserved" leaves a stub whose length is known and
+ * protected by the stub checksum, so readers step over it; salvage later
+ * abandons it.
  *
  * ======================================================================
  * Ordering guarantees (each atomic names its partner)
@@ -94,12 +98,15 @@
  * Reader
  * ======================================================================
  * A reader trusts nothing in the mapping.  At each position it checks the
- * state word, then that the header is plausible: lengths consistent with the
- * total, total within the region, sequence at least the next expected one
- * and no further ahead than the bytes in between allow (64 bytes per
- * sequence number).  A committed message must also pass its checksum.
- * Anything else is a gap (all zeros: a claim with no stub) or damage; the
- * reader scans forward 8 bytes at a time for the next plausible header and
+ * state word, then the shape of the header (lengths consistent with the
+ * total, total within the region) and the sequence (at least the next
+ * expected one).  A committed record must pass its full checksum; then it is
+ * accepted even if its sequence jumps ahead (a scribbled COUNT hides
+ * nothing).  A stub (reserved or abandoned) must pass its stub checksum and
+ * be no further ahead than the bytes since the last record allow (64 bytes
+ * per sequence number), and its span must fit its length.  Anything else is a
+ * gap (first word zero: a claim whose state was never published) or damage;
+ * the reader scans forward 8 bytes at a time for the next valid record and
  * reports the range it passed over.  Every step advances the position, so a
  * walk always ends.
  */
@@ -211,6 +218,14 @@ static inline uint32_t lk_message_checksum(const uint8_t *m) {
     return lk_crc32c(c, m + LK_MSG_HEADER, (uint64_t)text_len + data_len + cls_len);
 }
 
+/* The stub checksum: the fields a writer fixes at reservation and never
+ * changes (total, sequence, pid, tid, lengths, key id, span). */
+static inline uint32_t lk_stub_checksum(const uint8_t *m) {
+    uint32_t c = lk_crc32c(0, m + 8, 4);
+    c = lk_crc32c(c, m + 16, 8);
+    return lk_crc32c(c, m + 32, 24);
+}
+
 static inline uint32_t lk_identity_crc(const uint8_t *base) {
     return lk_crc32c(0, base, LK_H_IDENTITY_CRC);
 }
@@ -275,7 +290,8 @@ static inline int lk_reserve_at(uint8_t *base, uint64_t size,
     u16 = (uint16_t)cls_len;       memcpy(m + 48, &u16, 2);
     memset(m + 50, 0, 2);          /* key id */
     u32 = 1;                       memcpy(m + 52, &u32, 4);   /* span */
-    memset(m + 56, 0, 8);          /* reserved, checksum */
+    u32 = lk_stub_checksum(m);     memcpy(m + 56, &u32, 4);
+    memset(m + 60, 0, 4);          /* checksum, set at finish */
     if (cls_len)
         memcpy(m + LK_MSG_HEADER + text_len, cls, cls_len);
     uint64_t pad_at = LK_MSG_HEADER + text_len + cls_len + data_len;
@@ -370,7 +386,7 @@ enum {
     LK_REC_COMMITTED = 1,  /* a whole message, checksum good */
     LK_REC_RESERVED = 2,   /* a stub whose writer has not finished */
     LK_REC_ABANDONED = 3,  /* a stub given up by salvage (or a filler) */
-    LK_REC_GAP = 4,        /* zeros: claims whose writer left no stub */
+    LK_REC_GAP = 4,        /* first word zero: claims whose state was never published */
     LK_REC_DAMAGED = 5,    /* bytes that are no plausible record */
 };
 
@@ -384,14 +400,10 @@ typedef struct {
     int checksum_ok;       /* committed records: 1; damaged record: 0 */
 } lk_rec;
 
-/* Is there a plausible message header at `at`?  `min_seq`/`min_pos` are the
- * next expected sequence and where it would start.  A record found right
- * where the previous one ended (at == min_pos) only needs seq >= min_seq, so
- * a scribbled COUNT that made writers jump ahead hides nothing; a candidate
- * found by resynchronisation must also be no further ahead than the bytes in
- * between allow (64 per sequence number), which is what rejects sentinels
- * that merely happen to appear inside binary data.  On success fills *total,
- * *seq, *span, *state (from an acquire load [A1]). */
+/* The shape of a record at `at`: sentinel, a known state, lengths consistent
+ * with the total, the total within the region.  Nothing about sequence or
+ * checksums.  On success fills *total, *seq, *span, *state; the state word is
+ * read with an acquire load [A1] before any other field. */
 static inline int lk_plausible_shape(const uint8_t *base, uint64_t size, uint64_t at,
                                      uint32_t *total, uint64_t *seq, uint32_t *span, uint32_t *state) {
     if (at + LK_MSG_HEADER > size || at < LK_HEADER_SIZE)
@@ -411,22 +423,45 @@ static inline int lk_plausible_shape(const uint8_t *base, uint64_t size, uint64_
         return 0;
     if (lk_message_size(tl, dl, cl) != t)
         return 0;
-    if (sp == 0 || s > UINT64_MAX - sp)
+    if (sp == 0 || (uint64_t)sp * LK_MSG_HEADER > t || s > UINT64_MAX - sp)
         return 0;
     *total = t; *seq = s; *span = sp; *state = st;
     return 1;
 }
 
+/* Is the record at `at` valid as the next one of a walk whose next expected
+ * sequence is `min_seq`, expected at `min_pos`?  A committed record must pass
+ * its full checksum (then *checked = 1) and may jump ahead in sequence; a
+ * stub must pass its stub checksum, have span 1 unless it is a filler, and be
+ * no further ahead than the bytes since `min_pos` allow. */
+static inline int lk_valid_record(const uint8_t *base, uint64_t size, uint64_t at,
+                                  uint64_t min_seq, uint64_t min_pos,
+                                  uint32_t *total, uint64_t *seq, uint32_t *span, uint32_t *state) {
+    if (!lk_plausible_shape(base, size, at, total, seq, span, state))
+        return 0;
+    if (*seq < min_seq || at < min_pos)
+        return 0;
+    const uint8_t *m = base + at;
+    if (*state == LK_STATE_COMMITTED) {
+        uint32_t stored; int16_t sev;
+        memcpy(&stored, m + 60, 4); memcpy(&sev, m + 12, 2);
+        return *span == 1 && sev >= LK_SEVERITY_MIN && sev <= LK_SEVERITY_MAX &&
+               stored == lk_message_checksum(m);
+    }
+    uint32_t stub; uint16_t flags;
+    memcpy(&stub, m + 56, 4); memcpy(&flags, m + 14, 2);
+    if (stub != lk_stub_checksum(m))
+        return 0;
+    if (*span != 1 && !(*state == LK_STATE_ABANDONED && (flags & LK_FLAG_FILLER)))
+        return 0;
+    return *seq - min_seq <= (at - min_pos) / LK_MSG_HEADER;
+}
+
+/* Kept for callers that only need the stub rules: same as lk_valid_record. */
 static inline int lk_plausible(const uint8_t *base, uint64_t size, uint64_t at,
                                uint64_t min_seq, uint64_t min_pos,
                                uint32_t *total, uint64_t *seq, uint32_t *span, uint32_t *state) {
-    if (!lk_plausible_shape(base, size, at, total, seq, span, state))
-        return 0;
-    if (*seq < min_seq)
-        return 0;
-    if (at != min_pos && (at < min_pos || *seq - min_seq > (at - min_pos) / LK_MSG_HEADER))
-        return 0;
-    return 1;
+    return lk_valid_record(base, size, at, min_seq, min_pos, total, seq, span, state);
 }
 
 static inline int lk_all_zero(const uint8_t *p, uint64_t n) {
@@ -452,36 +487,25 @@ static inline void lk_next_record(const uint8_t *base, uint64_t size, uint64_t p
         r->kind = LK_REC_END; r->next = pos;
         return;
     }
-    if (lk_plausible(base, size, pos, min_seq, min_pos, &total, &seq, &span, &state)) {
+    if (lk_valid_record(base, size, pos, min_seq, min_pos, &total, &seq, &span, &state)) {
         r->next = pos + total; r->sequence = seq; r->span = span; r->state = state;
-        if (state == LK_STATE_COMMITTED) {
-            uint32_t stored; memcpy(&stored, base + pos + 60, 4);
-            int16_t sev; memcpy(&sev, base + pos + 12, 2);
-            if (stored == lk_message_checksum(base + pos) &&
-                sev >= LK_SEVERITY_MIN && sev <= LK_SEVERITY_MAX && span == 1) {
-                r->kind = LK_REC_COMMITTED; r->checksum_ok = 1;
-                return;
-            }
-            /* Its length cannot be trusted either: resynchronise below. */
-        } else if (state == LK_STATE_RESERVED) {
-            r->kind = LK_REC_RESERVED;
-            return;
-        } else {
-            r->kind = LK_REC_ABANDONED;
-            return;
-        }
-    } else if (pos >= bound) {
-        /* Past the allocation end with nothing plausible: the end. */
+        r->checksum_ok = 1;
+        r->kind = state == LK_STATE_COMMITTED ? LK_REC_COMMITTED
+                : state == LK_STATE_RESERVED ? LK_REC_RESERVED : LK_REC_ABANDONED;
+        return;
+    }
+    if (pos >= bound) {
+        /* Past the allocation end with nothing valid: the end. */
         r->kind = LK_REC_END; r->next = pos;
         return;
     }
-    /* Gap or damage: scan for the next plausible header.  Within the
-     * allocated part only, unless we are already past it (damaged word). */
-    uint64_t limit = pos < bound ? bound : size;
+    /* Gap or damage: scan for the next valid record, within the allocated
+     * part (pos < bound here). */
+    uint64_t limit = bound;
     uint64_t q = pos + 8;
     while (q + LK_MSG_HEADER <= limit) {
         if (*(const uint32_t *)(base + q) == LK_SENTINEL &&
-            lk_plausible(base, size, q, min_seq, min_pos, &total, &seq, &span, &state))
+            lk_valid_record(base, size, q, min_seq, min_pos, &total, &seq, &span, &state))
             break;
         q += 8;
     }

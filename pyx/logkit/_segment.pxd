@@ -89,6 +89,10 @@ cdef extern from "lk_segment.h" nogil:
     uint64_t lk_message_size(uint64_t text_len, uint64_t data_len, uint64_t cls_len)
     uint32_t lk_message_checksum(const uint8_t *m)
     uint32_t lk_identity_crc(const uint8_t *base)
+    uint32_t lk_stub_checksum(const uint8_t *m)
+    int lk_valid_record(const uint8_t *base, uint64_t size, uint64_t at, uint64_t min_seq,
+                        uint64_t min_pos, uint32_t *total, uint64_t *seq, uint32_t *span,
+                        uint32_t *state)
     int lk_reserve(uint8_t *base, uint64_t size, uint64_t text_len, uint64_t data_len,
                    const void *cls, uint64_t cls_len, uint64_t *off, uint64_t *seq)
     int lk_reserve_at(uint8_t *base, uint64_t size, uint64_t text_len, uint64_t data_len,

@@ -13,7 +13,10 @@ from cpython.long cimport PyLong_FromUnsignedLongLong
 import mmap as _mmap_mod
 import os
 import uuid as _uuid_mod
+import re
 from collections import namedtuple
+
+_SIZE_RE = re.compile(r"\s*([0-9]+)\s*([A-Za-z]*)\s*", re.ASCII)
 
 from logkit.errors import (
     DiskFull, InvalidArgument, MessageLost, MessageTooBig, NoSuchMessage, OutOfService,
@@ -99,6 +102,18 @@ cdef inline void _put32(uint8_t *p, uint64_t off, uint32_t v) noexcept nogil:
     memcpy(p + off, &v, 4)
 
 
+cdef inline long _severity(object severity) except? -1000000:
+    """A severity as a C long, or InvalidArgument naming it."""
+    cdef long sev
+    try:
+        sev = severity
+    except (OverflowError, TypeError):
+        raise InvalidArgument(f"severity {severity!r} is not an integer in {LK_SEVERITY_MIN}..{LK_SEVERITY_MAX}") from None
+    if sev < LK_SEVERITY_MIN or sev > LK_SEVERITY_MAX:
+        raise InvalidArgument(f"severity {severity} is outside {LK_SEVERITY_MIN}..{LK_SEVERITY_MAX}")
+    return sev
+
+
 def parse_size(value, what="size"):
     """Turn 1048576, "1MiB", "64KiB", "8M" or "2GiB" into bytes; InvalidArgument otherwise."""
     if isinstance(value, bool):
@@ -109,14 +124,11 @@ def parse_size(value, what="size"):
         raise InvalidArgument(f"{what}: expected a number of bytes or a string like '8MiB', got {value!r}")
     units = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20,
              "mb": 1000 ** 2, "mib": 1 << 20, "g": 1 << 30, "gb": 1000 ** 3, "gib": 1 << 30}
-    s = value.strip()
-    i = len(s)
-    while i and not (s[i - 1].isdigit()):
-        i -= 1
-    num, unit = s[:i].strip(), s[i:].strip().lower()
-    if not num.isdigit() or unit not in units:
+    m = _SIZE_RE.fullmatch(value)
+    if m is None or m.group(2).lower() not in units:
         raise InvalidArgument(
             f"{what}: {value!r} is not a size; use bytes or a number with KiB, MiB or GiB (e.g. '8MiB')")
+    num, unit = m.group(1), m.group(2).lower()
     return int(num) * units[unit]
 
 
@@ -317,7 +329,8 @@ cdef class Segment:
     def open(path, readonly=False):
         """Open an existing segment file (writable unless readonly=True).
 
-        Raises SegmentNotFound, or SegmentDamaged naming what is wrong with the header.
+        Raises SegmentNotFound, SegmentDamaged naming what is wrong with the
+        header, or UnsupportedFormat for a sound segment of another format version.
         """
         return Segment._open_file(path, readonly, True)
 
@@ -579,7 +592,7 @@ cdef class Segment:
             raise MessageLost(f"{where}: the reservation was abandoned by salvage before it was finished")
         raise SegmentDamaged(f"{where}: unexpected status {rc}")
 
-    def write(self, text, int severity=20, data=b"", data_class="", time=None):
+    def write(self, text, severity=20, data=b"", data_class="", time=None):
         """Append one message and return its sequence number.
 
         text: str (stored as UTF-8) or bytes; data: bytes-like binary data;
@@ -597,10 +610,9 @@ cdef class Segment:
         cdef int64_t t, now
         cdef uint64_t seq
         cdef int rc
+        cdef long sev = _severity(severity)
         if self.base == NULL or self.readonly:
             self._check_writable()
-        if severity < LK_SEVERITY_MIN or severity > LK_SEVERITY_MAX:
-            raise InvalidArgument(f"severity {severity} is outside {LK_SEVERITY_MIN}..{LK_SEVERITY_MAX}")
         if type(text) is str:
             tp = PyUnicode_AsUTF8AndSize(text, &tn)
         elif type(text) is bytes:
@@ -622,7 +634,7 @@ cdef class Segment:
             cp = PyUnicode_AsUTF8AndSize(data_class, &cn)
         now = lk_now_ns()
         t = now if time is None else time
-        rc = lk_write(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>severity, t, now, &seq)
+        rc = lk_write(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev, t, now, &seq)
         if rc != LK_OK:
             self._raise_status(rc, lk_message_size(tn, dn, cn))
         return PyLong_FromUnsignedLongLong(seq)
@@ -634,6 +646,8 @@ cdef class Segment:
         abandons it if the block raised.
         """
         self._check_writable()
+        if data_class is None:
+            data_class = ""
         if not isinstance(data_class, str):
             raise InvalidArgument(f"data_class must be str, not {type(data_class).__name__}")
         if text_len < 0 or data_len < 0:
@@ -667,6 +681,7 @@ cdef class Segment:
     # ------------------------------------------------------------ reading
 
     def _memoryview(self):
+        self._check_open()
         if self._mv is None:
             self._mv = memoryview(self._owner).cast("B")
         return self._mv
@@ -719,9 +734,7 @@ cdef class Segment:
         cdef int64_t want_time = 0
         cdef bint by_seq = sequence is not None
         if by_seq:
-            if sequence < 0:
-                raise NoSuchMessage(f"{self.path or 'segment'}: no message with sequence >= {sequence}")
-            want_seq = min(sequence, (1 << 64) - 1)
+            want_seq = max(0, min(sequence, (1 << 64) - 1))
         else:
             want_time = max(min(time, (1 << 63) - 1), -(1 << 63))
         cdef SegmentIterator it = SegmentIterator(self)
@@ -761,9 +774,10 @@ cdef class Segment:
         return Limits(first.sequence, first.time, last.sequence, last.time)
 
     def scan(self):
-        """A read-only census: dict with committed, reserved (open reservations
-        as (offset, sequence, pid) tuples), abandoned, gaps and damaged
-        (byte ranges), and the missing sequence numbers a gap accounts for."""
+        """A read-only census: dict with committed (count), reserved (open
+        reservations as (offset, sequence, pid) tuples), abandoned (sequence
+        numbers accounted for by abandoned records), gaps and damaged (byte
+        ranges as (start, end))."""
         self._check_open()
         report = {"committed": 0, "reserved": [], "abandoned": 0, "gaps": [], "damaged": []}
         for rec in self.records():
@@ -794,6 +808,27 @@ cdef class Segment:
             raise InvalidArgument(f"offset {offset} is not an 8-byte word of the segment")
         return _u64(self.base, offset)
 
+    def _fillable(self, uint64_t start, uint64_t end):
+        """True if [start, end) holds nothing but unpublished claims: the first
+        word zero and every other byte zero, except the fixed part of a stub
+        (bytes 8..63) and the data-class name a stub stores at reservation."""
+        self._check_open()
+        if start % 8 or end % 8 or start < LK_HEADER_SIZE or end > self.size or end < start + LK_MSG_HEADER:
+            return False
+        cdef const uint8_t *m = self.base + start
+        if _u64(m, 0) != 0:
+            return False
+        cdef uint64_t tl = _u32(m, 40), dl = _u32(m, 44), cl = _u16(m, 48)
+        cdef uint64_t cls_a = 0, cls_b = 0
+        if lk_message_size(tl, dl, cl) == _u32(m, 8) and _u32(m, 8) <= end - start:
+            cls_a = LK_MSG_HEADER + tl
+            cls_b = cls_a + cl
+        cdef uint64_t i
+        for i in range(LK_MSG_HEADER, end - start, 8):
+            if _u64(m, i) != 0 and not (i + 8 > cls_a and i < cls_b):
+                return False
+        return True
+
     def _message_pid(self, uint64_t offset):
         self._check_open()
         return _u32(self.base, offset + 32), <int64_t>_u64(self.base, offset + 24)
@@ -821,6 +856,7 @@ cdef class Segment:
         _put64(m, 24, <uint64_t>lk_now_ns())
         _put32(m, 40, <uint32_t>(length - LK_MSG_HEADER))
         _put32(m, 52, span)
+        _put32(m, 56, lk_stub_checksum(m))
         _put32(m, 60, lk_message_checksum(m))
         lk_state_store_release(<uint64_t *>m, lk_state_word(LK_STATE_ABANDONED))
         lk_counter_add_relaxed(<uint64_t *>(self.base + LK_H_ABANDONED), span)
@@ -1086,20 +1122,19 @@ cdef class Reservation:
         self._text_view = None
         self._data_view = None
 
-    def finish(self, int severity=20, time=None):
+    def finish(self, severity=20, time=None):
         """Checksum and publish the message.  Raises MessageLost if salvage
         abandoned the reservation first."""
         if self.segment is None:
             raise InvalidArgument("this Reservation was not made by Segment.reserve()")
         if self._done:
             raise InvalidArgument(f"reservation {self.sequence} is already finished")
-        if severity < LK_SEVERITY_MIN or severity > LK_SEVERITY_MAX:
-            raise InvalidArgument(f"severity {severity} is outside {LK_SEVERITY_MIN}..{LK_SEVERITY_MAX}")
+        cdef long sev = _severity(severity)
         self.segment._check_writable()
         cdef int64_t t = lk_now_ns() if time is None else time
         self._release_views()
         self._done = True
-        cdef int rc = lk_finish(self.segment.base, self.offset, <int16_t>severity, t)
+        cdef int rc = lk_finish(self.segment.base, self.offset, <int16_t>sev, t)
         if rc != LK_OK:
             self.segment._raise_status(rc, 0)
         return self.sequence

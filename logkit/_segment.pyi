@@ -1,0 +1,345 @@
+# Type stubs for logkit._segment, the compiled segment core (pyx/logkit/_segment.pyx).
+# The C-level API for other Cython modules is pyx/logkit/_segment.pxd; see docs/api.md.
+import uuid
+from os import PathLike
+from types import TracebackType
+from typing import Any, Literal, NamedTuple, Self, TypedDict
+
+from _typeshed import ReadableBuffer, StrOrBytesPath, WriteableBuffer
+
+_Name = str | bytes | PathLike[str] | PathLike[bytes] | None
+
+MAGIC: bytes
+FORMAT_VERSION: int
+HEADER_SIZE: int
+MESSAGE_HEADER_SIZE: int
+MIN_SEGMENT_SIZE: int
+MAX_SEGMENT_SIZE: int  # (2**32 - 1) * 8: 32 GiB - 8
+SEVERITY_MIN: int
+SEVERITY_MAX: int
+CHECKSUM_CRC32C: int
+LISTENER_SLOTS: int
+RECORD_KINDS: dict[int, str]
+
+class Limits(NamedTuple):
+    first_sequence: int
+    first_time: int
+    last_sequence: int
+    last_time: int
+
+class Record(NamedTuple):
+    kind: Literal["committed", "reserved", "abandoned", "gap", "damaged"]
+    offset: int
+    length: int
+    sequence: int | None
+    span: int | None
+    state: int | None
+
+class _Stats(TypedDict):
+    reserved: int
+    written: int
+    refused_full: int
+    refused_too_big: int
+    refused_out_of_service: int
+    abandoned: int
+    in_service: bool
+    bytes_used: int
+    bytes_total: int
+    salvages: int
+
+class _Listener(TypedDict):
+    slot: int
+    pid: int
+    flags: int
+    min_interval_ns: int
+    last_wake_ns: int
+
+class _Header(TypedDict):
+    magic: bytes
+    version: int
+    header_size: int
+    region_size: int
+    uuid: str
+    sequence_base: int
+    checksum_algorithm: str | int
+    created: int
+    family: str
+    previous: str
+    identity_crc: int
+    identity_crc_ok: bool
+    first_sequence_hint: int
+    first_time_hint: int
+    last_sequence_hint: int
+    last_time_hint: int
+    last_offset_hint: int
+    out_of_service_time: int
+    reservation_word: int
+    in_service: bool
+    reserved_count: int
+    next_offset: int
+    waiters: int
+    listeners: list[_Listener]
+
+class _Scan(TypedDict):
+    committed: int
+    reserved: list[tuple[int, int, int]]
+    abandoned: int
+    gaps: list[tuple[int, int]]
+    damaged: list[tuple[int, int]]
+
+class _MessageDict(TypedDict):
+    sequence: int
+    time: int
+    severity: int
+    process_id: int
+    thread_id: int
+    text: str
+    data_class: str
+    data: bytes
+
+def crc32c(data: ReadableBuffer, crc: int = 0) -> int:
+    """CRC-32C (Castagnoli) of a bytes-like object, continuing from `crc`."""
+
+def crc32c_uses_hardware() -> bool:
+    """True when the SSE4.2 instruction computes the checksum on this machine."""
+
+def _crc32c_force_software(force: bool) -> None: ...
+def parse_size(value: int | str, what: str = "size") -> int:
+    """Turn 1048576, "1MiB", "64KiB", "8M" or "2GiB" into bytes; InvalidArgument otherwise."""
+
+def _validate_size(size: int | str) -> int: ...
+def _encode_field(value: _Name, limit: int, what: str) -> bytes: ...
+
+class Segment:
+    """A log segment: a header plus sequentially allocated messages in a shared mapping."""
+
+    @property
+    def readonly(self) -> bool: ...
+    @property
+    def path(self) -> str | bytes | None: ...
+    @staticmethod
+    def create(
+        path: StrOrBytesPath,
+        size: int | str = 1048576,
+        family: _Name = "",
+        previous: _Name = "",
+        sequence_base: int = 1,
+        mode: int = 0o640,
+        segment_uuid: uuid.UUID | None = None,
+    ) -> Segment:
+        """Create a new segment file of `size` bytes and open it for writing.
+
+        Raises SegmentExists, SegmentNotFound (no such directory), DiskFull, InvalidArgument.
+        """
+
+    @staticmethod
+    def open(path: StrOrBytesPath, readonly: bool = False) -> Segment:
+        """Open an existing segment file.
+
+        Raises SegmentNotFound, SegmentDamaged (naming what is wrong with the
+        header), UnsupportedFormat (a sound header of another format version).
+        """
+
+    @staticmethod
+    def format(
+        buffer: WriteableBuffer,
+        offset: int = 0,
+        length: int | None = None,
+        family: _Name = "",
+        previous: _Name = "",
+        sequence_base: int = 1,
+        segment_uuid: uuid.UUID | None = None,
+    ) -> Segment:
+        """Format a region of a writable buffer (e.g. an mmap) as an empty segment.
+
+        Raises InvalidArgument when the region lies outside the buffer, is
+        misaligned, smaller than 8192 bytes, larger than MAX_SEGMENT_SIZE or
+        not a multiple of 8.
+        """
+
+    @staticmethod
+    def from_buffer(
+        buffer: ReadableBuffer, offset: int = 0, length: int | None = None, readonly: bool = False
+    ) -> Segment:
+        """Attach to a segment already formatted in a region of `buffer`.
+
+        Raises SegmentDamaged, UnsupportedFormat or InvalidArgument as open() and format() do.
+        """
+
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+    # header
+    @property
+    def size(self) -> int: ...
+    @property
+    def family(self) -> str: ...
+    @property
+    def previous(self) -> str: ...
+    def set_previous(self, previous: _Name) -> None: ...
+    @property
+    def uuid(self) -> uuid.UUID: ...
+    @property
+    def sequence_base(self) -> int: ...
+    @property
+    def created(self) -> int: ...
+    @property
+    def in_service(self) -> bool: ...
+    @property
+    def out_of_service_time(self) -> int | None: ...
+    def take_out_of_service(self) -> bool: ...
+    def put_in_service(self) -> bool: ...
+    def used(self) -> int: ...
+    def stats(self) -> _Stats: ...
+    def header(self) -> _Header: ...
+
+    # writing
+    def write(
+        self,
+        text: str | bytes,
+        severity: int = 20,
+        data: ReadableBuffer | None = b"",
+        data_class: str = "",
+        time: int | None = None,
+    ) -> int:
+        """Append one message and return its sequence number.
+
+        Raises SegmentFull, MessageTooBig, OutOfService, InvalidArgument.
+        """
+
+    def reserve(self, text_len: int, data_len: int = 0, data_class: str = "") -> Reservation:
+        """Claim space for a message; fill r.text and r.data, then r.finish().
+
+        Raises what write() raises; InvalidArgument for a negative length or a
+        data_class that is not a str.
+        """
+    def sync(self) -> None: ...
+
+    # reading
+    def __iter__(self) -> SegmentIterator: ...
+    def messages(self) -> SegmentIterator: ...
+    def records(self, whole_region: bool = False) -> list[Record]: ...
+    def find(self, sequence: int | None = None, time: int | None = None) -> Message:
+        """The first finished message with sequence >= `sequence` (or time >= `time`, ns).
+
+        Raises NoSuchMessage when there is none.
+        """
+
+    def limits(self) -> Limits | None: ...
+    def scan(self) -> _Scan: ...
+
+    # internals used by logkit.salvager
+    @staticmethod
+    def _attach(
+        owner: ReadableBuffer,
+        offset: int,
+        length: int | None,
+        readonly: bool,
+        path: str | bytes | None,
+        mm: Any,
+        check: bool = True,
+    ) -> Segment: ...
+    @staticmethod
+    def _open_file(path: StrOrBytesPath, readonly: bool, check: bool) -> Segment: ...
+    def _prefault(self) -> None: ...
+    def _memoryview(self) -> memoryview: ...
+    def _header_problem(self) -> str | None:
+        """None if the identity is sound, else what is wrong; raises UnsupportedFormat."""
+
+    def _word_at(self, offset: int) -> int: ...
+    def _fillable(self, start: int, end: int) -> bool: ...
+    def _message_pid(self, offset: int) -> tuple[int, int]: ...
+    def _abandon(self, offset: int) -> bool: ...
+    def _write_filler(self, offset: int, length: int, sequence: int, span: int) -> None: ...
+    def _rebuild_identity(self, sequence_base: int) -> None: ...
+    def _fix_word(self, min_next: int, min_count: int, out_of_service: bool) -> bool: ...
+    def _set_limits(
+        self, first_seq: int, first_time: int, last_seq: int, last_time: int, last_offset: int
+    ) -> None: ...
+    def _set_abandoned_count(self, n: int) -> None: ...
+    def _note_salvage(self) -> None: ...
+    def _probe_sequence_base(self) -> int | None: ...
+
+class SegmentIterator:
+    """Walks a segment's finished messages, counting what it passes over."""
+
+    pos: int
+    min_seq: int
+    min_pos: int
+    open_reservations: list[tuple[int, int]]
+    gaps: list[tuple[int, int]]
+    damaged: list[tuple[int, int]]
+    abandoned: int
+    def __init__(self, seg: Segment) -> None: ...
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> Message: ...
+
+class Message:
+    """A finished message, read in place (zero-copy).
+
+    Made by iteration, find() and limits(); Message() itself is detached (its
+    segment is None and its fields raise SegmentClosed).
+    """
+
+    @property
+    def segment(self) -> Segment | None: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def time(self) -> int: ...
+    @property
+    def severity(self) -> int: ...
+    @property
+    def process_id(self) -> int: ...
+    @property
+    def thread_id(self) -> int: ...
+    @property
+    def key_id(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def text_bytes(self) -> memoryview: ...
+    @property
+    def data_class(self) -> str: ...
+    @property
+    def data(self) -> memoryview: ...
+    def checksum_ok(self) -> bool: ...
+    def to_dict(self) -> _MessageDict: ...
+
+class Reservation:
+    """Space claimed in a segment: fill .text and .data, then finish().
+
+    Made by Segment.reserve(); Reservation() itself is inert (segment None,
+    finished True).
+    """
+
+    @property
+    def segment(self) -> Segment | None: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def text(self) -> memoryview: ...
+    @property
+    def data(self) -> memoryview: ...
+    def finish(self, severity: int = 20, time: int | None = None) -> int:
+        """Checksum and publish the message.  Raises MessageLost if salvage abandoned it first."""
+
+    def abandon(self) -> None: ...
+    @property
+    def finished(self) -> bool: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

@@ -1,0 +1,419 @@
+"""The documentation is executable and agrees with the code.
+
+Every ```python block in docs/api.md and docs/format.md runs as a program in a
+fresh interpreter and an empty temporary working directory.  A block preceded
+by `<!-- file: NAME -->` is not run directly: it is written to NAME in the
+working directory of every later example of the same document (that is how the
+C-level API example gets its fastlog.pyx and setup.py).  docs/format.md is also
+checked against pyx/include/lk_segment.h; docs/api.md's signature headings,
+scan() keys, errors table, C-level API table and `from logkit... import` lines
+against the code and pyx/logkit/_segment.pxd; and the .pyi stubs against the
+compiled modules.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import inspect
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import logkit
+import logkit._bench
+import logkit._segment
+import logkit.errors
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+DOC_FILES = [DOCS / "api.md", DOCS / "format.md"]
+HEADER_H = ROOT / "pyx" / "include" / "lk_segment.h"
+
+_FENCE_OPEN = re.compile(r"^```([A-Za-z0-9_+-]*)\s*$")
+_FILE_MARK = re.compile(r"^<!--\s*file:\s*(\S+)\s*-->\s*$")
+
+
+@dataclass
+class Block:
+    doc: Path
+    line: int           # 1-based line of the opening fence
+    lang: str
+    code: str
+    file_name: str | None
+
+    @property
+    def id(self) -> str:
+        return f"{self.doc.name}:{self.line}"
+
+
+def _blocks(doc: Path) -> list[Block]:
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    out: list[Block] = []
+    pending_file = None
+    i = 0
+    while i < len(lines):
+        mark = _FILE_MARK.match(lines[i])
+        if mark:
+            pending_file = mark.group(1)
+            i += 1
+            continue
+        fence = _FENCE_OPEN.match(lines[i])
+        if fence:
+            start = i
+            body = []
+            i += 1
+            while i < len(lines) and lines[i].rstrip() != "```":
+                body.append(lines[i])
+                i += 1
+            assert i < len(lines), f"{doc.name}:{start + 1}: code block is never closed"
+            out.append(Block(doc, start + 1, fence.group(1), "\n".join(body) + "\n", pending_file))
+            pending_file = None
+        elif lines[i].strip():
+            pending_file = None
+        i += 1
+    return out
+
+
+ALL_BLOCKS = [b for doc in DOC_FILES for b in _blocks(doc)]
+RUNNABLE = [b for b in ALL_BLOCKS if b.lang == "python" and b.file_name is None]
+
+
+def _needs_compiler(block: Block) -> bool:
+    return "build_ext" in block.code
+
+
+def test_docs_have_runnable_examples():
+    for doc in DOC_FILES:
+        assert any(b.doc == doc for b in RUNNABLE), f"{doc.name} has no ```python example"
+    # The C-level example's files are declared where the runnable block expects them.
+    files = {b.file_name for b in ALL_BLOCKS if b.file_name}
+    assert {"fastlog.pyx", "setup.py"} <= files
+
+
+@pytest.mark.parametrize("block", RUNNABLE, ids=[b.id for b in RUNNABLE])
+def test_doc_example_runs(block: Block, tmp_path: Path):
+    if _needs_compiler(block):
+        pytest.importorskip("Cython")
+        if not (shutil.which("cc") or shutil.which("gcc")):
+            pytest.skip("no C compiler to build the Cython example")
+    for earlier in ALL_BLOCKS:
+        if earlier.doc == block.doc and earlier.file_name and earlier.line < block.line:
+            (tmp_path / earlier.file_name).write_text(earlier.code, encoding="utf-8")
+    script = tmp_path / "doc_example.py"
+    script.write_text(block.code, encoding="utf-8")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (
+        f"example at {block.id} failed with exit status {proc.returncode}\n"
+        f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+
+
+# ---------------------------------------------------------------- format.md vs the C header
+
+def _header_defines() -> dict[str, int]:
+    text = HEADER_H.read_text(encoding="utf-8")
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"^#define\s+(LK_\w+)\s+(\d+)u?\b", text, re.M)}
+
+
+def test_format_md_lists_every_header_offset_with_its_value():
+    doc = (DOCS / "format.md").read_text(encoding="utf-8")
+    rows = [line for line in doc.splitlines() if line.startswith("|")]
+    offsets = {k: v for k, v in _header_defines().items()
+               if k.startswith("LK_H_") and not k.endswith("_MAX")}
+    assert len(offsets) > 30
+    for name, value in offsets.items():
+        assert any(f"`{name}`" in row and re.match(rf"^\|\s*{value}\s*\|", row) for row in rows), \
+            f"docs/format.md has no header-map row '| {value} | ... `{name}` ...' (lk_segment.h)"
+
+
+def test_format_md_header_map_covers_every_byte_once():
+    doc = (DOCS / "format.md").read_text(encoding="utf-8")
+    section = doc.split("### Complete map", 1)[1].split("\n### ", 1)[0]
+    spans = []
+    for row in section.splitlines():
+        m = re.match(r"^\|\s*(\d+)\s*\|\s*(\d+)\s*\|", row)
+        if m:
+            spans.append((int(m.group(1)), int(m.group(2))))
+    pos = 0
+    for start, size in spans:
+        assert start == pos, f"header map: row at {start}, expected one at {pos}"
+        pos = start + size
+    assert pos == 4096
+
+
+def test_format_md_states_the_constants_of_the_header():
+    d = _header_defines()
+    doc = (DOCS / "format.md").read_text(encoding="utf-8")
+    assert d["LK_FORMAT_VERSION"] == 1 and d["LK_HEADER_SIZE"] == 4096
+    assert d["LK_MSG_HEADER"] == 64 and d["LK_MIN_REGION"] == 8192
+    assert d["LK_LISTENER_SLOTS"] == 25 and d["LK_LISTENER_SLOT_BYTES"] == 64
+    assert d["LK_WRITTEN_SHARDS"] == 16 and d["LK_H_FAMILY_MAX"] == 64 and d["LK_H_PREVIOUS_MAX"] == 256
+    assert "0x4B4CFEFF" in doc and "0xE3069283" in doc and "`0x0001`" in doc
+    # NEXT counts 8-byte units in 32 bits and must hold the NEXT of a full region.
+    assert logkit._segment.MAX_SEGMENT_SIZE == ((1 << 32) - 1) * 8
+    assert f"{logkit._segment.MAX_SEGMENT_SIZE} bytes" in doc and "(2^32 − 1) × 8" in doc
+    api = (DOCS / "api.md").read_text(encoding="utf-8")
+    assert f"| `MAX_SEGMENT_SIZE` | {logkit.MAX_SEGMENT_SIZE} " in api
+    assert "−250..250" in doc and (logkit.SEVERITY_MIN, logkit.SEVERITY_MAX) == (-250, 250)
+
+
+def _hexdump_bytes() -> bytes:
+    doc = (DOCS / "format.md").read_text(encoding="utf-8")
+    after = doc.split("<!-- example-message-hexdump -->", 1)[1]
+    dump = after.split("```text\n", 1)[1].split("```", 1)[0]
+    out = bytearray()
+    for line in dump.splitlines():
+        hexpart = line.split("|", 1)[0].split(None, 1)[1]
+        out += bytes.fromhex(hexpart)
+    return bytes(out)
+
+
+def test_format_md_worked_example_is_a_valid_message():
+    m = _hexdump_bytes()
+    assert len(m) == 80
+    sentinel, state, total, severity, flags, seq, time = struct.unpack_from("<IIIhHQq", m, 0)
+    tl, dl, cl, key_id, span, reserved, checksum = struct.unpack_from("<IIHHIII", m, 40)
+    assert (sentinel, state, total, severity, flags) == (0x4B4CFEFF, 2, 80, 20, 0)
+    assert (seq, time) == (1, 1_700_000_000_000_000_000)
+    assert (tl, dl, cl, key_id, span, reserved) == (5, 3, 3, 0, 1, 0)
+    assert m[64:75] == b"hello" + b"raw" + b"\x01\x02\x03" and m[75:] == bytes(5)
+    assert checksum == logkit.crc32c(m[8:60] + m[64:64 + tl + cl + dl])
+    assert "0x%08X" % checksum in (DOCS / "format.md").read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------- api.md covers the API
+
+def test_api_md_mentions_every_public_name():
+    doc = (DOCS / "api.md").read_text(encoding="utf-8")
+    for name in logkit.__all__:
+        assert f"`{name}" in doc or f"{name}(" in doc or f" {name}," in doc, f"docs/api.md never mentions {name}"
+    for cls in (logkit.Segment, logkit.Message, logkit.Reservation, logkit.SegmentIterator):
+        for attr in dir(cls):
+            if not attr.startswith("_"):
+                assert f"`{attr}" in doc or f"{attr}(" in doc, f"docs/api.md never mentions {cls.__name__}.{attr}"
+    for key in ("reserved", "written", "refused_full", "refused_too_big", "refused_out_of_service",
+                "abandoned", "in_service", "bytes_used", "bytes_total", "salvages"):
+        assert f"`{key}`" in doc, f"docs/api.md does not explain stats()['{key}']"
+    for field in logkit.SalvageReport.__dataclass_fields__:
+        assert f"`{field}`" in doc, f"docs/api.md does not explain SalvageReport.{field}"
+
+
+def _section(doc: str, heading: str) -> str:
+    """The text under a markdown heading, up to the next heading of any level."""
+    after = doc.split(heading, 1)[1]
+    return re.split(r"^#{1,6} ", after, maxsplit=1, flags=re.M)[0]
+
+
+def test_api_md_headings_match_the_signatures():
+    """Every '### `name(args)`' heading states the real parameters and defaults."""
+    doc = (DOCS / "api.md").read_text(encoding="utf-8")
+    checked = 0
+    for heading in re.findall(r"^### (.*)$", doc, re.M):
+        for span in re.findall(r"`([A-Za-z_][\w.]*)\((.*?)\)`", heading):
+            name, args = span
+            if "." in name:
+                obj = logkit
+                for part in name.split("."):
+                    obj = getattr(obj, part)
+            elif callable(getattr(logkit, name, None)):
+                obj = getattr(logkit, name)
+            else:
+                obj = getattr(logkit.Segment, name)
+            call = ast.parse(f"f({args})", mode="eval").body
+            documented = [(a.id, inspect.Parameter.empty) for a in call.args]
+            # Defaults are written as Python expressions (`1 << 20`, `0o640`): evaluate them.
+            documented += [(k.arg, eval(compile(ast.Expression(k.value), "<heading>", "eval"), {}))
+                           for k in call.keywords]
+            runtime = [(p.name, p.default) for p in inspect.signature(obj).parameters.values()
+                       if p.name != "self"]
+            assert documented == runtime, f"docs/api.md heading `{name}({args})`: the code has {runtime}"
+            checked += 1
+    assert checked >= 12
+
+
+def test_api_md_scan_keys_match_the_code():
+    doc = (DOCS / "api.md").read_text(encoding="utf-8")
+    documented = re.findall(r"^\* `(\w+)`:", _section(doc, "### `scan()`"), re.M)
+    seg = logkit.Segment.format(bytearray(8192))
+    try:
+        assert documented == list(seg.scan()), "docs/api.md: the keys of scan() differ from the code"
+    finally:
+        seg.close()
+
+
+def test_api_md_error_table_matches_the_classes():
+    doc = (DOCS / "api.md").read_text(encoding="utf-8")
+    rows = {}
+    for row in _section(doc, "## Errors").splitlines():
+        m = re.match(r"^\|\s*`(\w+)`\s*\|\s*(`?\w*`?)\s*\|", row)
+        if m:
+            rows[m.group(1)] = m.group(2).strip("`")
+    assert set(rows) == set(logkit.errors.__all__), "docs/api.md: the errors table lists other errors than logkit.errors"
+    for name, also in rows.items():
+        cls = getattr(logkit, name)
+        assert issubclass(cls, logkit.LogkitError)
+        if also:
+            assert issubclass(cls, getattr(builtins, also)), f"docs/api.md: {name} is said to be a {also}"
+
+
+_IMPORT = re.compile(r"from (logkit[\w.]*) import (?:\(([^)]*)\)|([\w ,]+))")
+
+
+def test_docs_imports_resolve():
+    """Every `from logkit... import ...` the docs mention, in code or in prose, works."""
+    import importlib
+    modules = set()
+    for doc in DOC_FILES:
+        for module, in_parens, plain in _IMPORT.findall(doc.read_text(encoding="utf-8")):
+            mod = importlib.import_module(module)
+            modules.add(module)
+            for name in (n.strip() for n in (in_parens or plain).split(",")):
+                if name:
+                    assert hasattr(mod, name), f"{doc.name}: `from {module} import {name}` fails"
+    assert "logkit.salvager" in modules
+
+
+def test_api_md_c_api_table_matches_the_pxd():
+    """Each lk_* function in the C-level API table takes as many arguments as _segment.pxd declares."""
+    doc = (DOCS / "api.md").read_text(encoding="utf-8")
+    pxd = (ROOT / "pyx" / "logkit" / "_segment.pxd").read_text(encoding="utf-8")
+    pxd = re.sub(r"\s+", " ", pxd)
+    table = _section(doc, "## The C-level API for Cython modules")
+    checked = 0
+    for name, args in re.findall(r"^\| `(lk_\w+)\(([^`]*)\)`", table, re.M):
+        if args.strip() == "...":
+            continue
+        m = re.search(rf"\b{name}\(([^)]*)\)", pxd)
+        assert m, f"docs/api.md documents {name}, which _segment.pxd does not declare"
+        declared = [a for a in m.group(1).split(",") if a.strip() and a.strip() != "void"]
+        documented = [a for a in args.split(",") if a.strip()]
+        assert len(documented) == len(declared), (
+            f"docs/api.md: {name} takes {len(declared)} arguments in _segment.pxd, "
+            f"the table shows {len(documented)}")
+        checked += 1
+    assert checked >= 5
+
+
+# ---------------------------------------------------------------- stubs vs the compiled modules
+
+STUBS = {logkit._segment: ROOT / "logkit" / "_segment.pyi",
+         logkit._bench: ROOT / "logkit" / "_bench.pyi"}
+
+
+def _stub_tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def _stub_names(body) -> dict[str, ast.AST]:
+    names: dict[str, ast.AST] = {}
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names[node.name] = node
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names[node.target.id] = node
+        elif isinstance(node, ast.Assign):
+            for t in node.targets:
+                if isinstance(t, ast.Name):
+                    names[t.id] = node
+    return names
+
+
+def _runtime_public(module) -> set[str]:
+    out = set()
+    for name in dir(module):
+        if name.startswith("_"):
+            continue
+        obj = getattr(module, name)
+        if inspect.ismodule(obj):
+            continue
+        if (isinstance(obj, type) or callable(obj)) and getattr(obj, "__module__", "") in (
+                "logkit.errors", "collections"):
+            continue    # imported, not defined here
+        out.add(name)
+    return out
+
+
+@pytest.mark.parametrize("module", list(STUBS), ids=lambda m: m.__name__)
+def test_stub_names_match_the_compiled_module(module):
+    stub = _stub_names(_stub_tree(STUBS[module]).body)
+    runtime = _runtime_public(module)
+    missing = runtime - set(stub)
+    assert not missing, f"{STUBS[module].name} lacks {sorted(missing)}"
+    invented = {n for n in stub if not n.startswith("_") and not hasattr(module, n)}
+    assert not invented, f"{STUBS[module].name} declares names the module lacks: {sorted(invented)}"
+    for name, node in stub.items():
+        if not isinstance(node, ast.ClassDef) or not hasattr(module, name):
+            continue
+        cls = getattr(module, name)
+        members = _stub_names(node.body)
+        for attr in dir(cls):
+            if issubclass(cls, tuple) and (attr.startswith("_") or attr in dir(tuple)):
+                continue    # NamedTuple machinery
+            if not attr.startswith("__") and attr not in members:
+                pytest.fail(f"{STUBS[module].name}: class {name} lacks {attr}")
+        for attr in members:
+            if not (attr.startswith("__") and attr.endswith("__")):
+                assert hasattr(cls, attr), f"{STUBS[module].name}: {name}.{attr} does not exist"
+
+
+def _params(fn: ast.FunctionDef) -> list[tuple[str, bool]]:
+    a = fn.args
+    pos = a.posonlyargs + a.args
+    defaults = [False] * (len(pos) - len(a.defaults)) + [True] * len(a.defaults)
+    out = [(p.arg, d) for p, d in zip(pos, defaults)]
+    if a.vararg:
+        out.append(("*" + a.vararg.arg, False))
+    out += [(p.arg, d is not None) for p, d in zip(a.kwonlyargs, a.kw_defaults)]
+    return out
+
+
+def _runtime_params(obj) -> list[tuple[str, bool]] | None:
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+    out = []
+    for p in sig.parameters.values():
+        name = "*" + p.name if p.kind is p.VAR_POSITIONAL else p.name
+        out.append((name, p.default is not p.empty))
+    return out
+
+
+@pytest.mark.parametrize("module", list(STUBS), ids=lambda m: m.__name__)
+def test_stub_signatures_match_the_compiled_module(module):
+    tree = _stub_tree(STUBS[module])
+    checked = 0
+    for node in tree.body:
+        targets = []
+        if isinstance(node, ast.FunctionDef) and hasattr(module, node.name):
+            targets.append((node, getattr(module, node.name)))
+        elif isinstance(node, ast.ClassDef) and hasattr(module, node.name):
+            cls = getattr(module, node.name)
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name in vars(cls):
+                    is_property = any(isinstance(d, ast.Name) and d.id == "property"
+                                      for d in item.decorator_list)
+                    raw = vars(cls)[item.name]
+                    if is_property or not callable(getattr(cls, item.name)):
+                        continue
+                    fn = raw.__func__ if isinstance(raw, staticmethod) else getattr(cls, item.name)
+                    targets.append((item, fn))
+        for fn_node, obj in targets:
+            runtime = _runtime_params(obj)
+            if runtime is None:
+                continue
+            assert _params(fn_node) == runtime, (
+                f"{STUBS[module].name}: {fn_node.name} is {_params(fn_node)} in the stub, "
+                f"{runtime} at run time")
+            checked += 1
+    assert checked >= 3
