@@ -35,6 +35,15 @@ from logkit.errors import (
     SegmentNotFound,
     UnsupportedFormat,
 )
+from logkit.family import (
+    FamilyReader,
+    FamilyWriter,
+    RotationTimeout,
+    migrate,
+    open_reader,
+    open_writer,
+    retain,
+)
 from logkit.salvager import SalvageReport, salvage
 
 __version__ = "0.1.0"
@@ -44,6 +53,8 @@ __all__ = [
     "SEVERITY_MAX", "SEVERITY_MIN",
     "Limits", "Message", "Record", "Reservation", "Segment", "SegmentIterator",
     "crc32c", "parse_size", "salvage", "SalvageReport",
+    "open_writer", "open_reader", "FamilyWriter", "FamilyReader", "retain", "migrate",
+    "RotationTimeout",
     "LogkitError", "InvalidArgument", "SegmentFull", "SegmentDamaged", "OutOfService",
     "NoSuchMessage", "MessageTooBig", "MessageLost", "SegmentClosed", "SegmentNotFound",
     "SegmentExists", "DiskFull", "ReadOnlySegment", "UnsupportedFormat",

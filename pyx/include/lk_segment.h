@@ -168,6 +168,7 @@
 #define LK_H_OUT_OF_SERVICE_TIME 432    /* i64 ns, 0 = never taken out */
 #define LK_H_SALVAGE_COUNT       440    /* u64 */
 #define LK_H_SALVAGE_TIME        448    /* i64 ns */
+#define LK_H_ROTATOR             456    /* u64 rotation token: pid | attempt << 32 | phase << 62 */
 #define LK_H_RESERVATION         512    /* u64, alone on its cache line */
 #define LK_H_REFUSED_FULL        576    /* u64 counters, one shared line: */
 #define LK_H_REFUSED_TOO_BIG     584    /*   only refusals touch them     */

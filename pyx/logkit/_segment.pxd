@@ -57,6 +57,7 @@ cdef extern from "lk_segment.h" nogil:
         LK_H_OUT_OF_SERVICE_TIME
         LK_H_SALVAGE_COUNT
         LK_H_SALVAGE_TIME
+        LK_H_ROTATOR
         LK_H_RESERVATION
         LK_H_REFUSED_FULL
         LK_H_REFUSED_TOO_BIG
@@ -166,6 +167,8 @@ cdef class SegmentIterator:
     cdef public list gaps
     cdef public list damaged
     cdef public uint64_t abandoned
+    cdef public bint strict
+    cdef public object pending
 
 
 cdef class Message:

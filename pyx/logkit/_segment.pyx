@@ -12,6 +12,7 @@ from cpython.long cimport PyLong_FromUnsignedLongLong
 
 import mmap as _mmap_mod
 import os
+import time as _time_mod
 import uuid as _uuid_mod
 import re
 from collections import namedtuple
@@ -260,6 +261,13 @@ cdef class Segment:
                 seg.close()
                 raise
             problem = _header_problem(seg.base, seg.size)
+            for _ in range(3):
+                # set_previous() (migration) rewrites the identity block of a
+                # live segment in place; a reader may catch it half-written.
+                if problem is None or not problem.startswith("header identity checksum"):
+                    break
+                _time_mod.sleep(0.001)
+                problem = _header_problem(seg.base, seg.size)
             if problem is not None:
                 seg.close()
                 raise SegmentDamaged(f"{where}: {problem}; logkit.salvage() can recover its messages")
@@ -566,6 +574,7 @@ cdef class Segment:
             "last_time_hint": <int64_t>_u64(b, LK_H_LAST_TIME),
             "last_offset_hint": _u64(b, LK_H_LAST_OFFSET),
             "out_of_service_time": <int64_t>_u64(b, LK_H_OUT_OF_SERVICE_TIME),
+            "rotator": _u64(b, LK_H_ROTATOR),
             "reservation_word": w,
             "in_service": bool(w & LK_IN_SERVICE),
             "reserved_count": (w >> 32) & LK_COUNT_MASK,
@@ -728,6 +737,7 @@ cdef class Segment:
 
         Raises NoSuchMessage when there is none.
         """
+        self._check_open()
         if (sequence is None) == (time is None):
             raise InvalidArgument("find() takes exactly one of sequence= or time=")
         cdef uint64_t want_seq = 0
@@ -737,14 +747,34 @@ cdef class Segment:
             want_seq = max(0, min(sequence, (1 << 64) - 1))
         else:
             want_time = max(min(time, (1 << 63) - 1), -(1 << 63))
-        cdef SegmentIterator it = SegmentIterator(self)
-        cdef Message m
-        for m in it:
-            if by_seq:
-                if _u64(m._ptr(), 16) >= want_seq:
-                    return m
-            elif <int64_t>_u64(m._ptr(), 24) >= want_time:
-                return m
+        cdef lk_rec r
+        cdef uint64_t pos = LK_HEADER_SIZE
+        cdef uint64_t min_seq = _u64(self.base, LK_H_SEQUENCE_BASE)
+        cdef uint64_t min_pos = LK_HEADER_SIZE
+        cdef uint64_t bound = lk_read_bound(self.base, self.size)
+        cdef uint64_t hint
+        cdef uint32_t total, span, state
+        cdef uint64_t hseq
+        if by_seq:
+            # Start from the last-offset hint when it is not past the target.
+            hint = lk_hint_load_relaxed(<uint64_t *>(self.base + LK_H_LAST_OFFSET))
+            if hint > pos and hint < self.size and hint % 8 == 0 and lk_valid_record(
+                    self.base, self.size, hint, min_seq, min_pos, &total, &hseq, &span, &state) \
+                    and hseq <= want_seq:
+                pos = hint
+                min_seq = hseq
+                min_pos = hint
+        while True:
+            lk_next_record(self.base, self.size, pos, bound, min_seq, min_pos, &r)
+            if r.kind == LK_REC_END:
+                break
+            if r.kind == LK_REC_COMMITTED:
+                if (r.sequence >= want_seq) if by_seq else (<int64_t>_u64(self.base, r.offset + 24) >= want_time):
+                    return Message._make(self, r.offset)
+            if r.kind <= LK_REC_ABANDONED:
+                min_seq = r.sequence + r.span
+                min_pos = r.next
+            pos = r.next
         what = f"sequence >= {sequence}" if by_seq else f"time >= {time}"
         raise NoSuchMessage(f"{self.path or 'segment'}: no finished message with {what}")
 
@@ -801,6 +831,17 @@ cdef class Segment:
         self._check_open()
         _check_version(self.base, self.path or "segment")
         return _header_problem(self.base, self.size)
+
+    def _rotator(self):
+        """The rotation token word (header offset 456)."""
+        self._check_open()
+        return lk_reserve_word_load_acquire(<uint64_t *>(self.base + LK_H_ROTATOR))
+
+    def _rotator_cas(self, uint64_t expected, uint64_t desired):
+        """CAS the rotation token; True if this call changed it.  Elects exactly
+        one process to finish a rotation, also when one takes over from a dead one."""
+        self._check_writable()
+        return bool(lk_reserve_word_cas(<uint64_t *>(self.base + LK_H_ROTATOR), &expected, desired))
 
     def _word_at(self, uint64_t offset):
         self._check_open()
@@ -938,9 +979,11 @@ cdef class Segment:
 cdef class SegmentIterator:
     """Walks a segment's finished messages, counting what it passes over."""
 
-    def __cinit__(self, Segment seg not None):
+    def __cinit__(self, Segment seg not None, bint strict=False):
         seg._check_open()
         self.seg = seg
+        self.strict = strict
+        self.pending = None
         self.pos = LK_HEADER_SIZE
         self.min_seq = _u64(seg.base, LK_H_SEQUENCE_BASE)
         self.min_pos = LK_HEADER_SIZE
@@ -953,11 +996,37 @@ cdef class SegmentIterator:
     def __iter__(self):
         return self
 
+    def pending_writer(self):
+        """(pid, reservation time ns) of the pending reserved record, or None."""
+        if self.pending is None or self.pending.kind != "reserved":
+            return None
+        return self.seg._message_pid(self.pending.offset)
+
+    def skip_pending(self):
+        """Pass over the record a strict iterator stopped at (its writer is gone),
+        counting it as open reservation or gap.  Returns True if it moved."""
+        cdef lk_rec r
+        cdef Segment seg = self.seg
+        seg._check_open()
+        self.pending = None
+        lk_next_record(seg.base, seg.size, self.pos, self.bound, self.min_seq, self.min_pos, &r)
+        if r.kind == LK_REC_RESERVED:
+            self.open_reservations.append((r.offset, r.sequence))
+            self.min_seq = r.sequence + r.span
+            self.min_pos = r.next
+        elif r.kind == LK_REC_GAP:
+            self.gaps.append((r.offset, r.next))
+        else:
+            return False
+        self.pos = r.next
+        return True
+
     def __next__(self):
         cdef lk_rec r
         cdef Segment seg = self.seg
         if seg.base == NULL:
             raise SegmentClosed(f"segment {seg.path} was closed during iteration")
+        self.pending = None
         while True:
             lk_next_record(seg.base, seg.size, self.pos, self.bound, self.min_seq, self.min_pos, &r)
             if r.kind == LK_REC_COMMITTED:
@@ -972,6 +1041,15 @@ cdef class SegmentIterator:
                     lk_next_record(seg.base, seg.size, self.pos, self.bound, self.min_seq, self.min_pos, &r)
                     if r.kind != LK_REC_END:
                         continue
+                raise StopIteration
+            if self.strict and (r.kind == LK_REC_RESERVED or r.kind == LK_REC_GAP):
+                # A follower must not pass a message that may still be finished:
+                # stop here; the caller waits, or skip_pending() once it knows
+                # the writer is gone.
+                self.pending = Record(RECORD_KINDS[r.kind], r.offset, r.next - r.offset,
+                                      r.sequence if r.kind == LK_REC_RESERVED else None,
+                                      r.span if r.kind == LK_REC_RESERVED else None,
+                                      r.state if r.kind == LK_REC_RESERVED else None)
                 raise StopIteration
             if r.kind == LK_REC_RESERVED:
                 self.open_reservations.append((r.offset, r.sequence))

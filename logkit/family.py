@@ -1,0 +1,761 @@
+"""Families: a live segment plus its history, in one directory.
+
+Sits on the segment core.  A FamilyWriter writes into the live segment `FAMILY`
+and, when it fills, takes part in the one lock-free election that decides who
+rotates it into history (`FAMILY.YYYYMMDD.HHMMSS`, UTC, plus a 4-digit suffix
+when a second rotates more than once).  A FamilyReader reads the whole history
+in sequence order, seeks by sequence or time, and follows it live.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time as _time
+import uuid as _uuid
+import warnings
+from datetime import datetime, timezone
+from typing import Iterable, Iterator, Sequence
+
+from logkit._segment import Limits, Message, Segment, SegmentIterator, parse_size
+from logkit.errors import (
+    InvalidArgument,
+    LogkitError,
+    NoSuchMessage,
+    OutOfService,
+    SegmentDamaged,
+    SegmentFull,
+    SegmentNotFound,
+)
+from logkit.salvager import process_alive, salvage
+
+__all__ = [
+    "FamilyWriter", "FamilyReader", "RotationTimeout", "open_writer", "open_reader",
+    "retain", "migrate", "history_segments", "parse_duration",
+]
+
+_FAMILY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,62}")
+
+# Rotation token (segment header offset 456): pid | attempt << 32 | phase << 62.
+_PHASE_ROTATING = 1
+_PHASE_INSTALLING = 2
+_PHASE_DONE = 3
+
+# Test hook: called as _rotation_hook(stage) at "out-of-service", "linked",
+# "created" and "installing".  Tests use it to stop a rotator mid-rotation.
+_rotation_hook = None
+
+
+class RotationTimeout(LogkitError):
+    """The live segment stayed full past the wait timeout and nobody could rotate it."""
+
+
+def _hook(stage: str) -> None:
+    if _rotation_hook is not None:
+        _rotation_hook(stage)
+
+
+def _check_family(family: str) -> str:
+    if not isinstance(family, str) or not _FAMILY_RE.fullmatch(family):
+        raise InvalidArgument(f"family name {family!r}: use 1-63 letters, digits, '_' or '-', "
+                              "not starting with '-'")
+    return family
+
+
+def parse_duration(value, what: str = "duration") -> float:
+    """Seconds from a number or a string like '90s', '15m', '12h', '7d'."""
+    if isinstance(value, bool):
+        raise InvalidArgument(f"{what}: {value!r} is not a duration")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise InvalidArgument(f"{what}: {value!r} is negative")
+        return float(value)
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*", str(value), re.ASCII)
+    if not m:
+        raise InvalidArgument(f"{what}: {value!r} is not a duration (use seconds or e.g. '15m', '12h', '7d')")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+
+
+def _history_re(family: str):
+    return re.compile(re.escape(family) + r"\.(\d{8})\.(\d{6})(?:\.(\d{4}))?")
+
+
+def history_segments(directories: str | os.PathLike | Sequence, family: str) -> list[str]:
+    """Paths of the family's history segments in all `directories`, oldest first
+    (ordered by name alone: a missing or damaged one loses only itself)."""
+    _check_family(family)
+    dirs = [directories] if isinstance(directories, (str, os.PathLike)) else list(directories)
+    pat = _history_re(family)
+    found = {}
+    for d in dirs:
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            continue
+        for n in names:
+            if pat.fullmatch(n) and n not in found:
+                found[n] = os.path.join(os.fspath(d), n)
+    return [found[n] for n in sorted(found)]
+
+
+def _stamp(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y%m%d.%H%M%S")
+
+
+def _next_history_name(directory: str, family: str, when_ns: int) -> str:
+    """The history name for a segment taken out of service at `when_ns`: never
+    sorting before an existing one, even if the clock stepped back."""
+    pat = _history_re(family)
+    stamp = _stamp(when_ns)
+    names = sorted(n for n in os.listdir(directory) if pat.fullmatch(n))
+    if names:
+        m = pat.fullmatch(names[-1])
+        last_stamp = f"{m.group(1)}.{m.group(2)}"
+        if last_stamp >= stamp:
+            suffix = int(m.group(3) or 0) + 1
+            if suffix > 9999:
+                raise LogkitError(f"{directory}/{family}: more than 9999 rotations in one second")
+            return f"{family}.{last_stamp}.{suffix:04d}"
+    return f"{family}.{stamp}"
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _alive_token(token: int) -> bool:
+    return process_alive(token & 0xFFFFFFFF)
+
+
+class FamilyWriter:
+    """Writes into a family's live segment from any number of threads and
+    processes; rotates it into history when it fills.  Not a lock on the hot
+    path: a write is one seg.write(); only the rare slow path (full, rotated)
+    takes a per-writer lock."""
+
+    def __init__(self, directory, family: str = "log", segment_size="8MiB",
+                 wait_timeout: float = 10.0, rotation_timeout: float = 5.0, mode: int = 0o640,
+                 retain_age=None, retain_count: int | None = None, retain_size=None,
+                 create: bool = True):
+        self.directory = os.path.abspath(os.fspath(directory))
+        self.family = _check_family(family)
+        self.segment_size = parse_size(segment_size, "segment_size")
+        self.wait_timeout = float(wait_timeout)
+        self.rotation_timeout = float(rotation_timeout)
+        self.mode = mode
+        self.retention = {"max_age": retain_age, "max_count": retain_count, "max_size": retain_size}
+        self.path = os.path.join(self.directory, self.family)
+        self.rotations = 0                    # rotations this writer performed
+        self.takeovers = 0                    # rotations it finished for a dead rotator
+        self._lock = threading.Lock()
+        self._closed = False
+        if not os.path.isdir(self.directory):
+            if not create:
+                raise SegmentNotFound(f"family directory {self.directory} does not exist")
+            os.makedirs(self.directory, exist_ok=True)
+        self._seg, self._ino = self._open_live(create)
+
+    # -------------------------------------------------------------- live segment
+
+    def _open_live(self, create: bool):
+        """Open FAMILY (creating the family's first segment if there is none)."""
+        deadline = _time.monotonic() + self.wait_timeout
+        while True:
+            try:
+                seg = Segment.open(self.path)
+                ino = os.stat(self.path).st_ino
+                return seg, ino
+            except SegmentNotFound:
+                if not create:
+                    raise
+            try:
+                hist = history_segments(self.directory, self.family)
+                base, prev = 1, ""
+                if hist:
+                    # A family whose live segment was lost: continue after the history.
+                    with Segment.open(hist[-1], readonly=True) as last:
+                        base = last.sequence_base + last.stats()["reserved"]
+                        prev = hist[-1]
+                seg = Segment.create(self.path, size=self.segment_size, family=self.family,
+                                     previous=prev if len(os.fsencode(prev)) < 256 else os.path.basename(prev),
+                                     sequence_base=base, mode=self.mode)
+                return seg, os.stat(self.path).st_ino
+            except FileExistsError:
+                pass                          # another process created it first: open that
+            if _time.monotonic() > deadline:
+                raise RotationTimeout(f"{self.path}: could not open or create the live segment")
+
+    @property
+    def segment(self) -> Segment:
+        """The live segment this writer currently writes into."""
+        return self._seg
+
+    def write(self, text, severity: int = 20, data=b"", data_class: str = "", time=None) -> int:
+        """Append one message to the family and return its sequence number.
+
+        Rotates the live segment when it is full (or waits, bounded by
+        wait_timeout, for whoever does).  Raises MessageTooBig, InvalidArgument,
+        RotationTimeout.
+        """
+        seg = self._seg
+        try:
+            return seg.write(text, severity, data, data_class, time)
+        except (SegmentFull, OutOfService):
+            pass
+        while True:
+            seg = self._advance(seg)
+            try:
+                return seg.write(text, severity, data, data_class, time)
+            except (SegmentFull, OutOfService):
+                continue
+
+    def reserve(self, text_len: int, data_len: int = 0, data_class: str = ""):
+        """Claim space for a message in the live segment (see Segment.reserve),
+        rotating first if it is full."""
+        seg = self._seg
+        while True:
+            try:
+                return seg.reserve(text_len, data_len, data_class)
+            except (SegmentFull, OutOfService):
+                seg = self._advance(seg)
+
+    def _advance(self, seg: Segment) -> Segment:
+        """`seg` refused a write: rotate it, or wait for the new live segment."""
+        if self._closed:
+            raise LogkitError(f"family writer for {self.path} is closed")
+        with self._lock:
+            if self._seg is not seg:          # another thread already moved on
+                return self._seg
+            start = _time.monotonic()
+            deadline = start + self.wait_timeout
+            pause = 50e-6
+            while True:
+                if seg.in_service and not seg.closed:
+                    # Full but still in service: try to take it out (the election).
+                    if seg.take_out_of_service():
+                        _hook("out-of-service")
+                        self._rotate(seg, takeover=False)
+                if self._live_moved():
+                    return self._switch()
+                if self._may_take_over(seg, _time.monotonic() - start):
+                    self._rotate(seg, takeover=True)
+                    if self._live_moved():
+                        return self._switch()
+                if _time.monotonic() > deadline:
+                    raise RotationTimeout(
+                        f"{self.path}: the live segment has been out of service for more than "
+                        f"{self.wait_timeout:g} s and no new one appeared")
+                _time.sleep(pause)
+                pause = min(pause * 2, 0.005)
+
+    def _live_moved(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino != self._ino
+        except FileNotFoundError:
+            return False
+
+    def _switch(self) -> Segment:
+        seg, ino = self._open_live(create=False)
+        self._seg, self._ino = seg, ino       # the old mapping is freed when unused
+        return seg
+
+    def _may_take_over(self, seg: Segment, waited: float) -> bool:
+        """A rotation that stalled past rotation_timeout (its rotator died) is
+        finished by the next writer.  The stall is measured from the segment's
+        out-of-service time, or, if its rotator died before storing that, from
+        when this writer started waiting."""
+        if seg.in_service:
+            return False
+        oos = seg.out_of_service_time
+        stalled = (_time.time_ns() - oos) / 1e9 if oos is not None else waited
+        if stalled < self.rotation_timeout:
+            return False
+        token = seg._rotator()
+        phase = token >> 62
+        if phase == _PHASE_DONE:
+            return False
+        if phase == _PHASE_INSTALLING and _alive_token(token):
+            return False
+        return True
+
+    # -------------------------------------------------------------- rotation
+
+    def _rotate(self, old: Segment, takeover: bool) -> None:
+        """Move `old` (out of service, still at FAMILY) into history and put a
+        new live segment in its place.  Every step is safe to repeat, so a
+        writer that takes over from a dead rotator simply runs them again."""
+        observed = old._rotator()
+        if observed >> 62 == _PHASE_DONE:
+            return
+        attempt = ((observed >> 32) & 0x3FFFFFFF) + 1
+        token = (_PHASE_ROTATING << 62) | (attempt << 32) | os.getpid()
+        if not old._rotator_cas(observed, token):
+            return                            # someone else is on it
+        if takeover:
+            self.takeovers += 1
+            # Abandon what dead writers left open, account for their claims.
+            salvage(old, grace=self.rotation_timeout, settle=0)
+        hist = self._link_history(old)
+        _hook("linked")
+        lim = old.limits()
+        if lim is not None:
+            old._set_limits(lim.first_sequence, lim.first_time, lim.last_sequence, lim.last_time,
+                            old.find(sequence=lim.last_sequence).offset)
+        base = old.sequence_base + old.stats()["reserved"]
+        tmp = os.path.join(self.directory, f".{self.family}.{os.getpid()}.{_uuid.uuid4().hex[:8]}.live")
+        prev = hist if len(os.fsencode(hist)) < 256 else os.path.basename(hist)
+        new = Segment.create(tmp, size=self.segment_size, family=self.family, previous=prev,
+                             sequence_base=base, mode=self.mode)
+        new.close()
+        _hook("created")
+        installing = (_PHASE_INSTALLING << 62) | (token & ((1 << 62) - 1))
+        if not old._rotator_cas(token, installing):
+            os.unlink(tmp)                    # taken over meanwhile: the other one installs
+            return
+        _hook("installing")
+        os.rename(tmp, self.path)             # atomic: FAMILY is never missing
+        _fsync_dir(self.directory)
+        old._rotator_cas(installing, (_PHASE_DONE << 62) | (token & ((1 << 62) - 1)))
+        self.rotations += 1
+        self._cleanup_temporaries()
+        if any(v is not None for v in self.retention.values()):
+            retain(self.directory, self.family, **self.retention)
+
+    def _link_history(self, old: Segment) -> str:
+        """Give the live file its history name (a second hard link; FAMILY keeps
+        pointing at it until the new live segment replaces it)."""
+        st = os.stat(self.path)
+        if st.st_ino != self._ino:
+            raise LogkitError(f"{self.path}: the live segment changed during rotation")
+        if st.st_nlink > 1:                   # a dead rotator got this far: find its link
+            for p in reversed(history_segments(self.directory, self.family)):
+                if os.stat(p).st_ino == st.st_ino:
+                    return p
+        while True:
+            name = _next_history_name(self.directory, self.family, old.out_of_service_time or _time.time_ns())
+            hist = os.path.join(self.directory, name)
+            try:
+                os.link(self.path, hist)
+                return hist
+            except FileExistsError:
+                continue
+
+    def _cleanup_temporaries(self) -> None:
+        """Remove new-segment files left by rotators that died before installing."""
+        prefix = f".{self.family}."
+        now = _time.time()
+        for n in os.listdir(self.directory):
+            if n.startswith(prefix) and (n.endswith(".live") or n.endswith(".new")):
+                p = os.path.join(self.directory, n)
+                try:
+                    if now - os.stat(p).st_mtime > max(60.0, 4 * self.rotation_timeout):
+                        os.unlink(p)
+                except FileNotFoundError:
+                    pass
+
+    def sync(self) -> None:
+        """msync the live segment."""
+        self._seg.sync()
+
+    def close(self) -> None:
+        """Stop writing.  Messages already written stay in the family."""
+        self._closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_writer(directory, family: str = "log", segment_size="8MiB", **options) -> FamilyWriter:
+    """Open (creating if needed) a family for writing.  See FamilyWriter for options:
+    wait_timeout, rotation_timeout, mode, retain_age, retain_count, retain_size."""
+    return FamilyWriter(directory, family, segment_size, **options)
+
+
+# ------------------------------------------------------------------ reading
+
+class FamilyReader:
+    """Reads a family's history and live segment in sequence order.
+
+    Messages are zero-copy views; a segment stays mapped while any of its
+    messages is referenced.  Damaged or missing segments are reported with a
+    warning and counted in .damaged_segments; reading goes on with the next.
+    """
+
+    def __init__(self, directories, family: str = "log"):
+        dirs = [directories] if isinstance(directories, (str, os.PathLike)) else list(directories)
+        if not dirs:
+            raise InvalidArgument("open_reader() needs at least one directory")
+        self.directories = [os.path.abspath(os.fspath(d)) for d in dirs]
+        for d in self.directories:
+            if not os.path.isdir(d):
+                raise SegmentNotFound(f"family directory {d} does not exist")
+        self.family = _check_family(family)
+        self.damaged_segments = 0
+        self.problems: list[str] = []
+        self._start: tuple[str, int] | None = None     # (segment uuid, offset) set by seek()
+        self._start_seq = 0
+
+    # -------------------------------------------------------------- listing
+
+    def segment_paths(self) -> list[str]:
+        """History (oldest first), then the live segment."""
+        paths = history_segments(self.directories, self.family)
+        for d in self.directories:
+            live = os.path.join(d, self.family)
+            if os.path.exists(live):
+                paths.append(live)
+                break
+        return paths
+
+    def _open(self, path: str) -> Segment | None:
+        try:
+            return Segment.open(path, readonly=True)
+        except FileNotFoundError:
+            return None                         # rotated or retained meanwhile
+        except (LogkitError, OSError) as e:
+            self.damaged_segments += 1
+            msg = f"skipping segment {path}: {e}"
+            self.problems.append(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            return None
+
+    def _segments(self) -> Iterator[Segment]:
+        """Open segments in order, each once (a segment seen under two names
+        during a rotation is read once, by its uuid)."""
+        seen = set()
+        for p in self.segment_paths():
+            seg = self._open(p)
+            if seg is None:
+                continue
+            u = seg.uuid
+            if u in seen:
+                continue
+            seen.add(u)
+            yield seg
+
+    # -------------------------------------------------------------- iteration
+
+    def __iter__(self) -> Iterator[Message]:
+        """Finished messages oldest first, starting where seek() put the reader."""
+        last = self._start_seq - 1
+        start = self._start
+        for seg in self._segments():
+            if start is not None:
+                if str(seg.uuid) != start[0]:
+                    continue
+                it = SegmentIterator(seg)
+                it.pos, it.min_pos = start[1], start[1]
+                it.min_seq = self._start_seq
+                start = None
+            else:
+                it = SegmentIterator(seg)
+            for m in it:
+                s = m.sequence
+                if s > last:
+                    last = s
+                    yield m
+
+    def reverse(self) -> Iterator[Message]:
+        """Finished messages newest first (exactly the forward order reversed)."""
+        segs = list(self._segments())
+        last_seq = None
+        for seg in reversed(segs):
+            msgs = list(SegmentIterator(seg))
+            for m in reversed(msgs):
+                s = m.sequence
+                if last_seq is None or s < last_seq:
+                    last_seq = s
+                    yield m
+
+    def count(self) -> int:
+        """Number of finished messages in the family."""
+        n = 0
+        for _ in self:
+            n += 1
+        return n
+
+    # -------------------------------------------------------------- seeking
+
+    def seek(self, sequence: int | None = None, time: int | None = None) -> Message:
+        """Position the reader at the first finished message with sequence >=
+        `sequence` (or time >= `time`, ns) and return it.  A binary search over
+        the segments' header limits, then a walk inside one segment.
+        Raises NoSuchMessage if there is none."""
+        if (sequence is None) == (time is None):
+            raise InvalidArgument("seek() takes exactly one of sequence= or time=")
+        paths = self.segment_paths()
+        cache: dict[int, Segment | None] = {}
+
+        def seg_at(i):
+            if i not in cache:
+                cache[i] = self._open(paths[i])
+            return cache[i]
+
+        def key(i):
+            """Sort key of segment i: its base sequence, or its first time."""
+            seg = seg_at(i)
+            if seg is None:
+                return None
+            if sequence is not None:
+                return seg.sequence_base
+            t = seg.header()["first_time_hint"]
+            if t == 0 or seg.header()["first_sequence_hint"] == 0:
+                lim = seg.limits()
+                return None if lim is None else lim.first_time
+            return t
+
+        target = sequence if sequence is not None else time
+        lo, hi = 0, len(paths) - 1
+        best = 0
+        while lo <= hi:                         # last segment whose key <= target
+            mid = (lo + hi) // 2
+            k, probe = key(mid), mid
+            while k is None and probe < hi:       # damaged or empty: look right
+                probe += 1
+                k = key(probe)
+            if k is None:
+                hi = mid - 1
+                continue
+            if k <= target:
+                best = probe
+                lo = probe + 1
+            else:
+                hi = mid - 1
+        for i in range(best, len(paths)):
+            seg = seg_at(i)
+            if seg is None:
+                continue
+            try:
+                m = seg.find(sequence=sequence) if sequence is not None else seg.find(time=time)
+            except NoSuchMessage:
+                continue
+            self._start = (str(seg.uuid), m.offset)
+            self._start_seq = m.sequence
+            return m
+        what = f"sequence >= {sequence}" if sequence is not None else f"time >= {time}"
+        raise NoSuchMessage(f"family {self.family} in {', '.join(self.directories)}: no message with {what}")
+
+    def rewind(self) -> None:
+        """Undo seek(): iterate from the oldest message again."""
+        self._start, self._start_seq = None, 0
+
+    def limits(self) -> Limits | None:
+        """First and last sequence and time of the whole family, or None if empty."""
+        paths = self.segment_paths()
+        first = last = None
+        for p in paths:
+            seg = self._open(p)
+            first = seg.limits() if seg is not None else None
+            if first is not None:
+                break
+        for p in reversed(paths):
+            seg = self._open(p)
+            last = seg.limits() if seg is not None else None
+            if last is not None:
+                break
+        if first is None or last is None:
+            return None
+        return Limits(first.first_sequence, first.first_time, last.last_sequence, last.last_time)
+
+    # -------------------------------------------------------------- following
+
+    def follow(self, poll_interval: float = 0.01, pending_grace: float = 5.0,
+               stop: threading.Event | None = None, idle_timeout: float | None = None
+               ) -> Iterator[Message]:
+        """Every finished message once, in sequence order: the existing ones,
+        then new ones as writers finish them, across rotations.
+
+        A reservation still being written holds the follower back (order);
+        one whose writer died, or that stays open past `pending_grace`
+        seconds, is passed over.  Polls every `poll_interval` seconds while
+        idle.  Ends when `stop` is set or after `idle_timeout` idle seconds.
+        """
+        last = self._start_seq - 1
+        seg = None
+        it = None
+        # Start: the segment seek() chose, else the oldest.
+        for s in self._segments():
+            if self._start is not None and str(s.uuid) != self._start[0]:
+                continue
+            seg = s
+            break
+        if seg is None:
+            seg = self._wait_first_segment(poll_interval, stop, idle_timeout)
+            if seg is None:
+                return
+        it = SegmentIterator(seg, strict=True)
+        if self._start is not None:
+            it.pos = it.min_pos = self._start[1]
+            it.min_seq = self._start_seq
+        pending_since = None
+        idle_since = _time.monotonic()
+        while True:
+            got = False
+            for m in it:
+                got = True
+                s = m.sequence
+                if s > last:
+                    last = s
+                    yield m
+            if got:
+                idle_since = _time.monotonic()
+            if stop is not None and stop.is_set():
+                return
+            if it.pending is not None:
+                # Wait for the writer to finish, unless it is gone.
+                now = _time.monotonic()
+                pending_since = pending_since or now
+                w = it.pending_writer()
+                dead = w is not None and not process_alive(w[0])
+                if dead or now - pending_since > pending_grace:
+                    it.skip_pending()
+                    pending_since = None
+                    continue
+            else:
+                pending_since = None
+                if not seg.in_service:
+                    nxt = self._next_segment(seg)
+                    if nxt is not None:
+                        seg, it = nxt, SegmentIterator(nxt, strict=True)
+                        continue
+            if idle_timeout is not None and _time.monotonic() - idle_since > idle_timeout:
+                return
+            _time.sleep(poll_interval)
+
+    def _wait_first_segment(self, poll_interval, stop, idle_timeout):
+        t0 = _time.monotonic()
+        while True:
+            for s in self._segments():
+                return s
+            if stop is not None and stop.is_set():
+                return None
+            if idle_timeout is not None and _time.monotonic() - t0 > idle_timeout:
+                return None
+            _time.sleep(poll_interval)
+
+    def _next_segment(self, seg: Segment) -> Segment | None:
+        """The segment that follows `seg` (out of service and fully read): the
+        one with the smallest sequence base above seg's."""
+        base = seg.sequence_base
+        end = base + seg.stats()["reserved"]
+        best = None
+        for p in reversed(self.segment_paths()):
+            s = self._open(p)
+            if s is None:
+                continue
+            b = s.sequence_base
+            if b > base and (best is None or b < best.sequence_base):
+                best = s
+            if b <= base:
+                break                           # older ones cannot follow seg
+        if best is not None and best.sequence_base < end:
+            self.problems.append(f"segment {best.path} starts at {best.sequence_base}, "
+                                 f"inside {seg.path} (ends at {end})")
+        return best
+
+
+def open_reader(directories, family: str = "log") -> FamilyReader:
+    """Open a family (one directory, or several after migrate) for reading."""
+    return FamilyReader(directories, family)
+
+
+# ------------------------------------------------------------------ history tools
+
+def retain(directory, family: str, max_age=None, max_count: int | None = None, max_size=None,
+           now: float | None = None) -> list[str]:
+    """Delete the oldest history segments until the family keeps at most
+    `max_count` of them, none older than `max_age` (seconds or '7d'; measured
+    from when each left service, i.e. its name), and at most `max_size` bytes
+    (number or '1GiB') of history.  The live segment is never deleted.
+    Returns the paths removed."""
+    _check_family(family)
+    hist = history_segments(directory, family)
+    pat = _history_re(family)
+    now = _time.time() if now is None else now
+    doomed: set[str] = set()
+    if max_count is not None:
+        if not isinstance(max_count, int) or max_count < 0:
+            raise InvalidArgument(f"max_count {max_count!r} must be a whole number >= 0")
+        doomed.update(hist[:max(0, len(hist) - max_count)])
+    if max_age is not None:
+        age = parse_duration(max_age, "max_age")
+        for p in hist:
+            m = pat.fullmatch(os.path.basename(p))
+            t = datetime.strptime(f"{m.group(1)}{m.group(2)}", "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
+            if now - t.timestamp() > age:
+                doomed.add(p)
+    if max_size is not None:
+        limit = parse_size(max_size, "max_size")
+        sizes = [(p, os.stat(p).st_size) for p in hist if p not in doomed and os.path.exists(p)]
+        total = sum(sz for _, sz in sizes)
+        for p, sz in sizes:
+            if total <= limit:
+                break
+            doomed.add(p)
+            total -= sz
+    removed = []
+    for p in hist:
+        if p in doomed:
+            try:
+                os.unlink(p)
+                removed.append(p)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def migrate(directory, family: str, destination) -> list[str]:
+    """Move the family's history segments from `directory` to `destination`
+    (created if needed) and update previous-segment links, so that
+    open_reader([directory, destination], family) reads the family end to end.
+    The live segment stays.  Returns the new paths."""
+    _check_family(family)
+    directory = os.path.abspath(os.fspath(directory))
+    destination = os.path.abspath(os.fspath(destination))
+    os.makedirs(destination, exist_ok=True)
+    moved = {}
+    for p in history_segments(directory, family):
+        new = os.path.join(destination, os.path.basename(p))
+        try:
+            os.rename(p, new)
+        except OSError as e:
+            if e.errno != 18:                   # EXDEV: another file system
+                raise
+            tmp = new + ".migrating"
+            with open(p, "rb") as src, open(tmp, "wb") as dst:
+                while True:
+                    chunk = src.read(1 << 20)
+                    if not chunk:
+                        break
+                    dst.write(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.chmod(tmp, os.stat(p).st_mode & 0o777)
+            os.rename(tmp, new)
+            os.unlink(p)
+        moved[p] = new
+    _fsync_dir(destination)
+    _fsync_dir(directory)
+    # Links: any segment (moved or live) whose previous was a moved one.
+    candidates = list(moved.values()) + [os.path.join(directory, family)]
+    for p in candidates:
+        if not os.path.exists(p):
+            continue
+        try:
+            seg = Segment.open(p)
+        except LogkitError:
+            continue
+        with seg:
+            prev = seg.previous
+            full = prev if os.path.isabs(prev) else os.path.join(directory, prev)
+            if full in moved:
+                target = moved[full]
+                seg.set_previous(target if len(os.fsencode(target)) < 256 else os.path.basename(target))
+    return list(moved.values())
