@@ -73,6 +73,7 @@ class _Header(TypedDict):
     last_time_hint: int
     last_offset_hint: int
     out_of_service_time: int
+    rotator: int
     reservation_word: int
     in_service: bool
     reserved_count: int
@@ -105,7 +106,11 @@ def crc32c_uses_hardware() -> bool:
 
 def _crc32c_force_software(force: bool) -> None: ...
 def parse_size(value: int | str, what: str = "size") -> int:
-    """Turn 1048576, "1MiB", "64KiB", "8M" or "2GiB" into bytes; InvalidArgument otherwise."""
+    """Turn 1048576, "1MiB", "64KiB", "8M" or "2GiB" into bytes; InvalidArgument otherwise.
+
+    A string is ASCII digits with an optional unit (B, K/KiB, KB, M/MiB, MB,
+    G/GiB, GB; any case), ASCII spaces allowed around them; a bool is refused.
+    """
 
 def _validate_size(size: int | str) -> int: ...
 def _encode_field(value: _Name, limit: int, what: str) -> bytes: ...
@@ -202,19 +207,24 @@ class Segment:
         text: str | bytes,
         severity: int = 20,
         data: ReadableBuffer | None = b"",
-        data_class: str = "",
+        data_class: str | None = "",
         time: int | None = None,
     ) -> int:
         """Append one message and return its sequence number.
 
-        Raises SegmentFull, MessageTooBig, OutOfService, InvalidArgument.
+        Raises SegmentFull, MessageTooBig, OutOfService, SegmentDamaged (a
+        damaged reservation word), InvalidArgument (a severity outside
+        -250..250 or not an integer that fits a C long; text not str or bytes;
+        a true data_class that is not a str).  In 0.1.0 a float severity is
+        truncated toward zero rather than refused.
         """
 
-    def reserve(self, text_len: int, data_len: int = 0, data_class: str = "") -> Reservation:
+    def reserve(self, text_len: int, data_len: int = 0, data_class: str | None = "") -> Reservation:
         """Claim space for a message; fill r.text and r.data, then r.finish().
 
-        Raises what write() raises; InvalidArgument for a negative length or a
-        data_class that is not a str.
+        The stub is published with its stub checksum (format.md).  Raises what
+        write() raises; InvalidArgument for a negative length or a data_class
+        that is neither a str nor None (None means no class).
         """
     def sync(self) -> None: ...
 
@@ -225,7 +235,9 @@ class Segment:
     def find(self, sequence: int | None = None, time: int | None = None) -> Message:
         """The first finished message with sequence >= `sequence` (or time >= `time`, ns).
 
-        Raises NoSuchMessage when there is none.
+        Exactly one of the two (else InvalidArgument); any int, so a sequence
+        of 0 or below gives the first message.  Raises NoSuchMessage when
+        there is none.
         """
 
     def limits(self) -> Limits | None: ...
@@ -249,8 +261,18 @@ class Segment:
     def _header_problem(self) -> str | None:
         """None if the identity is sound, else what is wrong; raises UnsupportedFormat."""
 
+    # internals used by logkit.family
+    def _rotator(self) -> int:
+        """The rotation token (header offset 456): pid | attempt << 32 | phase << 62."""
+
+    def _rotator_cas(self, expected: int, desired: int) -> bool:
+        """CAS the rotation token; True if this call changed it."""
+
     def _word_at(self, offset: int) -> int: ...
-    def _fillable(self, start: int, end: int) -> bool: ...
+    def _fillable(self, start: int, end: int) -> bool:
+        """True if [start, end) holds nothing but unpublished claims: first word
+        zero, every other byte zero except bytes 8..63 of a partly stored stub
+        and the data-class name that stub stores.  Salvage fills only such gaps."""
     def _message_pid(self, offset: int) -> tuple[int, int]: ...
     def _abandon(self, offset: int) -> bool: ...
     def _write_filler(self, offset: int, length: int, sequence: int, span: int) -> None: ...
@@ -264,7 +286,11 @@ class Segment:
     def _probe_sequence_base(self) -> int | None: ...
 
 class SegmentIterator:
-    """Walks a segment's finished messages, counting what it passes over."""
+    """Walks a segment's finished messages, counting what it passes over.
+
+    strict=True: stop (StopIteration) at an open reservation or a gap instead
+    of passing it, leaving it in .pending; the next next() looks again.
+    """
 
     pos: int
     min_seq: int
@@ -273,9 +299,16 @@ class SegmentIterator:
     gaps: list[tuple[int, int]]
     damaged: list[tuple[int, int]]
     abandoned: int
-    def __init__(self, seg: Segment) -> None: ...
+    strict: bool
+    pending: Record | None
+    def __init__(self, seg: Segment, strict: bool = False) -> None: ...
     def __iter__(self) -> Self: ...
     def __next__(self) -> Message: ...
+    def pending_writer(self) -> tuple[int, int] | None:
+        """(pid, reservation time ns) of the pending reserved record, or None."""
+
+    def skip_pending(self) -> bool:
+        """Pass over the pending record (counted as open reservation or gap); True if it moved."""
 
 class Message:
     """A finished message, read in place (zero-copy).
@@ -331,7 +364,9 @@ class Reservation:
     @property
     def data(self) -> memoryview: ...
     def finish(self, severity: int = 20, time: int | None = None) -> int:
-        """Checksum and publish the message.  Raises MessageLost if salvage abandoned it first."""
+        """Checksum and publish the message.  Raises MessageLost if salvage
+        abandoned it first; InvalidArgument if already finished or for a
+        severity write() would refuse."""
 
     def abandon(self) -> None: ...
     @property

@@ -14,6 +14,7 @@ import threading
 import time as _time
 import uuid as _uuid
 import warnings
+import weakref
 from datetime import datetime, timezone
 from typing import Iterable, Iterator, Sequence
 
@@ -48,6 +49,19 @@ _rotation_hook = None
 
 class RotationTimeout(LogkitError):
     """The live segment stayed full past the wait timeout and nobody could rotate it."""
+
+
+_writers: "weakref.WeakSet[FamilyWriter]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A fork taken while another thread held a writer's slow-path lock would
+    # leave it locked forever in the child: give every writer a fresh one.
+    for w in list(_writers):
+        w._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _hook(stage: str) -> None:
@@ -158,6 +172,7 @@ class FamilyWriter:
                 raise SegmentNotFound(f"family directory {self.directory} does not exist")
             os.makedirs(self.directory, exist_ok=True)
         self._seg, self._ino = self._open_live(create)
+        _writers.add(self)
 
     # -------------------------------------------------------------- live segment
 

@@ -189,7 +189,8 @@ def _salvage(seg: Segment, path, grace: float, settle: float) -> SalvageReport:
     # state was ever published there) and whose other bytes are zero or a
     # partly stored stub (Segment._fillable), so it never covers a message.
     oos = seg.out_of_service_time
-    settled = not seg.in_service and (oos is None or _time.time_ns() - oos >= settle * 1e9)
+    settled = not seg.in_service and (_time.time_ns() - oos >= settle * 1e9 if oos is not None
+                                      else settle <= 0)
     if settled:
         for a, b, n in rep.gaps:
             if n and a in gap_first and b - a >= 64 * n and seg._fillable(a, b):

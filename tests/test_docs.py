@@ -1,21 +1,28 @@
 """The documentation is executable and agrees with the code.
 
-Every ```python block in docs/api.md and docs/format.md runs as a program in a
-fresh interpreter and an empty temporary working directory.  A block preceded
-by `<!-- file: NAME -->` is not run directly: it is written to NAME in the
-working directory of every later example of the same document (that is how the
-C-level API example gets its fastlog.pyx and setup.py).  docs/format.md is also
-checked against pyx/include/lk_segment.h; docs/api.md's signature headings,
-scan() keys, errors table, C-level API table and `from logkit... import` lines
-against the code and pyx/logkit/_segment.pxd; and the .pyi stubs against the
-compiled modules.
+Every ```python block in docs/api.md, docs/format.md and docs/performance.md
+runs as a program in a fresh interpreter and an empty temporary working
+directory.  A block preceded by `<!-- file: NAME -->` is not run directly: it
+is written to NAME in the working directory of every later example of the same
+document (that is how the C-level API example gets its fastlog.pyx and
+setup.py).  docs/format.md is also checked against pyx/include/lk_segment.h
+(header offsets, the message layout, the worked hex dump) and its reference
+reader against Segment.records() on randomly damaged segments; docs/api.md's
+signature headings, scan() keys, errors table, C-level API table and
+`from logkit... import` lines against the code and pyx/logkit/_segment.pxd;
+docs/performance.md against bench/bench_segment.py; every link between the
+documents against their headings; and the .pyi stubs against the compiled
+modules.
 """
 from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import inspect
+import io
 import os
+import random
 import re
 import shutil
 import struct
@@ -33,7 +40,7 @@ import logkit.errors
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-DOC_FILES = [DOCS / "api.md", DOCS / "format.md"]
+DOC_FILES = [DOCS / "api.md", DOCS / "format.md", DOCS / "performance.md"]
 HEADER_H = ROOT / "pyx" / "include" / "lk_segment.h"
 
 _FENCE_OPEN = re.compile(r"^```([A-Za-z0-9_+-]*)\s*$")
@@ -180,15 +187,234 @@ def _hexdump_bytes() -> bytes:
 
 def test_format_md_worked_example_is_a_valid_message():
     m = _hexdump_bytes()
+    doc = (DOCS / "format.md").read_text(encoding="utf-8")
     assert len(m) == 80
     sentinel, state, total, severity, flags, seq, time = struct.unpack_from("<IIIhHQq", m, 0)
-    tl, dl, cl, key_id, span, reserved, checksum = struct.unpack_from("<IIHHIII", m, 40)
+    tl, dl, cl, key_id, span, stub, checksum = struct.unpack_from("<IIHHIII", m, 40)
     assert (sentinel, state, total, severity, flags) == (0x4B4CFEFF, 2, 80, 20, 0)
     assert (seq, time) == (1, 1_700_000_000_000_000_000)
-    assert (tl, dl, cl, key_id, span, reserved) == (5, 3, 3, 0, 1, 0)
+    assert (tl, dl, cl, key_id, span) == (5, 3, 3, 0, 1)
     assert m[64:75] == b"hello" + b"raw" + b"\x01\x02\x03" and m[75:] == bytes(5)
+    # Offset 56 is the stub checksum (bytes 8..11, 16..23, 32..55), offset 60 the full one.
+    assert stub == logkit.crc32c(m[8:12] + m[16:24] + m[32:56])
     assert checksum == logkit.crc32c(m[8:60] + m[64:64 + tl + cl + dl])
-    assert "0x%08X" % checksum in (DOCS / "format.md").read_text(encoding="utf-8")
+    assert "0x%08X" % stub in doc and "0x%08X" % checksum in doc
+    pid, tid = struct.unpack_from("<II", m, 32)
+    assert f"| {pid} | process id |" in doc and f"| {tid} | thread id" in doc
+
+
+def test_format_md_worked_example_is_what_logkit_writes_today():
+    """The dump is regenerated when the format changes: the example program's
+    message, written now, differs from it only in pid, tid and stub checksum."""
+    m = _hexdump_bytes()
+    region = bytearray(8192)
+    seg = logkit.Segment.format(region, family="app")
+    try:
+        seg.write("hello", severity=20, data=b"\x01\x02\x03", data_class="raw",
+                  time=1700000000000000000)
+        word = seg.header()["reservation_word"]
+    finally:
+        seg.close()
+    now = bytes(region[4096:4096 + 80])
+    assert now[:32] == m[:32] and now[40:56] == m[40:56] and now[60:] == m[60:], (
+        "docs/format.md: the worked example's bytes are not what logkit writes; regenerate the dump")
+    assert "`0x%016X`" % word in (DOCS / "format.md").read_text(encoding="utf-8")
+
+
+def _c_message_layout() -> dict[int, tuple[str, str]]:
+    """offset -> (type, field name) from the message layout comment in lk_segment.h."""
+    text = HEADER_H.read_text(encoding="utf-8")
+    block = text.split("A message (64-byte header", 1)[1].split("Bytes 0..7 are read", 1)[0]
+    out = {}
+    for m in re.finditer(r"^ \*\s+(\d+)\s+([ui](?:8|16|32|64))\s+(.*)$", block, re.M):
+        name = re.split(r"\s{2,}|[:(,]|\s(?=\d)", m.group(3), maxsplit=1)[0].strip()
+        out[int(m.group(1))] = (m.group(2), name)
+    return out
+
+
+def test_format_md_message_layout_matches_the_header_comment():
+    doc = (DOCS / "format.md").read_text(encoding="utf-8")
+    section = doc.split("\n## Messages\n", 1)[1].split("\n### ", 1)[0]
+    rows = {}
+    for m in re.finditer(r"^\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*([ui]\d+)\s*\|(.*)\|\s*$", section, re.M):
+        rows[int(m.group(1))] = (int(m.group(2)), m.group(3), m.group(4).replace("**", "").lower())
+    c = _c_message_layout()
+    assert len(c) == 16 and sorted(c) == sorted(rows), (sorted(c), sorted(rows))
+    pos = 0
+    for off in sorted(rows):
+        size, typ, field = rows[off]
+        assert off == pos, f"docs/format.md message table: field at {off}, expected one at {pos}"
+        assert size * 8 == int(typ[1:]), f"docs/format.md message table: {off}: {typ} is not {size} bytes"
+        assert c[off][0] == typ, f"message field {off}: {typ} in docs/format.md, {c[off][0]} in lk_segment.h"
+        assert c[off][1].lower() in field, (
+            f"message field {off}: lk_segment.h calls it {c[off][1]!r}, docs/format.md says {field.strip()!r}")
+        pos = off + size
+    assert pos == 64
+
+
+def _reference_reader() -> dict:
+    """Run the reference reader of docs/format.md (its own demo included) and return its names."""
+    doc = (DOCS / "format.md").read_text(encoding="utf-8")
+    section = doc.split("### A complete reader", 1)[1].split("\n## ", 1)[0]
+    block = next(b for b in _blocks(DOCS / "format.md")
+                 if b.lang == "python" and b.code.strip() and b.code.strip() in section)
+    namespace: dict = {"__name__": "format_md_reader"}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(block.code, f"docs/format.md:{block.line}", "exec"), namespace)
+    return namespace
+
+
+def _random_segment(rnd: random.Random) -> bytes:
+    """A segment with every kind of record, a jumped COUNT now and then, and random damage."""
+    buf = bytearray(16384)
+    seg = logkit.Segment.format(buf, sequence_base=rnd.choice([1, 1000, 1 << 40]))
+    try:
+        for _ in range(rnd.randint(1, 25)):
+            k = rnd.random()
+            try:
+                if k < 0.6:
+                    seg.write(rnd.randbytes(rnd.randint(0, 100)), data=b"\xff\xfeLK" * rnd.randint(0, 30),
+                              data_class=rnd.choice(["", "c", "json"]))
+                elif k < 0.75:
+                    seg.reserve(rnd.randint(0, 150), rnd.randint(0, 50), data_class=rnd.choice(["", "xy"]))
+                elif k < 0.85:
+                    seg.reserve(rnd.randint(0, 150)).abandon()
+                else:   # claims whose writers died before their stubs, COUNT perhaps jumping ahead
+                    word, = struct.unpack_from("<Q", buf, 512)
+                    n, skip = rnd.randint(1, 3), rnd.choice([0, 0, 5, 1000])
+                    struct.pack_into("<Q", buf, 512, word + ((n + skip) << 32) + n * rnd.randint(8, 20))
+            except logkit.LogkitError:
+                break
+        if rnd.random() < 0.3:
+            seg.take_out_of_service()
+            logkit.salvage(seg, grace=0, settle=0)      # fillers, abandoned stubs
+        stubs = [r for r in seg.records() if r.kind in ("reserved", "abandoned")]
+    finally:
+        seg.close()
+    for r in rnd.sample(stubs, min(len(stubs), rnd.choice([0, 0, 1, 2]))):
+        # A consistent scribble: another span, filler flag or sequence, with a stub checksum to match.
+        struct.pack_into("<H", buf, r.offset + 14, rnd.choice([0, 1]))
+        struct.pack_into("<I", buf, r.offset + 52, rnd.randint(1, r.length // 64 + 2))
+        struct.pack_into("<Q", buf, r.offset + 16, r.sequence + rnd.choice([-1, 0, 0, 1, 2, 5]))
+        m = bytes(buf[r.offset:r.offset + 64])
+        struct.pack_into("<I", buf, r.offset + 56, logkit.crc32c(m[8:12] + m[16:24] + m[32:56]))
+    for _ in range(rnd.randint(0, 4)):
+        at, k = rnd.randrange(4096, len(buf)), rnd.random()
+        if k < 0.4:
+            buf[at] ^= 1 << rnd.randrange(8)
+        elif k < 0.7:
+            buf[at - at % 8:at - at % 8 + 8] = bytes(8)
+        else:
+            chunk = rnd.randbytes(rnd.randint(1, 64))[:len(buf) - at]
+            buf[at:at + len(chunk)] = chunk
+    if rnd.random() < 0.1:
+        struct.pack_into("<Q", buf, 512, rnd.getrandbits(64))
+    return bytes(buf)
+
+
+def test_format_md_reference_reader_agrees_with_logkit_on_damaged_segments():
+    walk = _reference_reader()["walk"]
+    rnd = random.Random(20261123)
+    kinds = set()
+    for _ in range(300):
+        region = _random_segment(rnd)
+        mine = list(walk(region))
+        seg = logkit.Segment.from_buffer(region, readonly=True)
+        try:
+            theirs = [(r.kind, r.offset, r.length, r.sequence) for r in seg.records()]
+        finally:
+            seg.close()
+        assert mine == theirs, f"docs/format.md's reader and Segment.records() disagree:\n{mine}\n{theirs}"
+        kinds.update(k for k, *_ in mine)
+    assert kinds == {"committed", "reserved", "abandoned", "gap", "damaged"}
+
+
+def test_format_md_departure_references_exist():
+    """The departures section is numbered 1..n and every 'departure N' link points into it."""
+    doc = (DOCS / "format.md").read_text(encoding="utf-8")
+    section = doc.split("## Where the current implementation departs from this document", 1)[1]
+    numbers = [int(n) for n in re.findall(r"^(\d+)\. \*\*", section, re.M)]
+    assert numbers == list(range(1, len(numbers) + 1)) and numbers
+    for doc_file in DOC_FILES:
+        for n in re.findall(r"departure (\d+)\b", doc_file.read_text(encoding="utf-8")):
+            assert 1 <= int(n) <= len(numbers), f"{doc_file.name} refers to departure {n}, which does not exist"
+
+
+# ---------------------------------------------------------------- links and performance.md
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(doc: Path) -> set[str]:
+    out, seen = set(), {}
+    in_code = False
+    for line in doc.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+            continue
+        m = re.match(r"^#{1,6} (.*)$", line)
+        if m and not in_code:
+            slug = _slug(m.group(1))
+            n = seen.get(slug, 0)
+            seen[slug] = n + 1
+            out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def test_docs_links_resolve():
+    """Every [text](#anchor) and [text](other.md#anchor) between the docs names a real heading."""
+    docs = sorted(DOCS.glob("*.md"))
+    anchors = {d.name: _anchors(d) for d in docs}
+    checked = 0
+    for doc in docs:
+        text = re.sub(r"^```.*?^```", "", doc.read_text(encoding="utf-8"), flags=re.M | re.S)
+        for target in re.findall(r"\]\(([^)\s]*)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue                                    # an external URL
+            name, _, anchor = target.partition("#")
+            name = name or doc.name
+            assert name in anchors, f"{doc.name} links to {target}: no docs/{name}"
+            if anchor:
+                assert anchor in anchors[name], f"{doc.name} links to {target}: no such heading in {name}"
+            checked += 1
+    assert checked >= 40
+
+
+def _performance_rows() -> list[tuple[str, float, float, str]]:
+    doc = (DOCS / "performance.md").read_text(encoding="utf-8")
+    table = _section(doc, "## Figures")
+    rows = []
+    for m in re.finditer(r"^\| ([^|]+?) \| ([\d.]+) \| ([\d.]+) M \| ([^|]*)\|$", table, re.M):
+        rows.append((m.group(1), float(m.group(2)), float(m.group(3)) * 1e6, m.group(4).strip()))
+    return rows
+
+
+def test_performance_md_matches_the_benchmark():
+    doc = (DOCS / "performance.md").read_text(encoding="utf-8")
+    bench = (ROOT / "bench" / "bench_segment.py").read_text(encoding="utf-8")
+    assert "make bench" in doc and "bench/results/segment.json" in doc
+    for var in re.findall(r'os\.environ\.get\("(LOGKIT_\w+)"', bench):
+        assert f"`{var}`" in doc, f"docs/performance.md does not explain {var}"
+    cases = re.findall(r'"case":\s*"([^"]+)"', bench)
+    rows = _performance_rows()
+    assert [r[0] for r in rows] == cases, "docs/performance.md: the figures table has other cases than bench_segment.py"
+    for case, n, rate, _ in rows:
+        assert abs(rate * n / 1e9 - 1) < 0.02, f"docs/performance.md: {case}: {n} ns is not {rate:.0f} per second"
+
+
+def test_performance_md_ratios_agree_with_its_figures():
+    rows = _performance_rows()
+    ns = [n for _, n, _, _ in rows]
+    ratios = [float(r[3].split("×", 1)[0]) if "×" in r[3] else None for r in rows]
+    # Ratios as bench_segment.py computes them (rows in its order).
+    expect = {0: ns[0] / ns[1], 3: ns[3] / ns[2], 5: ns[4] / ns[5], 6: ns[6] / ns[0], 7: ns[7] / ns[0]}
+    assert {i for i, r in enumerate(ratios) if r is not None} == set(expect)
+    for i, value in expect.items():
+        assert abs(ratios[i] - value) < 0.01 * value + 0.005, f"docs/performance.md: {rows[i][0]}: {ratios[i]} is not {value:.2f}"
+    # The documented figures meet the targets the benchmark names.
+    assert ratios[0] <= 2.0 and ratios[5] >= 1.3
 
 
 # ---------------------------------------------------------------- api.md covers the API

@@ -106,6 +106,8 @@ cdef inline void _put32(uint8_t *p, uint64_t off, uint32_t v) noexcept nogil:
 cdef inline long _severity(object severity) except? -1000000:
     """A severity as a C long, or InvalidArgument naming it."""
     cdef long sev
+    if not isinstance(severity, int):
+        raise InvalidArgument(f"severity {severity!r} is not an integer in {LK_SEVERITY_MIN}..{LK_SEVERITY_MAX}")
     try:
         sev = severity
     except (OverflowError, TypeError):
@@ -857,8 +859,8 @@ cdef class Segment:
         if start % 8 or end % 8 or start < LK_HEADER_SIZE or end > self.size or end < start + LK_MSG_HEADER:
             return False
         cdef const uint8_t *m = self.base + start
-        if _u64(m, 0) != 0:
-            return False
+        if _u64(m, 0) != 0 or _u32(m, 60) != 0:
+            return False      # a state was published, or a checksum written: not a bare claim
         cdef uint64_t tl = _u32(m, 40), dl = _u32(m, 44), cl = _u16(m, 48)
         cdef uint64_t cls_a = 0, cls_b = 0
         if lk_message_size(tl, dl, cl) == _u32(m, 8) and _u32(m, 8) <= end - start:
