@@ -122,6 +122,9 @@ class Segment:
     def readonly(self) -> bool: ...
     @property
     def path(self) -> str | bytes | None: ...
+    @property
+    def file_id(self) -> tuple[int, int] | None:
+        """(st_dev, st_ino) of the file this segment maps, or None for a region of a buffer."""
     @staticmethod
     def create(
         path: StrOrBytesPath,

@@ -182,8 +182,7 @@ class FamilyWriter:
         while True:
             try:
                 seg = Segment.open(self.path)
-                ino = os.stat(self.path).st_ino
-                return seg, ino
+                return seg, seg.file_id        # of the file mapped, not of whatever the name is now
             except SegmentNotFound:
                 if not create:
                     raise
@@ -198,7 +197,7 @@ class FamilyWriter:
                 seg = Segment.create(self.path, size=self.segment_size, family=self.family,
                                      previous=prev if len(os.fsencode(prev)) < 256 else os.path.basename(prev),
                                      sequence_base=base, mode=self.mode)
-                return seg, os.stat(self.path).st_ino
+                return seg, seg.file_id
             except FileExistsError:
                 pass                          # another process created it first: open that
             if _time.monotonic() > deadline:
@@ -269,9 +268,10 @@ class FamilyWriter:
 
     def _live_moved(self) -> bool:
         try:
-            return os.stat(self.path).st_ino != self._ino
+            st = os.stat(self.path)
         except FileNotFoundError:
             return False
+        return (st.st_dev, st.st_ino) != self._ino
 
     def _switch(self) -> Segment:
         seg, ino = self._open_live(create=False)
@@ -344,7 +344,7 @@ class FamilyWriter:
         """Give the live file its history name (a second hard link; FAMILY keeps
         pointing at it until the new live segment replaces it)."""
         st = os.stat(self.path)
-        if st.st_ino != self._ino:
+        if (st.st_dev, st.st_ino) != self._ino:
             raise LogkitError(f"{self.path}: the live segment changed during rotation")
         if st.st_nlink > 1:                   # a dead rotator got this far: find its link
             for p in reversed(history_segments(self.directory, self.family)):

@@ -1,6 +1,6 @@
 """The documentation is executable and agrees with the code.
 
-Every ```python block in docs/api.md, docs/format.md and docs/performance.md
+Every ```python block in docs/api.md, docs/format.md, docs/performance.md and docs/getting-started.md
 runs as a program in a fresh interpreter and an empty temporary working
 directory.  A block preceded by `<!-- file: NAME -->` is not run directly: it
 is written to NAME in the working directory of every later example of the same
@@ -40,7 +40,7 @@ import logkit.errors
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-DOC_FILES = [DOCS / "api.md", DOCS / "format.md", DOCS / "performance.md"]
+DOC_FILES = [DOCS / "api.md", DOCS / "format.md", DOCS / "performance.md", DOCS / "getting-started.md"]
 HEADER_H = ROOT / "pyx" / "include" / "lk_segment.h"
 
 _FENCE_OPEN = re.compile(r"^```([A-Za-z0-9_+-]*)\s*$")

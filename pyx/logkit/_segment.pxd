@@ -151,6 +151,7 @@ cdef class Segment:
     cdef Py_ssize_t _region_offset
     cdef readonly bint readonly
     cdef readonly object path
+    cdef readonly object file_id   # (st_dev, st_ino) of the file mapped, or None
 
     cdef int _check_open(self) except -1
     cdef int _check_writable(self) except -1

@@ -311,6 +311,7 @@ cdef class Segment:
                 else:
                     raise
             mm = _mmap_mod.mmap(fd, size, _mmap_mod.MAP_SHARED, _mmap_mod.PROT_READ | _mmap_mod.PROT_WRITE)
+            st = os.fstat(fd)
         except BaseException:
             os.close(fd)
             os.unlink(tmp)
@@ -319,6 +320,7 @@ cdef class Segment:
         cdef Segment seg = None
         try:
             seg = Segment._attach(mm, 0, size, False, path, mm, check=False)
+            seg.file_id = (st.st_dev, st.st_ino)
             seg._prefault()
             _format_region(seg.base, seg.size, fam, prev, sequence_base, uid, lk_now_ns())
             try:
@@ -352,7 +354,8 @@ cdef class Segment:
         except FileNotFoundError:
             raise SegmentNotFound(f"no segment at {path}") from None
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            size = st.st_size
             if size < LK_MIN_REGION:
                 raise SegmentDamaged(f"{path}: {size} bytes is too small for a segment (minimum {LK_MIN_REGION})")
             if readonly:
@@ -362,6 +365,7 @@ cdef class Segment:
         finally:
             os.close(fd)
         cdef Segment seg = Segment._attach(mm, 0, size, readonly, path, mm, check=check)
+        seg.file_id = (st.st_dev, st.st_ino)
         if not readonly:
             seg._prefault()
         return seg
