@@ -421,13 +421,23 @@ class FamilyReader:
 
     def segment_paths(self) -> list[str]:
         """History (oldest first), then the live segment."""
+        live = self._live_path()
         paths = history_segments(self.directories, self.family)
+        return paths + ([live] if live else [])
+
+    def _live_path(self) -> str | None:
         for d in self.directories:
             live = os.path.join(d, self.family)
             if os.path.exists(live):
-                paths.append(live)
-                break
-        return paths
+                return live
+        return None
+
+    def _open_live(self) -> Segment | None:
+        """Open the live segment BEFORE listing history: every segment rotated
+        before this open is already linked into history (a rotator links
+        before it installs), so a listing made after it misses nothing older."""
+        live = self._live_path()
+        return self._open(live) if live else None
 
     def _open(self, path: str) -> Segment | None:
         try:
@@ -444,16 +454,20 @@ class FamilyReader:
     def _segments(self) -> Iterator[Segment]:
         """Open segments in order, each once (a segment seen under two names
         during a rotation is read once, by its uuid)."""
+        live = self._open_live()
         seen = set()
-        for p in self.segment_paths():
+        for p in history_segments(self.directories, self.family):
             seg = self._open(p)
             if seg is None:
                 continue
-            u = seg.uuid
-            if u in seen:
+            if live is not None and seg.uuid == live.uuid:
+                continue                        # rotated since we opened it: read it last
+            if seg.uuid in seen:
                 continue
-            seen.add(u)
+            seen.add(seg.uuid)
             yield seg
+        if live is not None and live.uuid not in seen:
+            yield live
 
     # -------------------------------------------------------------- iteration
 
@@ -612,6 +626,7 @@ class FamilyReader:
         pending_since = None
         idle_since = _time.monotonic()
         while True:
+            out_before_pass = not seg.in_service
             got = False
             for m in it:
                 got = True
@@ -635,11 +650,16 @@ class FamilyReader:
                     continue
             else:
                 pending_since = None
-                if not seg.in_service:
+                # Leave a segment only after a whole pass that began once it was
+                # already out of service: its allocation end was frozen before
+                # that pass, so the pass saw every message it will ever hold.
+                if out_before_pass:
                     nxt = self._next_segment(seg)
                     if nxt is not None:
                         seg, it = nxt, SegmentIterator(nxt, strict=True)
                         continue
+                elif not seg.in_service:
+                    continue
             if idle_timeout is not None and _time.monotonic() - idle_since > idle_timeout:
                 return
             _time.sleep(poll_interval)
@@ -660,8 +680,11 @@ class FamilyReader:
         one with the smallest sequence base above seg's."""
         base = seg.sequence_base
         end = base + seg.stats()["reserved"]
-        best = None
-        for p in reversed(self.segment_paths()):
+        live = self._open_live()
+        best = live if live is not None and live.sequence_base > base else None
+        for p in reversed(history_segments(self.directories, self.family)):
+            if best is not None and best.sequence_base == end:
+                break                           # the direct successor: nothing closer
             s = self._open(p)
             if s is None:
                 continue
@@ -670,9 +693,10 @@ class FamilyReader:
                 best = s
             if b <= base:
                 break                           # older ones cannot follow seg
-        if best is not None and best.sequence_base < end:
-            self.problems.append(f"segment {best.path} starts at {best.sequence_base}, "
-                                 f"inside {seg.path} (ends at {end})")
+        if best is not None and best.sequence_base != end:
+            self.problems.append(f"segment {best.path} starts at sequence {best.sequence_base}, "
+                                 f"but {seg.path} ends at {end}: "
+                                 + ("overlap" if best.sequence_base < end else "a segment is missing"))
         return best
 
 

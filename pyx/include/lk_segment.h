@@ -488,7 +488,13 @@ static inline void lk_next_record(const uint8_t *base, uint64_t size, uint64_t p
         r->kind = LK_REC_END; r->next = pos;
         return;
     }
-    if (lk_valid_record(base, size, pos, min_seq, min_pos, &total, &seq, &span, &state)) {
+    /* Classify by ONE load of the first word [A1]: a writer may publish its
+     * state word at any moment, so a second read could see it non-zero and
+     * take a claim in progress for damage.  Zero now means "claim, state not
+     * yet published" (a gap); a published state never goes back to zero. */
+    uint64_t first = lk_state_load_acquire((const uint64_t *)(base + pos));
+    if (first != 0 &&
+        lk_valid_record(base, size, pos, min_seq, min_pos, &total, &seq, &span, &state)) {
         r->next = pos + total; r->sequence = seq; r->span = span; r->state = state;
         r->checksum_ok = 1;
         r->kind = state == LK_STATE_COMMITTED ? LK_REC_COMMITTED
@@ -514,7 +520,7 @@ static inline void lk_next_record(const uint8_t *base, uint64_t size, uint64_t p
         /* No header before the limit: do not report the zeros that follow the
          * last non-zero byte as part of this range (they are unused space). */
         q = limit;
-        if (*(const uint64_t *)(base + pos) != 0) {
+        if (first != 0) {
             while (q > pos + 8 && *(const uint64_t *)(base + q - 8) == 0)
                 q -= 8;
         }
@@ -522,7 +528,7 @@ static inline void lk_next_record(const uint8_t *base, uint64_t size, uint64_t p
     r->next = q;
     /* A range whose first word is zero is a claim whose state word was never
      * published (its writer died before [W1]); anything else is damage. */
-    r->kind = *(const uint64_t *)(base + pos) == 0 ? LK_REC_GAP : LK_REC_DAMAGED;
+    r->kind = first == 0 ? LK_REC_GAP : LK_REC_DAMAGED;
 }
 
 /* The allocation end a reader may walk to: NEXT*8 clamped to the region.
