@@ -116,12 +116,14 @@ def _stamp(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y%m%d.%H%M%S")
 
 
-def _next_history_name(directory: str, family: str, when_ns: int) -> str:
+def _next_history_name(directory: str, family: str, when_ns: int, after: str = "") -> str:
     """The history name for a segment taken out of service at `when_ns`: never
-    sorting before an existing one, even if the clock stepped back."""
+    sorting before an existing one (even if the clock stepped back), nor
+    before `after`, the name of the segment's predecessor, which may have been
+    migrated to another directory."""
     pat = _history_re(family)
     stamp = _stamp(when_ns)
-    names = sorted(n for n in os.listdir(directory) if pat.fullmatch(n))
+    names = sorted(n for n in os.listdir(directory) + [after] if pat.fullmatch(n))
     if names:
         m = pat.fullmatch(names[-1])
         last_stamp = f"{m.group(1)}.{m.group(2)}"
@@ -247,6 +249,7 @@ class FamilyWriter:
             start = _time.monotonic()
             deadline = start + self.wait_timeout
             pause = 50e-6
+            watch = [None, start]             # rotation token last seen, and since when
             while True:
                 if seg.in_service and not seg.closed:
                     # Full but still in service: try to take it out (the election).
@@ -255,8 +258,9 @@ class FamilyWriter:
                         self._rotate(seg, takeover=False)
                 if self._live_moved():
                     return self._switch()
-                if self._may_take_over(seg, _time.monotonic() - start):
-                    self._rotate(seg, takeover=True)
+                stale = self._may_take_over(seg, _time.monotonic() - start, watch)
+                if stale is not None:
+                    self._rotate(seg, takeover=True, expected=stale)
                     if self._live_moved():
                         return self._switch()
                 if _time.monotonic() > deadline:
@@ -278,32 +282,40 @@ class FamilyWriter:
         self._seg, self._ino = seg, ino       # the old mapping is freed when unused
         return seg
 
-    def _may_take_over(self, seg: Segment, waited: float) -> bool:
-        """A rotation that stalled past rotation_timeout (its rotator died) is
-        finished by the next writer.  The stall is measured from the segment's
-        out-of-service time, or, if its rotator died before storing that, from
-        when this writer started waiting."""
+    def _may_take_over(self, seg: Segment, waited: float, watch: list) -> int | None:
+        """A rotation that stalled past rotation_timeout is finished by the next
+        writer.  Stalled: the segment has been out of service that long
+        (measured from its out-of-service time or, if its rotator died before
+        storing that, from when this writer started waiting), and its rotation
+        token is unclaimed, or held by a dead process, or has not changed for
+        rotation_timeout as this writer watched it (a live but stuck rotator).
+        Returns the token judged stale (the CAS must replace exactly that one),
+        or None."""
         if seg.in_service:
-            return False
+            return None
         oos = seg.out_of_service_time
         stalled = (_time.time_ns() - oos) / 1e9 if oos is not None else waited
         if stalled < self.rotation_timeout:
-            return False
+            return None
         token = seg._rotator()
-        phase = token >> 62
-        if phase == _PHASE_DONE:
-            return False
-        if phase == _PHASE_INSTALLING and _alive_token(token):
-            return False
-        return True
+        now = _time.monotonic()
+        if token != watch[0]:
+            watch[0], watch[1] = token, now
+        if token >> 62 == _PHASE_DONE:
+            return None
+        if token == 0 or not _alive_token(token) or now - watch[1] >= self.rotation_timeout:
+            return token
+        return None
 
     # -------------------------------------------------------------- rotation
 
-    def _rotate(self, old: Segment, takeover: bool) -> None:
+    def _rotate(self, old: Segment, takeover: bool, expected: int | None = None) -> None:
         """Move `old` (out of service, still at FAMILY) into history and put a
         new live segment in its place.  Every step is safe to repeat, so a
-        writer that takes over from a dead rotator simply runs them again."""
-        observed = old._rotator()
+        writer that takes over from a dead rotator simply runs them again.
+        A takeover claims the token only if it still is `expected`, the value
+        judged stale: never from a rotator that claimed it meanwhile."""
+        observed = old._rotator() if expected is None else expected
         if observed >> 62 == _PHASE_DONE:
             return
         attempt = ((observed >> 32) & 0x3FFFFFFF) + 1
@@ -351,7 +363,8 @@ class FamilyWriter:
                 if os.stat(p).st_ino == st.st_ino:
                     return p
         while True:
-            name = _next_history_name(self.directory, self.family, old.out_of_service_time or _time.time_ns())
+            name = _next_history_name(self.directory, self.family, old.out_of_service_time or _time.time_ns(),
+                                      after=os.path.basename(old.previous))
             hist = os.path.join(self.directory, name)
             try:
                 os.link(self.path, hist)
@@ -763,10 +776,16 @@ def migrate(directory, family: str, destination) -> list[str]:
     for p in history_segments(directory, family):
         new = os.path.join(destination, os.path.basename(p))
         try:
-            os.rename(p, new)
+            os.link(p, new)                     # never replaces a file already there
+            os.unlink(p)
+        except FileExistsError:
+            raise LogkitError(f"cannot migrate {p}: {new} already exists (a different segment "
+                              "of the same name); nothing was overwritten") from None
         except OSError as e:
             if e.errno != 18:                   # EXDEV: another file system
                 raise
+            if os.path.exists(new):
+                raise LogkitError(f"cannot migrate {p}: {new} already exists; nothing was overwritten") from None
             tmp = new + ".migrating"
             with open(p, "rb") as src, open(tmp, "wb") as dst:
                 while True:
