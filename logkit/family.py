@@ -412,8 +412,10 @@ class FamilyReader:
     """Reads a family's history and live segment in sequence order.
 
     Messages are zero-copy views; a segment stays mapped while any of its
-    messages is referenced.  Damaged or missing segments are reported with a
-    warning and counted in .damaged_segments; reading goes on with the next.
+    messages is referenced.  A damaged segment is reported once with a
+    RuntimeWarning, listed in .problems and counted in .damaged_segments;
+    reading goes on with the next.  A missing history segment loses only its
+    own messages (follow() notes the gap in .problems).
     """
 
     def __init__(self, directories, family: str = "log"):
@@ -425,9 +427,11 @@ class FamilyReader:
             if not os.path.isdir(d):
                 raise SegmentNotFound(f"family directory {d} does not exist")
         self.family = _check_family(family)
-        self.damaged_segments = 0
+        self.damaged_segments = 0               # distinct segments found damaged
         self.problems: list[str] = []
         self._start: tuple[str, int] | None = None     # (segment uuid, offset) set by seek()
+        self._start_name = ""                           # its history name then ("" if live)
+        self._damaged: set[str] = set()
         self._start_seq = 0
 
     # -------------------------------------------------------------- listing
@@ -458,18 +462,23 @@ class FamilyReader:
         except FileNotFoundError:
             return None                         # rotated or retained meanwhile
         except (LogkitError, OSError) as e:
-            self.damaged_segments += 1
-            msg = f"skipping segment {path}: {e}"
-            self.problems.append(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            if path not in self._damaged:       # report each damaged segment once
+                self._damaged.add(path)
+                self.damaged_segments = len(self._damaged)
+                msg = f"skipping segment {path}: {e}"
+                self.problems.append(msg)
+                warnings.warn(msg, RuntimeWarning, stacklevel=3)
             return None
 
-    def _segments(self) -> Iterator[Segment]:
+    def _segments(self, after: str = "") -> Iterator[Segment]:
         """Open segments in order, each once (a segment seen under two names
-        during a rotation is read once, by its uuid)."""
+        during a rotation is read once, by its uuid).  History named before
+        `after` is not even opened (where a seek() landed)."""
         live = self._open_live()
         seen = set()
         for p in history_segments(self.directories, self.family):
+            if after and os.path.basename(p) < after:
+                continue
             seg = self._open(p)
             if seg is None:
                 continue
@@ -488,7 +497,7 @@ class FamilyReader:
         """Finished messages oldest first, starting where seek() put the reader."""
         last = self._start_seq - 1
         start = self._start
-        for seg in self._segments():
+        for seg in self._segments(self._start_name if start is not None else ""):
             if start is not None:
                 if str(seg.uuid) != start[0]:
                     continue
@@ -580,13 +589,15 @@ class FamilyReader:
                 continue
             self._start = (str(seg.uuid), m.offset)
             self._start_seq = m.sequence
+            name = os.path.basename(paths[i])
+            self._start_name = "" if name == self.family else name
             return m
         what = f"sequence >= {sequence}" if sequence is not None else f"time >= {time}"
         raise NoSuchMessage(f"family {self.family} in {', '.join(self.directories)}: no message with {what}")
 
     def rewind(self) -> None:
         """Undo seek(): iterate from the oldest message again."""
-        self._start, self._start_seq = None, 0
+        self._start, self._start_seq, self._start_name = None, 0, ""
 
     def limits(self) -> Limits | None:
         """First and last sequence and time of the whole family, or None if empty."""
@@ -623,7 +634,7 @@ class FamilyReader:
         seg = None
         it = None
         # Start: the segment seek() chose, else the oldest.
-        for s in self._segments():
+        for s in self._segments(self._start_name if self._start is not None else ""):
             if self._start is not None and str(s.uuid) != self._start[0]:
                 continue
             seg = s

@@ -404,3 +404,100 @@ def child_stop_in_reservation(conn, path, writer, finished_before, fill, with_da
             conn.send(("finished", "ok", seq))
     if conn.poll(TIMEOUT):
         conn.recv()
+
+
+# ---------------------------------------------------------------- family child targets
+
+def child_family_write(conn, directory, family, writer, count, go, options):
+    """Open a family writer (open_writer(directory, family, **options)), say
+    ready, wait for `go`, write `count` messages (every eighth through
+    reserve/finish), then report ("done", sequences, rotations, takeovers)."""
+    import logkit
+    w = logkit.open_writer(directory, family=family, **options)
+    conn.send(("ready",))
+    if not go.wait(TIMEOUT):
+        raise RuntimeError("no go signal")
+    seqs = [write_message(w, writer, i, via_reserve=(i % 8 == 7)) for i in range(count)]
+    conn.send(("done", seqs, w.rotations, w.takeovers))
+    w.close()
+
+
+def child_family_follow(conn, directory, family, total, poll_interval, idle_timeout):
+    """Follow a family from its very start: report ("waiting",) once follow()
+    finds no segment and starts waiting for the first one, then collect
+    (sequence, text) of every message followed until `total` have come (or
+    follow() ends after `idle_timeout` idle seconds) and report
+    ("followed", messages, reader problems)."""
+    import logkit
+    from logkit.family import FamilyReader
+    wait_first = FamilyReader._wait_first_segment
+
+    def reporting_wait_first(self, *args):
+        conn.send(("waiting",))
+        return wait_first(self, *args)
+
+    FamilyReader._wait_first_segment = reporting_wait_first
+    r = logkit.open_reader(directory, family)
+    conn.send(("ready",))
+    got = []
+    for m in r.follow(poll_interval=poll_interval, idle_timeout=idle_timeout):
+        got.append((m.sequence, m.text))
+        if len(got) == total:
+            break
+    conn.send(("followed", got, list(r.problems)))
+
+
+def child_family_rotation_victim(conn, directory, family, writer, stage, go, options):
+    """Write messages into a family until this process rotates it and reaches
+    `stage` of the rotation (logkit.family._rotation_hook); there report
+    ("stalled", stage, number of messages finished, uuid and sequence base of
+    the segment being rotated, rotations finished before) and block until the
+    parent kills it."""
+    import logkit
+    import logkit.family
+    w = logkit.open_writer(directory, family=family, **options)
+    finished = [0]
+
+    def hook(at):
+        if at == stage:
+            seg = w.segment                 # the segment being rotated
+            conn.send(("stalled", at, finished[0], str(seg.uuid), seg.sequence_base, w.rotations))
+            conn.poll(TIMEOUT)              # the parent SIGKILLs us here
+            raise RuntimeError(f"not killed while stalled at {at}")
+
+    logkit.family._rotation_hook = hook
+    conn.send(("ready",))
+    if not go.wait(TIMEOUT):
+        raise RuntimeError("no go signal")
+    i = 0
+    while True:
+        write_message(w, writer, i, via_reserve=(i % 8 == 7))
+        i += 1
+        finished[0] = i
+
+
+def child_family_write_pausing_takeover(conn, directory, family, writer, count, go, options):
+    """child_family_write, except that when this process takes over a stalled
+    rotation it stops right after linking the old segment into history,
+    reports ("taking-over", takeovers so far) and goes on only when the
+    parent sends anything: a live, slow taker."""
+    import logkit
+    import logkit.family
+    w = logkit.open_writer(directory, family=family, **options)
+    reported = [0]
+
+    def hook(at):
+        if at == "linked" and w.takeovers > reported[0]:
+            reported[0] = w.takeovers
+            conn.send(("taking-over", w.takeovers))
+            if not conn.poll(TIMEOUT):
+                raise RuntimeError("no word from the parent while taking over")
+            conn.recv()
+
+    logkit.family._rotation_hook = hook
+    conn.send(("ready",))
+    if not go.wait(TIMEOUT):
+        raise RuntimeError("no go signal")
+    seqs = [write_message(w, writer, i, via_reserve=(i % 8 == 7)) for i in range(count)]
+    conn.send(("done", seqs, w.rotations, w.takeovers))
+    w.close()
