@@ -216,10 +216,10 @@ class Segment:
         """Append one message and return its sequence number.
 
         Raises SegmentFull, MessageTooBig, OutOfService, SegmentDamaged (a
-        damaged reservation word), InvalidArgument (a severity outside
-        -250..250 or not an integer that fits a C long; text not str or bytes;
-        a true data_class that is not a str).  In 0.1.0 a float severity is
-        truncated toward zero rather than refused.
+        damaged reservation word), InvalidArgument (a severity that is not an
+        int -- float, NaN, Decimal are refused, never truncated -- or an int
+        outside -250..250; text not str or bytes; a true data_class that is
+        not a str).
         """
 
     def reserve(self, text_len: int, data_len: int = 0, data_class: str | None = "") -> Reservation:
@@ -274,8 +274,9 @@ class Segment:
     def _word_at(self, offset: int) -> int: ...
     def _fillable(self, start: int, end: int) -> bool:
         """True if [start, end) holds nothing but unpublished claims: first word
-        zero, every other byte zero except bytes 8..63 of a partly stored stub
-        and the data-class name that stub stores.  Salvage fills only such gaps."""
+        zero, bytes 60..63 (the full checksum) zero, every other byte zero
+        except bytes 8..59 of a partly stored stub and the data-class name that
+        stub stores.  Salvage fills only such gaps."""
     def _message_pid(self, offset: int) -> tuple[int, int]: ...
     def _abandon(self, offset: int) -> bool: ...
     def _write_filler(self, offset: int, length: int, sequence: int, span: int) -> None: ...

@@ -154,7 +154,7 @@ class FamilyWriter:
     takes a per-writer lock."""
 
     def __init__(self, directory, family: str = "log", segment_size="8MiB",
-                 wait_timeout: float = 10.0, rotation_timeout: float = 5.0, mode: int = 0o640,
+                 wait_timeout: float = 30.0, rotation_timeout: float = 5.0, mode: int = 0o640,
                  retain_age=None, retain_count: int | None = None, retain_size=None,
                  create: bool = True):
         self.directory = os.path.abspath(os.fspath(directory))
@@ -301,9 +301,14 @@ class FamilyWriter:
         now = _time.monotonic()
         if token != watch[0]:
             watch[0], watch[1] = token, now
-        if token >> 62 == _PHASE_DONE:
+        phase = token >> 62
+        if phase == _PHASE_DONE:
             return None
-        if token == 0 or not _alive_token(token) or now - watch[1] >= self.rotation_timeout:
+        if token == 0 or not _alive_token(token):
+            return token
+        # A live rotator past "installing" is about to rename its segment into
+        # place and cannot be stopped from doing so: never take that over.
+        if phase != _PHASE_INSTALLING and now - watch[1] >= self.rotation_timeout:
             return token
         return None
 
@@ -541,8 +546,12 @@ class FamilyReader:
         Raises NoSuchMessage if there is none."""
         if (sequence is None) == (time is None):
             raise InvalidArgument("seek() takes exactly one of sequence= or time=")
-        paths = self.segment_paths()
+        live = self._open_live()               # before listing: see _open_live
+        paths = history_segments(self.directories, self.family)
         cache: dict[int, Segment | None] = {}
+        if live is not None:
+            cache[len(paths)] = live
+            paths.append(live.path)
 
         def seg_at(i):
             if i not in cache:
@@ -601,15 +610,17 @@ class FamilyReader:
 
     def limits(self) -> Limits | None:
         """First and last sequence and time of the whole family, or None if empty."""
-        paths = self.segment_paths()
+        live = self._open_live()               # before listing: see _open_live
+        paths = history_segments(self.directories, self.family)
+        segs = [lambda p=p: self._open(p) for p in paths] + ([lambda: live] if live is not None else [])
         first = last = None
-        for p in paths:
-            seg = self._open(p)
+        for get in segs:
+            seg = get()
             first = seg.limits() if seg is not None else None
             if first is not None:
                 break
-        for p in reversed(paths):
-            seg = self._open(p)
+        for get in reversed(segs):
+            seg = get()
             last = seg.limits() if seg is not None else None
             if last is not None:
                 break
@@ -790,8 +801,10 @@ def migrate(directory, family: str, destination) -> list[str]:
             os.link(p, new)                     # never replaces a file already there
             os.unlink(p)
         except FileExistsError:
-            raise LogkitError(f"cannot migrate {p}: {new} already exists (a different segment "
-                              "of the same name); nothing was overwritten") from None
+            if not os.path.samefile(p, new):
+                raise LogkitError(f"cannot migrate {p}: {new} already exists (a different segment "
+                                  "of the same name); nothing was overwritten") from None
+            os.unlink(p)                        # an interrupted migrate linked it already: resume
         except OSError as e:
             if e.errno != 18:                   # EXDEV: another file system
                 raise
