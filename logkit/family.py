@@ -143,6 +143,12 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def _previous_field(path: str) -> str:
+    """What a header's previous-segment field (at most 255 bytes) records for
+    `path`: the full path, or its name alone when the path is too long."""
+    return path if len(os.fsencode(path)) < 256 else os.path.basename(path)
+
+
 def _alive_token(token: int) -> bool:
     return process_alive(token & 0xFFFFFFFF)
 
@@ -197,7 +203,7 @@ class FamilyWriter:
                         base = last.sequence_base + last.stats()["reserved"]
                         prev = hist[-1]
                 seg = Segment.create(self.path, size=self.segment_size, family=self.family,
-                                     previous=prev if len(os.fsencode(prev)) < 256 else os.path.basename(prev),
+                                     previous=_previous_field(prev),
                                      sequence_base=base, mode=self.mode)
                 return seg, seg.file_id
             except FileExistsError:
@@ -339,8 +345,7 @@ class FamilyWriter:
                             old.find(sequence=lim.last_sequence).offset)
         base = old.sequence_base + old.stats()["reserved"]
         tmp = os.path.join(self.directory, f".{self.family}.{os.getpid()}.{_uuid.uuid4().hex[:8]}.live")
-        prev = hist if len(os.fsencode(hist)) < 256 else os.path.basename(hist)
-        new = Segment.create(tmp, size=self.segment_size, family=self.family, previous=prev,
+        new = Segment.create(tmp, size=self.segment_size, family=self.family, previous=_previous_field(hist),
                              sequence_base=base, mode=self.mode)
         new.close()
         _hook("created")
@@ -839,5 +844,5 @@ def migrate(directory, family: str, destination) -> list[str]:
             full = prev if os.path.isabs(prev) else os.path.join(directory, prev)
             if full in moved:
                 target = moved[full]
-                seg.set_previous(target if len(os.fsencode(target)) < 256 else os.path.basename(target))
+                seg.set_previous(_previous_field(target))
     return list(moved.values())

@@ -458,13 +458,6 @@ static inline int lk_valid_record(const uint8_t *base, uint64_t size, uint64_t a
     return *seq - min_seq <= (at - min_pos) / LK_MSG_HEADER;
 }
 
-/* Kept for callers that only need the stub rules: same as lk_valid_record. */
-static inline int lk_plausible(const uint8_t *base, uint64_t size, uint64_t at,
-                               uint64_t min_seq, uint64_t min_pos,
-                               uint32_t *total, uint64_t *seq, uint32_t *span, uint32_t *state) {
-    return lk_valid_record(base, size, at, min_seq, min_pos, total, seq, span, state);
-}
-
 static inline int lk_all_zero(const uint8_t *p, uint64_t n) {
     for (uint64_t i = 0; i < n; i += 8) {
         uint64_t v; memcpy(&v, p + i, 8);
@@ -476,7 +469,7 @@ static inline int lk_all_zero(const uint8_t *p, uint64_t n) {
 /*
  * One step of a walk.  `pos` is where the walk stands (8-aligned), `bound`
  * the allocation end the caller read from the reservation word (clamped to
- * the region), `min_seq`/`min_pos` as for lk_plausible.  Always returns a
+ * the region), `min_seq`/`min_pos` as for lk_valid_record.  Always returns a
  * record with next > pos, or LK_REC_END.
  */
 static inline void lk_next_record(const uint8_t *base, uint64_t size, uint64_t pos,

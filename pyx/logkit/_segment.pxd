@@ -105,9 +105,6 @@ cdef extern from "lk_segment.h" nogil:
     int lk_set_in_service(uint8_t *base, int in_service)
     int lk_plausible_shape(const uint8_t *base, uint64_t size, uint64_t at, uint32_t *total,
                            uint64_t *seq, uint32_t *span, uint32_t *state)
-    int lk_plausible(const uint8_t *base, uint64_t size, uint64_t at, uint64_t min_seq,
-                     uint64_t min_pos, uint32_t *total, uint64_t *seq, uint32_t *span,
-                     uint32_t *state)
     void lk_next_record(const uint8_t *base, uint64_t size, uint64_t pos, uint64_t bound,
                         uint64_t min_seq, uint64_t min_pos, lk_rec *r)
     uint64_t lk_read_bound(const uint8_t *base, uint64_t size)
@@ -156,6 +153,7 @@ cdef class Segment:
     cdef int _check_open(self) except -1
     cdef int _check_writable(self) except -1
     cdef int _raise_status(self, int rc, uint64_t need) except -1
+    cdef uint64_t _committed_hint(self, uint64_t min_seq, uint64_t min_pos, uint64_t max_seq)
 
 
 cdef class SegmentIterator:

@@ -3,7 +3,7 @@
 # explains the reservation word, the message states and every ordering).
 # Everything above this module (families, handler, tools) goes through it.
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int64_t, UINT64_MAX
 from libc.string cimport memcpy, memset
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -135,6 +135,15 @@ def parse_size(value, what="size"):
     return int(num) * units[unit]
 
 
+def _identity_args(family, previous, sequence_base):
+    """Validated (family, previous) bytes for a new segment's header."""
+    fam = _encode_field(family, LK_H_FAMILY_MAX, "family name")
+    prev = _encode_field(previous, LK_H_PREVIOUS_MAX, "previous segment path")
+    if not isinstance(sequence_base, int) or not 1 <= sequence_base < (1 << 62):
+        raise InvalidArgument(f"sequence_base {sequence_base!r} must be an integer in 1..2**62-1")
+    return fam, prev
+
+
 def _validate_size(size):
     size = parse_size(size)
     if size < LK_MIN_REGION:
@@ -157,17 +166,22 @@ def _encode_field(value, int limit, what):
     return b
 
 
-cdef void _format_region(uint8_t *b, uint64_t size, bytes family, bytes previous,
-                         uint64_t seq_base, bytes uuid_bytes, int64_t created) noexcept:
-    cdef uint64_t i
-    memset(b, 0, LK_HEADER_SIZE)
+cdef void _put_fixed_identity(uint8_t *b, uint64_t size, uint64_t seq_base) noexcept:
+    """The identity fields a region itself determines (format, sizes, base);
+    shared by formatting and by salvage's rebuild of a damaged header."""
     memcpy(b, b"LOGKITSG", 8)
     _put32(b, LK_H_VERSION, LK_FORMAT_VERSION)
     _put32(b, LK_H_HEADER_SIZE, LK_HEADER_SIZE)
     _put64(b, LK_H_REGION_SIZE, size)
-    memcpy(b + LK_H_UUID, <const char *>uuid_bytes, 16)
     _put64(b, LK_H_SEQUENCE_BASE, seq_base)
     _put32(b, LK_H_CHECKSUM_ALG, LK_CHECKSUM_CRC32C)
+
+
+cdef void _format_region(uint8_t *b, uint64_t size, bytes family, bytes previous,
+                         uint64_t seq_base, bytes uuid_bytes, int64_t created) noexcept:
+    memset(b, 0, LK_HEADER_SIZE)
+    _put_fixed_identity(b, size, seq_base)
+    memcpy(b + LK_H_UUID, <const char *>uuid_bytes, 16)
     _put64(b, LK_H_CREATED, <uint64_t>created)
     memcpy(b + LK_H_FAMILY, <const char *>family, len(family))
     memcpy(b + LK_H_PREVIOUS, <const char *>previous, len(previous))
@@ -286,10 +300,7 @@ cdef class Segment:
         Raises SegmentExists if `path` exists, DiskFull, InvalidArgument.
         """
         size = _validate_size(size)
-        fam = _encode_field(family, LK_H_FAMILY_MAX, "family name")
-        prev = _encode_field(previous, LK_H_PREVIOUS_MAX, "previous segment path")
-        if not isinstance(sequence_base, int) or not 1 <= sequence_base < (1 << 62):
-            raise InvalidArgument(f"sequence_base {sequence_base!r} must be an integer in 1..2**62-1")
+        fam, prev = _identity_args(family, previous, sequence_base)
         uid = (segment_uuid or _uuid_mod.uuid4()).bytes
         path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(path))
@@ -374,10 +385,7 @@ cdef class Segment:
     def format(buffer, offset=0, length=None, family="", previous="", sequence_base=1,
                segment_uuid=None):
         """Format a region of a writable buffer (e.g. an mmap) as an empty segment."""
-        fam = _encode_field(family, LK_H_FAMILY_MAX, "family name")
-        prev = _encode_field(previous, LK_H_PREVIOUS_MAX, "previous segment path")
-        if not isinstance(sequence_base, int) or not 1 <= sequence_base < (1 << 62):
-            raise InvalidArgument(f"sequence_base {sequence_base!r} must be an integer in 1..2**62-1")
+        fam, prev = _identity_args(family, previous, sequence_base)
         cdef Segment seg = Segment._attach(buffer, offset, length, False, None, None, check=False)
         if seg.size > LK_MAX_REGION or seg.size % 8:
             seg.close()
@@ -738,6 +746,19 @@ cdef class Segment:
             pos = r.next
         return out
 
+    cdef uint64_t _committed_hint(self, uint64_t min_seq, uint64_t min_pos, uint64_t max_seq):
+        """Offset of the committed message the header's last-offset hint names,
+        if it is valid after (min_seq, min_pos) with sequence <= max_seq;
+        else 0.  Lets find() and limits() skip most of a segment."""
+        cdef uint64_t hint = lk_hint_load_relaxed(<uint64_t *>(self.base + LK_H_LAST_OFFSET))
+        cdef uint32_t total, span, state
+        cdef uint64_t seq
+        if hint > min_pos and hint < self.size and hint % 8 == 0 and lk_valid_record(
+                self.base, self.size, hint, min_seq, min_pos, &total, &seq, &span, &state) \
+                and state == LK_STATE_COMMITTED and seq <= max_seq:
+            return hint
+        return 0
+
     def find(self, sequence=None, time=None):
         """The first finished message with sequence >= `sequence` (or time >= `time`, ns).
 
@@ -759,17 +780,12 @@ cdef class Segment:
         cdef uint64_t min_pos = LK_HEADER_SIZE
         cdef uint64_t bound = lk_read_bound(self.base, self.size)
         cdef uint64_t hint
-        cdef uint32_t total, span, state
-        cdef uint64_t hseq
         if by_seq:
             # Start from the last-offset hint when it is not past the target.
-            hint = lk_hint_load_relaxed(<uint64_t *>(self.base + LK_H_LAST_OFFSET))
-            if hint > pos and hint < self.size and hint % 8 == 0 and lk_valid_record(
-                    self.base, self.size, hint, min_seq, min_pos, &total, &hseq, &span, &state) \
-                    and hseq <= want_seq:
-                pos = hint
-                min_seq = hseq
-                min_pos = hint
+            hint = self._committed_hint(min_seq, min_pos, want_seq)
+            if hint:
+                pos = min_pos = hint
+                min_seq = _u64(self.base, hint + 16)
         while True:
             lk_next_record(self.base, self.size, pos, bound, min_seq, min_pos, &r)
             if r.kind == LK_REC_END:
@@ -794,17 +810,11 @@ cdef class Segment:
         if first is None:
             return None
         cdef Message last = first
-        cdef uint64_t hint = lk_hint_load_relaxed(<uint64_t *>(self.base + LK_H_LAST_OFFSET))
-        cdef uint32_t total, span, state
-        cdef uint64_t seq
-        if hint > it.pos and hint < self.size and hint % 8 == 0 and lk_plausible(
-                self.base, self.size, hint, it.min_seq, it.min_pos, &total, &seq, &span, &state) \
-                and state == LK_STATE_COMMITTED \
-                and _u32(self.base, hint + 60) == lk_message_checksum(self.base + hint):
+        cdef uint64_t hint = self._committed_hint(it.min_seq, it.min_pos, UINT64_MAX)
+        if hint:
             last = Message._make(self, hint)
-            it.pos = hint + total
-            it.min_seq = seq + 1
-            it.min_pos = hint + total
+            it.pos = it.min_pos = hint + _u32(self.base, hint + 8)
+            it.min_seq = _u64(self.base, hint + 16) + 1
         for m in it:
             last = m
         return Limits(first.sequence, first.time, last.sequence, last.time)
@@ -913,12 +923,7 @@ cdef class Segment:
         region itself proves; keeps family, previous and uuid bytes as found."""
         self._check_writable()
         cdef uint8_t *b = self.base
-        memcpy(b, b"LOGKITSG", 8)
-        _put32(b, LK_H_VERSION, LK_FORMAT_VERSION)
-        _put32(b, LK_H_HEADER_SIZE, LK_HEADER_SIZE)
-        _put64(b, LK_H_REGION_SIZE, self.size)
-        _put64(b, LK_H_SEQUENCE_BASE, sequence_base)
-        _put32(b, LK_H_CHECKSUM_ALG, LK_CHECKSUM_CRC32C)
+        _put_fixed_identity(b, self.size, sequence_base)
         b[LK_H_FAMILY + LK_H_FAMILY_MAX - 1] = 0
         b[LK_H_PREVIOUS + LK_H_PREVIOUS_MAX - 1] = 0
         _put32(b, LK_H_IDENTITY_CRC, lk_identity_crc(b))
