@@ -78,26 +78,63 @@ def _child(path, n, barrier, out):
     seg.close()
 
 
-def processes(directory, nproc, repeat=3):
-    """Aggregate messages/s of `nproc` processes writing into one segment at once."""
+def _word_child(path, n, barrier, out):
+    import mmap
+    with open(path, "r+b") as f:
+        m = mmap.mmap(f.fileno(), 4096)
+    barrier.wait()
+    t0 = time.perf_counter()
+    _bench.shared_word_loop(m, n)
+    out.put((t0, time.perf_counter()))
+    m.close()
+
+
+def _race(ctx, target, argsets):
+    """Start one process per argument tuple, release them together, return the
+    wall time from the first start to the last end."""
+    barrier, out = ctx.Barrier(len(argsets)), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*a, barrier, out)) for a in argsets]
+    for p in procs:
+        p.start()
+    spans = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join()
+    return max(e for _, e in spans) - min(s for s, _ in spans)
+
+
+def processes(directory, nproc, repeat=3, shared=True):
+    """Aggregate messages/s of `nproc` processes writing at once, into one
+    segment (shared=True) or each into a segment of its own (the control)."""
     ctx = mp.get_context("spawn")
     best = 0.0
     for i in range(repeat):
-        path = os.path.join(directory, f"mp{nproc}.{i}")
-        Segment.create(path, size=SEG_SIZE * nproc).close()
-        barrier, out = ctx.Barrier(nproc), ctx.Queue()
-        procs = [ctx.Process(target=_child, args=(path, N, barrier, out)) for _ in range(nproc)]
-        for p in procs:
-            p.start()
-        spans = [out.get(timeout=300) for _ in procs]
-        for p in procs:
-            p.join()
-        wall = max(e for _, e in spans) - min(s for s, _ in spans)
-        seg = Segment.open(path, readonly=True)
-        assert seg.stats()["written"] == N * nproc
-        seg.close()
-        os.unlink(path)
+        paths = [os.path.join(directory, f"mp{nproc}.{i}.{k}") for k in range(1 if shared else nproc)]
+        for path in paths:
+            Segment.create(path, size=SEG_SIZE * nproc).close()
+        wall = _race(ctx, _child, [(paths[k % len(paths)], N) for k in range(nproc)])
+        written = 0
+        for path in paths:
+            seg = Segment.open(path, readonly=True)
+            written += seg.stats()["written"]
+            seg.close()
+            os.unlink(path)
+        assert written == N * nproc, written
         best = max(best, N * nproc / wall)
+    return best
+
+
+def shared_word(directory, nproc, repeat=3):
+    """Aggregate CAS increments/s of `nproc` processes on one shared 64-bit word:
+    the most reservations a second that one word can hand out on this machine."""
+    ctx = mp.get_context("spawn")
+    path = os.path.join(directory, "word")
+    with open(path, "wb") as f:
+        f.write(bytes(4096))
+    n = N * 4
+    best = 0.0
+    for _ in range(repeat):
+        best = max(best, n * nproc / _race(ctx, _word_child, [(path, n)] * nproc))
+    os.unlink(path)
     return best
 
 
@@ -126,6 +163,9 @@ def main():
         write_cy = best_ns(d, "write-cy", cy_write)
         one = processes(d, 1)
         two = processes(d, 2)
+        two_apart = processes(d, 2, shared=False)
+        word1 = shared_word(d, 1)
+        word2 = shared_word(d, 2)
         null = stdlib(d, "null")
         fileh = stdlib(d, "file")
     rows = [
@@ -138,6 +178,11 @@ def main():
         {"case": "1 process seg.write (aggregate)", "ns": 1e9 / one},
         {"case": "2 processes seg.write (aggregate)", "ns": 1e9 / two,
          "ratio": two / one, "ratio_to": "throughput of 1 process (target >= 1.3x)"},
+        {"case": "control: 2 processes, a segment each", "ns": 1e9 / two_apart,
+         "ratio": two_apart / one, "ratio_to": "throughput of 1 process"},
+        {"case": "ceiling: CAS on one shared word, 1 process", "ns": 1e9 / word1},
+        {"case": "ceiling: CAS on one shared word, 2 processes", "ns": 1e9 / word2,
+         "ratio": word2 / one, "ratio_to": "throughput of 1 seg.write process (the most 2 can reach)"},
         {"case": "stdlib logger.info -> NullHandler", "ns": null,
          "ratio": null / write_py, "ratio_to": "of seg.write's cost"},
         {"case": "stdlib logger.info -> FileHandler", "ns": fileh,

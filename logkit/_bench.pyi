@@ -15,3 +15,7 @@ def bare_loop(seg: Segment, payload: bytes, n: int) -> int:
 
 def write_loop(seg: Segment, payload: bytes, n: int, severity: int = 20) -> int:
     """n full writes (reserve, copy, checksum, commit) in a Cython loop; returns how many succeeded."""
+
+def shared_word_loop(buf: memoryview | bytearray, n: int) -> int:
+    """n CAS increments of the u64 at the start of a writable shared buffer, with
+    the reservation loop of lk_reserve_at and nothing else; returns the failed CAS count."""

@@ -7,7 +7,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
 from logkit._segment cimport (
     Segment, lk_reserve, lk_finish, lk_write, lk_now_ns, lk_state_store_release,
-    lk_state_word, LK_OK, LK_MSG_HEADER, LK_STATE_COMMITTED,
+    lk_state_word, lk_reserve_word_load_exclusive, lk_reserve_word_cas,
+    LK_OK, LK_MSG_HEADER, LK_STATE_COMMITTED,
 )
 
 
@@ -61,3 +62,23 @@ def write_loop(Segment seg not None, bytes payload not None, Py_ssize_t n, int s
             if lk_write(seg.base, seg.size, p, ln, NULL, 0, NULL, 0, severity, now, now, &seq) == LK_OK:
                 ok += 1
     return ok
+
+
+def shared_word_loop(unsigned char[::1] buf not None, Py_ssize_t n):
+    """n compare-and-swap increments of the 64-bit word at the start of `buf`
+    (a MAP_SHARED mapping), with the same load-exclusive + CAS loop that
+    lk_reserve_at uses and nothing else: no message, no checksum.  Run in two
+    processes on one file, it measures how many reservations a second one
+    shared word can hand out at all on this machine (the contention ceiling);
+    returns how many CAS attempts failed."""
+    if buf.shape[0] < 8:
+        raise ValueError("buffer must hold at least 8 bytes")
+    cdef uint64_t *w = <uint64_t *>&buf[0]
+    cdef uint64_t v
+    cdef Py_ssize_t i, failed = 0
+    with nogil:
+        for i in range(n):
+            v = lk_reserve_word_load_exclusive(w)
+            while not lk_reserve_word_cas(w, &v, v + 1):
+                failed += 1
+    return failed
