@@ -235,6 +235,24 @@ class FamilyWriter:
             except (SegmentFull, OutOfService):
                 continue
 
+    def write_as(self, text, severity: int, data, data_class: str, time: int,
+                 process_id: int, thread_id: int) -> int:
+        """Append a copy of a message made elsewhere, keeping its time,
+        severity, process and thread ids (see Segment.write_as); rotates
+        like write()."""
+        seg = self._seg
+        while True:
+            try:
+                return seg.write_as(text, severity, data, data_class, time, process_id, thread_id)
+            except (SegmentFull, OutOfService):
+                seg = self._advance(seg)
+
+    def append(self, message) -> int:
+        """write_as() with every field taken from `message` (a Message, or any
+        object with the same attributes)."""
+        return self.write_as(message.text, message.severity, message.data, message.data_class,
+                             message.time, message.process_id, message.thread_id)
+
     def reserve(self, text_len: int, data_len: int = 0, data_class: str = ""):
         """Claim space for a message in the live segment (see Segment.reserve),
         rotating first if it is full."""

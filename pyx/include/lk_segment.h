@@ -246,9 +246,10 @@ static inline uint64_t *lk_written_shard(uint8_t *base, uint32_t tid) {
  * (after counting it).  The data-class name is copied here because its
  * length and bytes are known at reservation.
  */
-static inline int lk_reserve_at(uint8_t *base, uint64_t size,
+static inline int lk_reserve_as(uint8_t *base, uint64_t size,
                                 uint64_t text_len, uint64_t data_len,
                                 const void *cls, uint64_t cls_len, int64_t now,
+                                uint32_t pid, uint32_t tid,
                                 uint64_t *off, uint64_t *seq) {
     uint64_t need = lk_message_size(text_len, data_len, cls_len);
     if (need > size - LK_HEADER_SIZE || text_len > 0xFFFFFFFFu ||
@@ -284,8 +285,8 @@ static inline int lk_reserve_at(uint8_t *base, uint64_t size,
     memset(m + 12, 0, 4);          /* severity, flags */
     memcpy(m + 16, &s, 8);
     memcpy(m + 24, &now, 8);       /* reservation time, replaced at finish */
-    u32 = lk_process_id();         memcpy(m + 32, &u32, 4);
-    u32 = lk_thread_id();          memcpy(m + 36, &u32, 4);
+    memcpy(m + 32, &pid, 4);
+    memcpy(m + 36, &tid, 4);
     u32 = (uint32_t)text_len;      memcpy(m + 40, &u32, 4);
     u32 = (uint32_t)data_len;      memcpy(m + 44, &u32, 4);
     u16 = (uint16_t)cls_len;       memcpy(m + 48, &u16, 2);
@@ -302,6 +303,15 @@ static inline int lk_reserve_at(uint8_t *base, uint64_t size,
     *off = at;
     *seq = s;
     return LK_OK;
+}
+
+/* The usual case: the message is this process's and thread's. */
+static inline int lk_reserve_at(uint8_t *base, uint64_t size,
+                                uint64_t text_len, uint64_t data_len,
+                                const void *cls, uint64_t cls_len, int64_t now,
+                                uint64_t *off, uint64_t *seq) {
+    return lk_reserve_as(base, size, text_len, data_len, cls, cls_len, now,
+                         lk_process_id(), lk_thread_id(), off, seq);
 }
 
 static inline int lk_reserve(uint8_t *base, uint64_t size,
@@ -349,19 +359,31 @@ static inline int lk_finish(uint8_t *base, uint64_t at, int16_t severity, int64_
  * reservation time, which salvage's grace period is measured from); pass the
  * same value as `time_ns` when the message is stamped now, so one clock read
  * serves both. */
-static inline int lk_write(uint8_t *base, uint64_t size,
-                           const void *text, uint64_t text_len,
-                           const void *data, uint64_t data_len,
-                           const void *cls, uint64_t cls_len,
-                           int16_t severity, int64_t time_ns, int64_t now, uint64_t *seq) {
+static inline int lk_write_as(uint8_t *base, uint64_t size,
+                              const void *text, uint64_t text_len,
+                              const void *data, uint64_t data_len,
+                              const void *cls, uint64_t cls_len,
+                              int16_t severity, int64_t time_ns, int64_t now,
+                              uint32_t pid, uint32_t tid, uint64_t *seq) {
     uint64_t at;
-    int rc = lk_reserve_at(base, size, text_len, data_len, cls, cls_len, now, &at, seq);
+    int rc = lk_reserve_as(base, size, text_len, data_len, cls, cls_len, now, pid, tid, &at, seq);
     if (rc != LK_OK)
         return rc;
     uint8_t *p = base + at + LK_MSG_HEADER;
     if (text_len) memcpy(p, text, text_len);
     if (data_len) memcpy(p + text_len + cls_len, data, data_len);
     return lk_finish(base, at, severity, time_ns);
+}
+
+/* A message of this process and thread (lk_write_as copies one made elsewhere,
+ * keeping its writer's ids: drains and copies into a family). */
+static inline int lk_write(uint8_t *base, uint64_t size,
+                           const void *text, uint64_t text_len,
+                           const void *data, uint64_t data_len,
+                           const void *cls, uint64_t cls_len,
+                           int16_t severity, int64_t time_ns, int64_t now, uint64_t *seq) {
+    return lk_write_as(base, size, text, text_len, data, data_len, cls, cls_len,
+                       severity, time_ns, now, lk_process_id(), lk_thread_id(), seq);
 }
 
 /* Set or clear IN_SERVICE.  Returns 1 if this call changed the flag, 0 if it

@@ -102,6 +102,10 @@ cdef extern from "lk_segment.h" nogil:
     int lk_write(uint8_t *base, uint64_t size, const void *text, uint64_t text_len,
                  const void *data, uint64_t data_len, const void *cls, uint64_t cls_len,
                  int16_t severity, int64_t time_ns, int64_t now, uint64_t *seq)
+    int lk_write_as(uint8_t *base, uint64_t size, const void *text, uint64_t text_len,
+                    const void *data, uint64_t data_len, const void *cls, uint64_t cls_len,
+                    int16_t severity, int64_t time_ns, int64_t now, uint32_t pid, uint32_t tid,
+                    uint64_t *seq)
     int lk_set_in_service(uint8_t *base, int in_service)
     int lk_plausible_shape(const uint8_t *base, uint64_t size, uint64_t at, uint32_t *total,
                            uint64_t *seq, uint32_t *span, uint32_t *state)

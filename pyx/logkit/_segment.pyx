@@ -662,6 +662,42 @@ cdef class Segment:
             self._raise_status(rc, lk_message_size(tn, dn, cn))
         return PyLong_FromUnsignedLongLong(seq)
 
+    def write_as(self, text, int severity, data, data_class, int64_t time,
+                 uint32_t process_id, uint32_t thread_id):
+        """Store a copy of a message made elsewhere, keeping its time,
+        severity and writer's process and thread ids (drains and copies use
+        this; a new message of this process uses write()).  text: str or
+        bytes; data: bytes-like.  Raises as write() does."""
+        cdef const uint8_t[::1] tv
+        cdef const uint8_t[::1] dv
+        cdef const void *tp = NULL
+        cdef const void *dp = NULL
+        cdef Py_ssize_t tn = 0, dn = 0, cn = 0
+        cdef const char *cp = NULL
+        cdef uint64_t seq
+        cdef long sev = _severity(severity)
+        self._check_writable()
+        if isinstance(text, str):
+            text = (<str>text).encode("utf-8", "surrogatepass")
+        tv = memoryview(text).cast("B")
+        tn = tv.shape[0]
+        if tn:
+            tp = &tv[0]
+        if data is not None:
+            dv = memoryview(data).cast("B")
+            dn = dv.shape[0]
+            if dn:
+                dp = &dv[0]
+        cls = (data_class or "").encode("utf-8")
+        cn = len(cls)
+        if cn:
+            cp = cls
+        cdef int rc = lk_write_as(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev,
+                                  time, lk_now_ns(), process_id, thread_id, &seq)
+        if rc != LK_OK:
+            self._raise_status(rc, lk_message_size(tn, dn, cn))
+        return PyLong_FromUnsignedLongLong(seq)
+
     def reserve(self, Py_ssize_t text_len, Py_ssize_t data_len=0, data_class=""):
         """Claim space for a message; fill r.text and r.data, then r.finish().
 
