@@ -20,6 +20,12 @@ extensions = [
         extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
     ),
     Extension(
+        "logkit._handler",
+        ["pyx/logkit/_handler.pyx"],
+        include_dirs=["pyx/include"],
+        extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
+    ),
+    Extension(
         "logkit._bench",
         ["pyx/logkit/_bench.pyx"],
         include_dirs=["pyx/include"],
@@ -32,5 +38,18 @@ setup(
     package_dir={"logkit": "logkit", "logkit.backends": "backends"},
     package_data={"logkit": ["py.typed", "*.pyi"]},
     ext_modules=cythonize(extensions, include_path=["pyx"], compiler_directives=DIRECTIVES),
+    entry_points={
+        # The built-in backends register exactly as a third-party package would.
+        "logkit.storage": [
+            "family = logkit.backends.family:FamilyStorage",
+            "partition = logkit.backends.partition:PartitionStorage",
+            "plainfile = logkit.backends.plainfile:PlainFileStorage",
+        ],
+        "logkit.transport": [
+            "shm = logkit.backends.shm:ShmTransport",
+            "pipe = logkit.backends.pipe:PipeTransport",
+        ],
+        "console_scripts": ["logkit = logkit.cli:main"],
+    },
     zip_safe=False,
 )

@@ -1,0 +1,1 @@
+# The logging handler's hot path (filled in with logkit.handler).
