@@ -38,18 +38,5 @@ setup(
     package_dir={"logkit": "logkit", "logkit.backends": "backends"},
     package_data={"logkit": ["py.typed", "*.pyi"]},
     ext_modules=cythonize(extensions, include_path=["pyx"], compiler_directives=DIRECTIVES),
-    entry_points={
-        # The built-in backends register exactly as a third-party package would.
-        "logkit.storage": [
-            "family = logkit.backends.family:FamilyStorage",
-            "partition = logkit.backends.partition:PartitionStorage",
-            "plainfile = logkit.backends.plainfile:PlainFileStorage",
-        ],
-        "logkit.transport": [
-            "shm = logkit.backends.shm:ShmTransport",
-            "pipe = logkit.backends.pipe:PipeTransport",
-        ],
-        "console_scripts": ["logkit = logkit.cli:main"],
-    },
     zip_safe=False,
 )

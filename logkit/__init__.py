@@ -45,6 +45,9 @@ from logkit.family import (
     retain,
 )
 from logkit.salvager import SalvageReport, salvage
+from logkit.config import ConfigError
+from logkit.registry import BackendNotFound
+from logkit.handler import Handler
 
 __version__ = "0.1.0"
 
@@ -54,7 +57,7 @@ __all__ = [
     "Limits", "Message", "Record", "Reservation", "Segment", "SegmentIterator",
     "crc32c", "parse_size", "salvage", "SalvageReport",
     "open_writer", "open_reader", "FamilyWriter", "FamilyReader", "retain", "migrate",
-    "RotationTimeout",
+    "RotationTimeout", "Handler", "ConfigError", "BackendNotFound",
     "LogkitError", "InvalidArgument", "SegmentFull", "SegmentDamaged", "OutOfService",
     "NoSuchMessage", "MessageTooBig", "MessageLost", "SegmentClosed", "SegmentNotFound",
     "SegmentExists", "DiskFull", "ReadOnlySegment", "UnsupportedFormat",

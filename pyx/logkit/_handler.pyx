@@ -1,1 +1,191 @@
-# The logging handler's hot path (filled in with logkit.handler).
+# The hot path of logkit.Handler: LogRecord -> (text, severity, time, data)
+# -> one segment write, without the stdlib handler lock and with as little
+# Python work as a record allows.  logkit/handler.py is the class users see;
+# it binds `handle` below as its method and hands it a sink.
+#
+# A FamilySink writes straight into the family writer's live segment with
+# lk_write (the C-level API of logkit._segment) and falls back to the
+# writer's Python slow path only when the segment is full or rotated.  Any
+# other transport is called through its Python `write`.
+from libc.stdint cimport uint64_t, int64_t, int16_t
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from cpython.long cimport PyLong_FromUnsignedLongLong
+
+from logkit._segment cimport (
+    Segment, lk_write, lk_now_ns, LK_OK, LK_FULL, LK_OUT_OF_SERVICE,
+    LK_SEVERITY_MIN, LK_SEVERITY_MAX,
+)
+
+import json
+import logging
+import traceback
+
+# The attributes every LogRecord has; anything more came from `extra=`.
+# (Python 3.12 adds taskName; the set is taken from a real record, so it is
+# right for the running interpreter.)
+_STANDARD = frozenset(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None).__dict__) | {
+    "message", "asctime", "exc_text", "stack_info", "taskName"}
+cdef Py_ssize_t _STANDARD_LEN = len(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None).__dict__)
+_LogRecord = logging.LogRecord
+_Formatter_format = logging.Formatter.format
+
+
+cdef class FamilySink:
+    """Writes records into a FamilyWriter's live segment from C."""
+    cdef public object writer       # logkit.family.FamilyWriter (slow path, rotation)
+    cdef Segment seg                # the writer's live segment when last seen
+
+    def __init__(self, writer):
+        self.writer = writer
+        self.seg = writer._seg
+
+    cpdef object write(self, text, int severity, data, data_class, int64_t time):
+        # The cached segment stays right until it refuses a write (full or
+        # out of service: rotated); the slow path then moves the writer on
+        # and the cache follows it.
+        cdef Segment seg = self.seg
+        cdef const char *tp
+        cdef Py_ssize_t tn
+        cdef const char *cp = NULL
+        cdef Py_ssize_t cn = 0
+        cdef const char *dp = NULL
+        cdef Py_ssize_t dn = 0
+        cdef uint64_t seq
+        cdef int rc
+        if seg.base == NULL or seg.readonly or type(text) is not str or (data and type(data) is not bytes):
+            return self._slow(text, severity, data, data_class, time)
+        tp = PyUnicode_AsUTF8AndSize(text, &tn)
+        if data:
+            dp = <bytes>data
+            dn = len(<bytes>data)
+            cp = PyUnicode_AsUTF8AndSize(data_class, &cn)
+        rc = lk_write(seg.base, seg.size, tp, tn, dp, dn, cp, cn, <int16_t>severity, time, lk_now_ns(), &seq)
+        if rc == LK_OK:
+            return PyLong_FromUnsignedLongLong(seq)
+        if rc == LK_FULL or rc == LK_OUT_OF_SERVICE:
+            return self._slow(text, severity, data, data_class, time)   # rotates
+        seg._raise_status(rc, 0)
+
+    cdef object _slow(self, text, int severity, data, data_class, int64_t time):
+        seq = self.writer.write(text, severity, data, data_class, time)
+        self.seg = self.writer._seg
+        return seq
+
+
+cdef inline int _severity(object levelno):
+    # logging levels are ints 0..50 by default; custom ones are clamped into
+    # the severity range rather than refused (a log call must not fail on it).
+    cdef long lv
+    try:
+        lv = levelno
+    except (TypeError, OverflowError):
+        return 0
+    if lv < LK_SEVERITY_MIN:
+        return LK_SEVERITY_MIN
+    if lv > LK_SEVERITY_MAX:
+        return LK_SEVERITY_MAX
+    return <int>lv
+
+
+cdef object _message_text(object fmt, object record, dict d):
+    """The text of a record: the plain message, or the Formatter's output.
+
+    With a stock logging.Formatter the traceback is left out of the text (it
+    is stored as binary data of class 'traceback' instead); a Formatter
+    subclass that overrides format() is used as it is."""
+    if fmt is None:
+        msg = d["msg"]
+        if type(msg) is not str:
+            msg = str(msg)
+        args = d["args"]
+        if args:
+            msg = msg % args
+        return msg
+    if type(fmt).format is _Formatter_format:
+        record.message = record.getMessage()
+        if fmt.usesTime():
+            record.asctime = fmt.formatTime(record, fmt.datefmt)
+        return fmt.formatMessage(record)
+    return fmt.format(record)
+
+
+def _extras(record):
+    """(data, data_class) for a record with a traceback, stack or extra fields."""
+    tb = None
+    if record.exc_info:
+        exc = record.exc_info
+        if exc is True:
+            import sys
+            exc = sys.exc_info()
+        if isinstance(exc, BaseException):
+            exc = (type(exc), exc, exc.__traceback__)
+        if exc and exc[0] is not None:
+            tb = "".join(traceback.format_exception(*exc))
+    elif record.exc_text:
+        tb = record.exc_text
+    if record.stack_info:
+        tb = (tb + "\n" if tb else "") + record.stack_info
+    extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+    if extra:
+        if tb is not None:
+            extra["traceback"] = tb
+        return json.dumps(extra, default=repr, ensure_ascii=False).encode("utf-8"), "json"
+    if tb is not None:
+        return tb.encode("utf-8", "replace"), "traceback"
+    return b"", ""
+
+
+cdef class Emitter:
+    """The handler's write path as one object, installed as the handler's
+    `handle` and `emit` (instance attributes), so a record costs no lookups
+    on the handler: the filters list, the formatter and the sink are held
+    here (Handler.setFormatter keeps `formatter` current; addFilter mutates
+    the same list)."""
+    cdef public object handler
+    cdef public list filters
+    cdef public object formatter
+    cdef public object sink          # FamilySink, or None
+    cdef public object write         # the transport's write, used when sink is None
+    cdef public bint emit_only       # emit(): skip the filters
+
+    def __init__(self, handler, sink, write, bint emit_only=False):
+        self.handler = handler
+        self.filters = handler.filters
+        self.formatter = handler.formatter
+        self.sink = sink
+        self.write = write
+        self.emit_only = emit_only
+
+    def __call__(self, record):
+        """handle(record) (or emit(record)): filter, then write without a lock.
+
+        Every write is lock-free (one reservation in shared memory), so the
+        lock the stdlib takes around emit() would only serialise threads for
+        nothing.  Failures go to handleError(), never into the application."""
+        if self.filters and not self.emit_only:
+            rv = self.handler.filter(record)
+            if not rv:
+                return rv
+            if isinstance(rv, _LogRecord):
+                record = rv
+        try:
+            self._emit(record)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handler.handleError(record)
+        return True
+
+    cdef object _emit(self, object record):
+        # Fields are read from the record's __dict__ (where LogRecord keeps
+        # them): cheaper than attribute lookups, which search the class first.
+        cdef dict d = record.__dict__
+        cdef object text, data = b"", cls = ""
+        cdef int64_t t
+        text = _message_text(self.formatter, record, d)
+        if len(d) > _STANDARD_LEN or d["exc_info"] or d["stack_info"]:
+            data, cls = _extras(record)
+        t = <int64_t>(<double>d["created"] * 1000000000.0)
+        if self.sink is not None:
+            return (<FamilySink>self.sink).write(text, _severity(d["levelno"]), data, cls, t)
+        return self.write(text, _severity(d["levelno"]), data, cls, t)

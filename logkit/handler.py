@@ -1,0 +1,113 @@
+"""logkit.Handler: the stdlib logging handler that writes into a logkit log.
+
+Sits on top of the config layer and the registry: the handler resolves its
+log (a config file's [log.NAME] table, or keyword options), opens the
+transport in front of the storage, and writes each record with the Cython hot
+path in logkit._handler (no handler lock on the write path).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from typing import Any
+
+from logkit import _handler
+from logkit.config import LogConfig, resolve
+from logkit.errors import LogkitError
+
+__all__ = ["Handler"]
+
+_handlers: "weakref.WeakSet[Handler]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for h in list(_handlers):
+        h._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Handler(logging.Handler):
+    """A logging.Handler writing into a logkit log.
+
+    Handler(log=None, config=None, level=NOTSET, **options)
+
+    * ``config``: a config file path; ``log``: the [log.NAME] table in it
+      (optional if the file has one log).  Keyword options are laid over it.
+    * options only, e.g. ``Handler(storage="family", directory="/var/log/app")``:
+      the same keys a [log.NAME] table takes, checked the same way.
+    * nothing: the first config file of $LOGKIT_CONFIG, ./logkit.toml,
+      ~/.config/logkit/logkit.toml, /etc/logkit/logkit.toml.
+
+    Raises logkit.config.ConfigError (naming file, table and key) when the
+    configuration is not valid.  Records map as: levelno -> severity
+    (clamped to -250..250), formatted message -> text, created -> time,
+    process/thread -> the message's ids (the writing process's own),
+    exc_info/stack_info -> data of class 'traceback', extra fields -> data
+    of class 'json'.
+    """
+
+    def __init__(self, log: str | None = None, config: str | os.PathLike | None = None,
+                 level: int | str = logging.NOTSET, **options: Any) -> None:
+        super().__init__(level)
+        self.log_config: LogConfig = resolve(log, config, **options)
+        self.transport = self.log_config.open()
+        self._bind()
+        _handlers.add(self)
+
+    def _bind(self) -> None:
+        """Choose the write path: straight into the family's segment when the
+        transport is shm over family storage (and nothing is synced per
+        message), else the transport's write().  handle() and emit() become
+        logkit._handler.Emitter objects holding that choice."""
+        t = self.transport
+        storage = t.storage
+        from logkit.backends.family import FamilyStorage   # the built-in; others go through write()
+        from logkit.backends.shm import ShmTransport
+        sink = None
+        if type(t) is ShmTransport and type(storage) is FamilyStorage and storage.sync != "always":
+            sink = _handler.FamilySink(storage.writer)
+        self.handle = _handler.Emitter(self, sink, t.write)
+        self.emit = _handler.Emitter(self, sink, t.write, emit_only=True)
+
+    def setFormatter(self, fmt) -> None:
+        super().setFormatter(fmt)
+        for e in (self.__dict__.get("handle"), self.__dict__.get("emit")):
+            if isinstance(e, _handler.Emitter):
+                e.formatter = fmt
+
+    @property
+    def storage(self):
+        return self.transport.storage
+
+    def flush(self) -> None:
+        """Make written records durable as the log's sync policy says."""
+        if self.transport is not None:
+            self.transport.flush()
+
+    def close(self) -> None:
+        """Flush and stop writing; records already written stay in the log."""
+        t, self.transport = self.transport, None
+        for e in (self.handle, self.emit):
+            e.sink, e.write = None, _closed_write
+        if t is not None:
+            try:
+                t.flush()
+            finally:
+                t.close()
+        super().close()
+
+    def _after_fork(self) -> None:
+        if self.transport is not None:
+            self.transport.after_fork()
+
+    def __repr__(self) -> str:
+        lc = self.log_config
+        return f"<logkit.Handler log={lc.name!r} storage={lc.storage} transport={lc.transport} " \
+               f"({logging.getLevelName(self.level)})>"
+
+
+def _closed_write(*args):
+    raise LogkitError("logkit.Handler is closed")
