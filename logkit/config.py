@@ -62,12 +62,10 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = [self.file or "<options>"]
+        head = self.file or "<options>"
         if self.table:
-            where.append(f"[{self.table}]")
-        if self.key:
-            where.append(self.key)
-        return f"{': '.join([' '.join(where[:2])] + where[2:])}: {self.message}"
+            head += f" [{self.table}]"
+        return ": ".join([head] + ([self.key] if self.key else []) + [self.message])
 
 
 class ConfigError(LogkitError, ValueError):
@@ -260,16 +258,16 @@ def _resolve_log(name: str, table: Any, file: str | None, base_dir: str) -> tupl
     subtables = {k: table[k] for k in ("storage", "transport") if isinstance(table.get(k), dict)}
     plain = {k: v for k, v in table.items() if k not in LOG_KEYS and k not in subtables}
     given = {"storage": {}, "transport": {}}
-    if len(classes) == 2:          # with a backend unknown, its keys cannot be told from typos
-        names = {kind: {o.name for o in cls.options} for kind, cls in classes.items()}
-        for key, value in plain.items():
-            owners = [kind for kind in ("storage", "transport") if key in names.get(kind, ())]
-            if not owners:
-                valid = set(LOG_KEYS) | names.get("storage", set()) | names.get("transport", set())
-                problems.append(Problem(file, tname, key, f"unknown key{suggest(key, valid)}; valid keys here: "
-                                        f"{', '.join(sorted(valid))}"))
-            for kind in owners:
-                given[kind][key] = value
+    names = {kind: {o.name for o in cls.options} for kind, cls in classes.items()}
+    for key, value in plain.items():
+        owners = [kind for kind in ("storage", "transport") if key in names.get(kind, ())]
+        # With a backend that failed to load, its keys cannot be told from typos.
+        if not owners and len(classes) == 2:
+            valid = set(LOG_KEYS) | names["storage"] | names["transport"]
+            problems.append(Problem(file, tname, key, f"unknown key{suggest(key, valid)}; valid keys here: "
+                                    f"{', '.join(sorted(valid))}"))
+        for kind in owners:
+            given[kind][key] = value
     for kind, sub in subtables.items():
         if kind in classes:
             for key, value in sub.items():

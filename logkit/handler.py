@@ -52,6 +52,7 @@ class Handler(logging.Handler):
     def __init__(self, log: str | None = None, config: str | os.PathLike | None = None,
                  level: int | str = logging.NOTSET, **options: Any) -> None:
         super().__init__(level)
+        self.transport = None            # until opened: flush()/close() at shutdown must work
         self.log_config: LogConfig = resolve(log, config, **options)
         self.transport = self.log_config.open()
         self._bind()
@@ -90,8 +91,9 @@ class Handler(logging.Handler):
     def close(self) -> None:
         """Flush and stop writing; records already written stay in the log."""
         t, self.transport = self.transport, None
-        for e in (self.handle, self.emit):
-            e.sink, e.write = None, _closed_write
+        for e in (self.__dict__.get("handle"), self.__dict__.get("emit")):
+            if e is not None:
+                e.sink, e.write = None, _closed_write
         if t is not None:
             try:
                 t.flush()

@@ -501,3 +501,51 @@ def child_family_write_pausing_takeover(conn, directory, family, writer, count, 
     seqs = [write_message(w, writer, i, via_reserve=(i % 8 == 7)) for i in range(count)]
     conn.send(("done", seqs, w.rotations, w.takeovers))
     w.close()
+
+
+# ---------------------------------------------------------------- handler child targets
+
+HANDLER_LEVELS = (10, 20, 30, 40, 50)
+
+
+def handler_text(proc, thread, i):
+    return f"p{proc} t{thread} i{i} user %s"
+
+
+def child_handler_threads(conn, handler_kwargs, proc, threads, count, go):
+    """Attach logkit.Handler(**handler_kwargs) to a logger; say ("ready",);
+    wait for `go`; log `count` records from each of `threads` threads at once
+    (level HANDLER_LEVELS[i % 5], text handler_text(...) % "alice"); report
+    ("done", pid, {thread index: native thread id}); close the handler."""
+    import logging
+    import logkit
+    handler = logkit.Handler(**handler_kwargs)
+    logger = logging.getLogger(f"handler-child-{proc}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    conn.send(("ready",))
+    if not go.wait(TIMEOUT):
+        raise RuntimeError("no go signal")
+    tids = {}
+    errors = []
+    barrier = threading.Barrier(threads)
+
+    def work(t):
+        try:
+            tids[t] = threading.get_native_id()
+            barrier.wait(TIMEOUT)
+            for i in range(count):
+                logger.log(HANDLER_LEVELS[i % 5], handler_text(proc, t, i), "alice")
+        except BaseException:
+            errors.append(traceback.format_exc())
+
+    ts = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(TIMEOUT)
+    if errors:
+        raise RuntimeError(errors[0])
+    handler.close()
+    conn.send(("done", os.getpid(), tids))
