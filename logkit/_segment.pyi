@@ -205,6 +205,19 @@ class Segment:
     def header(self) -> _Header: ...
 
     # writing
+    def write_as(
+        self,
+        text: str | ReadableBuffer,
+        severity: int,
+        data: ReadableBuffer | None,
+        data_class: str | None,
+        time: int,
+        process_id: int,
+        thread_id: int,
+    ) -> int:
+        """Store a copy of a message made elsewhere, keeping its time, severity
+        and writer's process and thread ids; returns the new sequence number.
+        Raises as write() does."""
     def write(
         self,
         text: str | bytes,

@@ -35,12 +35,14 @@ import pytest
 
 import logkit
 import logkit._bench
+import logkit._handler
 import logkit._segment
 import logkit.errors
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-DOC_FILES = [DOCS / "api.md", DOCS / "format.md", DOCS / "performance.md", DOCS / "getting-started.md"]
+DOC_FILES = [DOCS / "api.md", DOCS / "format.md", DOCS / "performance.md", DOCS / "getting-started.md",
+             DOCS / "config.md", DOCS / "backends.md", DOCS / "cli.md"]
 HEADER_H = ROOT / "pyx" / "include" / "lk_segment.h"
 
 _FENCE_OPEN = re.compile(r"^```([A-Za-z0-9_+-]*)\s*$")
@@ -539,7 +541,8 @@ def test_api_md_c_api_table_matches_the_pxd():
 # ---------------------------------------------------------------- stubs vs the compiled modules
 
 STUBS = {logkit._segment: ROOT / "logkit" / "_segment.pyi",
-         logkit._bench: ROOT / "logkit" / "_bench.pyi"}
+         logkit._bench: ROOT / "logkit" / "_bench.pyi",
+         logkit._handler: ROOT / "logkit" / "_handler.pyi"}
 
 
 def _stub_tree(path: Path) -> ast.Module:
