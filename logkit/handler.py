@@ -70,14 +70,15 @@ class Handler(logging.Handler):
         sink = None
         if type(t) is ShmTransport and type(storage) is FamilyStorage and storage.sync != "always":
             sink = _handler.FamilySink(storage.writer)
-        self.handle = _handler.Emitter(self, sink, t.write)
-        self.emit = _handler.Emitter(self, sink, t.write, emit_only=True)
+        self._emitters = (_handler.Emitter(self, sink, t.write),
+                          _handler.Emitter(self, sink, t.write, emit_only=True))
+        self.handle = self._emitters[0].handle
+        self.emit = self._emitters[1].handle
 
     def setFormatter(self, fmt) -> None:
         super().setFormatter(fmt)
-        for e in (self.__dict__.get("handle"), self.__dict__.get("emit")):
-            if isinstance(e, _handler.Emitter):
-                e.formatter = fmt
+        for e in self.__dict__.get("_emitters", ()):
+            e.formatter = fmt
 
     @property
     def storage(self):
@@ -91,9 +92,8 @@ class Handler(logging.Handler):
     def close(self) -> None:
         """Flush and stop writing; records already written stay in the log."""
         t, self.transport = self.transport, None
-        for e in (self.__dict__.get("handle"), self.__dict__.get("emit")):
-            if e is not None:
-                e.sink, e.write = None, _closed_write
+        for e in self.__dict__.get("_emitters", ()):
+            e.sink, e.write = None, _closed_write
         if t is not None:
             try:
                 t.flush()

@@ -8,7 +8,7 @@
 # writer's Python slow path only when the segment is full or rotated.  Any
 # other transport is called through its Python `write`.
 from libc.stdint cimport uint64_t, int64_t, int16_t
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_Format
 from cpython.long cimport PyLong_FromUnsignedLongLong
 
 from logkit._segment cimport (
@@ -40,6 +40,17 @@ cdef class FamilySink:
         self.seg = writer._seg
 
     cpdef object write(self, text, int severity, data, data_class, int64_t time):
+        """One message; returns its sequence number."""
+        cdef uint64_t seq = 0
+        if self.put(text, severity, data, data_class, time, &seq):
+            return self._slow(text, severity, data, data_class, time)
+        return PyLong_FromUnsignedLongLong(seq)
+
+    cdef int put(self, object text, int severity, object data, object data_class, int64_t time,
+                 uint64_t *seq) except -1:
+        """Write from C: 0 when written (sequence in *seq), 1 when the caller
+        must take the slow path (the segment is full, rotated, or the
+        arguments are not the plain str/bytes this path handles)."""
         # The cached segment stays right until it refuses a write (full or
         # out of service: rotated); the slow path then moves the writer on
         # and the cache follows it.
@@ -50,21 +61,23 @@ cdef class FamilySink:
         cdef Py_ssize_t cn = 0
         cdef const char *dp = NULL
         cdef Py_ssize_t dn = 0
-        cdef uint64_t seq
         cdef int rc
         if seg.base == NULL or seg.readonly or type(text) is not str or (data and type(data) is not bytes):
-            return self._slow(text, severity, data, data_class, time)
+            return 1
         tp = PyUnicode_AsUTF8AndSize(text, &tn)
+        if tp == NULL:
+            return -1
         if data:
             dp = <bytes>data
             dn = len(<bytes>data)
             cp = PyUnicode_AsUTF8AndSize(data_class, &cn)
-        rc = lk_write(seg.base, seg.size, tp, tn, dp, dn, cp, cn, <int16_t>severity, time, lk_now_ns(), &seq)
+        rc = lk_write(seg.base, seg.size, tp, tn, dp, dn, cp, cn, <int16_t>severity, time, lk_now_ns(), seq)
         if rc == LK_OK:
-            return PyLong_FromUnsignedLongLong(seq)
+            return 0
         if rc == LK_FULL or rc == LK_OUT_OF_SERVICE:
-            return self._slow(text, severity, data, data_class, time)   # rotates
+            return 1                     # the slow path rotates
         seg._raise_status(rc, 0)
+        return -1
 
     cdef object _slow(self, text, int severity, data, data_class, int64_t time):
         seq = self.writer.write(text, severity, data, data_class, time)
@@ -99,7 +112,7 @@ cdef object _message_text(object fmt, object record, dict d):
             msg = str(msg)
         args = d["args"]
         if args:
-            msg = msg % args
+            return PyUnicode_Format(msg, args)
         return msg
     if type(fmt).format is _Formatter_format:
         record.message = record.getMessage()
@@ -157,7 +170,14 @@ cdef class Emitter:
         self.emit_only = emit_only
 
     def __call__(self, record):
+        """The same as handle(record)."""
+        return self.handle(record)
+
+    def handle(self, record):
         """handle(record) (or emit(record)): filter, then write without a lock.
+
+        The handler's `handle` attribute is this bound method: a one-argument
+        C method is the cheapest thing for logging's callHandlers to call.
 
         Every write is lock-free (one reservation in shared memory), so the
         lock the stdlib takes around emit() would only serialise threads for
@@ -186,6 +206,10 @@ cdef class Emitter:
         if len(d) > _STANDARD_LEN or d["exc_info"] or d["stack_info"]:
             data, cls = _extras(record)
         t = <int64_t>(<double>d["created"] * 1000000000.0)
+        cdef uint64_t seq
+        cdef int sev = _severity(d["levelno"])
         if self.sink is not None:
-            return (<FamilySink>self.sink).write(text, _severity(d["levelno"]), data, cls, t)
-        return self.write(text, _severity(d["levelno"]), data, cls, t)
+            if (<FamilySink>self.sink).put(text, sev, data, cls, t, &seq):
+                (<FamilySink>self.sink)._slow(text, sev, data, cls, t)
+            return None
+        return self.write(text, sev, data, cls, t)
