@@ -23,3 +23,6 @@ class Emitter:
     write: Callable[..., Any]
     emit_only: bool
     def __call__(self, record: logging.LogRecord) -> Any: ...
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filter (unless emit_only), then write the record; the Handler's
+        `handle` and `emit` attributes are this method, bound."""

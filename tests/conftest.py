@@ -3,6 +3,10 @@ import pytest
 
 from logkit import Segment
 
+# tests/thirdparty holds packages that tests install; their own test files run
+# (in a subprocess, with the package installed) from tests/test_registry.py.
+collect_ignore = ["thirdparty"]
+
 
 @pytest.fixture
 def segment_path(tmp_path):

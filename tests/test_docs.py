@@ -651,4 +651,5 @@ def test_stub_signatures_match_the_compiled_module(module):
                 f"{STUBS[module].name}: {fn_node.name} is {_params(fn_node)} in the stub, "
                 f"{runtime} at run time")
             checked += 1
-    assert checked >= 3
+    # Each stub declares at least this many callables whose signatures exist at run time.
+    assert checked >= {logkit._handler: 2}.get(module, 3)

@@ -1,0 +1,1065 @@
+"""The `partition` storage backend: the laurel/hardy pair (MTB-666) in one file.
+
+A partition file is a 4096-byte partition header and two segment regions
+("halves") in one shared mapping.  Writers fill the current half lock-free;
+when it fills, the other half becomes current and the full one waits for
+`drain()` to copy it into a family, after which it is empty again.  If both
+fill before a drain, the older is reused and the loss is counted exactly.
+docs/partition-format.md is the byte-level reference; docs/backend-partition.md
+the user guide.
+
+How the atomic steps are made (no file lock anywhere on the write path):
+
+* A message: the half's own reservation CAS (Segment.write).
+* Who swaps: the half's out-of-service election (Segment.take_out_of_service
+  returns True for exactly one caller).
+* Every later step of a half's life (swapping, full, draining, empty, being
+  reused) is a *state token* in the half's segment-header word at offset 456
+  (the family backend's rotation token; a partition half is never rotated,
+  so the word is free), moved only by compare-and-swap (Segment._rotator_cas).
+  A token names the process that holds the step, so a step whose holder died
+  is taken over by the next process that needs it.  Segment.format zeroes
+  the word: a freshly formatted half is LIVE.
+* Partition-header words are hints and counters, each written only by the
+  holder of the token that covers it (the swapper, or the drainer).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import mmap
+import os
+import struct
+import threading
+import time as _time
+import uuid as _uuid
+from typing import Any, Iterator
+
+from logkit._segment import Limits, Segment, SegmentIterator, crc32c, parse_size
+from logkit.errors import (
+    DiskFull,
+    InvalidArgument,
+    LogkitError,
+    NoSuchMessage,
+    OutOfService,
+    SegmentDamaged,
+    SegmentFull,
+    SegmentNotFound,
+    UnsupportedFormat,
+)
+from logkit.registry import Option, Reader, StorageBackend
+from logkit.salvager import process_alive, salvage
+
+__all__ = ["PartitionStorage", "PartitionReader", "PartitionMessage", "Partition", "open_reader",
+           "PartitionSwapTimeout"]
+
+SYNC_CHOICES = ("never", "close", "always")
+
+# ---------------------------------------------------------------- on-disk layout
+MAGIC = b"LKPART\x00\x01"
+FORMAT_VERSION = 1
+HEADER_SIZE = 4096
+PAGE = 4096
+MIN_HALF = 8192
+MAX_HALF = (2 ** 32 - 1) * 8 // PAGE * PAGE
+
+# identity block (written once, protected by the identity checksum)
+H_MAGIC = 0             # 8 bytes
+H_VERSION = 8           # u32
+H_HEADER_SIZE = 12      # u32
+H_HALF_SIZE = 16        # u64
+H_HALF0 = 24            # u64 offset of half 0
+H_HALF1 = 32            # u64 offset of half 1
+H_CREATED = 40          # u64 ns
+H_FAMILY = 48           # 64 bytes, NUL padded
+H_IDENTITY_CRC = 112    # u32 CRC-32C of bytes 0..111
+IDENTITY_END = 112
+# mutable block (u64 words)
+H_CURRENT = 128         # half in service after the last swap (hint)
+H_GENERATION = 136      # swaps completed since creation
+H_LOST = 144            # messages lost to overflow, in total
+H_LOSS_EVENTS = 152     # times a full half was reused before its drain
+H_DRAINED = 160         # messages copied out by drains, in total
+H_PROGRESS = 168        # last sequence copied out (0: none yet)
+H_MARK = 176            # first destination sequence that may hold the copy of PROGRESS+1 (0: unknown)
+H_NEXT_BASE = 184       # sequence base of the current half (hint)
+H_LAST_SWAP = 192       # ns (CLOCK_REALTIME) of the last swap, or of creation
+H_INTENT = 200          # 0, or half+1 while that half is being formatted for reuse
+H_INTENT_LOST = 208     # messages lost by that reuse
+H_INTENT_TOTAL = 216    # what H_LOST becomes once that reuse is done
+H_INTENT_FIRST = 224    # first and last sequence lost by that reuse
+H_INTENT_LAST = 232
+
+TOKEN_OFFSET = 456      # the half's segment-header word that holds its state token
+
+# half states (token bits 61..63); bits 32..60 an attempt counter, 0..31 a pid
+LIVE, SWAPPING, FULL, DRAINING, EMPTY, REUSING = range(6)
+PHASE_NAMES = {LIVE: "live", SWAPPING: "swapping", FULL: "full", DRAINING: "draining",
+               EMPTY: "empty", REUSING: "reusing"}
+_ATTEMPT_MASK = (1 << 29) - 1
+
+LOSS_SEVERITY = 40
+
+# timing
+WAIT_TIMEOUT = 30.0      # longest a writer waits for a swap before raising
+STALL_TIMEOUT = 10.0     # a live holder whose token does not move for this long is taken over
+LIVE_STALL = 1.0         # an out-of-service half nobody claimed (its winner died at once)
+DRAIN_WAIT = 5.0         # a swapper waits this long for a live drainer of the half it must reuse
+RESERVATION_GRACE = 5.0  # salvage grace for a reservation left open in a full half
+SETTLE_TIMEOUT = 30.0    # longest a drain or reuse waits for a full half's reservations
+
+_U64 = struct.Struct("<Q")
+
+# Tokens held right now by threads of this process (token -> how many claims).
+# A token names only a pid, so this is how a thread tells a step another
+# thread of its own process is doing from one a thread abandoned (it raised);
+# a process-wide fact, hence module state.  Cleared in a forked child.
+_held: dict[int, int] = {}
+_held_lock = threading.Lock()
+
+
+def _hold(tok: int) -> None:
+    with _held_lock:
+        _held[tok] = _held.get(tok, 0) + 1
+
+
+def _unhold(tok: int) -> None:
+    with _held_lock:
+        n = _held.get(tok, 0) - 1
+        if n > 0:
+            _held[tok] = n
+        else:
+            _held.pop(tok, None)
+
+
+def _claim(seg: Segment, old: int, new: int) -> bool:
+    """CAS a half's token from `old` to `new`, holding `new` (_unhold() it when done)."""
+    _hold(new)
+    if seg._rotator_cas(old, new):
+        return True
+    _unhold(new)
+    return False
+
+
+def _abandoned_here(tok: int) -> bool:
+    """A token of this process that no thread of it holds any more."""
+    return _holder(tok) == os.getpid() and tok not in _held
+
+
+def _forget_held_in_child() -> None:
+    global _held_lock
+    _held_lock = threading.Lock()        # a fork taken while another thread held it
+    _held.clear()                        # the parent's threads are not ours
+
+
+os.register_at_fork(after_in_child=_forget_held_in_child)
+
+
+def _token(phase: int, attempt: int = 0, pid: int | None = None) -> int:
+    return (phase << 61) | ((attempt & _ATTEMPT_MASK) << 32) | ((os.getpid() if pid is None else pid) & 0xFFFFFFFF)
+
+
+def _phase(tok: int) -> int:
+    return tok >> 61
+
+
+def _attempt(tok: int) -> int:
+    return (tok >> 32) & _ATTEMPT_MASK
+
+
+def _holder(tok: int) -> int:
+    return tok & 0xFFFFFFFF
+
+
+class PartitionSwapTimeout(LogkitError):
+    """The current half stayed full past the wait timeout and no swap completed."""
+
+
+class PartitionMessage:
+    """A message read from a partition: a copy (a half is reused, so readers
+    never hold views into it).  Has the fields of a logkit.Message."""
+    __slots__ = ("sequence", "time", "severity", "process_id", "thread_id", "text", "data_class", "data")
+
+    def __init__(self, sequence, time, severity, process_id, thread_id, text, data_class, data):
+        self.sequence, self.time, self.severity = sequence, time, severity
+        self.process_id, self.thread_id = process_id, thread_id
+        self.text, self.data_class, self.data = text, data_class, data
+
+    @classmethod
+    def copy_of(cls, m) -> "PartitionMessage":
+        return cls(m.sequence, m.time, m.severity, m.process_id, m.thread_id, m.text, m.data_class,
+                   bytes(m.data))
+
+    def checksum_ok(self) -> bool:
+        return True                     # checked when it was read from its half
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __repr__(self) -> str:
+        return f"PartitionMessage(sequence={self.sequence}, severity={self.severity}, text={self.text!r:.60})"
+
+
+def _key(m) -> tuple:
+    """What identifies a copy of a message in the destination (drain resumption)."""
+    return (m.time, m.process_id, m.thread_id, m.severity, m.text, m.data_class or "", bytes(m.data))
+
+
+def _half_size(size) -> int:
+    n = parse_size(size, "size")
+    n = max(MIN_HALF, -(-n // PAGE) * PAGE)
+    if n > MAX_HALF:
+        raise InvalidArgument(f"size {size!r}: a partition half holds at most {MAX_HALF} bytes")
+    return n
+
+
+# ====================================================================== the file
+
+class Partition:
+    """One partition file mapped: its header and its two halves.
+
+    Creating is atomic (prepared under a temporary name, then hard-linked into
+    place), so nobody ever opens a half-made partition.  Raises
+    SegmentNotFound (no file and create=False, or no directory),
+    SegmentDamaged (naming the file and the offset), UnsupportedFormat,
+    DiskFull.
+    """
+
+    def __init__(self, path, size="1MiB", family: str = "", mode: int = 0o640,
+                 create: bool = True, readonly: bool = False):
+        self.path = os.path.abspath(os.fspath(path))
+        self.readonly = readonly
+        self.family = family or ""
+        fd = None
+        while fd is None:
+            try:
+                fd = os.open(self.path, os.O_RDONLY if readonly else os.O_RDWR)
+            except FileNotFoundError:
+                if not create or readonly:
+                    raise SegmentNotFound(f"no partition file {self.path}") from None
+                self._create(_half_size(size), mode)
+        try:
+            st = os.fstat(fd)
+            if st.st_size < HEADER_SIZE:
+                raise SegmentDamaged(f"{self.path}: {st.st_size} bytes is shorter than the "
+                                     f"{HEADER_SIZE}-byte partition header at offset 0")
+            self.mm = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED,
+                                mmap.PROT_READ if readonly else mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        self.file_size = st.st_size
+        self.file_id = (st.st_dev, st.st_ino)
+        try:
+            self._check_identity()
+            self.half_size = self._u64(H_HALF_SIZE)
+            self.offsets = (self._u64(H_HALF0), self._u64(H_HALF1))
+            if not self.family:
+                self.family = bytes(self.mm[H_FAMILY:H_FAMILY + 64]).split(b"\0", 1)[0].decode("utf-8", "replace")
+            self.halves = [Segment._attach(self.mm, off, self.half_size, readonly,
+                                           f"{self.path}@{off}", None, check=False)
+                           for off in self.offsets]
+        except BaseException:
+            self._release()
+            raise
+        self.closed = False
+
+    # ------------------------------------------------------------ creation
+
+    def _create(self, half: int, mode: int) -> None:
+        d, name = os.path.split(self.path)
+        if not os.path.isdir(d):
+            raise SegmentNotFound(f"partition {self.path}: directory {d} does not exist")
+        for n in os.listdir(d):             # left by creators that died before linking
+            parts = n.split(".")
+            if n.startswith(f".{name}.") and n.endswith(".tmp") and len(parts) >= 4:
+                try:
+                    if not process_alive(int(parts[-3])):
+                        os.unlink(os.path.join(d, n))
+                except (ValueError, OSError):
+                    pass
+        tmp = os.path.join(d, f".{name}.{os.getpid()}.{_uuid.uuid4().hex[:8]}.tmp")
+        total = HEADER_SIZE + 2 * half
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            os.fchmod(fd, mode)              # exactly, no umask
+            try:
+                os.posix_fallocate(fd, 0, total)
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise DiskFull(f"partition {self.path}: no room for {total} bytes") from e
+                os.ftruncate(fd, total)      # file systems without fallocate
+            mm = mmap.mmap(fd, total)
+            try:
+                fam = self.family.encode("utf-8")[:63]
+                ident = bytearray(IDENTITY_END)
+                ident[0:8] = MAGIC
+                struct.pack_into("<IIQQQQ", ident, H_VERSION, FORMAT_VERSION, HEADER_SIZE, half,
+                                 HEADER_SIZE, HEADER_SIZE + half, _time.time_ns())
+                ident[H_FAMILY:H_FAMILY + len(fam)] = fam
+                mm[0:IDENTITY_END] = bytes(ident)
+                struct.pack_into("<I", mm, H_IDENTITY_CRC, crc32c(bytes(ident)))
+                struct.pack_into("<QQ", mm, H_NEXT_BASE, 1, _time.time_ns())
+                h0 = Segment.format(mm, HEADER_SIZE, half, family=fam.decode("utf-8", "ignore"), sequence_base=1)
+                h1 = Segment.format(mm, HEADER_SIZE + half, half, family=fam.decode("utf-8", "ignore"),
+                                    sequence_base=1)
+                h1.take_out_of_service()
+                h1._rotator_cas(0, _token(EMPTY))
+                h0.close()
+                h1.close()
+                mm.flush()
+            finally:
+                mm.close()
+            os.fsync(fd)
+            try:
+                os.link(tmp, self.path)      # atomic: the name appears complete or not at all
+            except FileExistsError:
+                pass                         # another process created it first: open that one
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+
+    # ------------------------------------------------------------ header access
+
+    def _u64(self, off: int) -> int:
+        return _U64.unpack_from(self.mm, off)[0]
+
+    def _put(self, off: int, v: int) -> None:
+        _U64.pack_into(self.mm, off, v & 0xFFFFFFFFFFFFFFFF)
+
+    def _check_identity(self) -> None:
+        b = self.mm
+        magic = bytes(b[0:8])
+        if magic != MAGIC:
+            raise SegmentDamaged(f"{self.path}: not a partition file (bad magic {magic!r} at offset 0)")
+        crc = struct.unpack_from("<I", b, H_IDENTITY_CRC)[0]
+        if crc32c(bytes(b[0:IDENTITY_END])) != crc:
+            raise SegmentDamaged(f"{self.path}: partition header identity checksum mismatch "
+                                 f"(bytes 0..{IDENTITY_END - 1}, checksum at offset {H_IDENTITY_CRC})")
+        version = struct.unpack_from("<I", b, H_VERSION)[0]
+        if version != FORMAT_VERSION:
+            raise UnsupportedFormat(f"{self.path}: partition format version {version} "
+                                    f"(this logkit reads version {FORMAT_VERSION})")
+        hs = struct.unpack_from("<I", b, H_HEADER_SIZE)[0]
+        half = self._u64(H_HALF_SIZE)
+        o0, o1 = self._u64(H_HALF0), self._u64(H_HALF1)
+        if hs != HEADER_SIZE:
+            raise SegmentDamaged(f"{self.path}: partition header size {hs} at offset {H_HEADER_SIZE} "
+                                 f"(expected {HEADER_SIZE})")
+        if half < MIN_HALF or half % PAGE or half > MAX_HALF:
+            raise SegmentDamaged(f"{self.path}: half size {half} at offset {H_HALF_SIZE} is not a "
+                                 f"multiple of {PAGE} between {MIN_HALF} and {MAX_HALF}")
+        if o0 != HEADER_SIZE or o1 != HEADER_SIZE + half:
+            raise SegmentDamaged(f"{self.path}: half offsets {o0}, {o1} at offsets {H_HALF0}, {H_HALF1} "
+                                 f"do not follow the header")
+        if self.file_size < o1 + half:
+            raise SegmentDamaged(f"{self.path}: file of {self.file_size} bytes is shorter than its "
+                                 f"second half (offset {o1}, {half} bytes)")
+
+    def check(self) -> None:
+        """Raise SegmentDamaged (naming the offset) if the header is not sound."""
+        if self.closed:
+            raise LogkitError(f"partition {self.path} is closed")
+        self._check_identity()
+
+    def half_problem(self, i: int) -> str | None:
+        """None if half i's segment header is sound, else what is wrong."""
+        try:
+            return self.halves[i]._header_problem()
+        except UnsupportedFormat as e:
+            return str(e)
+
+    def sound(self, i: int) -> bool:
+        return self.half_problem(i) is None
+
+    def token(self, i: int) -> int:
+        return self.halves[i]._rotator()
+
+    def phase(self, i: int) -> int:
+        return _phase(self.halves[i]._rotator())
+
+    def current_index(self) -> int | None:
+        """The half in service (the one writers fill), or None while a swap is
+        between taking the old half out of service and formatting the new one."""
+        best = None
+        for i, h in enumerate(self.halves):
+            if self.sound(i) and h.in_service:
+                if best is None or h.sequence_base > self.halves[best].sequence_base:
+                    best = i
+        return best
+
+    def intent_half(self) -> int | None:
+        v = self._u64(H_INTENT)
+        return v - 1 if v in (1, 2) else None
+
+    # ------------------------------------------------------------ closing
+
+    def _release(self) -> None:
+        for h in getattr(self, "halves", ()):
+            h.close()
+        try:
+            self.mm.close()
+        except BufferError:
+            pass                         # a view is still alive; the mapping goes with it
+        except AttributeError:
+            pass
+
+    def close(self) -> None:
+        if not getattr(self, "closed", True):
+            self.closed = True
+            self._release()
+
+
+# ====================================================================== reading
+
+class PartitionReader(Reader):
+    """The undrained messages of both halves in sequence order (registry.Reader).
+
+    Each pass takes a fresh look at the partition, so it sees what writers
+    added since.  Raises SegmentDamaged, naming the file and the offset, for
+    a damaged partition header or half (a half that a swapper died while
+    formatting counts as empty: its messages were already counted as lost).
+    """
+
+    def __init__(self, partition: Partition):
+        self.partition = partition
+        self._start: int | None = None
+        self.problems: list[str] = []
+
+    def _snapshot(self) -> list[PartitionMessage]:
+        p = self.partition
+        p.check()
+        progress = p._u64(H_PROGRESS)
+        halves = []
+        top = 0
+        for i in (0, 1):
+            problem = p.half_problem(i)
+            if problem is not None:
+                if p.intent_half() == i:
+                    note = f"{p.path}: half {i} at offset {p.offsets[i]} was being formatted; read as empty"
+                    if note not in self.problems:
+                        self.problems.append(note)
+                    continue
+                raise SegmentDamaged(f"{p.path}: half {i} at offset {p.offsets[i]}: {problem}")
+            h = p.halves[i]
+            top = max(top, h.sequence_base + h.stats()["reserved"])
+            if p.phase(i) != EMPTY:
+                halves.append(h)
+        if progress >= top + (1 << 32):
+            raise SegmentDamaged(f"{p.path}: drain progress {progress} at offset {H_PROGRESS} is beyond "
+                                 f"every sequence the halves hold (below {top})")
+        halves.sort(key=lambda h: h.sequence_base)
+        out = []
+        last = progress
+        for h in halves:
+            for m in SegmentIterator(h):
+                s = m.sequence
+                if s > last:
+                    last = s
+                    out.append(PartitionMessage.copy_of(m))
+        return out
+
+    def __iter__(self) -> Iterator[PartitionMessage]:
+        msgs = self._snapshot()
+        start = self._start
+        for m in msgs:
+            if start is None or m.sequence >= start:
+                yield m
+
+    def reverse(self) -> Iterator[PartitionMessage]:
+        return iter(self._snapshot()[::-1])
+
+    def seek(self, sequence: int | None = None, time: int | None = None) -> PartitionMessage:
+        if (sequence is None) == (time is None):
+            raise InvalidArgument("seek() takes exactly one of sequence= or time=")
+        for m in self._snapshot():
+            if (m.sequence >= sequence) if sequence is not None else (m.time >= time):
+                self._start = m.sequence
+                return m
+        what = f"sequence >= {sequence}" if sequence is not None else f"time >= {time}"
+        raise NoSuchMessage(f"partition {self.partition.path}: no undrained message with {what}")
+
+    def rewind(self) -> None:
+        self._start = None
+
+    def limits(self) -> Limits | None:
+        msgs = self._snapshot()
+        if not msgs:
+            return None
+        return Limits(msgs[0].sequence, msgs[0].time, msgs[-1].sequence, msgs[-1].time)
+
+    def count(self) -> int:
+        return sum(1 for _ in self)
+
+
+def open_reader(path) -> PartitionReader:
+    """A reader over an existing partition file, mapped read-only (for tools).
+    Raises SegmentNotFound, SegmentDamaged, UnsupportedFormat."""
+    return PartitionReader(Partition(path, create=False, readonly=True))
+
+
+# ====================================================================== the backend
+
+class PartitionStorage(StorageBackend):
+    """Messages rest in a two-half partition file until drain() copies them to a family."""
+
+    options = (
+        Option("path", "path", required=True, help="the partition file"),
+        Option("size", "size", "1MiB", help="bytes in each half (rounded up to 4 KiB)"),
+        Option("directory", "path", None, help="family directory drain() copies into"),
+        Option("family", "str", None, help="destination family name (default: the log's name)"),
+        Option("segment_size", "size", "8MiB", help="segment size of the destination family"),
+        Option("swap_interval", "duration", None,
+               help="swap at least this often when the other half is empty (default: never)"),
+        Option("mode", "mode", 0o640, help="permissions of a new partition file"),
+        Option("sync", "choice", "close", choices=SYNC_CHOICES,
+               help="msync: never, on close/flush, or after every message"),
+    )
+
+    def __init__(self, log: str, **options: Any):
+        super().__init__(log, **options)
+        o = self.config
+        if not o.get("path"):
+            raise InvalidArgument(f"partition storage for log {log}: the `path` option is required")
+        self.path = os.path.abspath(os.fspath(o["path"]))
+        self.size = _half_size(o.get("size") or "1MiB")
+        d = o.get("directory")
+        self.directory = os.fspath(d) if d is not None else None
+        self.family = o.get("family") or log
+        self.segment_size = o.get("segment_size") or "8MiB"
+        iv = o.get("swap_interval")
+        self.swap_interval = float(iv) if iv is not None else None
+        self.mode = o.get("mode", 0o640) if o.get("mode") is not None else 0o640
+        self.sync = o.get("sync") or "close"
+        if self.sync not in SYNC_CHOICES:
+            raise InvalidArgument(f"partition storage for log {log}: sync {self.sync!r} is not one of "
+                                  f"{', '.join(SYNC_CHOICES)}")
+        self._p = Partition(self.path, self.size, family=self.family, mode=self.mode)
+        self.size = self._p.half_size            # an existing file keeps its own size
+        self._lock = threading.Lock()            # slow path (swap) only
+        self._drain_lock = threading.Lock()      # one drain at a time in this process
+        self._closed = False
+        self._next_check = 0.0
+        self._watch: dict[int, float] = {}       # token -> when first seen unchanged
+        self.swaps_here = 0
+        self.takeovers = 0
+        self._repair()
+        cur = self._p.current_index()
+        self._cur = self._p.halves[cur if cur is not None else 0]
+        self.swap(reason="open")                  # swap on open: only if the other half is empty
+
+    # ------------------------------------------------------------ writing
+
+    def write(self, text, severity=20, data=b"", data_class="", time=None):
+        if self.swap_interval is not None:
+            self._periodic()
+        seg = self._cur
+        try:
+            seq = seg.write(text, severity, data, data_class, time)
+        except SegmentFull:
+            seq = self._slow(seg, True, lambda s: s.write(text, severity, data, data_class, time))
+        except OutOfService:
+            seq = self._slow(seg, False, lambda s: s.write(text, severity, data, data_class, time))
+        if self.sync == "always":
+            self._cur.sync()
+        return seq
+
+    def append(self, message):
+        args = (message.text, message.severity, message.data, message.data_class, message.time,
+                message.process_id, message.thread_id)
+        if self.swap_interval is not None:
+            self._periodic()
+        seg = self._cur
+        try:
+            seq = seg.write_as(*args)
+        except SegmentFull:
+            seq = self._slow(seg, True, lambda s: s.write_as(*args))
+        except OutOfService:
+            seq = self._slow(seg, False, lambda s: s.write_as(*args))
+        if self.sync == "always":
+            self._cur.sync()
+        return seq
+
+    def _slow(self, seg: Segment, full: bool, fn):
+        while True:
+            seg = self._advance(seg, full)
+            try:
+                return fn(seg)
+            except SegmentFull:
+                full = True
+            except OutOfService:
+                full = False
+
+    def _advance(self, seg: Segment, full: bool) -> Segment:
+        """`seg` refused a write: swap it out (if this caller wins the
+        election) or wait for whoever does; return the current half."""
+        if self._closed:
+            raise LogkitError(f"partition {self.path} is closed")
+        p = self._p
+        with self._lock:
+            if self._cur is not seg:
+                return self._cur                   # another thread moved on
+            deadline = _time.monotonic() + WAIT_TIMEOUT
+            pause = 50e-6
+            while True:
+                if full and seg.in_service:
+                    full = False
+                    if seg.take_out_of_service():  # the election: exactly one caller swaps
+                        i = p.halves.index(seg)
+                        tok = _token(SWAPPING, 1)
+                        if _claim(seg, 0, tok):
+                            self._do_swap(i, tok)
+                cur = self._ready_current()
+                if cur is not None and (cur is not seg or seg.in_service):
+                    self._cur = cur
+                    return cur
+                self._take_over_stalled()
+                if _time.monotonic() > deadline:
+                    raise PartitionSwapTimeout(
+                        f"partition {self.path}: no half has been in service for {WAIT_TIMEOUT:g} s "
+                        f"(half states: {self._phases()})")
+                _time.sleep(pause)
+                pause = min(pause * 2, 0.005)
+
+    def _ready_current(self) -> Segment | None:
+        """The current half once its swap is published (the old half has left SWAPPING)."""
+        p = self._p
+        cur = p.current_index()
+        if cur is None or p.phase(1 - cur) == SWAPPING:
+            return None
+        return p.halves[cur]
+
+    def _phases(self) -> str:
+        p = self._p
+        return ", ".join(f"{i}: {PHASE_NAMES.get(p.phase(i), '?')}" for i in (0, 1))
+
+    def _stale(self, tok: int) -> bool:
+        """Is the step this token holds abandoned?  Its holder is dead, or is
+        this process but no thread of it holds it (see _held), or it has not
+        moved for STALL_TIMEOUT."""
+        holder = _holder(tok)
+        if holder == os.getpid():
+            return tok not in _held
+        if not process_alive(holder):
+            return True
+        now = _time.monotonic()
+        since = self._watch.setdefault(tok, now)
+        if len(self._watch) > 64:
+            self._watch = {tok: since}
+        return now - since >= STALL_TIMEOUT
+
+    def _take_over_stalled(self) -> bool:
+        """Finish a swap whose holder died (or stalled).  Caller holds self._lock."""
+        p = self._p
+        for i in (0, 1):
+            h = p.halves[i]
+            if not p.sound(i):
+                continue
+            tok = h._rotator()
+            ph = _phase(tok)
+            if ph == SWAPPING and self._stale(tok):
+                new = _token(SWAPPING, _attempt(tok) + 1)
+                if _claim(h, tok, new):
+                    self.takeovers += 1
+                    self._do_swap(i, new)
+                    return True
+            elif ph == LIVE and not h.in_service and p.current_index() is None:
+                # Taken out of service, but its election winner died before claiming the swap.
+                oos = h.out_of_service_time
+                if oos is not None and (_time.time_ns() - oos) / 1e9 >= LIVE_STALL:
+                    new = _token(SWAPPING, 1)
+                    if _claim(h, 0, new):
+                        self.takeovers += 1
+                        self._do_swap(i, new)
+                        return True
+        return False
+
+    # ------------------------------------------------------------ swapping
+
+    def _do_swap(self, c: int, tok: int) -> bool:
+        """As holder of half c's SWAPPING token `tok` (c is out of service,
+        `tok` claimed with _claim()): make the other half current.  Every step
+        can be repeated by a process that takes over.  Returns False if the
+        token was taken from us."""
+        try:
+            return self._swap_steps(c, tok)
+        finally:
+            _unhold(tok)
+
+    def _swap_steps(self, c: int, tok: int) -> bool:
+        p = self._p
+        C, o = p.halves[c], 1 - c
+        O = p.halves[o]
+        base = C.sequence_base + C.stats()["reserved"]   # frozen: C is out of service
+        done = p.sound(o) and O.in_service and O.sequence_base == base
+        if not done:
+            claimed = self._claim_for_reuse(o, c, tok)
+            if claimed is None:
+                return False
+            prev_phase, otok = claimed
+            try:
+                return self._reuse(c, o, tok, base, prev_phase)
+            finally:
+                _unhold(otok)
+        return self._publish(c, o, tok, base)
+
+    def _reuse(self, c: int, o: int, tok: int, base: int, prev_phase: int) -> bool:
+        """Format half o (ours: REUSING) as the new current half, counting and
+        reporting what it held that no drain copied."""
+        p = self._p
+        C, O = p.halves[c], p.halves[o]
+        if p.intent_half() == o:
+            # A swapper died while reusing O: its loss is already reckoned.
+            n, total = p._u64(H_INTENT_LOST), p._u64(H_INTENT_TOTAL)
+            first, last = p._u64(H_INTENT_FIRST), p._u64(H_INTENT_LAST)
+        else:
+            n, first, last = (0, 0, 0) if prev_phase == EMPTY else self._undrained(o, settle=True)
+            total = p._u64(H_LOST) + n
+            p._put(H_INTENT_LOST, n)
+            p._put(H_INTENT_TOTAL, total)
+            p._put(H_INTENT_FIRST, first)
+            p._put(H_INTENT_LAST, last)
+            p._put(H_INTENT, o + 1)      # from here O's header may be torn: readers skip it
+        if C._rotator() != tok:
+            return False
+        Segment.format(p.mm, p.offsets[o], p.half_size, family=p.family[:63],
+                       sequence_base=base).close()
+        if n:
+            text = (f"{n} messages lost: both halves of partition {p.path} were full before a drain "
+                    f"(sequences {first}..{last})")
+            data = json.dumps({"lost": n, "first_sequence": first, "last_sequence": last}).encode()
+            try:
+                O.write(text, LOSS_SEVERITY, data, "json")
+            except LogkitError:
+                pass                     # a swap must never fail for its report
+            p._put(H_LOSS_EVENTS, p._u64(H_LOSS_EVENTS) + 1)
+        p._put(H_LOST, total)            # idempotent: a taker stores the same total
+        p._put(H_INTENT, 0)
+        return self._publish(c, o, tok, base)
+
+    def _publish(self, c: int, o: int, tok: int, base: int) -> bool:
+        """The swap's last step: the old half leaves SWAPPING (writers waiting
+        switch only now, so a loss report is the new half's first message)."""
+        p = self._p
+        C, O = p.halves[c], p.halves[o]
+        if not C._rotator_cas(tok, _token(FULL, _attempt(tok))):
+            return False
+        p._put(H_CURRENT, o)
+        p._put(H_GENERATION, p._u64(H_GENERATION) + 1)
+        p._put(H_NEXT_BASE, base)
+        p._put(H_LAST_SWAP, _time.time_ns())
+        self.swaps_here += 1
+        self._cur = O
+        return True
+
+    def _claim_for_reuse(self, o: int, c: int, swap_tok: int):
+        """Move half o's token to REUSING(us).  Waits (bounded) for a live
+        drainer to finish.  Returns (phase before, new token), or None if our
+        swap token was taken over meanwhile."""
+        p = self._p
+        O, C = p.halves[o], p.halves[c]
+        t0 = _time.monotonic()
+        while True:
+            if C._rotator() != swap_tok:
+                return None
+            tok = O._rotator()
+            ph = _phase(tok)
+            take = False
+            if ph in (FULL, EMPTY, LIVE, SWAPPING):
+                take = True
+            elif ph in (DRAINING, REUSING):
+                holder = _holder(tok)
+                take = (_abandoned_here(tok) or (holder != os.getpid() and not process_alive(holder))
+                        or _time.monotonic() - t0 > DRAIN_WAIT)
+            else:
+                take = True                  # a damaged token: the half is ours to reformat
+            if take:
+                new = _token(REUSING, _attempt(tok) + 1)
+                if _claim(O, tok, new):
+                    return ph, new
+                continue
+            _time.sleep(0.001)
+
+    def _undrained(self, i: int, settle: bool) -> tuple[int, int, int]:
+        """(count, first, last) of the finished messages of half i not yet copied out."""
+        p = self._p
+        if not p.sound(i):
+            return 0, 0, 0
+        h = p.halves[i]
+        if settle:
+            self._settle(h)
+        progress = p._u64(H_PROGRESS)
+        n = first = last = 0
+        for m in SegmentIterator(h):
+            s = m.sequence
+            if s > progress:
+                n += 1
+                first = first or s
+                last = s
+        return n, first, last
+
+    def _settle(self, h: Segment) -> bool:
+        """Wait until every reservation in the out-of-service half `h` is
+        finished or abandoned (salvage abandons those of dead writers, and
+        of stuck ones after RESERVATION_GRACE).  False on timeout."""
+        deadline = _time.monotonic() + SETTLE_TIMEOUT
+        next_salvage = _time.monotonic() + 0.02
+        while True:
+            st = h.stats()
+            if st["reserved"] <= st["written"] + st["abandoned"]:
+                return True
+            now = _time.monotonic()
+            if now >= next_salvage:
+                salvage(h, grace=RESERVATION_GRACE, settle=1.0)
+                next_salvage = now + 0.05
+            if now > deadline:
+                return False
+            _time.sleep(0.001)
+
+    def swap(self, reason: str = "request") -> bool:
+        """Swap now if the current half holds messages and the other half is
+        empty (a swap that never loses anything: open, close, interval,
+        drain).  Returns True if this call swapped."""
+        p = self._p
+        with self._lock:
+            cur = p.current_index()
+            if cur is None:
+                return False
+            C = p.halves[cur]
+            if C.stats()["written"] == 0 or p.phase(1 - cur) != EMPTY or p.phase(cur) != LIVE:
+                return False
+            if not C.take_out_of_service():
+                return False
+            if p.phase(1 - cur) != EMPTY:    # changed under us: give the half back
+                C.put_in_service()
+                return False
+            tok = _token(SWAPPING, 1)
+            if not _claim(C, 0, tok):
+                C.put_in_service()
+                return False
+            return self._do_swap(cur, tok)
+
+    def _periodic(self) -> None:
+        now = _time.monotonic()
+        if now < self._next_check:
+            return
+        iv = self.swap_interval
+        self._next_check = now + min(max(iv / 8, 0.001), 1.0)
+        if _time.time_ns() - self._p._u64(H_LAST_SWAP) >= iv * 1e9:
+            self.swap(reason="interval")
+
+    def _repair(self) -> None:
+        """Finish what dead processes left: a swap whose new half is already
+        current (mark the old half full), a stalled swap, a dead drainer's
+        claim stays for drain() to take over."""
+        p = self._p
+        if p.readonly:
+            return
+        with self._lock:
+            for i in (0, 1):
+                if not p.sound(i):
+                    continue
+                tok = p.token(i)
+                if _phase(tok) == SWAPPING and not process_alive(_holder(tok)):
+                    h, O = p.halves[i], p.halves[1 - i]
+                    base = h.sequence_base + h.stats()["reserved"]
+                    if p.sound(1 - i) and O.in_service and O.sequence_base == base and p.intent_half() is None:
+                        h._rotator_cas(tok, _token(FULL, _attempt(tok) + 1))
+            if p.current_index() is None:
+                self._take_over_stalled()
+
+    # ------------------------------------------------------------ draining
+
+    def drain(self, into=None, everything: bool = False) -> int:
+        """Copy every finished message of the full (non-current) half into
+        `into` (a StorageBackend or FamilyWriter: anything with
+        .append(message)), in sequence order, then empty that half.  With
+        everything=True also swap (if the other half is then empty) and copy
+        the current half.  Progress is recorded in the partition header after
+        each message, so a drain killed anywhere resumes without copying a
+        message twice or losing one.  into=None: open_drain_target().
+        Returns the number of messages copied."""
+        own = into is None
+        if own:
+            into = self.open_drain_target()
+        try:
+            with self._drain_lock:
+                self._repair()
+                n = self._drain_full(into)
+                if everything and self.swap(reason="drain"):
+                    n += self._drain_full(into)
+                return n
+        finally:
+            if own:
+                into.close()
+
+    def _drain_full(self, into) -> int:
+        p = self._p
+        n = 0
+        order = sorted((0, 1), key=lambda i: p.halves[i].sequence_base)
+        for i in order:
+            if not p.sound(i):
+                continue
+            h = p.halves[i]
+            tok = h._rotator()
+            ph = _phase(tok)
+            if ph == FULL or (ph == DRAINING and (_abandoned_here(tok) or (
+                    _holder(tok) != os.getpid() and not process_alive(_holder(tok))))):
+                new = _token(DRAINING, _attempt(tok) + 1)
+                if _claim(h, tok, new):
+                    try:
+                        n += self._copy_half(i, new, into)
+                    finally:
+                        _unhold(new)
+        return n
+
+    def _copy_half(self, i: int, tok: int, into) -> int:
+        p = self._p
+        h = p.halves[i]
+        self._settle(h)
+        progress = p._u64(H_PROGRESS)
+        msgs = [m for m in SegmentIterator(h) if m.sequence > progress]
+        count = 0
+        if msgs:
+            progress = self._reconcile(into, msgs[0], progress)
+            p._put(H_MARK, self._destination_next(into))
+        for m in msgs:
+            if m.sequence <= progress:
+                continue
+            if h._rotator() != tok:
+                return count                 # a swapper reused the half (overflow): stop
+            fseq = into.append(m)
+            # Progress first, then the mark: a kill between them leaves an older
+            # mark, which only makes the next reconcile search further back.
+            p._put(H_PROGRESS, m.sequence)
+            p._put(H_MARK, fseq + 1 if isinstance(fseq, int) and fseq > 0 else 0)
+            p._put(H_DRAINED, p._u64(H_DRAINED) + 1)
+            count += 1
+        _flush_destination(into)
+        h._rotator_cas(tok, _token(EMPTY, _attempt(tok)))
+        return count
+
+    def _reconcile(self, into, first, progress: int) -> int:
+        """A drain killed between copying `first` and recording it: if the
+        destination already holds its copy (at or after the mark), record it."""
+        p = self._p
+        mark = p._u64(H_MARK)
+        if not mark:
+            return progress
+        r = _destination_reader(into)
+        if r is None:
+            return progress
+        try:
+            r.seek(sequence=mark)
+        except (NoSuchMessage, LogkitError, OSError):
+            return progress
+        want = _key(first)
+        for fm in r:
+            if _key(fm) == want:
+                p._put(H_PROGRESS, first.sequence)
+                p._put(H_MARK, fm.sequence + 1)
+                p._put(H_DRAINED, p._u64(H_DRAINED) + 1)
+                return first.sequence
+        return progress
+
+    def _destination_next(self, into) -> int:
+        r = _destination_reader(into)
+        if r is None:
+            return 0
+        try:
+            lim = r.limits()
+        except (LogkitError, OSError):
+            return 0
+        return lim.last_sequence + 1 if lim is not None else 1
+
+    def open_drain_target(self):
+        """The destination family storage (backends/family.py) built from the
+        options directory, family, segment_size, mode and sync; the directory
+        is created if missing.  Raises InvalidArgument when `directory` is unset."""
+        if self.directory is None:
+            raise InvalidArgument(f"partition {self.path}: the `directory` option is not set, "
+                                  "so there is nowhere to drain into")
+        from logkit.backends.family import FamilyStorage
+        return FamilyStorage(self.log, directory=self.directory, family=self.family,
+                             segment_size=self.segment_size, create_directory=True, mode=self.mode,
+                             sync=self.sync)
+
+    # ------------------------------------------------------------ the rest
+
+    def flush(self) -> None:
+        if self.sync != "never" and not self._closed:
+            self._p.mm.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.swap(reason="close")
+        except LogkitError:
+            pass
+        self.flush()
+        self._closed = True
+        self._p.close()
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._drain_lock = threading.Lock()
+        self._watch = {}
+
+    def reader(self) -> PartitionReader:
+        return PartitionReader(self._p)
+
+    @property
+    def partition(self) -> Partition:
+        return self._p
+
+    def stats(self) -> dict[str, int]:
+        p = self._p
+        out: dict[str, int] = {}
+        written = reserved = 0
+        for i in (0, 1):
+            st = p.halves[i].stats()
+            out[f"half{i}_reserved"] = int(st["reserved"])
+            out[f"half{i}_written"] = int(st["written"])
+            out[f"half{i}_abandoned"] = int(st["abandoned"])
+            out[f"half{i}_phase"] = p.phase(i)
+            out[f"half{i}_sequence_base"] = int(p.halves[i].sequence_base)
+            written += int(st["written"])
+            reserved += int(st["reserved"])
+        cur = p.current_index()
+        out.update({
+            "written": written,
+            "reserved": reserved,
+            "lost": p._u64(H_LOST),
+            "loss_events": p._u64(H_LOSS_EVENTS),
+            "swaps": p._u64(H_GENERATION),
+            "drained": p._u64(H_DRAINED),
+            "drain_progress": p._u64(H_PROGRESS),
+            "current": -1 if cur is None else cur,
+            "half_size": p.half_size,
+            "takeovers": self.takeovers,
+        })
+        return out
+
+    def describe(self) -> str:
+        dest = (f"drains into family '{self.family}' in {self.directory}" if self.directory
+                else "no drain directory set")
+        return f"partition {self.path} (two halves of {self.size} bytes; {dest})"
+
+
+def _destination_reader(into):
+    """A reader over what `into` stores, if it has one."""
+    try:
+        if hasattr(into, "reader"):
+            return into.reader()
+        if hasattr(into, "directory") and hasattr(into, "family"):
+            from logkit.family import open_reader as _family_reader
+            return _family_reader(into.directory, into.family)
+    except (LogkitError, OSError):
+        return None
+    return None
+
+
+def _flush_destination(into) -> None:
+    f = getattr(into, "flush", None) or getattr(into, "sync", None)
+    if f is not None:
+        f()

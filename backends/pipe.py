@@ -1,0 +1,570 @@
+"""The `pipe` transport: framed records through a named FIFO to a reader.
+
+The logging process encodes each record as a frame (docs/pipe-format.md) and
+writes it to the FIFO with one non-blocking write, which the kernel makes
+atomic up to PIPE_BUF bytes; a larger record goes as PIPE_BUF-sized fragments
+that the reader reassembles.  When no reader holds the FIFO, or the pipe is
+full, the record goes to a spill partition (backends/partition.py) instead,
+so nothing is lost and the logger never blocks.  `drain_pipe` is the reader
+(`logkit drain --pipe`): it stores the records it reads, and those the spill
+holds, into a storage backend.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import itertools
+import os
+import select
+import stat
+import struct
+import termios
+import threading
+import time as _time
+import weakref
+from typing import Any
+
+from logkit._segment import crc32c
+from logkit.errors import InvalidArgument, LogkitError, MessageTooBig
+from logkit.registry import Option, StorageBackend, TransportBackend
+from logkit.salvager import process_alive
+
+from logkit.backends.partition import PartitionStorage
+
+__all__ = ["PipeTransport", "drain_pipe", "FrameDecoder", "PipeRecord", "encode_record",
+           "encode_frames", "PIPE_BUF", "MAGIC", "FORMAT_VERSION"]
+
+PIPE_BUF = select.PIPE_BUF              # 4096 on Linux: writes up to this size are atomic
+MAGIC = b"LKPF"
+FORMAT_VERSION = 1
+FLAG_FRAGMENT = 1
+
+HEADER = struct.Struct("<4sBBHII")      # magic, version, flags, reserved, total length, crc
+RECORD = struct.Struct("<qhHIII")       # time, severity, class length, pid, tid, text length
+FRAGMENT = struct.Struct("<IIQHHI")     # pid, tid, record id, index, count, whole record length
+HEADER_SIZE = HEADER.size               # 16
+BODY_OFFSET = HEADER_SIZE + RECORD.size  # 40 (== HEADER_SIZE + FRAGMENT.size)
+CHUNK = PIPE_BUF - BODY_OFFSET          # payload bytes in one fragment
+MAX_FRAGMENTS = 0xFFFF
+MAX_RECORD = min(MAX_FRAGMENTS * CHUNK, 0xFFFFFFFF)
+
+REOPEN_INTERVAL = 0.05                  # try a reader-less FIFO at most this often
+FRAGMENT_TIMEOUT = 30.0                 # an incomplete fragment set is given up after this long
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+
+assert HEADER_SIZE + FRAGMENT.size == BODY_OFFSET
+
+
+# ====================================================================== frames
+
+def _crc(frame) -> int:
+    """CRC-32C of bytes 0..11 then bytes 16..end: the frame without its CRC field."""
+    mv = memoryview(frame)
+    return crc32c(mv[HEADER_SIZE:], crc32c(mv[:12]))
+
+
+def _seal(buf: bytearray) -> bytes:
+    struct.pack_into("<I", buf, 12, _crc(buf))
+    return bytes(buf)
+
+
+def encode_record(text: bytes, severity: int, data: bytes, data_class: bytes, time: int,
+                  pid: int, tid: int) -> bytes:
+    """One record frame (flags 0), whatever its size."""
+    total = BODY_OFFSET + len(text) + len(data_class) + len(data)
+    if total > MAX_RECORD:
+        raise MessageTooBig(f"a record of {total} bytes is larger than the pipe transport carries "
+                            f"({MAX_RECORD} bytes: {MAX_FRAGMENTS} fragments)")
+    buf = bytearray(total)
+    HEADER.pack_into(buf, 0, MAGIC, FORMAT_VERSION, 0, 0, total, 0)
+    RECORD.pack_into(buf, HEADER_SIZE, time, severity, len(data_class), pid, tid, len(text))
+    at = BODY_OFFSET
+    buf[at:at + len(text)] = text
+    at += len(text)
+    buf[at:at + len(data_class)] = data_class
+    at += len(data_class)
+    buf[at:] = data
+    return _seal(buf)
+
+
+def encode_frames(record: bytes, pid: int, tid: int, record_id: int) -> list[bytes]:
+    """The frames that carry one record frame: itself if it fits in PIPE_BUF,
+    else fragments of at most PIPE_BUF bytes each."""
+    if len(record) <= PIPE_BUF:
+        return [record]
+    count = -(-len(record) // CHUNK)
+    out = []
+    for i in range(count):
+        chunk = record[i * CHUNK:(i + 1) * CHUNK]
+        buf = bytearray(BODY_OFFSET + len(chunk))
+        HEADER.pack_into(buf, 0, MAGIC, FORMAT_VERSION, FLAG_FRAGMENT, 0, len(buf), 0)
+        FRAGMENT.pack_into(buf, HEADER_SIZE, pid, tid, record_id & 0xFFFFFFFFFFFFFFFF, i, count, len(record))
+        buf[BODY_OFFSET:] = chunk
+        out.append(_seal(buf))
+    return out
+
+
+class PipeRecord:
+    """A record read from the pipe: the fields storage.append() copies."""
+    __slots__ = ("text", "severity", "data", "data_class", "time", "process_id", "thread_id")
+
+    def __init__(self, text, severity, data, data_class, time, process_id, thread_id):
+        self.text, self.severity, self.data, self.data_class = text, severity, data, data_class
+        self.time, self.process_id, self.thread_id = time, process_id, thread_id
+
+    def __repr__(self) -> str:
+        return f"PipeRecord(pid={self.process_id}, tid={self.thread_id}, text={self.text!r:.60})"
+
+
+class _Set:
+    __slots__ = ("rid", "count", "total", "chunks", "since")
+
+    def __init__(self, rid, count, total):
+        self.rid, self.count, self.total = rid, count, total
+        self.chunks: dict[int, bytes] = {}
+        self.since = _time.monotonic()
+
+
+class FrameDecoder:
+    """Turns the byte stream read from the FIFO into records.
+
+    Never raises on bad input: a frame with a bad magic, length, version or
+    CRC is counted in .damaged and passed over (the decoder resynchronises on
+    the next magic).  Fragments are reassembled per (pid, tid, record id); a
+    set that can no longer complete (its writer died, moved on to another
+    record, or it is older than FRAGMENT_TIMEOUT) is dropped and counted in
+    .incomplete.
+    """
+
+    def __init__(self):
+        self.buf = bytearray()
+        self.partial: dict[tuple[int, int], _Set] = {}
+        self.records = 0
+        self.fragments = 0
+        self.damaged = 0
+        self.incomplete = 0
+        self.skipped_bytes = 0
+        self._next_expire = 0.0
+
+    def counters(self) -> dict[str, int]:
+        return {"records": self.records, "fragments": self.fragments, "damaged": self.damaged,
+                "incomplete": self.incomplete, "skipped_bytes": self.skipped_bytes,
+                "pending_sets": len(self.partial)}
+
+    def feed(self, data) -> list[PipeRecord]:
+        buf = self.buf
+        buf += data
+        out: list[PipeRecord] = []
+        pos = 0
+        n = len(buf)
+        while n - pos >= HEADER_SIZE:
+            if buf[pos:pos + 4] != MAGIC:
+                pos = self._resync(buf, pos)
+                continue
+            magic, version, flags, _r, total, crc = HEADER.unpack_from(buf, pos)
+            if total < BODY_OFFSET or total > PIPE_BUF:
+                self.damaged += 1
+                pos = self._resync(buf, pos + 1)
+                continue
+            if n - pos < total:
+                break                        # the rest of this frame has not arrived yet
+            frame = bytes(buf[pos:pos + total])
+            if version != FORMAT_VERSION or _crc(frame) != crc or flags & ~FLAG_FRAGMENT:
+                self.damaged += 1
+                nxt = pos + total
+                # Skip the frame by its length only if a frame starts right after it;
+                # otherwise the length itself may be what is damaged: rescan.
+                pos = nxt if buf[nxt:nxt + 4] == MAGIC else self._resync(buf, pos + 1)
+                continue
+            pos += total
+            if flags & FLAG_FRAGMENT:
+                rec = self._fragment(frame)
+            else:
+                rec = self._record(frame)
+                if rec is not None and self.partial.pop((rec.process_id, rec.thread_id), None) is not None:
+                    self.incomplete += 1     # that thread gave up its fragmented record
+            if rec is not None:
+                self.records += 1
+                out.append(rec)
+        del buf[:pos]
+        return out
+
+    def _resync(self, buf: bytearray, start: int) -> int:
+        j = buf.find(MAGIC, start)
+        end = j if j >= 0 else max(start, len(buf) - 3)
+        self.skipped_bytes += end - start
+        return end
+
+    def _record(self, frame: bytes) -> PipeRecord | None:
+        """A record frame whose CRC is already checked (or a reassembled one: checked here)."""
+        total = len(frame)
+        if total < BODY_OFFSET:
+            self.damaged += 1
+            return None
+        time_ns, sev, cls_len, pid, tid, text_len = RECORD.unpack_from(frame, HEADER_SIZE)
+        end_text = BODY_OFFSET + text_len
+        end_cls = end_text + cls_len
+        if end_cls > total or not -250 <= sev <= 250:
+            self.damaged += 1
+            return None
+        text = frame[BODY_OFFSET:end_text].decode("utf-8", "surrogateescape")
+        cls = frame[end_text:end_cls].decode("utf-8", "replace")
+        return PipeRecord(text, sev, frame[end_cls:], cls, time_ns, pid, tid)
+
+    def _fragment(self, frame: bytes) -> PipeRecord | None:
+        self.fragments += 1
+        pid, tid, rid, idx, count, total = FRAGMENT.unpack_from(frame, HEADER_SIZE)
+        key = (pid, tid)
+        st = self.partial.get(key)
+        if st is not None and st.rid != rid:
+            del self.partial[key]            # the writer thread moved on: that set cannot complete
+            self.incomplete += 1
+            st = None
+        if st is None:
+            if count < 2 or total <= PIPE_BUF or total > MAX_RECORD or -(-total // CHUNK) != count:
+                self.damaged += 1
+                return None
+            st = self.partial[key] = _Set(rid, count, total)
+        if count != st.count or total != st.total or idx >= count or idx in st.chunks:
+            self.damaged += 1
+            return None
+        st.chunks[idx] = frame[BODY_OFFSET:]
+        if len(st.chunks) < count:
+            return None
+        del self.partial[key]
+        whole = b"".join(st.chunks[i] for i in range(count))
+        ok = len(whole) == total and whole[:4] == MAGIC
+        if ok:
+            magic, version, flags, _r, wtotal, crc = HEADER.unpack_from(whole, 0)
+            ok = version == FORMAT_VERSION and flags == 0 and wtotal == total and _crc(whole) == crc
+        if not ok:
+            self.damaged += 1
+            return None
+        return self._record(whole)
+
+    def expire(self, force: bool = False, now_: bool = False) -> None:
+        """Drop fragment sets that can no longer complete: their writer died,
+        or they are older than FRAGMENT_TIMEOUT (checked at most twice a
+        second unless now_); force drops every pending set."""
+        now = _time.monotonic()
+        if not (force or now_) and now < self._next_expire:
+            return
+        self._next_expire = now + 0.5
+        for key, st in list(self.partial.items()):
+            if force or not process_alive(key[0]) or now - st.since > FRAGMENT_TIMEOUT:
+                del self.partial[key]
+                self.incomplete += 1
+
+
+# ====================================================================== the transport
+
+_transports: "weakref.WeakSet[PipeTransport]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for t in list(_transports):
+        t._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _ensure_fifo(path: str, mode: int) -> None:
+    try:
+        os.mkfifo(path, mode)
+        os.chmod(path, mode)                 # exactly, no umask
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        raise InvalidArgument(f"fifo {path}: directory {os.path.dirname(path)} does not exist") from None
+    st = os.stat(path)
+    if not stat.S_ISFIFO(st.st_mode):
+        raise InvalidArgument(f"fifo {path} exists and is not a named pipe")
+
+
+class PipeTransport(TransportBackend):
+    """Send records through a named FIFO; spill to a partition when nobody reads."""
+
+    options = (
+        Option("fifo", "path", required=True, help="the named pipe (created if missing)"),
+        Option("spill", "path", None, help="spill partition file (default: the fifo path + '.spill')"),
+        Option("spill_size", "size", "1MiB", help="bytes in each half of the spill partition"),
+        Option("mode", "mode", 0o640, help="permissions of a new fifo and spill file"),
+    )
+
+    def __init__(self, storage: StorageBackend, log: str, **options: Any):
+        super().__init__(storage, log, **options)
+        o = self.config
+        if not o.get("fifo"):
+            raise InvalidArgument(f"pipe transport for log {log}: the `fifo` option is required")
+        self.fifo = os.path.abspath(os.fspath(o["fifo"]))
+        self.spill_path = os.path.abspath(os.fspath(o.get("spill") or self.fifo + ".spill"))
+        self.mode = o.get("mode") if o.get("mode") is not None else 0o640
+        _ensure_fifo(self.fifo, self.mode)
+        self.spill = PartitionStorage(log, path=self.spill_path, size=o.get("spill_size") or "1MiB",
+                                      mode=self.mode)
+        self.sent = 0                 # records written to the pipe
+        self.fragmented = 0           # of which went as fragments
+        self.spilled = 0              # records that went to the spill partition
+        self.opens = 0                # successful opens of the FIFO
+        self.reader_gone = 0          # writes refused with EPIPE (the reader went away)
+        self.pipe_full = 0            # writes refused with EAGAIN
+        self._closed = False
+        self._fd: int | None = None
+        self._reader_absent = False   # the fd is open but its last write met EPIPE
+        self._retry_at = 0.0
+        self._forked()
+        _transports.add(self)
+        self._open()
+
+    def _forked(self) -> None:
+        """State of this process alone: a forked child starts it afresh (its
+        own pid, tids, record ids, lock and fd)."""
+        fd = getattr(self, "_fd", None)
+        if getattr(self, "_pid", os.getpid()) != os.getpid():
+            if fd is not None:
+                try:
+                    os.close(fd)             # the child's copy only
+                except OSError:
+                    pass
+                self._fd = None
+            # the counters describe this process's records
+            self.sent = self.fragmented = self.spilled = self.opens = 0
+            self.reader_gone = self.pipe_full = 0
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._ids = itertools.count(1)
+        self._retry_at = 0.0
+        self._reader_absent = False
+
+    def after_fork(self) -> None:
+        if self._pid != os.getpid():
+            self._forked()
+        self.spill.after_fork()
+        self.storage.after_fork()
+
+    # ------------------------------------------------------------ the FIFO
+
+    def _open(self) -> int | None:
+        """Open the FIFO for writing if a reader holds it (at most once per
+        REOPEN_INTERVAL); None when there is none."""
+        if _time.monotonic() < self._retry_at:
+            return None                      # the fast refusal: no lock, no system call
+        with self._lock:
+            if self._fd is not None:
+                return self._fd
+            now = _time.monotonic()
+            if now < self._retry_at or self._closed:
+                return None
+            self._retry_at = now + REOPEN_INTERVAL
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:                  # ENXIO: no reader; ENOENT: the FIFO was removed
+                return None
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                os.close(fd)
+                return None
+            self._fd = fd
+            self._reader_absent = False
+            self.opens += 1
+            return fd
+
+    def _tid(self) -> int:
+        try:
+            return self._local.tid
+        except AttributeError:
+            tid = self._local.tid = threading.get_native_id()
+            return tid
+
+    # ------------------------------------------------------------ writing
+
+    def write(self, text, severity=20, data=b"", data_class="", time=None):
+        if not isinstance(severity, int):
+            raise InvalidArgument(f"severity must be an int, not {type(severity).__name__}")
+        if not -250 <= severity <= 250:
+            raise InvalidArgument(f"severity {severity} is outside -250..250")
+        if isinstance(text, str):
+            tb = text.encode("utf-8", "surrogatepass")
+        elif isinstance(text, (bytes, bytearray, memoryview)):
+            tb = bytes(text)
+        else:
+            raise InvalidArgument(f"text must be str or bytes, not {type(text).__name__}")
+        if data_class and not isinstance(data_class, str):
+            raise InvalidArgument(f"data_class must be str, not {type(data_class).__name__}")
+        db = bytes(data) if data else b""
+        cb = data_class.encode("utf-8") if data_class else b""
+        t = _time.time_ns() if time is None else int(time)
+        if self._closed:
+            raise LogkitError(f"pipe transport for {self.fifo} is closed")
+        pid, tid = self._pid, self._tid()
+        fd = self._fd
+        if fd is None:
+            fd = self._open()                # no reader yet: at most one open() per REOPEN_INTERVAL
+        elif self._reader_absent:
+            now = _time.monotonic()
+            if now < self._retry_at:
+                fd = None                    # the reader went away: spill until the next retry
+            else:
+                self._retry_at = now + REOPEN_INTERVAL
+        if fd is not None:
+            record = encode_record(tb, severity, db, cb, t, pid, tid)
+            if self._send(fd, record, pid, tid):
+                return None
+        self.spill.write(text, severity, db, data_class or "", t)
+        self.spilled += 1
+        return None
+
+    def _send(self, fd: int, record: bytes, pid: int, tid: int) -> bool:
+        """Write the record's frames; False if it must go to the spill."""
+        if len(record) > PIPE_BUF:
+            frames = encode_frames(record, pid, tid, next(self._ids))
+            if not self._room_for(fd, sum(map(len, frames))):
+                self.pipe_full += 1
+                return False
+        else:
+            frames = [record]
+        for f in frames:
+            try:
+                os.write(fd, f)              # <= PIPE_BUF bytes: all or nothing (EAGAIN)
+            except BlockingIOError:
+                # Pipe full.  A fragment set cut short is abandoned: the reader
+                # drops it (its writer moves on) and the record goes to the spill.
+                self.pipe_full += 1
+                return False
+            except BrokenPipeError:
+                # The reader went away.  Keep the fd: the pipe (and what it still
+                # holds) lives while we hold it, and the next reader to open the
+                # FIFO gets it; retry it at most every REOPEN_INTERVAL.
+                self.reader_gone += 1
+                self._reader_absent = True
+                self._retry_at = _time.monotonic() + REOPEN_INTERVAL
+                return False
+            except OSError as e:
+                if e.errno == errno.EBADF:
+                    return False
+                raise
+        self._reader_absent = False
+        self.sent += 1
+        if len(frames) > 1:
+            self.fragmented += 1
+        return True
+
+    @staticmethod
+    def _room_for(fd: int, n: int) -> bool:
+        """Probably room for n more bytes in the pipe now (capacity minus what it holds)."""
+        try:
+            cap = fcntl.fcntl(fd, _F_GETPIPE_SZ)
+            held = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:
+            return True
+        return cap - held >= n
+
+    def flush(self) -> None:
+        self.spill.flush()
+        self.storage.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        self.spill.close()
+        self.storage.close()
+
+    def stats(self) -> dict[str, int]:
+        return {"sent": self.sent, "fragmented": self.fragmented, "spilled": self.spilled,
+                "opens": self.opens, "reader_gone": self.reader_gone, "pipe_full": self.pipe_full,
+                "connected": int(self._fd is not None and not self._reader_absent)}
+
+
+# ====================================================================== the reader
+
+def drain_pipe(fifo, storage, *, stop: threading.Event | None = None, idle_timeout: float | None = None,
+               spill=None, stats: dict | None = None, spill_interval: float = 0.25) -> int:
+    """Read records from the FIFO `fifo` (created if missing) and
+    storage.append() each; also copy the spill partition (`spill`, a path;
+    default the fifo path + '.spill'; False for none) into `storage` every
+    `spill_interval` seconds and at the end.  Runs until `stop` is set, or
+    `idle_timeout` seconds pass with no record from either.  Damaged frames
+    are skipped and counted, never raised.  `stats`, if given, is updated
+    with the decoder's counters (records, fragments, damaged, incomplete,
+    skipped_bytes) and spilled.  Returns the number of records stored."""
+    fifo = os.path.abspath(os.fspath(fifo))
+    _ensure_fifo(fifo, 0o640)
+    spill_path = None if spill is False else os.path.abspath(os.fspath(spill or fifo + ".spill"))
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    # A writer end of our own: without it the read end reports EOF (and poll
+    # POLLHUP, at once, forever) whenever no logging process holds the FIFO.
+    wfd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    dec = FrameDecoder()
+    spill_store: list[PartitionStorage | None] = [None]
+    counts = {"stored": 0, "spilled": 0}
+
+    def store(records) -> int:
+        for rec in records:
+            storage.append(rec)
+        counts["stored"] += len(records)
+        return len(records)
+
+    def read_all() -> int:
+        got = 0
+        while True:
+            try:
+                chunk = os.read(rfd, 1 << 16)
+            except BlockingIOError:
+                return got
+            if not chunk:
+                return got
+            got += store(dec.feed(chunk))
+
+    def drain_spill() -> int:
+        if spill_path is None:
+            return 0
+        s = spill_store[0]
+        if s is None:
+            if not os.path.exists(spill_path):
+                return 0
+            s = spill_store[0] = PartitionStorage("spill", path=spill_path)
+        n = s.drain(storage, everything=True)
+        counts["stored"] += n
+        counts["spilled"] += n
+        return n
+
+    poller = select.poll()
+    poller.register(rfd, select.POLLIN)
+    try:
+        last = _time.monotonic()
+        next_spill = 0.0
+        while not (stop is not None and stop.is_set()):
+            now = _time.monotonic()
+            if now >= next_spill:
+                if drain_spill():
+                    last = _time.monotonic()
+                next_spill = _time.monotonic() + spill_interval
+            wait = min(next_spill - now, 0.05)
+            if idle_timeout is not None:
+                wait = min(wait, idle_timeout - (now - last))
+            if poller.poll(max(0, int(wait * 1000) + 1)):
+                if read_all():
+                    last = _time.monotonic()
+            dec.expire()
+            if idle_timeout is not None and _time.monotonic() - last >= idle_timeout:
+                break
+        read_all()                            # what the pipe still holds
+        drain_spill()
+        read_all()
+        dec.expire(now_=True)
+    finally:
+        os.close(rfd)
+        os.close(wfd)
+        if spill_store[0] is not None:
+            spill_store[0].close()
+        if stats is not None:
+            stats.update(dec.counters())
+            stats["spilled"] = counts["spilled"]
+            stats["stored"] = counts["stored"]
+    return counts["stored"]

@@ -1,0 +1,326 @@
+"""The pipe transport (backends/pipe.py): spill while no reader, the pipe
+once one is present, fragments above PIPE_BUF, damaged frames, writers
+killed mid-way, fork.  Real FIFOs, real processes, waits with timeouts."""
+from __future__ import annotations
+
+import os
+import random
+import struct
+import threading
+import time
+
+import pytest
+
+import procs
+import partprocs
+from logkit.backends import pipe
+from logkit.backends.family import FamilyStorage
+from logkit.backends.pipe import PIPE_BUF, FrameDecoder, PipeTransport, drain_pipe
+
+TIMEOUT = procs.TIMEOUT
+
+
+class Drainer:
+    """drain_pipe() in a thread, stopped on exit."""
+
+    def __init__(self, fifo, storage, **kw):
+        self.stop = threading.Event()
+        self.stats: dict = {}
+        self.result: list = []
+        self.error: list = []
+
+        def run():
+            try:
+                self.result.append(drain_pipe(fifo, storage, stop=self.stop, stats=self.stats, **kw))
+            except BaseException as e:          # reported by finish()
+                self.error.append(e)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join(TIMEOUT)
+        assert not self.thread.is_alive(), "drain_pipe did not stop"
+        assert not self.error, self.error
+        return self.result[0]
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(TIMEOUT)
+        return False
+
+
+def wait_for(cond, what, timeout=TIMEOUT, interval=0.005):
+    """Poll a condition until it holds (bounded); fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def reader_present(fifo):
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def family(tmp_path, name="dest"):
+    return FamilyStorage("test", directory=str(tmp_path / "family"), family=name,
+                         create_directory=True, segment_size="256KiB")
+
+
+class NoStorage:
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+    def after_fork(self):
+        pass
+
+
+def _pairs(storage):
+    """(writer, counter) of every record stored; a spill overflow's loss
+    report (or anything else) would be None and fail the comparisons."""
+    return [procs.parse_text(m.text.split("|", 1)[0]) for m in storage.reader()]
+
+
+# ---------------------------------------------------------------- issue test 5
+
+def test_reader_absent_then_present_every_record_arrives_exactly_once(tmp_path):
+    fifo = str(tmp_path / "log.fifo")
+    spill = str(tmp_path / "log.spill")
+    fam = family(tmp_path)
+    with procs.Group() as g:
+        c = g.spawn(partprocs.child_pipe_write_batches, fifo, spill, 5)
+        c.expect("ready")
+        c.send(("batch", 0, 300, False))
+        last, st = c.expect("written")
+        assert st["spilled"] == 300 and st["sent"] == 0, st      # no reader: all to the spill
+        with Drainer(fifo, fam, spill=spill) as d:
+            wait_for(lambda: reader_present(fifo), "drain_pipe to open the FIFO")
+            c.send(("batch", last + 1, 300, True))
+            last, st = c.expect("written")
+            assert st["sent"] == 1 and st["opens"] == 1, st      # the first record once a reader is there
+            c.send(("batch", last + 1, 300, False))
+            last, st = c.expect("written")
+            assert st["sent"] == 301 and st["opens"] == 1, st    # connected: through the pipe
+            total = last + 1
+            assert st["sent"] + st["spilled"] == total
+            wait_for(lambda: fam.reader().count() >= total, f"{total} records in the family")
+            c.send(("quit",))
+            c.expect("closed")
+            n = d.finish()
+        assert c.join() == 0
+    got = _pairs(fam)
+    assert sorted(got) == [(5, i) for i in range(total)], "every record exactly once"
+    assert n == total
+    for m in fam.reader():
+        w, i = procs.parse_text(m.text)
+        assert (m.severity, bytes(m.data), m.data_class) == (
+            procs.message_severity(w, i), procs.message_data(w, i), procs.message_class(w, i))
+        assert m.process_id == c.pid
+    # what went through the pipe kept the writer's order
+    piped = [i for _, i in got if i >= total - 300]
+    assert piped == sorted(piped)
+    fam.close()
+
+
+def test_a_full_pipe_spills_and_nothing_is_lost(tmp_path):
+    fifo = str(tmp_path / "log.fifo")
+    os.mkfifo(fifo)
+    holder = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)     # a reader that does not read
+    try:
+        t = PipeTransport(NoStorage(), "test", fifo=fifo, spill_size="256KiB")
+        n = 0
+        while t.stats()["pipe_full"] < 20:
+            partprocs.write_record(t, 1, n)
+            n += 1
+        st = t.stats()
+        assert st["spilled"] >= 20 and st["sent"] > 0 and st["sent"] + st["spilled"] == n
+        fam = family(tmp_path)
+        with Drainer(fifo, fam) as d:
+            wait_for(lambda: fam.reader().count() >= n, f"{n} records")
+            d.finish()
+        assert sorted(_pairs(fam)) == [(1, i) for i in range(n)]
+        t.close()
+        fam.close()
+    finally:
+        os.close(holder)
+
+
+def test_a_record_larger_than_pipe_buf_goes_in_fragments_and_arrives_whole(tmp_path):
+    fifo = str(tmp_path / "log.fifo")
+    fam = family(tmp_path)
+    with Drainer(fifo, fam) as d:
+        wait_for(lambda: reader_present(fifo), "drain_pipe to open the FIFO")
+        t = PipeTransport(NoStorage(), "test", fifo=fifo)
+        big = "".join(chr(0x41 + i % 26) for i in range(5 * PIPE_BUF + 123)) + " ✓"
+        data = bytes(range(256)) * 40
+        t.write("small before")
+        t.write(big, 33, data, "blob", 1_700_000_000_000_000_001)
+        t.write("small after")
+        assert t.stats()["fragmented"] == 1 and t.stats()["spilled"] == 0
+        wait_for(lambda: fam.reader().count() >= 3, "3 records")
+        d.finish()
+    msgs = list(fam.reader())
+    assert [m.text for m in msgs] == ["small before", big, "small after"]
+    m = msgs[1]
+    assert (m.severity, bytes(m.data), m.data_class, m.time) == (33, data, "blob", 1_700_000_000_000_000_001)
+    assert m.process_id == os.getpid() and m.thread_id == threading.get_native_id()
+    assert d.stats["fragments"] == -(-len(pipe.encode_record(big.encode(), 33, data, b"blob", 0, 0, 0))
+                                     // pipe.CHUNK)
+    assert d.stats["incomplete"] == 0 and d.stats["damaged"] == 0
+    t.close()
+    fam.close()
+
+
+def test_a_damaged_frame_is_counted_and_skipped(tmp_path):
+    fifo = str(tmp_path / "log.fifo")
+    fam = family(tmp_path)
+    frames = [pipe.encode_record(f"r{i}".encode(), 20, b"", b"", 1000 + i, 42, 43) for i in range(4)]
+    bad = bytearray(frames[1])
+    bad[pipe.BODY_OFFSET] ^= 0x20                  # one bit of its text
+    with Drainer(fifo, fam) as d:
+        wait_for(lambda: reader_present(fifo), "drain_pipe to open the FIFO")
+        fd = os.open(fifo, os.O_WRONLY)
+        os.write(fd, frames[0])
+        os.write(fd, bytes(bad))
+        os.write(fd, frames[2])
+        os.write(fd, b"\x00garbage without any magic\xff")
+        os.write(fd, frames[3])
+        os.close(fd)
+        wait_for(lambda: fam.reader().count() >= 3, "3 records")
+        d.finish()
+    assert [m.text for m in fam.reader()] == ["r0", "r2", "r3"]
+    assert d.stats["damaged"] == 1
+    assert d.stats["skipped_bytes"] == len(b"\x00garbage without any magic\xff")
+    fam.close()
+
+
+def test_the_decoder_never_raises_nor_invents_records_on_damaged_streams():
+    rnd = random.Random(1234)
+    recs = []
+    stream = bytearray()
+    for i in range(60):
+        text = (f"rec{i}:" + "y" * rnd.choice([0, 10, 300, 5000, 9000])).encode()
+        r = pipe.encode_record(text, i % 50, bytes([i]) * (i % 5), b"c" if i % 3 else b"", i, 7, i % 4)
+        recs.append(r)
+        for f in pipe.encode_frames(r, 7, i % 4, i):
+            stream += f
+    good = {r for r in recs}
+    for trial in range(150):
+        s = bytearray(stream)
+        for _ in range(rnd.randrange(1, 6)):
+            kind = rnd.random()
+            at = rnd.randrange(len(s))
+            if kind < 0.5:
+                s[at] ^= 1 << rnd.randrange(8)
+            elif kind < 0.75:
+                del s[at:at + rnd.randrange(1, 200)]
+            else:
+                s[at:at] = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 50)))
+        dec = FrameDecoder()
+        out = []
+        pos = 0
+        while pos < len(s):                        # arbitrary read boundaries
+            step = rnd.randrange(1, 9000)
+            out += dec.feed(bytes(s[pos:pos + step]))
+            pos += step
+        dec.expire(force=True)
+        for rec in out:
+            again = pipe.encode_record(rec.text.encode("utf-8", "surrogateescape"), rec.severity,
+                                       bytes(rec.data), rec.data_class.encode(), rec.time,
+                                       rec.process_id, rec.thread_id)
+            assert again in good, f"trial {trial}: a record that was never sent: {rec!r}"
+        assert len(out) <= len(recs)
+
+
+def test_a_writer_killed_mid_way_loses_no_record_it_finished(tmp_path):
+    fifo = str(tmp_path / "log.fifo")
+    spill = str(tmp_path / "log.spill")
+    fam = family(tmp_path)
+    with Drainer(fifo, fam, spill=spill) as d:
+        wait_for(lambda: reader_present(fifo), "drain_pipe to open the FIFO")
+        with procs.Group() as g:
+            c = g.spawn(partprocs.child_pipe_write_until_killed, fifo, spill, 7, 20)
+            c.expect("ready")
+            last = -1
+            while last < 400:
+                _, last, st = c.recv()
+            c.kill()
+        wait_for(lambda: fam.reader().count() >= last + 1, f"the {last + 1} finished records")
+        d.finish()
+    got = _pairs(fam)
+    assert len(got) == len(set(got)), "a record arrived twice"
+    assert set((7, i) for i in range(last + 1)) <= set(got), "a finished record was lost"
+    for m in fam.reader():
+        w, i = procs.parse_text(m.text.split("|", 1)[0])
+        assert m.text == partprocs.big_text(w, i), "a record arrived damaged"
+    # Fragment sets cut short (by the kill, or by a full pipe: those records
+    # went to the spill) were dropped and counted, never stored half.
+    assert d.stats["damaged"] == 0 and d.stats["pending_sets"] == 0
+    fam.close()
+
+
+def test_after_fork_the_child_writes_with_its_own_pid_and_fd(tmp_path):
+    fifo = str(tmp_path / "log.fifo")
+    os.mkfifo(fifo)
+    fam = family(tmp_path)
+    holder = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)      # makes the FIFO writable
+    try:
+        t = PipeTransport(NoStorage(), "test", fifo=fifo)
+        t.write("parent before")
+        parent_fd = t._fd
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                     # the child: write, report, leave
+            code = 1
+            try:
+                t.after_fork()
+                t.write("from the child")
+                os.write(w, struct.pack("<ii", t._fd if t._fd is not None else -1, t.stats()["opens"]))
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        child_fd, opens = struct.unpack("<ii", os.read(r, 8))
+        os.close(r)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert opens == 1 and child_fd >= 0, "the child opened the FIFO itself"
+        t.write("parent after")
+        assert t._fd == parent_fd
+        with Drainer(fifo, fam, spill=False) as d:
+            wait_for(lambda: fam.reader().count() >= 3, "3 records")
+            d.finish()
+        msgs = list(fam.reader())
+        assert [m.text for m in msgs] == ["parent before", "from the child", "parent after"]
+        assert msgs[1].process_id == pid and msgs[1].thread_id == pid
+        assert msgs[0].process_id == os.getpid()
+        t.close()
+        fam.close()
+    finally:
+        os.close(holder)
+
+
+def test_bad_options_and_arguments_are_refused_clearly(tmp_path):
+    from logkit.errors import InvalidArgument
+    notfifo = tmp_path / "plain"
+    notfifo.write_text("x")
+    with pytest.raises(InvalidArgument, match="not a named pipe"):
+        PipeTransport(NoStorage(), "test", fifo=str(notfifo))
+    t = PipeTransport(NoStorage(), "test", fifo=str(tmp_path / "f"))
+    for bad in (251, -251, 2.0):
+        with pytest.raises(InvalidArgument):
+            t.write("x", bad)
+    assert oct(os.stat(tmp_path / "f").st_mode & 0o777) == oct(0o640)
+    t.close()
