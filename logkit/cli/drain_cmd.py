@@ -79,7 +79,7 @@ def _run_pipe(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     storage = lc.open_storage()
-    idle = args.idle_timeout if args.idle_timeout is not None else (0.2 if args.once else None)
+    idle = args.idle_timeout if args.idle_timeout is not None else (0 if args.once else None)
     try:
         n = drain_pipe(lc.transport_options["fifo"], storage, stop=stop, idle_timeout=idle,
                        spill=lc.transport_options.get("spill"))
