@@ -1,8 +1,9 @@
-# cython: binding=False, always_allow_keywords=False
+# cython: binding=False, always_allow_keywords=False, embedsignature=True, embedsignature.format=clinic
 # (This file differs from the setup.py directives on purpose: Emitter.handle is
 # called once per log record by logging's callHandlers, and a plain METH_O C
 # method bound to its object is the cheapest call CPython has; a binding
-# cyfunction with keyword parsing costs tens of ns more.)
+# cyfunction with keyword parsing costs tens of ns more.  The embedded
+# clinic-style signatures keep inspect.signature working without binding.)
 # The hot path of logkit.Handler: LogRecord -> (text, severity, time, data)
 # -> one segment write, without the stdlib handler lock and with as little
 # Python work as a record allows.  logkit/handler.py is the class users see;
