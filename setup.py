@@ -26,6 +26,12 @@ extensions = [
         extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
     ),
     Extension(
+        "logkit._crypto",
+        ["pyx/logkit/_crypto.pyx"],
+        include_dirs=["pyx/include"],
+        extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
+    ),
+    Extension(
         "logkit._bench",
         ["pyx/logkit/_bench.pyx"],
         include_dirs=["pyx/include"],
