@@ -17,7 +17,7 @@ def cli(*args, timeout=60):
                           timeout=timeout)
 
 
-@pytest.mark.parametrize("args", [[], ["config"], ["config", "check"], ["backends"], ["drain"]])
+@pytest.mark.parametrize("args", [[], ["config"], ["config", "check"], ["backends"], ["drain"], ["server"], ["stats"]])
 def test_every_command_has_help(args):
     r = cli(*args, "--help")
     assert r.returncode == 0 and r.stdout.startswith("usage: logkit"), r.stderr

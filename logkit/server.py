@@ -1,0 +1,348 @@
+"""The message server: drains buffers (partitions) and named pipes into storage.
+
+Sits above the config layer and the backends.  It is never needed for
+logging: writers fill partitions and spill files whether or not it runs.
+It is what turns them into a durable history: `logkit server` runs it in the
+foreground (for systemd or a supervisor), `logkit server --once` drains what
+is pending and exits.  Progress lives in each buffer's own header (the
+partition's drain progress), so a server stopped any way, SIGKILL included,
+resumes exactly where it left off.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time as _time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from logkit import config as _config
+from logkit.errors import LogkitError
+
+__all__ = ["Server", "BufferWatch", "DEFAULT_MARGINS", "status_path", "read_status"]
+
+DEFAULT_MARGINS = (0.75, 0.90)
+# A mark fires when the fill reaches it and re-arms only when the fill drops
+# this far below it, so a fill that hovers at the mark fires once.
+REARM_BELOW = 0.05
+
+
+def status_path(buffer_path: str) -> str:
+    """Where the server keeps a buffer's margin counters (beside the buffer)."""
+    return buffer_path + ".status"
+
+
+def read_status(buffer_path: str) -> dict | None:
+    """The server's status for a buffer, or None if no server wrote one."""
+    try:
+        with open(status_path(buffer_path), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _fill(storage) -> tuple[int, int]:
+    """(bytes held, bytes of capacity) of a partition: the bytes of every half
+    not yet drained (an emptied half holds nothing, whatever is still in it
+    until it is reused), against both halves' room for messages."""
+    from logkit.backends.partition import EMPTY
+    held = cap = 0
+    p = storage._p
+    for i, h in enumerate(p.halves):
+        room = h.size - 4096
+        cap += room
+        try:
+            used = 0 if p.phase(i) == EMPTY else h.used() - 4096
+        except LogkitError:
+            used = 0
+        held += max(0, min(used, room))
+    return held, cap
+
+
+@dataclass
+class BufferWatch:
+    """Margin state of one buffer: which marks are armed, how often each fired."""
+    path: str
+    margins: tuple[float, ...]
+    armed: dict[float, bool] = field(default_factory=dict)
+    crossings: dict[float, int] = field(default_factory=dict)
+    last_fill: float = 0.0
+
+    def __post_init__(self):
+        old = read_status(self.path) or {}
+        for m in self.margins:
+            key = f"{m:g}"
+            self.crossings[m] = int(old.get("crossings", {}).get(key, 0))
+            self.armed[m] = bool(old.get("armed", {}).get(key, True))
+
+    def check(self, fill: float) -> list[float]:
+        """The marks this fill crosses now (each once per crossing)."""
+        self.last_fill = fill
+        fired = []
+        for m in self.margins:
+            if self.armed[m] and fill >= m:
+                self.armed[m] = False
+                self.crossings[m] += 1
+                fired.append(m)
+            elif not self.armed[m] and fill < m - REARM_BELOW:
+                self.armed[m] = True
+        return fired
+
+    def save(self, extra: dict) -> None:
+        data = {"buffer": self.path, "pid": os.getpid(), "updated": _time.time_ns(),
+                "fill": round(self.last_fill, 4),
+                "margins": [f"{m:g}" for m in self.margins],
+                "crossings": {f"{m:g}": n for m, n in self.crossings.items()},
+                "armed": {f"{m:g}": a for m, a in self.armed.items()}, **extra}
+        tmp = f"{status_path(self.path)}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, status_path(self.path))
+
+
+class _PartitionJob:
+    """A log whose storage is a partition: drain it into its family."""
+
+    def __init__(self, lc, margins, say):
+        self.lc = lc
+        self.say = say
+        self.storage = lc.open_storage()
+        try:
+            self.target = self.storage.open_drain_target()
+        except BaseException:
+            self.storage.close()
+            raise
+        self.watch = BufferWatch(self.storage.path, margins)
+        self.drained = 0
+
+    def check_margins(self) -> int:
+        held, cap = _fill(self.storage)
+        fill = held / cap if cap else 0.0
+        fired = self.watch.check(fill)
+        for m in fired:
+            text = (f"buffer {self.storage.path} of log {self.lc.name} is {fill:.0%} full "
+                    f"({held} of {cap} bytes): past its {m:.0%} margin")
+            data = json.dumps({"buffer": self.storage.path, "log": self.lc.name, "margin": m,
+                               "fill": round(fill, 4), "held": held, "capacity": cap}).encode()
+            self.storage.write(text, 40 if m >= 0.9 else 30, data, "json")
+            self.say(text)
+        return len(fired)
+
+    def drain(self) -> int:
+        n = self.storage.drain(self.target, everything=True)
+        self.drained += n
+        return n
+
+    def save(self):
+        self.watch.save({"log": self.lc.name, "drained_by_this_server": self.drained})
+
+    def close(self):
+        try:
+            self.target.close()
+        finally:
+            self.storage.close()
+
+
+class _PipeJob:
+    """A log whose transport is a pipe: read its FIFO (and spill) into its storage."""
+
+    def __init__(self, lc, margins, say):
+        from logkit.backends.partition import PartitionStorage
+        self.lc = lc
+        self.say = say
+        self.storage = lc.open_storage()
+        self.fifo = lc.transport_options["fifo"]
+        self.spill = lc.transport_options.get("spill") or self.fifo + ".spill"
+        self.spill_size = lc.transport_options.get("spill_size")
+        self.stop = threading.Event()
+        self.stats: dict[str, int] = {}
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.stored = 0
+        self._spill_storage = None
+        if os.path.exists(self.spill):
+            self._spill_storage = PartitionStorage(f"{lc.name}-spill", path=self.spill, size=self.spill_size)
+            self.watch = BufferWatch(self.spill, margins)
+        else:
+            self.watch = None
+
+    def start(self):
+        from logkit.backends.pipe import drain_pipe
+
+        def run():
+            try:
+                self.stored += drain_pipe(self.fifo, self.storage, stop=self.stop, spill=self.spill,
+                                          stats=self.stats)
+            except BaseException as e:      # reported by the main loop
+                self.error = e
+        self.thread = threading.Thread(target=run, name=f"logkit-pipe-{self.lc.name}", daemon=True)
+        self.thread.start()
+
+    def once(self) -> int:
+        from logkit.backends.pipe import drain_pipe
+        n = drain_pipe(self.fifo, self.storage, idle_timeout=0, spill=self.spill, stats=self.stats)
+        self.stored += n
+        return n
+
+    def check_margins(self) -> int:
+        if self._spill_storage is None:
+            return 0
+        held, cap = _fill(self._spill_storage)
+        fill = held / cap if cap else 0.0
+        fired = self.watch.check(fill)
+        for m in fired:
+            text = (f"spill buffer {self.spill} of log {self.lc.name} is {fill:.0%} full "
+                    f"({held} of {cap} bytes): past its {m:.0%} margin")
+            data = json.dumps({"buffer": self.spill, "log": self.lc.name, "margin": m,
+                               "fill": round(fill, 4), "held": held, "capacity": cap}).encode()
+            self.storage.write(text, 40 if m >= 0.9 else 30, data, "json")
+            self.say(text)
+        return len(fired)
+
+    def save(self):
+        if self.watch is not None:
+            self.watch.save({"log": self.lc.name, "stored_by_this_server": self.stored})
+
+    def close(self):
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(30)
+        if self._spill_storage is not None:
+            self._spill_storage.close()
+        self.storage.close()
+
+
+class Server:
+    """Drains every partition and pipe of a configuration.
+
+    Server(config=None, margins=(0.75, 0.90), interval=0.2, say=print-to-stderr)
+    * run_once(): drain everything pending and return the number of messages.
+    * serve(stop=None): drain until `stop` is set (or SIGTERM/SIGINT when
+      install_signals() was called); SIGHUP reloads the configuration.
+    """
+
+    def __init__(self, config: str | os.PathLike | None = None, margins=DEFAULT_MARGINS,
+                 interval: float = 0.2, say: Callable[[str], None] | None = None):
+        self.config_path = config
+        self.margins = tuple(sorted(float(m) for m in margins))
+        for m in self.margins:
+            if not 0 < m <= 1:
+                raise LogkitError(f"margin {m!r}: a high-water mark is a fraction in (0, 1]")
+        self.interval = float(interval)
+        self.say = say or (lambda s: print(f"logkit server: {s}", file=sys.stderr, flush=True))
+        self.stop_event = threading.Event()
+        self.reload_event = threading.Event()
+        self.jobs: list = []
+        self.cycles = 0
+        self._load()
+
+    # ------------------------------------------------------------ configuration
+
+    def _load(self) -> None:
+        cfg = _config.load(self.config_path)
+        jobs = []
+        try:
+            for lc in cfg.logs.values():
+                if lc.storage == "partition":
+                    jobs.append(_PartitionJob(lc, self.margins, self.say))
+                if lc.transport == "pipe":
+                    jobs.append(_PipeJob(lc, self.margins, self.say))
+        except BaseException:
+            for j in jobs:
+                j.close()
+            raise
+        self.config_file = cfg.path
+        self.jobs = jobs
+        self.say(f"{cfg.path}: {sum(isinstance(j, _PartitionJob) for j in jobs)} partition(s), "
+                 f"{sum(isinstance(j, _PipeJob) for j in jobs)} pipe(s)")
+
+    def reload(self) -> bool:
+        """Re-read the configuration.  A configuration with errors is reported
+        and the running one kept."""
+        try:
+            _config.load(self.config_path)
+        except LogkitError as e:
+            self.say(f"reload refused, keeping the running configuration: {e}")
+            return False
+        self._close_jobs()
+        self._load()
+        return True
+
+    def _close_jobs(self) -> None:
+        for j in self.jobs:
+            try:
+                j.close()
+            except Exception as e:          # closing one must not stop closing the others
+                self.say(f"closing {j.lc.name}: {e}")
+        self.jobs = []
+
+    # ------------------------------------------------------------ work
+
+    def check_margins(self) -> int:
+        """Write a warning into each buffer that crossed a margin since the
+        last check; returns how many fired."""
+        return sum(j.check_margins() for j in self.jobs)
+
+    def drain(self) -> int:
+        """One pass over every partition (the pipes drain in their threads)."""
+        return sum(j.drain() for j in self.jobs if isinstance(j, _PartitionJob))
+
+    def _save(self) -> None:
+        for j in self.jobs:
+            try:
+                j.save()
+            except OSError as e:
+                self.say(f"cannot write the status of {j.lc.name}: {e}")
+
+    def run_once(self) -> int:
+        """Drain everything pending, once: partitions (both halves) and pipes
+        (until nothing more is waiting, spill included)."""
+        try:
+            self.check_margins()
+            n = self.drain()
+            n += sum(j.once() for j in self.jobs if isinstance(j, _PipeJob))
+            self._save()
+            return n
+        finally:
+            self._close_jobs()
+
+    def install_signals(self) -> None:
+        """SIGTERM and SIGINT: finish the copy in progress and stop; SIGHUP: reload."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_event.set())
+
+    def serve(self, stop: threading.Event | None = None) -> int:
+        """Drain until stopped; returns the number of messages copied."""
+        stop = stop or self.stop_event
+        total = 0
+        try:
+            self._start_pipes()
+            while not (stop.is_set() or self.stop_event.is_set()):
+                if self.reload_event.is_set():
+                    self.reload_event.clear()
+                    if self.reload():
+                        self._start_pipes()
+                self.check_margins()
+                total += self.drain()
+                for j in self.jobs:
+                    if isinstance(j, _PipeJob) and j.error is not None:
+                        raise LogkitError(f"pipe of log {j.lc.name}: {j.error}") from j.error
+                self._save()
+                self.cycles += 1
+                stop.wait(self.interval)
+            total += self.drain()           # what came in while stopping
+            self._save()
+        finally:
+            pipes = [j for j in self.jobs if isinstance(j, _PipeJob)]
+            self._close_jobs()              # joins the pipe threads
+            total += sum(j.stored for j in pipes)
+        return total
+
+    def _start_pipes(self) -> None:
+        for j in self.jobs:
+            if isinstance(j, _PipeJob) and j.thread is None:
+                j.start()

@@ -1,0 +1,248 @@
+"""The message server: drains partitions and pipes into storage exactly once,
+however it is stopped; margin warnings; SIGTERM and SIGHUP; --once."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import logkit
+from logkit.backends.partition import PartitionStorage
+from logkit.server import Server, read_status
+from partprocs import child_partition_write
+from procs import CTX, Group, TIMEOUT, message_text, recv_all
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def partition_config(tmp_path, size="16MiB", name="buf"):
+    cfg = tmp_path / "logkit.toml"
+    cfg.write_text(f'[log.{name}]\nstorage = "partition"\npath = "{tmp_path / (name + ".part")}"\n'
+                   f'size = "{size}"\ndirectory = "{tmp_path / "family"}"\nfamily = "{name}"\n')
+    return str(cfg)
+
+
+def fill_partition(tmp_path, writers, count, size="16MiB", name="buf"):
+    """`writers` spawned processes write `count` messages each into the
+    partition, with no server running; returns the partition's texts in
+    sequence order."""
+    path = str(tmp_path / (name + ".part"))
+    go = CTX.Event()
+    with Group() as g:
+        kids = g.spawn_many(writers, child_partition_write, lambda w: (path, size, w, count, go))
+        recv_all(kids, "ready")
+        go.set()
+        recv_all(kids, "done", timeout=120)
+        for k in kids:
+            k.join()
+    s = PartitionStorage(name, path=path, size=size)
+    try:
+        return [m.text for m in s.reader()]
+    finally:
+        s.close()
+
+
+def family_texts(tmp_path, name="buf"):
+    return [m.text for m in logkit.open_reader(str(tmp_path / "family"), name)]
+
+
+def server_process(cfg, *extra):
+    return subprocess.Popen([sys.executable, "-m", "logkit", "server", "-c", cfg, "--interval", "0.05", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_messages_logged_with_no_server_are_drained_later_in_order_exactly_once(tmp_path):
+    before = fill_partition(tmp_path, writers=4, count=25_000)
+    assert len(before) == 100_000
+    assert sorted(before) == sorted(message_text(w, i) for w in range(4) for i in range(25_000))
+    r = subprocess.run([sys.executable, "-m", "logkit", "server", "--once", "-c", partition_config(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "drained 100000 messages" in r.stderr
+    assert family_texts(tmp_path) == before                  # the same order, each once
+    r = subprocess.run([sys.executable, "-m", "logkit", "server", "--once", "-c", partition_config(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert "drained 0 messages" in r.stderr
+    assert len(family_texts(tmp_path)) == 100_000
+
+
+def _count(tmp_path, name="buf"):
+    d = tmp_path / "family"
+    return logkit.open_reader(str(d), name).count() if (d / name).exists() else 0
+
+
+def test_server_killed_at_random_points_during_copies_loses_and_duplicates_nothing(tmp_path):
+    before = fill_partition(tmp_path, writers=3, count=20_000)
+    cfg = partition_config(tmp_path)
+    rng = random.Random(20261201)
+    kills = 0
+    for _ in range(6):
+        start = _count(tmp_path)
+        if start == len(before):
+            break
+        p = server_process(cfg)
+        deadline = time.monotonic() + TIMEOUT
+        while _count(tmp_path) == start and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)                      # until this server is copying
+        time.sleep(rng.uniform(0, 0.03))           # then somewhere in the copy
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            kills += 1
+        p.wait(TIMEOUT)
+        p.stdout.close(), p.stderr.close()
+    assert kills >= 3, f"only {kills} kills landed during a copy"
+    r = subprocess.run([sys.executable, "-m", "logkit", "server", "--once", "-c", cfg],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    got = family_texts(tmp_path)
+    assert len(got) == len(set(got)) == len(before), "a message was lost or copied twice"
+    assert got == before
+
+
+def test_sigterm_finishes_the_copy_and_exits_0_and_a_restart_resumes(tmp_path):
+    before = fill_partition(tmp_path, writers=2, count=20_000)
+    cfg = partition_config(tmp_path)
+    p = server_process(cfg)
+    time.sleep(0.6)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=TIMEOUT)
+    assert p.returncode == 0, err
+    assert "stopped after" in err
+    r = subprocess.run([sys.executable, "-m", "logkit", "server", "--once", "-c", cfg],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert family_texts(tmp_path) == before
+
+
+def _write_until(storage, fill, size):
+    """Write 100-byte messages until the partition holds at least `fill` of
+    its capacity (both halves) without overflowing."""
+    from logkit.server import _fill
+    i = 0
+    while True:
+        held, cap = _fill(storage)
+        if held / cap >= fill:
+            return i
+        storage.write(f"filler {i:06d} " + "x" * 80, 20)
+        i += 1
+
+
+def test_margin_warnings_fire_once_per_crossing_with_the_right_figures(tmp_path):
+    from logkit.server import _fill
+    cfg = partition_config(tmp_path, size="64KiB")
+    server = Server(cfg, say=lambda s: None)
+    try:
+        (job,) = server.jobs
+        st = job.storage
+        _write_until(st, 0.76, "64KiB")
+        assert server.check_margins() == 1
+        assert server.check_margins() == 0                      # still above: not again
+        warn = [m for m in st.reader() if m.data_class == "json" and b'"margin"' in bytes(m.data)]
+        assert len(warn) == 1 and warn[0].severity == 30
+        d = json.loads(bytes(warn[0].data))
+        assert d["margin"] == 0.75 and d["buffer"] == st.path and d["log"] == "buf"
+        assert 0.76 <= d["fill"] < 0.90 and d["capacity"] == 2 * (65536 - 4096)
+        assert d["held"] == round(d["fill"] * d["capacity"]) or abs(d["held"] / d["capacity"] - d["fill"]) < 1e-3
+        assert f"is {d['fill']:.0%} full ({d['held']} of {d['capacity']} bytes): past its 75% margin" in warn[0].text
+        _write_until(st, 0.91, "64KiB")
+        assert server.check_margins() == 1                      # the 90% mark, once
+        assert server.check_margins() == 0
+        warn = [m for m in st.reader() if m.data_class == "json" and b'"margin"' in bytes(m.data)]
+        assert [json.loads(bytes(m.data))["margin"] for m in warn] == [0.75, 0.9]
+        assert warn[1].severity == 40
+        assert server.drain() > 0                               # emptied: both marks re-arm
+        held, cap = _fill(st)
+        assert held / cap < 0.70
+        assert server.check_margins() == 0
+        _write_until(st, 0.80, "64KiB")
+        assert server.check_margins() == 1                      # a new crossing fires again
+        server._save()
+        status = read_status(st.path)
+        assert status["crossings"] == {"0.75": 2, "0.9": 1}
+    finally:
+        server._close_jobs()
+    r = subprocess.run([sys.executable, "-m", "logkit", "stats", "-c", cfg], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "margins crossed (75%: 2, 90%: 1)" in r.stdout
+
+
+def test_sighup_reloads_the_configuration(tmp_path):
+    cfg = tmp_path / "logkit.toml"
+    one = f'[log.a]\nstorage = "partition"\npath = "{tmp_path / "a.part"}"\nsize = "64KiB"\n' \
+          f'directory = "{tmp_path / "family"}"\n'
+    cfg.write_text(one)
+    p = server_process(str(cfg))
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while "1 partition(s)" not in (p.stderr.readline() or "") and time.monotonic() < deadline:
+            pass
+        cfg.write_text(one + 'bogus_key = 1\n')                # a bad config: refused, old one kept
+        p.send_signal(signal.SIGHUP)
+        line = p.stderr.readline()
+        assert "reload refused, keeping the running configuration" in line and "bogus_key" in line
+        cfg.write_text(one + f'[log.b]\nstorage = "partition"\npath = "{tmp_path / "b.part"}"\nsize = "64KiB"\n'
+                             f'directory = "{tmp_path / "family"}"\n')
+        p.send_signal(signal.SIGHUP)
+        assert "2 partition(s)" in p.stderr.readline()
+        s = PartitionStorage("b", path=str(tmp_path / "b.part"), size="64KiB")
+        for i in range(10):
+            s.write(f"to b {i}")
+        s.close()
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            if os.path.exists(tmp_path / "family" / "b") and \
+                    logkit.open_reader(str(tmp_path / "family"), "b").count() == 10:
+                break
+            time.sleep(0.05)
+        assert [m.text for m in logkit.open_reader(str(tmp_path / "family"), "b")] == [f"to b {i}" for i in range(10)]
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=TIMEOUT)
+    assert p.returncode == 0
+
+
+def test_the_server_reads_a_pipe_while_writers_log(tmp_path):
+    logs = tmp_path / "logs"
+    cfg = tmp_path / "logkit.toml"
+    cfg.write_text(f'[log.p]\nstorage = "family"\ndirectory = "{logs}"\ncreate_directory = true\n'
+                   f'transport = "pipe"\nfifo = "{tmp_path / "p.fifo"}"\n')
+    h = logkit.Handler("p", str(cfg))
+    import logging
+    lg = logging.getLogger("server-pipe")
+    lg.handlers[:] = [h]
+    lg.propagate = False
+    lg.setLevel(logging.INFO)
+    for i in range(100):
+        lg.info("before the server %d", i)                      # spilled: no reader yet
+    p = server_process(str(cfg))
+    try:
+        time.sleep(0.5)
+        for i in range(100):
+            lg.info("while it runs %d", i)
+        h.close()
+        want = [f"before the server {i}" for i in range(100)] + [f"while it runs {i}" for i in range(100)]
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            if os.path.exists(logs / "p") and logkit.open_reader(str(logs), "p").count() >= 200:
+                break
+            time.sleep(0.05)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=TIMEOUT)
+    assert p.returncode == 0, err
+    assert sorted(m.text for m in logkit.open_reader(str(logs), "p")) == sorted(want)
+
+
+def test_bad_arguments_are_clear(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "logkit", "server", "--once", "-c", str(tmp_path / "none.toml")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "none.toml: config file does not exist" in r.stderr
+    with pytest.raises(logkit.LogkitError, match="margin 1.5"):
+        Server(partition_config(tmp_path), margins=(1.5,))
