@@ -103,6 +103,22 @@ class BufferWatch:
         os.replace(tmp, status_path(self.path))
 
 
+def _check_margins(watch: BufferWatch, buffer, log_storage, what: str, log: str, say) -> int:
+    """Measure `buffer` (a partition); for each mark it crosses now, write a
+    warning with the figures into `log_storage` (30 below 90%, 40 from it)."""
+    held, cap = _fill(buffer)
+    fill = held / cap if cap else 0.0
+    fired = watch.check(fill)
+    for m in fired:
+        text = (f"{what} {buffer.path} of log {log} is {fill:.0%} full "
+                f"({held} of {cap} bytes): past its {m:.0%} margin")
+        data = json.dumps({"buffer": buffer.path, "log": log, "margin": m,
+                           "fill": round(fill, 4), "held": held, "capacity": cap}).encode()
+        log_storage.write(text, 40 if m >= 0.9 else 30, data, "json")
+        say(text)
+    return len(fired)
+
+
 class _PartitionJob:
     """A log whose storage is a partition: drain it into its family."""
 
@@ -119,17 +135,7 @@ class _PartitionJob:
         self.drained = 0
 
     def check_margins(self) -> int:
-        held, cap = _fill(self.storage)
-        fill = held / cap if cap else 0.0
-        fired = self.watch.check(fill)
-        for m in fired:
-            text = (f"buffer {self.storage.path} of log {self.lc.name} is {fill:.0%} full "
-                    f"({held} of {cap} bytes): past its {m:.0%} margin")
-            data = json.dumps({"buffer": self.storage.path, "log": self.lc.name, "margin": m,
-                               "fill": round(fill, 4), "held": held, "capacity": cap}).encode()
-            self.storage.write(text, 40 if m >= 0.9 else 30, data, "json")
-            self.say(text)
-        return len(fired)
+        return _check_margins(self.watch, self.storage, self.storage, "buffer", self.lc.name, self.say)
 
     def drain(self) -> int:
         n = self.storage.drain(self.target, everything=True)
@@ -190,17 +196,8 @@ class _PipeJob:
     def check_margins(self) -> int:
         if self._spill_storage is None:
             return 0
-        held, cap = _fill(self._spill_storage)
-        fill = held / cap if cap else 0.0
-        fired = self.watch.check(fill)
-        for m in fired:
-            text = (f"spill buffer {self.spill} of log {self.lc.name} is {fill:.0%} full "
-                    f"({held} of {cap} bytes): past its {m:.0%} margin")
-            data = json.dumps({"buffer": self.spill, "log": self.lc.name, "margin": m,
-                               "fill": round(fill, 4), "held": held, "capacity": cap}).encode()
-            self.storage.write(text, 40 if m >= 0.9 else 30, data, "json")
-            self.say(text)
-        return len(fired)
+        return _check_margins(self.watch, self._spill_storage, self.storage, "spill buffer",
+                              self.lc.name, self.say)
 
     def save(self):
         if self.watch is not None:
