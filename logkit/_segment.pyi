@@ -19,6 +19,7 @@ SEVERITY_MIN: int
 SEVERITY_MAX: int
 CHECKSUM_CRC32C: int
 LISTENER_SLOTS: int
+WAIT_FUTEX: bool  # wait() sleeps on a futex (Linux build); False: it polls
 RECORD_KINDS: dict[int, str]
 
 class Limits(NamedTuple):
@@ -78,8 +79,15 @@ class _Header(TypedDict):
     in_service: bool
     reserved_count: int
     next_offset: int
+    wake_word: int
     waiters: int
     listeners: list[_Listener]
+
+class _WaitStats(TypedDict):
+    calls: int
+    ready: int
+    timeouts: int
+    sleeps: int
 
 class _Scan(TypedDict):
     committed: int
@@ -105,6 +113,8 @@ def crc32c_uses_hardware() -> bool:
     """True when the SSE4.2 instruction computes the checksum on this machine."""
 
 def _crc32c_force_software(force: bool) -> None: ...
+def _wait_force_poll(force: bool) -> None: ...
+def _wake_syscalls() -> int: ...
 def parse_size(value: int | str, what: str = "size") -> int:
     """Turn 1048576, "1MiB", "64KiB", "8M" or "2GiB" into bytes; InvalidArgument otherwise.
 
@@ -243,6 +253,18 @@ class Segment:
         that is neither a str nor None (None means no class).
         """
     def sync(self) -> None: ...
+
+    # waiting (docs/api.md, "Waiting for messages")
+    def wait(self, offset: int, timeout: float | None = None, poll_interval: float = 0.01) -> bool:
+        """Block until the record at `offset` is finished or the segment leaves
+        service (True), or `timeout` seconds pass (False).  Futex on Linux,
+        polling every `poll_interval` seconds elsewhere; releases the GIL."""
+    def listen(self, min_interval: float = 0.0) -> int | None:
+        """Register in the listener table (slot index, or None if it is full)."""
+    def unlisten(self) -> None: ...
+    @property
+    def listener_slot(self) -> int | None: ...
+    def wait_stats(self) -> _WaitStats: ...
 
     # reading
     def __iter__(self) -> SegmentIterator: ...

@@ -46,6 +46,12 @@ _PHASE_DONE = 3
 # "created" and "installing".  Tests use it to stop a rotator mid-rotation.
 _rotation_hook = None
 
+# follow(): while a rotation is under way (the segment it read is out of
+# service, its successor not yet in place) it looks again after this pause,
+# doubling up to the maximum (and never longer than its poll_interval).
+_ROTATION_PAUSE = 50e-6
+_ROTATION_PAUSE_MAX = 0.005
+
 
 class RotationTimeout(LogkitError):
     """The live segment stayed full past the wait timeout and nobody could rotate it."""
@@ -661,8 +667,13 @@ class FamilyReader:
 
         A reservation still being written holds the follower back (order);
         one whose writer died, or that stays open past `pending_grace`
-        seconds, is passed over.  Polls every `poll_interval` seconds while
-        idle.  Ends when `stop` is set or after `idle_timeout` idle seconds.
+        seconds, is passed over.  While idle it sleeps in Segment.wait() on
+        the live segment, woken by the next finished message or by the
+        segment leaving service (rotation); `poll_interval` seconds bound
+        each wait (the polling interval where wait() cannot sleep on a
+        futex), so `stop`, `idle_timeout` and pending reservations are
+        looked at least that often.  Ends when `stop` is set or after
+        `idle_timeout` idle seconds.
         """
         last = self._start_seq - 1
         seg = None
@@ -683,6 +694,8 @@ class FamilyReader:
             it.min_seq = self._start_seq
         pending_since = None
         idle_since = _time.monotonic()
+        rotating = _ROTATION_PAUSE           # pause while a successor is awaited
+        wait_poll = max(poll_interval, 1e-6)  # wait()'s polling fallback interval
         while True:
             out_before_pass = not seg.in_service
             got = False
@@ -696,6 +709,7 @@ class FamilyReader:
                 idle_since = _time.monotonic()
             if stop is not None and stop.is_set():
                 return
+            successor_due = False
             if it.pending is not None:
                 # Wait for the writer to finish, unless it is gone.
                 now = _time.monotonic()
@@ -715,12 +729,32 @@ class FamilyReader:
                     nxt = self._next_segment(seg)
                     if nxt is not None:
                         seg, it = nxt, SegmentIterator(nxt, strict=True)
+                        rotating = _ROTATION_PAUSE
                         continue
+                    successor_due = True
                 elif not seg.in_service:
                     continue
-            if idle_timeout is not None and _time.monotonic() - idle_since > idle_timeout:
+            now = _time.monotonic()
+            if idle_timeout is not None and now - idle_since > idle_timeout:
                 return
-            _time.sleep(poll_interval)
+            limit = poll_interval
+            if idle_timeout is not None:
+                limit = min(limit, idle_since + idle_timeout - now)
+            if pending_since is not None:
+                limit = min(limit, pending_since + pending_grace - now)
+            limit = max(limit, 0.0)
+            if successor_due:
+                # Out of service and fully read, but the rotator has not put the
+                # next segment in place yet: there is nothing to sleep on, so
+                # look again soon (50 us, doubling to 5 ms; the writers' own
+                # wait for a rotation backs off the same way).
+                _time.sleep(min(rotating, limit))
+                rotating = min(rotating * 2, _ROTATION_PAUSE_MAX)
+            else:
+                # Sleep until a writer finishes the message at it.pos (the one
+                # a pending reservation holds back, or the next one) or the
+                # segment leaves service: both wake the futex at once.
+                seg.wait(it.pos, timeout=limit, poll_interval=wait_poll)
 
     def _wait_first_segment(self, poll_interval, stop, idle_timeout):
         t0 = _time.monotonic()

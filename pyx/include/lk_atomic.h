@@ -75,13 +75,113 @@ static inline uint64_t lk_state_load_acquire(const uint64_t *w) {
     return __atomic_load_n(w, __ATOMIC_ACQUIRE);
 }
 
-/* Salvage turns "reserved" into "abandoned" only if the word still says
- * "reserved": a writer that finishes at the same instant wins or loses
- * cleanly, never both.  acq_rel/acquire: salvage must see the writer's stores
- * if it loses, and publish its own if it wins. */
+/* The writer's commit (reserved -> committed) and salvage's abandon (reserved
+ * -> abandoned) are both this CAS, so a writer that finishes at the same
+ * instant as salvage wins or loses cleanly, never both.  Success ordering
+ * seq_cst, not just acq_rel: besides publishing the message (release, pairs
+ * with lk_state_load_acquire) it is the store half of the wake-up handshake
+ * (lk_segment.h [W2]/[W3] against [F1]/[F3]): the writer's later load of the
+ * waiter count must not be ordered before it.  On x86 this is the same
+ * LOCK CMPXCHG as acq_rel; on AArch64 the same CASAL.  Failure: acquire, so a
+ * loser sees the winner's stores. */
 static inline int lk_state_cas(uint64_t *w, uint64_t *expected, uint64_t desired) {
     return __atomic_compare_exchange_n(w, expected, desired, 0,
+                                       __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE);
+}
+
+/* Taking a segment out of service (and back): a CAS on the reservation word
+ * like lk_reserve_word_cas, but seq_cst, because it too is the store half of
+ * the wake-up handshake ([O1] then [O2] in lk_segment.h): a waiter that
+ * registered before the writer looked at the waiter count is woken, one that
+ * registered after sees the flag cleared. */
+static inline int lk_service_word_cas(uint64_t *w, uint64_t *expected, uint64_t desired) {
+    return __atomic_compare_exchange_n(w, expected, desired, 0 /* strong */,
+                                       __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+}
+
+/* ---------------------------------------------------------------- wake-ups
+ * The waiter count (LK_H_WAITERS), the wake word (LK_H_WAKE_WORD) and the
+ * listener table.  lk_segment.h, "Wake-ups", names every pairing. */
+
+/* [F1] A waiter announces itself: seq_cst add, then a seq_cst fence, so that
+ * its re-check of the segment ([F3], acquire loads) cannot be satisfied from
+ * before the add.  The fence is what makes the Dekker-style argument hold in
+ * the C11 model (store waiters / load state against store state / load
+ * waiters); waiters pay it, writers do not. */
+static inline void lk_waiters_enter(uint32_t *w) {
+    __atomic_fetch_add(w, 1, __ATOMIC_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+/* [F5] A waiter leaves: never below zero (a scribbled or already-corrected
+ * count must not wrap to 2^32 - 1, which would cost every writer a system
+ * call for the rest of the segment).  Relaxed: a writer that still sees the
+ * old count makes one needless wake-up, nothing worse. */
+static inline void lk_waiters_leave(uint32_t *w) {
+    uint32_t v = __atomic_load_n(w, __ATOMIC_RELAXED);
+    while (v != 0 && !__atomic_compare_exchange_n(w, &v, v - 1, 1,
+                                                  __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+}
+
+/* [W3]/[O2] The writer's look at the waiter count, after its seq_cst commit
+ * or out-of-service CAS.  seq_cst: it must not be satisfied before that CAS
+ * (store-load order, which acquire would not give).  On x86 and AArch64 a
+ * plain load (MOV / LDAR): this is the only cost a write pays when nobody
+ * waits. */
+static inline uint32_t lk_waiters_load_seq_cst(const uint32_t *w) {
+    return __atomic_load_n(w, __ATOMIC_SEQ_CST);
+}
+
+/* [W4] A writer that saw waiters changes the wake word before FUTEX_WAKE, so
+ * a waiter between reading the word [F2] and sleeping [F4] finds it changed
+ * and does not sleep.  seq_cst (release would do for the pairing with [F2]'s
+ * acquire; seq_cst keeps the whole handshake in one total order). */
+static inline void lk_wake_word_bump(uint32_t *w) {
+    __atomic_fetch_add(w, 1, __ATOMIC_SEQ_CST);
+}
+
+/* [F2] The waiter reads the wake word before re-checking: acquire, pairs with
+ * [W4], so a waiter that reads a writer's bump also sees that writer's commit. */
+static inline uint32_t lk_wake_word_load_acquire(const uint32_t *w) {
+    return __atomic_load_n(w, __ATOMIC_ACQUIRE);
+}
+
+/* [L1] Listener slot claim: CAS of the slot's pid word (0 or a dead pid ->
+ * ours).  acq_rel: the claimer's stores into the slot follow its ownership,
+ * and a later claimer sees them.  Exactly one of racing claimers wins. */
+static inline int lk_listener_pid_cas(uint32_t *pid, uint32_t *expected, uint32_t desired) {
+    return __atomic_compare_exchange_n(pid, expected, desired, 0,
                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+/* [L2] Listener slot release: the owner's last store, release, after it
+ * cleared the slot's other fields. */
+static inline void lk_listener_pid_store_release(uint32_t *pid, uint32_t v) {
+    __atomic_store_n(pid, v, __ATOMIC_RELEASE);
+}
+
+static inline uint32_t lk_listener_pid_load_acquire(const uint32_t *pid) {
+    return __atomic_load_n(pid, __ATOMIC_ACQUIRE);
+}
+
+/* [L3] The slot's flags word: the WAITING bit is set after [F1] and whoever
+ * clears it (the owner leaving, or a reclaimer) is the one who undoes the
+ * owner's [F1].  Only atomicity matters (exactly one clearer), so relaxed. */
+static inline uint32_t lk_listener_flags_or(uint32_t *f, uint32_t bits) {
+    return __atomic_fetch_or(f, bits, __ATOMIC_RELAXED);
+}
+static inline uint32_t lk_listener_flags_and(uint32_t *f, uint32_t bits) {
+    return __atomic_fetch_and(f, bits, __ATOMIC_RELAXED);
+}
+
+/* Listener slot fields other than pid and flags (interval, last wake-up):
+ * relaxed, for inspection only. */
+static inline void lk_listener_field_store_relaxed(uint64_t *f, uint64_t v) {
+    __atomic_store_n(f, v, __ATOMIC_RELAXED);
+}
+static inline uint64_t lk_listener_field_load_relaxed(const uint64_t *f) {
+    return __atomic_load_n(f, __ATOMIC_RELAXED);
 }
 
 /* Statistics counters: relaxed.  They order nothing; readers sum them and

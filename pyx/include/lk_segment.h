@@ -81,18 +81,88 @@
  * [W1] stub publish: release store of (sentinel|RESERVED); everything in the
  *      stub (length, sequence, lengths, pid, tid) is stored before it.
  *      Pairs with [A1].
- * [W2] commit publish: release store of (sentinel|COMMITTED) after every
- *      payload byte and the checksum.  Pairs with [A1].  A reader that sees
+ * [W2] commit publish: CAS RESERVED -> COMMITTED of the state word, seq_cst
+ *      (release would publish; seq_cst is for [W3]), after every payload
+ *      byte and the checksum.  Pairs with [A1].  A reader that sees
  *      COMMITTED sees the whole message; a reader that sees RESERVED never
  *      reads the payload.
  * [A1] reader: acquire load of the state word before reading any field.
- * [O1] take out of service / put in service: CAS acq_rel on the
- *      reservation word; pairs with [R1].
+ * [O1] take out of service / put in service: CAS seq_cst on the
+ *      reservation word (acq_rel would pair with [R1]; seq_cst is for [O2]).
  * [S1] salvage: CAS RESERVED -> ABANDONED on the state word; if the writer
  *      commits at the same moment exactly one of [W2] and [S1] wins (the
  *      writer's commit is a CAS too, so a late writer cannot resurrect an
  *      abandoned message; it learns it lost and reports it).
+ * [W2], [S1] (the same CAS) and [O1] are seq_cst, not merely acq_rel: each
+ * is also the store half of the wake-up handshake below ([W3], [O2]).  On
+ * x86 (LOCK CMPXCHG) and AArch64 (CASAL) that is the same instruction.
  * Counters and hints are relaxed: they order nothing, readers validate them.
+ *
+ * ======================================================================
+ * Wake-ups (header 640 wake word, 644 waiter count, 2048.. listener table)
+ * ======================================================================
+ * A reader that has read everything can sleep until a writer finishes the
+ * message it waits for, instead of polling.  Linux: a futex on the wake word
+ * (lk_futex.h; shared, not _PRIVATE, since the word is shared between
+ * processes).  The waiter count lets writers skip the wake-up system call
+ * when nobody sleeps: with no waiter, lk_finish gains one load and nothing
+ * else.  "Ready at offset X" means: the segment is out of service, or the
+ * state word at X is neither zero nor RESERVED (committed, abandoned, or
+ * damage a walk would pass over) -- see lk_wait_ready.
+ *
+ * Waiter (lk_wait_futex):
+ * [F1] waiters += 1, seq_cst, then a seq_cst fence.  Then, if listed, it sets
+ *      WAITING in its listener slot [L3].
+ * [F2] v = wake word, acquire (pairs with [W4]).
+ * [F3] re-check readiness: the reservation word and the state word at X,
+ *      acquire loads ([A1]).  Ready: go to [F5].
+ * [F4] FUTEX_WAIT(wake word, v, timeout): the kernel sleeps only if the word
+ *      still equals v, atomically with respect to FUTEX_WAKE.  On return
+ *      (woken, EAGAIN, spurious) go back to [F2].
+ * [F5] clear WAITING (if it was still set by us: see [L3]), waiters -= 1
+ *      (relaxed, never below zero).
+ * Writer (end of lk_finish), after its commit [W2] (seq_cst CAS):
+ * [W3] n = waiters, seq_cst load.  n == 0: done, no system call.
+ * [W4] else wake word += 1 (seq_cst), then FUTEX_WAKE(wake word, all).
+ * Taking out of service ([O1], seq_cst CAS) is followed by [O2] = [W3] and
+ * [W4], so a follower sleeping in a segment that is being rotated wakes at
+ * once and moves on.  Salvage's abandon [S1] (seq_cst CAS) is too.
+ *
+ * Why no wake-up is lost.  [F1]+fence / [F3] against [W2] / [W3] is Dekker's
+ * pattern: all four are in the single total order S of seq_cst operations
+ * (the fence stands in for [F3]'s acquire loads).  If [W3] comes before [F1]
+ * in S, then [W2] < [W3] < [F1] < fence, so [F3] (after the fence) sees the
+ * commit and the waiter does not sleep.  Otherwise [W3] reads the count with
+ * [F1] in it (n >= 1) and the writer does [W4].  Then either [F2] reads the
+ * bumped word -- it synchronises with [W4], so [F3] sees [W2] and the waiter
+ * does not sleep -- or [F2] read the old value v, and the bump happens before
+ * FUTEX_WAKE: the kernel's FUTEX_WAIT either finds the word != v (EAGAIN) or
+ * has queued the waiter before the bump, and FUTEX_WAKE wakes it.  Later
+ * rounds of the loop need no fence: the waiter is still counted, so every
+ * later writer does [W4], and [F2]/[W4] pair as above.  A spurious wake-up
+ * (another offset's message, a rotation elsewhere) only costs a re-check.
+ *
+ * Listener table (25 slots of 64 bytes at 2112; docs/format.md is exact):
+ * +0 u32 pid (0: free), +4 u32 flags (bit 0 WAITING: this slot's owner is
+ * inside [F1]..[F5]), +8 u64 minimum interval between wake-ups (ns), +16 u64
+ * last wake-up (ns since the epoch), +24..63 zero.  For inspection and for
+ * repairing the waiter count after a waiter is killed; writers never read it.
+ * [L1] claim: CAS pid 0 -> own pid; failing a free slot, CAS a dead owner's
+ *      pid (kill(pid, 0) says ESRCH) -> own pid.  The CAS winner owns the slot.
+ * [L2] release: clear flags and fields, then store pid 0 (release).
+ * [L3] WAITING is set only after [F1] and cleared before [F5]'s decrement, so
+ *      a set bit always stands for one increment not yet undone.  Whoever
+ *      clears the bit with an atomic AND (the owner at [F5], or a reclaimer
+ *      that took a dead owner's slot by [L1]) undoes that increment, so it is
+ *      undone exactly once.  A waiter killed while sleeping thus has its
+ *      count repaired by the next process that registers; one killed in the
+ *      few instructions between [F1] and setting the bit, or one that was
+ *      not listed (table full), leaves the count one too high: writers then
+ *      make a needless wake-up call per message until the segment rotates.
+ *      Never too low, which would lose wake-ups.
+ * A full table does not stop anyone waiting: the waiter is just not listed.
+ * The minimum interval is honoured by the waiter itself (it does not wait
+ * again before the interval has passed since its last wake-up).
  *
  * ======================================================================
  * Reader
@@ -118,6 +188,7 @@
 
 #include "lk_atomic.h"
 #include "lk_crc32c.h"
+#include "lk_futex.h"
 #include "lk_sys.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -174,8 +245,8 @@
 #define LK_H_REFUSED_TOO_BIG     584    /*   only refusals touch them     */
 #define LK_H_REFUSED_OOS         592
 #define LK_H_ABANDONED           600
-#define LK_H_WAKE_WORD           640    /* u32 futex word (later issue) */
-#define LK_H_WAITERS             644    /* u32 */
+#define LK_H_WAKE_WORD           640    /* u32 futex word, bumped by a writer that wakes */
+#define LK_H_WAITERS             644    /* u32 processes between [F1] and [F5] */
 #define LK_H_WRITTEN_SHARDS      768    /* 16 x u64, one per cache line */
 #define LK_WRITTEN_SHARDS        16
 #define LK_H_LISTENER_COUNT      2048   /* u32 number of slots */
@@ -183,6 +254,11 @@
 #define LK_H_LISTENERS           2112   /* slots */
 #define LK_LISTENER_SLOTS        25
 #define LK_LISTENER_SLOT_BYTES   64
+#define LK_LS_PID                0      /* listener slot fields: u32 owner pid, 0 = free */
+#define LK_LS_FLAGS              4      /* u32 */
+#define LK_LS_MIN_INTERVAL       8      /* u64 ns */
+#define LK_LS_LAST_WAKE          16     /* u64 ns since the epoch */
+#define LK_LISTENER_WAITING      1u     /* flags bit 0: counted in LK_H_WAITERS now */
 
 #define LK_HINT_EVERY_MASK       63u    /* hints refreshed every 64 messages */
 
@@ -236,6 +312,29 @@ static inline uint32_t lk_identity_crc(const uint8_t *base) {
 static inline uint64_t *lk_written_shard(uint8_t *base, uint32_t tid) {
     uint32_t s = (tid ^ (tid >> 4) ^ (tid >> 8)) & (LK_WRITTEN_SHARDS - 1);
     return LK_U64(base, LK_H_WRITTEN_SHARDS + 64u * s);
+}
+
+/* ---------------------------------------------------------------- wake-ups: writer side */
+
+/* [W4] Somebody waits: change the wake word, then wake every sleeper.  Out of
+ * line and marked cold, so lk_finish's common path stays a load and a branch. */
+__attribute__((noinline, cold)) static void lk_wake_waiters(uint8_t *base) {
+    lk_wake_word_bump(LK_U32(base, LK_H_WAKE_WORD));
+    lk_futex_wake_all(LK_U32(base, LK_H_WAKE_WORD));
+}
+
+/* [W3] / [O2]: after a seq_cst publication ([W2], [O1], [S1]), wake the
+ * waiters if there are any.  With none, one load and no system call. */
+static inline void lk_wake_if_waiters(uint8_t *base) {
+    if (__builtin_expect(lk_waiters_load_seq_cst(LK_U32(base, LK_H_WAITERS)) != 0, 0))
+        lk_wake_waiters(base);
+}
+
+/* The same after a publication that was only a release store (salvage's
+ * filler): the seq_cst fence gives it the store-load order [W3] needs. */
+static inline void lk_wake_after_release_store(uint8_t *base) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    lk_wake_if_waiters(base);
 }
 
 /* ---------------------------------------------------------------- writer */
@@ -352,6 +451,7 @@ static inline int lk_finish(uint8_t *base, uint64_t at, int16_t severity, int64_
         lk_hint_store_relaxed(LK_U64(base, LK_H_LAST_TIME), (uint64_t)time_ns);
         lk_hint_store_relaxed(LK_U64(base, LK_H_LAST_OFFSET), at);
     }
+    lk_wake_if_waiters(base);                       /* [W3] after [W2] */
     return LK_OK;
 }
 
@@ -388,7 +488,8 @@ static inline int lk_write(uint8_t *base, uint64_t size,
 
 /* Set or clear IN_SERVICE.  Returns 1 if this call changed the flag, 0 if it
  * was already so: exactly one of several racing callers gets 1, which is
- * what elects the rotator of a family.  [O1] pairs with [R1]. */
+ * what elects the rotator of a family.  [O1] pairs with [R1]; taking out of
+ * service then wakes every waiter [O2], so followers move on at once. */
 static inline int lk_set_in_service(uint8_t *base, int in_service) {
     uint64_t *word = LK_U64(base, LK_H_RESERVATION);
     uint64_t w = lk_reserve_word_load_relaxed(word);
@@ -397,8 +498,11 @@ static inline int lk_set_in_service(uint8_t *base, int in_service) {
         if (now_in == (in_service != 0))
             return 0;
         uint64_t nw = in_service ? (w | LK_IN_SERVICE) : (w & ~LK_IN_SERVICE);
-        if (lk_reserve_word_cas(word, &w, nw))
+        if (lk_service_word_cas(word, &w, nw)) {     /* [O1] seq_cst */
+            if (!in_service)
+                lk_wake_if_waiters(base);            /* [O2] after [O1] */
             return 1;
+        }
     }
 }
 
@@ -555,6 +659,195 @@ static inline uint64_t lk_read_bound(const uint8_t *base, uint64_t size) {
     if (at < LK_HEADER_SIZE || at > size)
         return size;
     return at;
+}
+
+/* ---------------------------------------------------------------- wake-ups: waiter side */
+
+enum {
+    LK_WAIT_TIMEOUT = 0,
+    LK_WAIT_READY = 1,
+    LK_WAIT_INTERRUPTED = 2,   /* a signal: the caller handles it and calls again */
+};
+
+/* [F3] Is there something for a waiter at `at`: the segment out of service,
+ * or the state word at `at` neither zero (nothing, or a claim whose stub is
+ * not yet published) nor RESERVED (a writer still at work)? */
+static inline int lk_wait_ready(const uint8_t *base, uint64_t size, uint64_t at) {
+    uint64_t w = lk_reserve_word_load_acquire(LK_U64(base, LK_H_RESERVATION));  /* [F3] */
+    if (!(w & LK_IN_SERVICE))
+        return 1;
+    if (at < LK_HEADER_SIZE || (at & 7u) || at + LK_MSG_HEADER > size)
+        return 0;                      /* no record can start there: only [O1] ends the wait */
+    uint64_t sw = lk_state_load_acquire((const uint64_t *)(base + at));          /* [F3] = [A1] */
+    return sw != 0 && sw != lk_state_word(LK_STATE_RESERVED);
+}
+
+/*
+ * Sleep on the futex until `at` is ready ([F1]..[F5]), the monotonic clock
+ * passes `deadline` (ns; < 0: no limit), or a signal arrives.  `base` is the
+ * segment as mapped (possibly read-only): readiness is read there.  `hdr` is
+ * a writable mapping of the same header page (often base itself): the
+ * waiter count, the wake word and `slot_flags` (the waiter's listener slot
+ * flags, or NULL when it is not listed) are written there.  *sleeps counts
+ * the FUTEX_WAIT calls.
+ */
+static inline int lk_wait_futex(const uint8_t *base, uint64_t size, uint8_t *hdr, uint64_t at,
+                                int64_t deadline, uint32_t *slot_flags, uint64_t *sleeps) {
+    uint32_t *waiters = LK_U32(hdr, LK_H_WAITERS);
+    uint32_t *word = LK_U32(hdr, LK_H_WAKE_WORD);
+    int rc;
+    lk_waiters_enter(waiters);                                    /* [F1] + fence */
+    if (slot_flags)
+        lk_listener_flags_or(slot_flags, LK_LISTENER_WAITING);    /* [L3] after [F1] */
+    for (;;) {
+        uint32_t v = lk_wake_word_load_acquire(word);             /* [F2] pairs with [W4] */
+        if (lk_wait_ready(base, size, at)) {                      /* [F3] */
+            rc = LK_WAIT_READY;
+            break;
+        }
+        int64_t left = -1;
+        if (deadline >= 0) {
+            left = deadline - lk_monotonic_ns();
+            if (left <= 0) {
+                rc = LK_WAIT_TIMEOUT;
+                break;
+            }
+        }
+        (*sleeps)++;
+        if (lk_futex_wait(word, v, left) == LK_FUTEX_INTERRUPTED) {   /* [F4] */
+            rc = LK_WAIT_INTERRUPTED;
+            break;
+        }
+    }
+    if (slot_flags) {
+        /* [L3]: undo [F1] only if the bit was still ours to clear; a process
+         * that judged us dead and reclaimed the slot has already undone it. */
+        if (lk_listener_flags_and(slot_flags, ~LK_LISTENER_WAITING) & LK_LISTENER_WAITING)
+            lk_waiters_leave(waiters);                            /* [F5] */
+    } else {
+        lk_waiters_leave(waiters);                                /* [F5] */
+    }
+    return rc;
+}
+
+/* The fallback where there is no futex (or a waiter cannot write the header):
+ * look every `interval` ns (> 0) until ready or past `deadline`. */
+static inline int lk_wait_poll(const uint8_t *base, uint64_t size, uint64_t at,
+                               int64_t deadline, int64_t interval, uint64_t *sleeps) {
+    for (;;) {
+        if (lk_wait_ready(base, size, at))
+            return LK_WAIT_READY;
+        int64_t left = interval;
+        if (deadline >= 0) {
+            left = deadline - lk_monotonic_ns();
+            if (left <= 0)
+                return LK_WAIT_TIMEOUT;
+            if (left > interval)
+                left = interval;
+        }
+        (*sleeps)++;
+        if (lk_sleep_ns(left) == LK_FUTEX_INTERRUPTED)
+            return LK_WAIT_INTERRUPTED;
+    }
+}
+
+/* ---------------------------------------------------------------- listener table */
+
+static inline uint8_t *lk_listener_slot(uint8_t *hdr, uint32_t i) {
+    return hdr + LK_H_LISTENERS + (uint64_t)i * LK_LISTENER_SLOT_BYTES;
+}
+
+/* The table is used only if its geometry is the one this code knows: the
+ * header is writable by every writer, so a scribbled count is possible. */
+static inline int lk_listener_table_sound(const uint8_t *hdr) {
+    return *(const uint32_t *)(hdr + LK_H_LISTENER_COUNT) == LK_LISTENER_SLOTS &&
+           *(const uint32_t *)(hdr + LK_H_LISTENER_SLOT_SIZE) == LK_LISTENER_SLOT_BYTES;
+}
+
+/* The caller owns the slot (won [L1]): undo a dead owner's [F1] if its
+ * WAITING bit is still set ([L3]), then clear the fields. */
+static inline void lk_listener_settle(uint8_t *hdr, uint8_t *slot) {
+    if (lk_listener_flags_and(LK_U32(slot, LK_LS_FLAGS), 0) & LK_LISTENER_WAITING)
+        lk_waiters_leave(LK_U32(hdr, LK_H_WAITERS));
+    lk_listener_field_store_relaxed(LK_U64(slot, LK_LS_MIN_INTERVAL), 0);
+    lk_listener_field_store_relaxed(LK_U64(slot, LK_LS_LAST_WAKE), 0);
+    memset(slot + 24, 0, LK_LISTENER_SLOT_BYTES - 24);
+}
+
+/* Reclaim every slot of a dead process that died while counted as a waiter,
+ * so the waiter count is right again (run at every registration: a dead
+ * waiter otherwise costs every writer a system call per message). */
+static inline int lk_listener_sweep(uint8_t *hdr, uint32_t self) {
+    int n = 0;
+    if (!lk_listener_table_sound(hdr))
+        return 0;
+    for (uint32_t i = 0; i < LK_LISTENER_SLOTS; i++) {
+        uint8_t *slot = lk_listener_slot(hdr, i);
+        uint32_t p = lk_listener_pid_load_acquire(LK_U32(slot, LK_LS_PID));
+        if (p == 0 || p == self)
+            continue;
+        if (!(__atomic_load_n(LK_U32(slot, LK_LS_FLAGS), __ATOMIC_RELAXED) & LK_LISTENER_WAITING))
+            continue;
+        if (!lk_pid_gone(p))
+            continue;
+        if (lk_listener_pid_cas(LK_U32(slot, LK_LS_PID), &p, self)) {              /* [L1] */
+            lk_listener_settle(hdr, slot);
+            lk_listener_pid_store_release(LK_U32(slot, LK_LS_PID), 0);              /* [L2] */
+            n++;
+        }
+    }
+    return n;
+}
+
+/* Claim a slot for `self` ([L1]): a free one, else one whose owner is dead.
+ * Returns its index, or -1 when the table is full of live processes (or
+ * unsound).  Fills in the minimum interval; last wake-up 0. */
+static inline int lk_listener_claim(uint8_t *hdr, uint32_t self, uint64_t min_interval_ns) {
+    if (self == 0 || !lk_listener_table_sound(hdr))
+        return -1;
+    lk_listener_sweep(hdr, self);
+    int got = -1;
+    for (uint32_t i = 0; i < LK_LISTENER_SLOTS && got < 0; i++) {
+        uint8_t *slot = lk_listener_slot(hdr, i);
+        uint32_t p = 0;
+        if (lk_listener_pid_load_acquire(LK_U32(slot, LK_LS_PID)) == 0 &&
+            lk_listener_pid_cas(LK_U32(slot, LK_LS_PID), &p, self)) {               /* [L1] */
+            /* A free slot has no outstanding increment ([L2] clears flags
+             * first): clear whatever is there without touching the count. */
+            lk_listener_flags_and(LK_U32(slot, LK_LS_FLAGS), 0);
+            lk_listener_field_store_relaxed(LK_U64(slot, LK_LS_LAST_WAKE), 0);
+            memset(slot + 24, 0, LK_LISTENER_SLOT_BYTES - 24);
+            got = (int)i;
+        }
+    }
+    for (uint32_t i = 0; i < LK_LISTENER_SLOTS && got < 0; i++) {
+        uint8_t *slot = lk_listener_slot(hdr, i);
+        uint32_t p = lk_listener_pid_load_acquire(LK_U32(slot, LK_LS_PID));
+        if (p != 0 && p != self && lk_pid_gone(p) &&
+            lk_listener_pid_cas(LK_U32(slot, LK_LS_PID), &p, self)) {               /* [L1] */
+            lk_listener_settle(hdr, slot);
+            got = (int)i;
+        }
+    }
+    if (got >= 0)
+        lk_listener_field_store_relaxed(LK_U64(lk_listener_slot(hdr, (uint32_t)got), LK_LS_MIN_INTERVAL),
+                                        min_interval_ns);
+    return got;
+}
+
+/* Give slot i back, if `self` still owns it ([L2]).  The caller is not
+ * waiting on it (its WAITING bit is clear). */
+static inline int lk_listener_release(uint8_t *hdr, uint32_t i, uint32_t self) {
+    if (i >= LK_LISTENER_SLOTS || !lk_listener_table_sound(hdr))
+        return 0;
+    uint8_t *slot = lk_listener_slot(hdr, i);
+    if (lk_listener_pid_load_acquire(LK_U32(slot, LK_LS_PID)) != self)
+        return 0;                      /* reclaimed meanwhile: no longer ours */
+    lk_listener_flags_and(LK_U32(slot, LK_LS_FLAGS), 0);
+    lk_listener_field_store_relaxed(LK_U64(slot, LK_LS_MIN_INTERVAL), 0);
+    lk_listener_field_store_relaxed(LK_U64(slot, LK_LS_LAST_WAKE), 0);
+    lk_listener_pid_store_release(LK_U32(slot, LK_LS_PID), 0);                      /* [L2] */
+    return 1;
 }
 
 #endif /* LK_SEGMENT_H */

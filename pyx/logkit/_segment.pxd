@@ -25,6 +25,14 @@ cdef extern from "lk_segment.h" nogil:
         LK_WRITTEN_SHARDS
         LK_LISTENER_SLOTS
         LK_LISTENER_SLOT_BYTES
+        LK_LS_PID
+        LK_LS_FLAGS
+        LK_LS_MIN_INTERVAL
+        LK_LS_LAST_WAKE
+        LK_LISTENER_WAITING
+        LK_WAIT_TIMEOUT
+        LK_WAIT_READY
+        LK_WAIT_INTERRUPTED
         LK_OK
         LK_FULL
         LK_TOO_BIG
@@ -113,6 +121,19 @@ cdef extern from "lk_segment.h" nogil:
                         uint64_t min_seq, uint64_t min_pos, lk_rec *r)
     uint64_t lk_read_bound(const uint8_t *base, uint64_t size)
     int lk_all_zero(const uint8_t *p, uint64_t n)
+    # wake-ups (lk_segment.h, "Wake-ups")
+    void lk_wake_if_waiters(uint8_t *base)
+    void lk_wake_after_release_store(uint8_t *base)
+    int lk_wait_ready(const uint8_t *base, uint64_t size, uint64_t at)
+    int lk_wait_futex(const uint8_t *base, uint64_t size, uint8_t *hdr, uint64_t at,
+                      int64_t deadline, uint32_t *slot_flags, uint64_t *sleeps)
+    int lk_wait_poll(const uint8_t *base, uint64_t size, uint64_t at, int64_t deadline,
+                     int64_t interval, uint64_t *sleeps)
+    uint8_t *lk_listener_slot(uint8_t *hdr, uint32_t i)
+    int lk_listener_table_sound(const uint8_t *hdr)
+    int lk_listener_sweep(uint8_t *hdr, uint32_t self)
+    int lk_listener_claim(uint8_t *hdr, uint32_t self, uint64_t min_interval_ns)
+    int lk_listener_release(uint8_t *hdr, uint32_t i, uint32_t self)
 
 cdef extern from "lk_atomic.h" nogil:
     uint64_t lk_reserve_word_load_relaxed(const uint64_t *w)
@@ -127,6 +148,28 @@ cdef extern from "lk_atomic.h" nogil:
     uint64_t lk_counter_load_relaxed(const uint64_t *c)
     void lk_hint_store_relaxed(uint64_t *h, uint64_t v)
     uint64_t lk_hint_load_relaxed(const uint64_t *h)
+    int lk_service_word_cas(uint64_t *w, uint64_t *expected, uint64_t desired)
+    void lk_waiters_enter(uint32_t *w)
+    void lk_waiters_leave(uint32_t *w)
+    uint32_t lk_waiters_load_seq_cst(const uint32_t *w)
+    void lk_wake_word_bump(uint32_t *w)
+    uint32_t lk_wake_word_load_acquire(const uint32_t *w)
+    uint32_t lk_listener_pid_load_acquire(const uint32_t *pid)
+    void lk_listener_field_store_relaxed(uint64_t *f, uint64_t v)
+    uint64_t lk_listener_field_load_relaxed(const uint64_t *f)
+
+cdef extern from "lk_futex.h" nogil:
+    enum:
+        LK_HAVE_FUTEX
+        LK_FUTEX_WOKEN
+        LK_FUTEX_TIMEOUT
+        LK_FUTEX_INTERRUPTED
+    uint64_t lk_wake_syscalls
+    int64_t lk_monotonic_ns()
+    int lk_sleep_ns(int64_t ns)
+    int lk_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns)
+    void lk_futex_wake_all(uint32_t *word)
+    int lk_pid_gone(uint32_t pid)
 
 cdef extern from "lk_crc32c.h" nogil:
     void lk_crc32c_setup()
@@ -153,11 +196,30 @@ cdef class Segment:
     cdef readonly bint readonly
     cdef readonly object path
     cdef readonly object file_id   # (st_dev, st_ino) of the file mapped, or None
+    # Waiting (wait(), listen()): where the waiter count, wake word and its
+    # listener slot are written.  A writable segment writes its own header;
+    # a read-only one maps its file's header page writable on first use.
+    cdef uint8_t *_hdr             # NULL: not yet looked for, or not possible
+    cdef bint _hdr_tried
+    cdef object _wake_mmap         # that writable header mapping, else None
+    cdef Py_buffer _wake_view
+    cdef bint _has_wake_view
+    cdef int _slot                 # listener slot index, -1: not listed
+    cdef uint32_t _slot_pid        # the pid that claimed it (a forked child is not listed)
+    cdef uint64_t _min_interval_ns
+    cdef int64_t _last_wake_mono   # monotonic ns of the last wait() that found something
+    cdef int64_t _listen_retry_at  # table was full: do not scan it again before this
+    cdef int _slot_waits           # wait() calls using the slot now (0 or 1)
+    cdef bint _release_after_wait  # closed during a wait: that wait gives the slot back
+    cdef uint64_t _wait_calls, _wait_sleeps, _wait_ready, _wait_timeouts
 
     cdef int _check_open(self) except -1
     cdef int _check_writable(self) except -1
     cdef int _raise_status(self, int rc, uint64_t need) except -1
     cdef uint64_t _committed_hint(self, uint64_t min_seq, uint64_t min_pos, uint64_t max_seq)
+    cdef uint8_t *_wake_header(self) except? NULL
+    cdef int _claim_slot(self, uint64_t min_interval_ns) except -2
+    cdef void _release_slot(self, uint8_t *hdr) noexcept
 
 
 cdef class SegmentIterator:

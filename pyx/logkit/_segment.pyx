@@ -9,6 +9,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.long cimport PyLong_FromUnsignedLongLong
+from cpython.exc cimport PyErr_CheckSignals
 
 import mmap as _mmap_mod
 import os
@@ -49,6 +50,7 @@ SEVERITY_MIN = LK_SEVERITY_MIN
 SEVERITY_MAX = LK_SEVERITY_MAX
 CHECKSUM_CRC32C = LK_CHECKSUM_CRC32C
 LISTENER_SLOTS = LK_LISTENER_SLOTS
+WAIT_FUTEX = bool(LK_HAVE_FUTEX)    # wait() sleeps on a futex (Linux); False: it polls
 _MADV_POPULATE_WRITE = 23   # Linux >= 5.14; older kernels answer EINVAL
 
 Limits = namedtuple("Limits", "first_sequence first_time last_sequence last_time", module="logkit._segment")
@@ -79,6 +81,22 @@ def crc32c_uses_hardware():
 def _crc32c_force_software(bint force):
     """For tests: use the portable table-driven checksum (True) or detect again (False)."""
     lk_crc32c_force_software(force)
+
+
+cdef bint _force_poll = False
+
+
+def _wait_force_poll(bint force):
+    """For tests and benchmarks: make wait() use the polling fallback (True),
+    as a build without futex does, or the futex again (False)."""
+    global _force_poll
+    _force_poll = force
+
+
+def _wake_syscalls():
+    """For tests: FUTEX_WAKE calls this module made so far (writes through
+    Segment.write and friends; other extension modules count their own)."""
+    return lk_wake_syscalls
 
 
 cdef inline uint64_t _u64(const uint8_t *p, uint64_t off) noexcept nogil:
@@ -232,8 +250,19 @@ cdef class Segment:
         self._owner = None
         self._mv = None
         self.path = None
+        self._hdr = NULL
+        self._hdr_tried = False
+        self._wake_mmap = None
+        self._has_wake_view = False
+        self._slot = -1
+        self._slot_waits = 0
 
     def __dealloc__(self):
+        if self.base != NULL and self._slot >= 0 and self._slot_waits == 0:
+            self._release_slot(self._hdr)
+        if self._has_wake_view:
+            PyBuffer_Release(&self._wake_view)
+            self._has_wake_view = False
         if self._has_view:
             PyBuffer_Release(&self._view)
             self._has_view = False
@@ -421,8 +450,24 @@ cdef class Segment:
 
     def close(self):
         """Release the mapping.  Views still held elsewhere keep the memory
-        mapped until they are released; reads through Messages fail cleanly."""
+        mapped until they are released; reads through Messages fail cleanly.
+        Gives back this segment's listener slot (see listen())."""
+        if self.base != NULL and self._slot >= 0:
+            if self._slot_waits:
+                self._release_after_wait = True     # the waiting thread gives it back
+            else:
+                self._release_slot(self._hdr)
         self.base = NULL
+        self._hdr = NULL
+        if self._has_wake_view:
+            PyBuffer_Release(&self._wake_view)
+            self._has_wake_view = False
+        if self._wake_mmap is not None:
+            try:
+                self._wake_mmap.close()
+            except BufferError:
+                pass   # a wait() in progress holds it: unmapped when that ends
+            self._wake_mmap = None
         if self._has_view:
             PyBuffer_Release(&self._view)
             self._has_view = False
@@ -593,6 +638,7 @@ cdef class Segment:
             "in_service": bool(w & LK_IN_SERVICE),
             "reserved_count": (w >> 32) & LK_COUNT_MASK,
             "next_offset": (w & LK_NEXT_MASK) * 8,
+            "wake_word": _u32(b, LK_H_WAKE_WORD),
             "waiters": _u32(b, LK_H_WAITERS),
             "listeners": listeners,
         }
@@ -736,6 +782,222 @@ cdef class Segment:
             rc = msync(<void *>start, length, MS_SYNC)
         if rc != 0:
             raise OSError(errno, f"msync of segment {self.path} failed: {os.strerror(errno)}")
+
+    # ------------------------------------------------------------ waiting
+
+    cdef uint8_t *_wake_header(self) except? NULL:
+        """Where this process writes the waiter count, the wake word and its
+        listener slot: the segment's own header when it is writable; for a
+        read-only segment of a file, the file's first page mapped writable
+        (if this process may write the file, and its name still names the
+        file mapped); else NULL, and wait() polls."""
+        if self.base == NULL:
+            return NULL
+        if not self.readonly:
+            self._hdr = self.base
+            return self.base
+        if self._hdr != NULL or self._hdr_tried:
+            return self._hdr
+        self._hdr_tried = True
+        if self.path is None or self.file_id is None or self._region_offset != 0:
+            return NULL
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return NULL                 # no write permission: poll
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != self.file_id:
+                return NULL             # renamed away (rotated): the name is another file now
+            mm = _mmap_mod.mmap(fd, LK_HEADER_SIZE, _mmap_mod.MAP_SHARED,
+                                _mmap_mod.PROT_READ | _mmap_mod.PROT_WRITE)
+        except OSError:
+            return NULL
+        finally:
+            os.close(fd)
+        PyObject_GetBuffer(mm, &self._wake_view, PyBUF_WRITABLE)
+        self._has_wake_view = True
+        self._wake_mmap = mm
+        self._hdr = <uint8_t *>self._wake_view.buf
+        return self._hdr
+
+    cdef int _claim_slot(self, uint64_t min_interval_ns) except -2:
+        """This process's listener slot, claimed now if need be ([L1]); its
+        minimum interval set.  -1: the table is full of live processes, or
+        the header cannot be written."""
+        cdef uint8_t *hdr = self._wake_header()
+        cdef uint32_t me = lk_process_id()
+        cdef int i
+        self._min_interval_ns = min_interval_ns
+        if hdr == NULL:
+            return -1
+        if self._slot >= 0 and self._slot_pid == me and lk_listener_pid_load_acquire(
+                <uint32_t *>(lk_listener_slot(hdr, self._slot) + LK_LS_PID)) == me:
+            lk_listener_field_store_relaxed(<uint64_t *>(lk_listener_slot(hdr, self._slot) + LK_LS_MIN_INTERVAL),
+                                            min_interval_ns)
+            return self._slot
+        if self._slot_pid != me:
+            self._slot_waits = 0        # state inherited across fork() is the parent's
+        self._slot = -1
+        i = lk_listener_claim(hdr, me, min_interval_ns)
+        if i >= 0:
+            self._slot = i
+            self._slot_pid = me
+        return i
+
+    cdef void _release_slot(self, uint8_t *hdr) noexcept:
+        if self._slot >= 0 and hdr != NULL and self._slot_pid == lk_process_id():
+            lk_listener_release(hdr, self._slot, self._slot_pid)      # [L2]
+        self._slot = -1
+        self._release_after_wait = False
+
+    def listen(self, min_interval=0.0):
+        """Register this process in the segment's listener table, with the
+        least time in seconds between two wake-ups that wait() will return
+        (it does not wait again before that time has passed since it last
+        found something).  Returns the slot index, or None when the table is
+        full of live processes or this process cannot write the header;
+        wait() works all the same, unlisted.  wait() calls listen() itself
+        when the segment is not listed yet."""
+        self._check_open()
+        try:
+            interval = float(min_interval)
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"min_interval {min_interval!r} is not a number of seconds") from None
+        if not 0 <= interval <= 1e9:
+            raise InvalidArgument(f"min_interval {min_interval!r} must be between 0 and 1e9 seconds")
+        self._listen_retry_at = 0
+        cdef int i = self._claim_slot(<uint64_t>(interval * 1e9))
+        return i if i >= 0 else None
+
+    def unlisten(self):
+        """Give the listener slot back (close() does too).  The minimum
+        interval set by listen() still applies to wait()."""
+        self._check_open()
+        if self._slot_waits:
+            self._release_after_wait = True
+        else:
+            self._release_slot(self._wake_header())
+
+    @property
+    def listener_slot(self):
+        """The index of this process's slot in the listener table, or None."""
+        if self.base != NULL and self._slot >= 0 and self._slot_pid == lk_process_id():
+            return self._slot
+        return None
+
+    def wait(self, offset, timeout=None, poll_interval=0.01):
+        """Block until there is something to read at byte `offset` (where a
+        walk stopped, e.g. SegmentIterator.pos), or the segment leaves
+        service, or `timeout` seconds pass (None: no limit).  Returns True if
+        something is ready, False on timeout.
+
+        Ready: the record at `offset` is finished (committed or abandoned:
+        anything but empty space, a claim without a stub, or an open
+        reservation), or the segment is out of service.  On Linux the call
+        sleeps on the header's futex and a writer that finishes a message
+        wakes it; without futex (WAIT_FUTEX is False), or when this process
+        cannot write the header, it looks every `poll_interval` seconds.
+        Releases the GIL while it sleeps; a signal handler that raises
+        interrupts it.  Raises InvalidArgument for an offset that is no
+        message position (a multiple of 8 from 4096 to the segment size).
+        """
+        self._check_open()
+        if not isinstance(offset, int) or offset < LK_HEADER_SIZE or offset > self.size or offset % 8:
+            raise InvalidArgument(f"{self.path or 'segment'}: wait offset {offset!r} is not a message "
+                                  f"position (a multiple of 8 from {LK_HEADER_SIZE} to {self.size})")
+        try:
+            pi = float(poll_interval)
+            tm = None if timeout is None else float(timeout)
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"wait(): timeout {timeout!r} and poll_interval {poll_interval!r} "
+                                  "must be numbers of seconds") from None
+        if not 1e-6 <= pi <= 1e6:
+            raise InvalidArgument(f"wait(): poll_interval {poll_interval!r} must be between 1e-6 and 1e6 seconds")
+        if tm is not None and not tm >= 0:
+            raise InvalidArgument(f"wait(): timeout {timeout!r} must be >= 0 seconds or None")
+        cdef uint64_t at = offset
+        cdef const uint8_t *base = self.base
+        cdef uint64_t size = self.size
+        cdef int64_t interval = <int64_t>(pi * 1e9)
+        cdef int64_t deadline = -1
+        cdef int64_t hold
+        cdef uint8_t *hdr = NULL
+        cdef uint32_t *flags = NULL
+        cdef uint32_t me = lk_process_id()
+        cdef int rc
+        cdef bint use_slot = False
+        if tm is not None:
+            deadline = lk_monotonic_ns() + <int64_t>(min(tm, 1e9) * 1e9)
+        self._wait_calls += 1
+        guard = memoryview(self._owner)     # close() meanwhile cannot unmap what we sleep on
+        wguard = None
+        try:
+            # The minimum interval: no new wait before it has passed since the
+            # last wake-up (the waiter honours its own registration).
+            if self._min_interval_ns and self._last_wake_mono:
+                while True:
+                    hold = self._last_wake_mono + <int64_t>self._min_interval_ns - lk_monotonic_ns()
+                    if deadline >= 0 and deadline - lk_monotonic_ns() < hold:
+                        hold = deadline - lk_monotonic_ns()
+                    if hold <= 0:
+                        break
+                    with nogil:
+                        rc = lk_sleep_ns(hold)
+                    if rc == LK_FUTEX_INTERRUPTED:
+                        PyErr_CheckSignals()
+            rc = LK_WAIT_READY if lk_wait_ready(base, size, at) else LK_WAIT_TIMEOUT
+            if rc != LK_WAIT_READY and (deadline < 0 or lk_monotonic_ns() < deadline):
+                hdr = self._wake_header()
+                if hdr != NULL:
+                    if self._wake_mmap is not None:
+                        wguard = memoryview(self._wake_mmap)
+                    if (self._slot < 0 or self._slot_pid != me) and lk_monotonic_ns() >= self._listen_retry_at:
+                        if self._claim_slot(self._min_interval_ns) < 0:
+                            self._listen_retry_at = lk_monotonic_ns() + 1000000000   # full: look again in 1 s
+                if LK_HAVE_FUTEX and not _force_poll and hdr != NULL:
+                    if self._slot >= 0 and self._slot_pid == me and self._slot_waits == 0:
+                        flags = <uint32_t *>(lk_listener_slot(hdr, self._slot) + LK_LS_FLAGS)
+                        self._slot_waits = 1
+                        use_slot = True
+                    while True:
+                        with nogil:
+                            rc = lk_wait_futex(base, size, hdr, at, deadline, flags, &self._wait_sleeps)
+                        if rc != LK_WAIT_INTERRUPTED:
+                            break
+                        PyErr_CheckSignals()
+                else:
+                    while True:
+                        with nogil:
+                            rc = lk_wait_poll(base, size, at, deadline, interval, &self._wait_sleeps)
+                        if rc != LK_WAIT_INTERRUPTED:
+                            break
+                        PyErr_CheckSignals()
+            if rc == LK_WAIT_READY:
+                self._wait_ready += 1
+                self._last_wake_mono = lk_monotonic_ns()
+                if hdr != NULL and self._slot >= 0 and self._slot_pid == me:
+                    lk_listener_field_store_relaxed(
+                        <uint64_t *>(lk_listener_slot(hdr, self._slot) + LK_LS_LAST_WAKE), <uint64_t>lk_now_ns())
+            else:
+                self._wait_timeouts += 1
+            return rc == LK_WAIT_READY
+        finally:
+            if use_slot:
+                self._slot_waits = 0
+                if self._release_after_wait:
+                    self._release_slot(hdr)
+            guard.release()
+            if wguard is not None:
+                wguard.release()
+
+    def wait_stats(self):
+        """Counts of this Segment object's wait() calls: calls, ready
+        (returned True), timeouts (returned False) and sleeps (times it
+        blocked: futex waits, or poll intervals slept; counted as they
+        happen, so another thread can watch a wait in progress)."""
+        return {"calls": self._wait_calls, "ready": self._wait_ready,
+                "timeouts": self._wait_timeouts, "sleeps": self._wait_sleeps}
 
     # ------------------------------------------------------------ reading
 
@@ -930,8 +1192,9 @@ cdef class Segment:
         """CAS a reserved stub to abandoned ([S1]); True if this call did it."""
         self._check_writable()
         cdef uint64_t expected = lk_state_word(LK_STATE_RESERVED)
-        if lk_state_cas(<uint64_t *>(self.base + offset), &expected, lk_state_word(LK_STATE_ABANDONED)):
+        if lk_state_cas(<uint64_t *>(self.base + offset), &expected, lk_state_word(LK_STATE_ABANDONED)):  # [S1]
             lk_counter_add_relaxed(<uint64_t *>(self.base + LK_H_ABANDONED), 1)
+            lk_wake_if_waiters(self.base)       # a follower held back by this stub moves on
             return True
         return False
 
@@ -953,6 +1216,7 @@ cdef class Segment:
         _put32(m, 60, lk_message_checksum(m))
         lk_state_store_release(<uint64_t *>m, lk_state_word(LK_STATE_ABANDONED))
         lk_counter_add_relaxed(<uint64_t *>(self.base + LK_H_ABANDONED), span)
+        lk_wake_after_release_store(self.base)
 
     def _rebuild_identity(self, uint64_t sequence_base):
         """Rewrite a damaged identity block (magic .. identity CRC) from what the
@@ -983,9 +1247,10 @@ cdef class Segment:
                 nw &= ~LK_IN_SERVICE
             if nw == w:
                 return False
-            if lk_reserve_word_cas(word, &w, nw):
+            if lk_service_word_cas(word, &w, nw):          # [O1]
                 if out_of_service and (w & LK_IN_SERVICE):
                     lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_OUT_OF_SERVICE_TIME), <uint64_t>lk_now_ns())
+                    lk_wake_if_waiters(self.base)      # [O2]
                 return True
 
     def _set_limits(self, first_seq, first_time, last_seq, last_time, last_offset):
