@@ -369,6 +369,7 @@ def resolve(log: str | None = None, config: str | os.PathLike | None = None, **o
 def describe_options(cls) -> Iterable[str]:
     """Lines describing a backend's options (for `logkit backends -v`)."""
     for o in cls.options:
-        req = "required" if o.required else f"default {o.default!r}"
+        default = oct(o.default) if o.kind == "mode" and isinstance(o.default, int) else repr(o.default)
+        req = "required" if o.required else f"default {default}"
         extra = f" ({', '.join(o.choices)})" if o.choices else ""
         yield f"{o.name:<18} {o.kind:<9} {req:<22} {o.help}{extra}"

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata as _md
-import os
-from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable, Iterator
 
 from logkit.errors import LogkitError
 
 __all__ = [
     "Option", "StorageBackend", "TransportBackend", "Reader", "BackendInfo",
-    "BackendNotFound", "STORAGE_GROUP", "TRANSPORT_GROUP", "available", "load", "suggest",
+    "BackendNotFound", "GROUPS", "STORAGE_GROUP", "TRANSPORT_GROUP", "available", "load", "suggest",
 ]
 
 STORAGE_GROUP = "logkit.storage"
 TRANSPORT_GROUP = "logkit.transport"
-_GROUPS = {"storage": STORAGE_GROUP, "transport": TRANSPORT_GROUP}
+GROUPS = {"storage": STORAGE_GROUP, "transport": TRANSPORT_GROUP}
 
 
 class BackendNotFound(LogkitError, LookupError):
@@ -182,7 +181,7 @@ _cache: dict[tuple[str, str], type] = {}
 
 
 def _entry_points(kind: str):
-    group = _GROUPS.get(kind)
+    group = GROUPS.get(kind)
     if group is None:
         raise ValueError(f"backend kind must be 'storage' or 'transport', not {kind!r}")
     return _md.entry_points(group=group)

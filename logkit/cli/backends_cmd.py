@@ -19,12 +19,12 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     status = 0
     for kind in ("storage", "transport"):
-        print(f"{kind} backends (entry-point group {registry._GROUPS[kind]}):")
+        print(f"{kind} backends (entry-point group {registry.GROUPS[kind]}):")
         for b in registry.available(kind):
             try:
                 cls = registry.load(kind, b.name)
                 doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip()
-                summary = doc.splitlines()[0] if doc else ""
+                summary = " ".join(doc.split("\n\n", 1)[0].split())      # its first paragraph
                 print(f"  {b.name:<12} {b.value:<45} from {b.distribution}")
                 if summary:
                     print(f"  {'':<12} {summary}")
