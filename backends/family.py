@@ -27,6 +27,8 @@ class FamilyStorage(StorageBackend):
         Option("rotation_timeout", "duration", 5.0, help="when a stalled rotation is taken over"),
         Option("sync", "choice", "close", choices=SYNC_CHOICES,
                help="msync: never, on close/flush, or after every message"),
+        Option("key_file", "path", None,
+               help="seal (encrypt and authenticate) every message with this key file's current key"),
     )
 
     def __init__(self, log: str, **options):
@@ -40,7 +42,9 @@ class FamilyStorage(StorageBackend):
             wait_timeout=o.get("wait_timeout", 30.0), rotation_timeout=o.get("rotation_timeout", 5.0),
             mode=o.get("mode", 0o640), retain_age=o.get("retain_age"),
             retain_count=o.get("retain_count"), retain_size=o.get("retain_size"),
-            create=bool(o.get("create_directory", False)) or os.path.isdir(self.directory))
+            create=bool(o.get("create_directory", False)) or os.path.isdir(self.directory),
+            key_file=o.get("key_file"))
+        self.key_file = o.get("key_file")
 
     def write(self, text, severity=20, data=b"", data_class="", time=None):
         seq = self.writer.write(text, severity, data, data_class, time)
@@ -64,7 +68,7 @@ class FamilyStorage(StorageBackend):
         self.writer.close()
 
     def reader(self):
-        return open_reader(self.directory, self.family)
+        return open_reader(self.directory, self.family, key_file=self.key_file)
 
     def stats(self):
         st = dict(self.writer.segment.stats())
@@ -74,4 +78,5 @@ class FamilyStorage(StorageBackend):
         return out
 
     def describe(self):
-        return f"family '{self.family}' in {self.directory} ({self.writer.segment_size} bytes a segment)"
+        sealed = f", sealed with {self.key_file}" if self.key_file else ""
+        return f"family '{self.family}' in {self.directory} ({self.writer.segment_size} bytes a segment{sealed})"

@@ -3,14 +3,18 @@
 import uuid
 from os import PathLike
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, Self, TypedDict
+from typing import Any, Literal, NamedTuple, NoReturn, Self, TypedDict
 
 from _typeshed import ReadableBuffer, StrOrBytesPath, WriteableBuffer
 
 _Name = str | bytes | PathLike[str] | PathLike[bytes] | None
+# a KeyRing (logkit.crypto) or a (key_id, log_key) pair, or None
+_Key = Any
 
 MAGIC: bytes
 FORMAT_VERSION: int
+FORMAT_VERSION_SEALED: int
+TAG_SIZE: int
 HEADER_SIZE: int
 MESSAGE_HEADER_SIZE: int
 MIN_SEGMENT_SIZE: int
@@ -58,6 +62,9 @@ class _Listener(TypedDict):
 class _Header(TypedDict):
     magic: bytes
     version: int
+    flags: int
+    key_check: bytes
+    key_id: int
     header_size: int
     region_size: int
     uuid: str
@@ -144,15 +151,18 @@ class Segment:
         sequence_base: int = 1,
         mode: int = 0o640,
         segment_uuid: uuid.UUID | None = None,
+        key: tuple[int, bytes] | None = None,
     ) -> Segment:
-        """Create a new segment file of `size` bytes and open it for writing.
+        """Create a new segment file of `size` bytes and open it for writing;
+        key=(key_id, log_key) makes it sealed (format version 2).
 
         Raises SegmentExists, SegmentNotFound (no such directory), DiskFull, InvalidArgument.
         """
 
     @staticmethod
-    def open(path: StrOrBytesPath, readonly: bool = False) -> Segment:
-        """Open an existing segment file.
+    def open(path: StrOrBytesPath, readonly: bool = False, key: _Key = None) -> Segment:
+        """Open an existing segment file (key: a KeyRing or (key_id, log_key)
+        for a sealed segment; WrongKey when its key check differs).
 
         Raises SegmentNotFound, SegmentDamaged (naming what is wrong with the
         header), UnsupportedFormat (a sound header of another format version).
@@ -167,6 +177,7 @@ class Segment:
         previous: _Name = "",
         sequence_base: int = 1,
         segment_uuid: uuid.UUID | None = None,
+        key: tuple[int, bytes] | None = None,
     ) -> Segment:
         """Format a region of a writable buffer (e.g. an mmap) as an empty segment.
 
@@ -177,7 +188,8 @@ class Segment:
 
     @staticmethod
     def from_buffer(
-        buffer: ReadableBuffer, offset: int = 0, length: int | None = None, readonly: bool = False
+        buffer: ReadableBuffer, offset: int = 0, length: int | None = None, readonly: bool = False,
+        key: _Key = None,
     ) -> Segment:
         """Attach to a segment already formatted in a region of `buffer`.
 
@@ -187,6 +199,17 @@ class Segment:
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...
+    @property
+    def sealed(self) -> bool:
+        """A sealed segment (format version 2)."""
+    @property
+    def has_key(self) -> bool:
+        """It was given its key: reads decrypt, writes seal."""
+    @property
+    def key_id(self) -> int:
+        """The key id a sealed segment is sealed under; 0 if not sealed."""
+    def _use_key(self, key: _Key) -> Exception | None: ...
+    def _refuse_unkeyed(self) -> NoReturn: ...
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> None: ...
 
@@ -315,7 +338,7 @@ class Segment:
     def _message_pid(self, offset: int) -> tuple[int, int]: ...
     def _abandon(self, offset: int) -> bool: ...
     def _write_filler(self, offset: int, length: int, sequence: int, span: int) -> None: ...
-    def _rebuild_identity(self, sequence_base: int) -> None: ...
+    def _rebuild_identity(self, sequence_base: int, sealed_hint: bool = False) -> None: ...
     def _fix_word(self, min_next: int, min_count: int, out_of_service: bool) -> bool: ...
     def _set_limits(
         self, first_seq: int, first_time: int, last_seq: int, last_time: int, last_offset: int
@@ -323,6 +346,7 @@ class Segment:
     def _set_abandoned_count(self, n: int) -> None: ...
     def _note_salvage(self) -> None: ...
     def _probe_sequence_base(self) -> int | None: ...
+    def _probe_sealed(self) -> bool: ...
 
 class SegmentIterator:
     """Walks a segment's finished messages, counting what it passes over.
@@ -372,6 +396,9 @@ class Message:
     def thread_id(self) -> int: ...
     @property
     def key_id(self) -> int: ...
+    @property
+    def sealed(self) -> bool:
+        """Sealed (key id != 0): text and data decrypt with the segment's key."""
     @property
     def size(self) -> int: ...
     @property

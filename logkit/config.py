@@ -26,7 +26,10 @@ ENV_VAR = "LOGKIT_CONFIG"
 DEFAULT_STORAGE = "family"
 DEFAULT_TRANSPORT = "shm"
 # Keys of a [log.NAME] table that belong to the log itself, not to a backend.
-LOG_KEYS = ("storage", "transport", "key_file")
+LOG_KEYS = ("storage", "transport")
+# Encryption is an option of the storage: `key_file` is declared by storages
+# that seal (family); anywhere else it is refused by name, never ignored.
+KEY_FILE = "key_file"
 
 
 def search_path() -> list[str]:
@@ -251,16 +254,19 @@ def _resolve_log(name: str, table: Any, file: str | None, base_dir: str) -> tupl
             classes[kind] = _load_backend(kind, bname)
         except BackendNotFound as e:
             problems.append(Problem(file, tname, kind, str(e)))
-    if "key_file" in table:
-        problems.append(Problem(file, tname, "key_file",
-                                "encryption is not available in this version of logkit; "
-                                "remove key_file rather than log in plain text unknowingly"))
     subtables = {k: table[k] for k in ("storage", "transport") if isinstance(table.get(k), dict)}
     plain = {k: v for k, v in table.items() if k not in LOG_KEYS and k not in subtables}
     given = {"storage": {}, "transport": {}}
     names = {kind: {o.name for o in cls.options} for kind, cls in classes.items()}
     for key, value in plain.items():
         owners = [kind for kind in ("storage", "transport") if key in names.get(kind, ())]
+        if key == KEY_FILE and not owners and "storage" in classes:
+            sealing = sorted(n for n in ("family",) if n != classes["storage"].name)
+            problems.append(Problem(file, tname, key, f"storage backend '{classes['storage'].name}' "
+                                    "cannot encrypt (it has no key_file option); sealed messages "
+                                    f"need storage = {' or '.join(repr(n) for n in sealing)}; remove "
+                                    "key_file rather than log in plain text unknowingly"))
+            continue
         # With a backend that failed to load, its keys cannot be told from typos.
         if not owners and len(classes) == 2:
             valid = set(LOG_KEYS) | names["storage"] | names["transport"]

@@ -271,7 +271,7 @@ def open_segment_messages(ring: KeyRing, key_id: int, segment_uuid: bytes | _uui
     tampering (the reader rule of docs/security.md).
 
     `messages` are (buffer, offset) pairs, each a sealed message in the
-    proposed layout.  Returns the indexes of the messages that failed
+    format version 2 layout.  Returns the indexes of the messages that failed
     authentication (tampered; each left unchanged).  Raises MissingKey if
     the key file lacks `key_id`; WrongKey if the segment's key check
     (`expected_check`, when the segment records one) differs from the one

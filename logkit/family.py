@@ -28,6 +28,7 @@ from logkit.errors import (
     SegmentFull,
     SegmentNotFound,
 )
+from logkit.crypto import MissingKey, WrongKey, load_key_file
 from logkit.salvager import process_alive, salvage
 
 __all__ = [
@@ -155,6 +156,14 @@ def _previous_field(path: str) -> str:
     return path if len(os.fsencode(path)) < 256 else os.path.basename(path)
 
 
+def _seg_open(path, readonly: bool, ring) -> Segment:
+    """Segment.open, with the key ring only when there is one (so an unsealed
+    log calls exactly what it always did)."""
+    if ring is None:
+        return Segment.open(path, readonly) if readonly else Segment.open(path)
+    return Segment.open(path, readonly, key=ring)
+
+
 def _alive_token(token: int) -> bool:
     return process_alive(token & 0xFFFFFFFF)
 
@@ -168,7 +177,14 @@ class FamilyWriter:
     def __init__(self, directory, family: str = "log", segment_size="8MiB",
                  wait_timeout: float = 30.0, rotation_timeout: float = 5.0, mode: int = 0o640,
                  retain_age=None, retain_count: int | None = None, retain_size=None,
-                 create: bool = True):
+                 create: bool = True, key_file=None):
+        # Sealed messages (docs/security.md): with a key file, every segment
+        # this writer creates is sealed under the file's current key, and it
+        # writes only into sealed segments (an unsealed or unkeyed live
+        # segment is rotated first).  The file is loaded now, so a missing
+        # or loosely permitted one refuses to open the log, saying why.
+        self.key_file = os.fspath(key_file) if key_file is not None else None
+        self._ring = load_key_file(self.key_file) if self.key_file is not None else None
         self.directory = os.path.abspath(os.fspath(directory))
         self.family = _check_family(family)
         self.segment_size = parse_size(segment_size, "segment_size")
@@ -186,7 +202,37 @@ class FamilyWriter:
                 raise SegmentNotFound(f"family directory {self.directory} does not exist")
             os.makedirs(self.directory, exist_ok=True)
         self._seg, self._ino = self._open_live(create)
+        if self._ring is not None and not self._seg.has_key:
+            # Encryption was just configured (an unsealed live segment), or the
+            # live segment is sealed under a key this file lacks: never write
+            # plain text into the log, move on to a new, sealed segment.
+            self._seg = self._advance(self._seg)
         _writers.add(self)
+
+    def _key_for_new_segment(self):
+        """(key_id, log_key) of the current key, reloading the key file
+        (rotation by key id takes effect at the next segment), or None."""
+        if self.key_file is None:
+            return None
+        self._ring = load_key_file(self.key_file)
+        return (self._ring.current, self._ring.current_key)
+
+    def _open_segment(self, path):
+        """Open a live segment for writing, with the key ring when sealing.
+        A sealed segment under a key id the ring lacks reloads the file once
+        (another process rotated to a newer key).  A writer without a key
+        file refuses a sealed live segment."""
+        seg = _seg_open(path, False, self._ring)
+        if seg.sealed and not seg.has_key:
+            if self._ring is None:
+                kid = seg.key_id
+                seg.close()
+                raise MissingKey(f"{path} is sealed (key id {kid}): this writer has no key_file, and "
+                                 "writing plain messages into a sealed log is refused")
+            seg.close()
+            self._ring = load_key_file(self.key_file)
+            seg = _seg_open(path, False, self._ring)
+        return seg
 
     # -------------------------------------------------------------- live segment
 
@@ -195,7 +241,7 @@ class FamilyWriter:
         deadline = _time.monotonic() + self.wait_timeout
         while True:
             try:
-                seg = Segment.open(self.path)
+                seg = self._open_segment(self.path)
                 return seg, seg.file_id        # of the file mapped, not of whatever the name is now
             except SegmentNotFound:
                 if not create:
@@ -210,7 +256,7 @@ class FamilyWriter:
                         prev = hist[-1]
                 seg = Segment.create(self.path, size=self.segment_size, family=self.family,
                                      previous=_previous_field(prev),
-                                     sequence_base=base, mode=self.mode)
+                                     sequence_base=base, mode=self.mode, key=self._key_for_new_segment())
                 return seg, seg.file_id
             except FileExistsError:
                 pass                          # another process created it first: open that
@@ -370,7 +416,7 @@ class FamilyWriter:
         base = old.sequence_base + old.stats()["reserved"]
         tmp = os.path.join(self.directory, f".{self.family}.{os.getpid()}.{_uuid.uuid4().hex[:8]}.live")
         new = Segment.create(tmp, size=self.segment_size, family=self.family, previous=_previous_field(hist),
-                             sequence_base=base, mode=self.mode)
+                             sequence_base=base, mode=self.mode, key=self._key_for_new_segment())
         new.close()
         _hook("created")
         installing = (_PHASE_INSTALLING << 62) | (token & ((1 << 62) - 1))
@@ -436,7 +482,7 @@ class FamilyWriter:
 
 def open_writer(directory, family: str = "log", segment_size="8MiB", **options) -> FamilyWriter:
     """Open (creating if needed) a family for writing.  See FamilyWriter for options:
-    wait_timeout, rotation_timeout, mode, retain_age, retain_count, retain_size."""
+    wait_timeout, rotation_timeout, mode, retain_age, retain_count, retain_size, key_file."""
     return FamilyWriter(directory, family, segment_size, **options)
 
 
@@ -452,8 +498,13 @@ class FamilyReader:
     own messages (follow() notes the gap in .problems).
     """
 
-    def __init__(self, directories, family: str = "log"):
+    def __init__(self, directories, family: str = "log", key_file=None):
         dirs = [directories] if isinstance(directories, (str, os.PathLike)) else list(directories)
+        # With a key file, sealed messages read decrypted (each segment under
+        # its own key id, so old segments open with old keys of the same
+        # file); without one, their text is "[encrypted]".
+        self.key_file = os.fspath(key_file) if key_file is not None else None
+        self._ring = load_key_file(self.key_file) if self.key_file is not None else None
         if not dirs:
             raise InvalidArgument("open_reader() needs at least one directory")
         self.directories = [os.path.abspath(os.fspath(d)) for d in dirs]
@@ -466,6 +517,7 @@ class FamilyReader:
         self._start: tuple[str, int] | None = None     # (segment uuid, offset) set by seek()
         self._start_name = ""                           # its history name then ("" if live)
         self._damaged: set[str] = set()
+        self._noted: set[str] = set()           # segments reported as sealed under a missing key
         self._start_seq = 0
 
     # -------------------------------------------------------------- listing
@@ -492,11 +544,22 @@ class FamilyReader:
 
     def _open(self, path: str) -> Segment | None:
         try:
-            return Segment.open(path, readonly=True)
+            seg = _seg_open(path, True, self._ring)
+            if seg.sealed and not seg.has_key and self._ring is not None:
+                self._ring = load_key_file(self.key_file)     # a key added since we loaded it?
+                seg.close()
+                seg = _seg_open(path, True, self._ring)
+                if not seg.has_key:
+                    self._note_once(path, f"segment {path} is sealed under key id {seg.key_id}, which "
+                                          f"key file {self.key_file} does not hold: its messages read "
+                                          "'[encrypted]'")
+            return seg
+        except WrongKey:
+            raise                               # a wrong key is the caller's to fix, not damage
         except FileNotFoundError:
             return None                         # rotated or retained meanwhile
         except (LogkitError, OSError) as e:
-            if path not in self._damaged:       # report each damaged segment once
+            if path not in self._damaged:       # report each damaged segment once (a wrong key: raised above)
                 self._damaged.add(path)
                 self.damaged_segments = len(self._damaged)
                 msg = f"skipping segment {path}: {e}"
@@ -524,6 +587,12 @@ class FamilyReader:
             yield seg
         if live is not None and live.uuid not in seen:
             yield live
+
+    def _note_once(self, path: str, msg: str) -> None:
+        if path not in self._noted:
+            self._noted.add(path)
+            self.problems.append(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
     # -------------------------------------------------------------- iteration
 
@@ -792,9 +861,10 @@ class FamilyReader:
         return best
 
 
-def open_reader(directories, family: str = "log") -> FamilyReader:
-    """Open a family (one directory, or several after migrate) for reading."""
-    return FamilyReader(directories, family)
+def open_reader(directories, family: str = "log", key_file=None) -> FamilyReader:
+    """Open a family (one directory, or several after migrate) for reading;
+    key_file decrypts sealed messages."""
+    return FamilyReader(directories, family, key_file=key_file)
 
 
 # ------------------------------------------------------------------ history tools

@@ -109,9 +109,14 @@ def _salvage(seg: Segment, path, grace: float, settle: float) -> SalvageReport:
     problem = seg._header_problem()
     if problem is not None:
         base = seg._probe_sequence_base() or 1
-        seg._rebuild_identity(base)
+        seg._rebuild_identity(base, seg._probe_sealed())
         rep.header_rebuilt = True
         rep.notes.append(f"header: {problem}; sequence base set to {base} from the messages found")
+        if seg.sealed:
+            # docs/security.md: a sealed segment whose identity was rebuilt is
+            # never put back in service for sealed writes (it is rotated).
+            rep.notes.append("header: the segment is sealed (format version 2) and stays so; "
+                             "it must not be written again (rotate it)")
         if seg._fix_word(HEADER_SIZE, 0, True):
             rep.taken_out_of_service = True
     if seg._header_problem() is not None:   # pragma: no cover - rebuild always succeeds

@@ -267,10 +267,11 @@ def _reference_reader() -> dict:
     return namespace
 
 
-def _random_segment(rnd: random.Random) -> bytes:
-    """A segment with every kind of record, a jumped COUNT now and then, and random damage."""
+def _random_segment(rnd: random.Random, key=None) -> bytes:
+    """A segment with every kind of record, a jumped COUNT now and then, and random damage
+    (sealed, format version 2, when `key` is a (key_id, log_key) pair)."""
     buf = bytearray(16384)
-    seg = logkit.Segment.format(buf, sequence_base=rnd.choice([1, 1000, 1 << 40]))
+    seg = logkit.Segment.format(buf, sequence_base=rnd.choice([1, 1000, 1 << 40]), key=key)
     try:
         for _ in range(rnd.randint(1, 25)):
             k = rnd.random()
@@ -330,6 +331,43 @@ def test_format_md_reference_reader_agrees_with_logkit_on_damaged_segments():
         assert mine == theirs, f"docs/format.md's reader and Segment.records() disagree:\n{mine}\n{theirs}"
         kinds.update(k for k, *_ in mine)
     assert kinds == {"committed", "reserved", "abandoned", "gap", "damaged"}
+
+
+def test_format_md_reference_reader_agrees_with_logkit_on_damaged_sealed_segments():
+    """Version 2: the same reader, with the tag counted in total and the
+    SEALED flag rule, agrees with Segment.records() on sealed segments."""
+    walk = _reference_reader()["walk"]
+    rnd = random.Random(20260406)
+    kinds = set()
+    for _ in range(200):
+        region = _random_segment(rnd, key=(rnd.randint(1, 65535), rnd.randbytes(32)))
+        assert struct.unpack_from("<II", region, 48)[1] == 1 and struct.unpack_from("<I", region, 8)[0] == 2
+        mine = list(walk(region))
+        seg = logkit.Segment.from_buffer(region, readonly=True)
+        try:
+            theirs = [(r.kind, r.offset, r.length, r.sequence) for r in seg.records()]
+        finally:
+            seg.close()
+        assert mine == theirs, f"docs/format.md's reader and Segment.records() disagree:\n{mine}\n{theirs}"
+        kinds.update(k for k, *_ in mine)
+    assert kinds == {"committed", "reserved", "abandoned", "gap", "damaged"}
+
+
+def test_format_md_version_2_section_matches_the_code():
+    d = _header_defines()
+    doc = (DOCS / "format.md").read_text(encoding="utf-8")
+    section = _section(doc, "## Version 2: sealed segments")
+    assert d["LK_FORMAT_VERSION_SEALED"] == logkit._segment.FORMAT_VERSION_SEALED == 2
+    assert d["LK_SEG_FLAG_SEALED"] == 1 and d["LK_TAG_SIZE"] == 16 == logkit._segment.TAG_SIZE
+    v2 = doc.split("## Version 2: sealed segments", 1)[1].split("\n## ", 1)[0]
+    for off, name in ((8, "format version: `2`"), (52, "`SEALED`"), (464, "key check"), (480, "key id")):
+        assert re.search(rf"^\|\s*{off}\s*\|.*{re.escape(name)}", v2, re.M), (off, name)
+    assert d["LK_H_KEY_CHECK"] == 464 and d["LK_H_KEY_ID"] == 480
+    assert "`0x0002`" in v2 and "align8(64 + tl + cl + dl + 16)" in v2
+    import logkit._crypto as c
+    assert c.FLAG_SEALED == 0x0002 and c.TAG_BYTES == 16
+    assert c.SEGMENT_KEY_CONTEXT in v2.replace("\n", " ") and c.KEY_CHECK_CONTEXT in v2
+    del section
 
 
 def test_format_md_departure_references_exist():

@@ -14,7 +14,7 @@
  * 64-bit sequence number, little-endian (lk_seal_nonce); the additional data
  * is the readable part of the message header (bytes 8..55) and the data-class
  * name; text and binary data are encrypted in place.  lk_seal_message and
- * lk_open_message implement that for a message laid out as the PROPOSED
+ * lk_open_message implement that for a message laid out as the
  * format version 2 of docs/security.md (tag after the payload).
  *
  * Layers, each usable alone:
@@ -23,7 +23,7 @@
  *   lk_poly1305_*              the one-time authenticator (RFC 8439 2.5)
  *   lk_aead_seal_v/_open_v     the AEAD (RFC 8439 2.8) over scattered spans
  *   lk_aead_seal/_open         the same over one contiguous aad and text
- *   lk_seal_message/_open_message  a whole message, proposed v2 layout
+ *   lk_seal_message/_open_message  a whole message, format version 2 layout
  *
  * Constant time: no branch and no table index depends on key, keystream or
  * plaintext; the tag is compared with lk_seal_equal16 (no early exit).  Key
@@ -546,7 +546,7 @@ static inline void lk_seal_nonce(uint8_t nonce[12], uint64_t sequence) {
  * (56..63, computed from these bytes and after sealing). */
 #define LK_SEAL_AAD_START    8
 #define LK_SEAL_AAD_END     56
-/* PROPOSED (docs/security.md, format version 2): the message flag of a
+/* Format version 2 (docs/format.md, "Version 2: sealed segments"): the message flag of a
  * sealed message; its key id is non-zero, and the 16-byte tag follows the
  * binary data, counted in total. */
 #define LK_SEAL_FLAG_SEALED 0x0002

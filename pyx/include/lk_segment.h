@@ -1,7 +1,9 @@
 /*
  * lk_segment.h -- the log segment: layout, lock-free reservation, finish,
- * and the reader's record walk.  Format version 1; docs/format.md is the
- * byte-level reference and must change together with this file.
+ * and the reader's record walk.  Format versions 1 and 2 (2 = a sealed
+ * segment: version 1 plus encryption, docs/format.md "Version 2: sealed
+ * segments" and docs/security.md); docs/format.md is the byte-level reference
+ * and must change together with this file.
  *
  * ======================================================================
  * Data structures
@@ -51,6 +53,14 @@
  *                   the full checksum is still protected against damage
  *     60  u32 checksum: CRC-32C of bytes 8..59 followed by the payload
  *     64  text, data-class name, binary data; zero padding to a multiple of 8
+ *
+ * Sealed messages (format version 2 only): key id != 0, flags has
+ * LK_MSG_FLAG_SEALED, text and data are encrypted in place, and the 16-byte
+ * Poly1305 tag follows the binary data, counted in total (lk_payload_len).
+ * Both checksums work exactly as in version 1 over the bytes as stored
+ * (ciphertext and tag), so a reader without the key still validates,
+ * resynchronises and salvages.  lk_finish_sealed seals after storing
+ * severity and time and before the checksum and the commit CAS.
  *
  * Bytes 0..7 are read and written as one 64-bit word, the "state word"
  * (sentinel | state << 32), so a reader sees sentinel and state together.
@@ -189,13 +199,15 @@
 #include "lk_atomic.h"
 #include "lk_crc32c.h"
 #include "lk_futex.h"
+#include "lk_seal.h"
 #include "lk_sys.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "logkit segment format version 1 is little-endian; this target is not"
 #endif
 
-#define LK_FORMAT_VERSION        1u
+#define LK_FORMAT_VERSION        1u     /* unsealed segments: byte for byte as always */
+#define LK_FORMAT_VERSION_SEALED 2u     /* sealed segments (docs/format.md, Version 2) */
 #define LK_HEADER_SIZE           4096u
 #define LK_MSG_HEADER            64u
 #define LK_MIN_REGION            8192u
@@ -207,6 +219,9 @@
 #define LK_STATE_COMMITTED       2u
 #define LK_STATE_ABANDONED       3u
 #define LK_FLAG_FILLER           0x0001u
+#define LK_MSG_FLAG_SEALED       0x0002u   /* = LK_SEAL_FLAG_SEALED of lk_seal.h */
+#define LK_SEG_FLAG_SEALED       1u        /* header flags (52), version 2 */
+#define LK_TAG_SIZE              16u       /* Poly1305 tag after a sealed message's data */
 
 #define LK_SEVERITY_MIN          (-250)
 #define LK_SEVERITY_MAX          250
@@ -240,6 +255,8 @@
 #define LK_H_SALVAGE_COUNT       440    /* u64 */
 #define LK_H_SALVAGE_TIME        448    /* i64 ns */
 #define LK_H_ROTATOR             456    /* u64 rotation token: pid | attempt << 32 | phase << 62 */
+#define LK_H_KEY_CHECK           464    /* 16 bytes, version 2: key check of the segment key */
+#define LK_H_KEY_ID              480    /* u16, version 2: key id the segment is sealed under */
 #define LK_H_RESERVATION         512    /* u64, alone on its cache line */
 #define LK_H_REFUSED_FULL        576    /* u64 counters, one shared line: */
 #define LK_H_REFUSED_TOO_BIG     584    /*   only refusals touch them     */
@@ -286,13 +303,35 @@ static inline uint64_t lk_message_size(uint64_t text_len, uint64_t data_len, uin
     return lk_align8(LK_MSG_HEADER + text_len + data_len + cls_len);
 }
 
+/* Bytes of payload as stored: text, class name, data, and the tag when the
+ * message is sealed (key id != 0; version 1 writes only key id 0). */
+static inline uint64_t lk_payload_len(const uint8_t *m) {
+    uint32_t text_len, data_len; uint16_t cls_len, kid;
+    memcpy(&text_len, m + 40, 4);
+    memcpy(&data_len, m + 44, 4);
+    memcpy(&cls_len, m + 48, 2);
+    memcpy(&kid, m + 50, 2);
+    return (uint64_t)text_len + data_len + cls_len + (kid ? LK_TAG_SIZE : 0u);
+}
+
 static inline uint32_t lk_message_checksum(const uint8_t *m) {
+    uint32_t c = lk_crc32c(0, m + 8, 52);
+    return lk_crc32c(c, m + LK_MSG_HEADER, lk_payload_len(m));
+}
+
+/* The same for a writer that knows whether its message is sealed (so the
+ * unsealed finish reads no key id): payload = tl + cl + dl (+ 16 sealed). */
+static inline uint32_t lk_message_checksum_n(const uint8_t *m, uint64_t payload) {
+    uint32_t c = lk_crc32c(0, m + 8, 52);
+    return lk_crc32c(c, m + LK_MSG_HEADER, payload);
+}
+
+static inline uint64_t lk_plain_payload_len(const uint8_t *m) {
     uint32_t text_len, data_len; uint16_t cls_len;
     memcpy(&text_len, m + 40, 4);
     memcpy(&data_len, m + 44, 4);
     memcpy(&cls_len, m + 48, 2);
-    uint32_t c = lk_crc32c(0, m + 8, 52);
-    return lk_crc32c(c, m + LK_MSG_HEADER, (uint64_t)text_len + data_len + cls_len);
+    return (uint64_t)text_len + data_len + cls_len;
 }
 
 /* The stub checksum: the fields a writer fixes at reservation and never
@@ -345,12 +384,14 @@ static inline void lk_wake_after_release_store(uint8_t *base) {
  * (after counting it).  The data-class name is copied here because its
  * length and bytes are known at reservation.
  */
-static inline int lk_reserve_as(uint8_t *base, uint64_t size,
-                                uint64_t text_len, uint64_t data_len,
-                                const void *cls, uint64_t cls_len, int64_t now,
-                                uint32_t pid, uint32_t tid,
-                                uint64_t *off, uint64_t *seq) {
-    uint64_t need = lk_message_size(text_len, data_len, cls_len);
+static inline int lk_reserve_kid(uint8_t *base, uint64_t size,
+                                 uint64_t text_len, uint64_t data_len,
+                                 const void *cls, uint64_t cls_len, int64_t now,
+                                 uint32_t pid, uint32_t tid, uint16_t kid,
+                                 uint64_t *off, uint64_t *seq) {
+    /* kid != 0: a sealed message (version 2), with room for the tag.  The
+     * unsealed callers pass the constant 0, which the compiler folds away. */
+    uint64_t need = lk_message_size(text_len + (kid ? LK_TAG_SIZE : 0u), data_len, cls_len);
     if (need > size - LK_HEADER_SIZE || text_len > 0xFFFFFFFFu ||
         data_len > 0xFFFFFFFFu || cls_len > 0xFFFFu) {
         lk_counter_add_relaxed(LK_U64(base, LK_H_REFUSED_TOO_BIG), 1);
@@ -381,7 +422,12 @@ static inline int lk_reserve_as(uint8_t *base, uint64_t size,
     uint64_t s = *LK_U64(base, LK_H_SEQUENCE_BASE) + ((w >> 32) & LK_COUNT_MASK);
     uint32_t u32; uint16_t u16;
     u32 = (uint32_t)need;          memcpy(m + 8, &u32, 4);
-    memset(m + 12, 0, 4);          /* severity, flags */
+    if (kid) {
+        memset(m + 12, 0, 2);      /* severity */
+        u16 = LK_MSG_FLAG_SEALED;  memcpy(m + 14, &u16, 2);
+    } else {
+        memset(m + 12, 0, 4);      /* severity, flags */
+    }
     memcpy(m + 16, &s, 8);
     memcpy(m + 24, &now, 8);       /* reservation time, replaced at finish */
     memcpy(m + 32, &pid, 4);
@@ -389,19 +435,29 @@ static inline int lk_reserve_as(uint8_t *base, uint64_t size,
     u32 = (uint32_t)text_len;      memcpy(m + 40, &u32, 4);
     u32 = (uint32_t)data_len;      memcpy(m + 44, &u32, 4);
     u16 = (uint16_t)cls_len;       memcpy(m + 48, &u16, 2);
-    memset(m + 50, 0, 2);          /* key id */
+    memcpy(m + 50, &kid, 2);       /* key id (0: not sealed) */
     u32 = 1;                       memcpy(m + 52, &u32, 4);   /* span */
     u32 = lk_stub_checksum(m);     memcpy(m + 56, &u32, 4);
     memset(m + 60, 0, 4);          /* checksum, set at finish */
     if (cls_len)
         memcpy(m + LK_MSG_HEADER + text_len, cls, cls_len);
     uint64_t pad_at = LK_MSG_HEADER + text_len + cls_len + data_len;
+    if (kid)
+        pad_at += LK_TAG_SIZE;     /* the tag is written at finish */
     if (need > pad_at)
         memset(m + pad_at, 0, need - pad_at);
     lk_state_store_release(LK_U64(m, 0), lk_state_word(LK_STATE_RESERVED));  /* [W1] pairs with [A1] */
     *off = at;
     *seq = s;
     return LK_OK;
+}
+
+static inline int lk_reserve_as(uint8_t *base, uint64_t size,
+                                uint64_t text_len, uint64_t data_len,
+                                const void *cls, uint64_t cls_len, int64_t now,
+                                uint32_t pid, uint32_t tid,
+                                uint64_t *off, uint64_t *seq) {
+    return lk_reserve_kid(base, size, text_len, data_len, cls, cls_len, now, pid, tid, 0, off, seq);
 }
 
 /* The usual case: the message is this process's and thread's. */
@@ -427,13 +483,37 @@ static inline int lk_reserve(uint8_t *base, uint64_t size,
  * abandoned record's bytes are left as salvage saw them (checked first; a
  * salvager that abandons in the instant between check and CAS still wins).
  */
+static inline int lk_finish_tail(uint8_t *base, uint64_t at, uint8_t *m, int64_t time_ns, uint32_t c);
+
 static inline int lk_finish(uint8_t *base, uint64_t at, int16_t severity, int64_t time_ns) {
     uint8_t *m = base + at;
     if (lk_state_load_acquire(LK_U64(m, 0)) != lk_state_word(LK_STATE_RESERVED))
         return LK_LOST;
     memcpy(m + 12, &severity, 2);
     memcpy(m + 24, &time_ns, 8);
-    uint32_t c = lk_message_checksum(m);
+    return lk_finish_tail(base, at, m, time_ns, lk_message_checksum_n(m, lk_plain_payload_len(m)));
+}
+
+/* Finish a sealed reservation (made with a key id): store severity and time
+ * (they are authenticated), seal text and data in place under the segment
+ * key and store the tag, then checksum and commit as lk_finish does.  Sealed
+ * once: the state is checked first, and a lost commit is never retried under
+ * the same sequence number (docs/security.md, "Why (key, nonce) never
+ * repeats").  `size` bounds the message for lk_seal_message. */
+static inline int lk_finish_sealed(uint8_t *base, uint64_t size, uint64_t at,
+                                   int16_t severity, int64_t time_ns, const uint8_t seg_key[32]) {
+    uint8_t *m = base + at;
+    if (lk_state_load_acquire(LK_U64(m, 0)) != lk_state_word(LK_STATE_RESERVED))
+        return LK_LOST;
+    memcpy(m + 12, &severity, 2);
+    memcpy(m + 24, &time_ns, 8);
+    if (lk_seal_message(seg_key, m, size - at) != LK_SEAL_OK)
+        return LK_DAMAGED;          /* lengths do not fit the total: never for our own stub */
+    return lk_finish_tail(base, at, m, time_ns,
+                          lk_message_checksum_n(m, lk_plain_payload_len(m) + LK_TAG_SIZE));
+}
+
+static inline int lk_finish_tail(uint8_t *base, uint64_t at, uint8_t *m, int64_t time_ns, uint32_t c) {
     memcpy(m + 60, &c, 4);
     uint64_t expected = lk_state_word(LK_STATE_RESERVED);
     if (!lk_state_cas(LK_U64(m, 0), &expected, lk_state_word(LK_STATE_COMMITTED)))  /* [W2] pairs with [A1] */
@@ -473,6 +553,26 @@ static inline int lk_write_as(uint8_t *base, uint64_t size,
     if (text_len) memcpy(p, text, text_len);
     if (data_len) memcpy(p + text_len + cls_len, data, data_len);
     return lk_finish(base, at, severity, time_ns);
+}
+
+/* The whole write into a sealed segment: reserve with the key id (room for
+ * the tag), copy the plaintext, finish_sealed.  The plaintext lies in the
+ * mapping only between the copy and the seal, a few hundred ns. */
+static inline int lk_write_sealed(uint8_t *base, uint64_t size,
+                                  const void *text, uint64_t text_len,
+                                  const void *data, uint64_t data_len,
+                                  const void *cls, uint64_t cls_len,
+                                  int16_t severity, int64_t time_ns, int64_t now,
+                                  uint32_t pid, uint32_t tid,
+                                  uint16_t kid, const uint8_t seg_key[32], uint64_t *seq) {
+    uint64_t at;
+    int rc = lk_reserve_kid(base, size, text_len, data_len, cls, cls_len, now, pid, tid, kid, &at, seq);
+    if (rc != LK_OK)
+        return rc;
+    uint8_t *p = base + at + LK_MSG_HEADER;
+    if (text_len) memcpy(p, text, text_len);
+    if (data_len) memcpy(p + text_len + cls_len, data, data_len);
+    return lk_finish_sealed(base, size, at, severity, time_ns, seg_key);
 }
 
 /* A message of this process and thread (lk_write_as copies one made elsewhere,
@@ -542,13 +642,14 @@ static inline int lk_plausible_shape(const uint8_t *base, uint64_t size, uint64_
     uint32_t st = (uint32_t)(sw >> 32);
     if (st < LK_STATE_RESERVED || st > LK_STATE_ABANDONED)
         return 0;
-    uint32_t t, tl, dl, sp; uint16_t cl; uint64_t s;
+    uint32_t t, tl, dl, sp; uint16_t cl, kid; uint64_t s;
     memcpy(&t, m + 8, 4); memcpy(&s, m + 16, 8);
     memcpy(&tl, m + 40, 4); memcpy(&dl, m + 44, 4); memcpy(&cl, m + 48, 2);
-    memcpy(&sp, m + 52, 4);
+    memcpy(&kid, m + 50, 2); memcpy(&sp, m + 52, 4);
     if (t < LK_MSG_HEADER || (t & 7u) || (uint64_t)t > size - at)
         return 0;
-    if (lk_message_size(tl, dl, cl) != t)
+    /* A sealed message (key id != 0) carries its 16-byte tag in total. */
+    if (lk_message_size((uint64_t)tl + (kid ? LK_TAG_SIZE : 0u), dl, cl) != t)
         return 0;
     if (sp == 0 || (uint64_t)sp * LK_MSG_HEADER > t || s > UINT64_MAX - sp)
         return 0;
@@ -570,9 +671,12 @@ static inline int lk_valid_record(const uint8_t *base, uint64_t size, uint64_t a
         return 0;
     const uint8_t *m = base + at;
     if (*state == LK_STATE_COMMITTED) {
-        uint32_t stored; int16_t sev;
+        uint32_t stored; int16_t sev; uint16_t fl, kid;
         memcpy(&stored, m + 60, 4); memcpy(&sev, m + 12, 2);
+        memcpy(&fl, m + 14, 2); memcpy(&kid, m + 50, 2);
+        /* the sealed flag is set exactly when the key id is non-zero */
         return *span == 1 && sev >= LK_SEVERITY_MIN && sev <= LK_SEVERITY_MAX &&
+               ((fl & LK_MSG_FLAG_SEALED) != 0) == (kid != 0) &&
                stored == lk_message_checksum(m);
     }
     uint32_t stub; uint16_t flags;

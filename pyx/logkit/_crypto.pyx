@@ -225,7 +225,7 @@ def segment_key(log_key, segment_uuid) -> bytes:
 
 def key_check(seg_key) -> bytes:
     """16 bytes that tell whether a reader derived the same segment key as the
-    writer (the proposed header field of docs/security.md), revealing nothing
+    writer (header offset 464 of a sealed segment, docs/format.md), revealing nothing
     about the key: BLAKE3 derive_key with context KEY_CHECK_CONTEXT."""
     import blake3
     k = bytes(seg_key)
@@ -257,7 +257,7 @@ cdef int _message_call(seg_key, msg, Py_ssize_t offset, bint do_seal) except? -1
 
 def seal_message(seg_key, msg, Py_ssize_t offset=0) -> None:
     """Seal the message at `offset` of the writable buffer `msg` in place, in
-    the proposed version 2 layout (docs/security.md): text and data encrypted,
+    the format version 2 layout (docs/format.md): text and data encrypted,
     header bytes 8..55 and the class name authenticated, the tag stored after
     the data.  Every header field must already be stored.  InvalidArgument
     when the header's lengths leave no room for the tag within its total or

@@ -10,7 +10,8 @@
 # it binds `handle` below as its method and hands it a sink.
 #
 # A FamilySink writes straight into the family writer's live segment with
-# lk_write (the C-level API of logkit._segment) and falls back to the
+# lk_write (the C-level API of logkit._segment; lk_write_sealed when the live
+# segment is sealed) and falls back to the
 # writer's Python slow path only when the segment is full or rotated.  Any
 # other transport is called through its Python `write`.
 from libc.stdint cimport uint64_t, int64_t, int16_t
@@ -18,8 +19,8 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_Format
 from cpython.long cimport PyLong_FromUnsignedLongLong
 
 from logkit._segment cimport (
-    Segment, lk_write, lk_now_ns, LK_OK, LK_FULL, LK_OUT_OF_SERVICE,
-    LK_SEVERITY_MIN, LK_SEVERITY_MAX,
+    Segment, lk_write, lk_write_sealed, lk_now_ns, lk_process_id, lk_thread_id,
+    LK_OK, LK_FULL, LK_OUT_OF_SERVICE, LK_SEVERITY_MIN, LK_SEVERITY_MAX,
 )
 
 import json
@@ -77,7 +78,16 @@ cdef class FamilySink:
             dp = <bytes>data
             dn = len(<bytes>data)
             cp = PyUnicode_AsUTF8AndSize(data_class, &cn)
-        rc = lk_write(seg.base, seg.size, tp, tn, dp, dn, cp, cn, <int16_t>severity, time, lk_now_ns(), seq)
+        if not seg.sealed:
+            rc = lk_write(seg.base, seg.size, tp, tn, dp, dn, cp, cn, <int16_t>severity, time, lk_now_ns(), seq)
+        elif seg.has_key:
+            # A sealed segment (the log has a key_file): sealed in C, in the
+            # same reserve-copy-finish as lk_write (docs/security.md).
+            rc = lk_write_sealed(seg.base, seg.size, tp, tn, dp, dn, cp, cn, <int16_t>severity, time,
+                                 lk_now_ns(), lk_process_id(), lk_thread_id(), seg.seal_key_id,
+                                 seg.seal_key, seq)
+        else:
+            return 1                     # sealed without the key: the slow path refuses
         if rc == LK_OK:
             return 0
         if rc == LK_FULL or rc == LK_OUT_OF_SERVICE:

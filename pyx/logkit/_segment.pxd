@@ -9,6 +9,10 @@ from cpython.buffer cimport Py_buffer
 cdef extern from "lk_segment.h" nogil:
     enum:
         LK_FORMAT_VERSION
+        LK_FORMAT_VERSION_SEALED
+        LK_MSG_FLAG_SEALED
+        LK_SEG_FLAG_SEALED
+        LK_TAG_SIZE
         LK_HEADER_SIZE
         LK_MSG_HEADER
         LK_MIN_REGION
@@ -66,6 +70,8 @@ cdef extern from "lk_segment.h" nogil:
         LK_H_SALVAGE_COUNT
         LK_H_SALVAGE_TIME
         LK_H_ROTATOR
+        LK_H_KEY_CHECK
+        LK_H_KEY_ID
         LK_H_RESERVATION
         LK_H_REFUSED_FULL
         LK_H_REFUSED_TOO_BIG
@@ -97,6 +103,7 @@ cdef extern from "lk_segment.h" nogil:
     uint64_t lk_state_word(uint32_t state)
     uint64_t lk_message_size(uint64_t text_len, uint64_t data_len, uint64_t cls_len)
     uint32_t lk_message_checksum(const uint8_t *m)
+    uint64_t lk_payload_len(const uint8_t *m)
     uint32_t lk_identity_crc(const uint8_t *base)
     uint32_t lk_stub_checksum(const uint8_t *m)
     int lk_valid_record(const uint8_t *base, uint64_t size, uint64_t at, uint64_t min_seq,
@@ -107,6 +114,16 @@ cdef extern from "lk_segment.h" nogil:
     int lk_reserve_at(uint8_t *base, uint64_t size, uint64_t text_len, uint64_t data_len,
                       const void *cls, uint64_t cls_len, int64_t now, uint64_t *off, uint64_t *seq)
     int lk_finish(uint8_t *base, uint64_t at, int16_t severity, int64_t time_ns)
+    # sealed segments (format version 2): key id != 0 and the segment key
+    int lk_reserve_kid(uint8_t *base, uint64_t size, uint64_t text_len, uint64_t data_len,
+                       const void *cls, uint64_t cls_len, int64_t now, uint32_t pid, uint32_t tid,
+                       uint16_t kid, uint64_t *off, uint64_t *seq)
+    int lk_finish_sealed(uint8_t *base, uint64_t size, uint64_t at, int16_t severity,
+                         int64_t time_ns, const uint8_t *seg_key)
+    int lk_write_sealed(uint8_t *base, uint64_t size, const void *text, uint64_t text_len,
+                        const void *data, uint64_t data_len, const void *cls, uint64_t cls_len,
+                        int16_t severity, int64_t time_ns, int64_t now, uint32_t pid, uint32_t tid,
+                        uint16_t kid, const uint8_t *seg_key, uint64_t *seq)
     int lk_write(uint8_t *base, uint64_t size, const void *text, uint64_t text_len,
                  const void *data, uint64_t data_len, const void *cls, uint64_t cls_len,
                  int16_t severity, int64_t time_ns, int64_t now, uint64_t *seq)
@@ -196,6 +213,16 @@ cdef class Segment:
     cdef readonly bint readonly
     cdef readonly object path
     cdef readonly object file_id   # (st_dev, st_ino) of the file mapped, or None
+    # Sealing (format version 2): `sealed` is what the header says; with the
+    # key, `has_key` is set, seal_key_id is the header's key id and seal_key
+    # the segment key (derived once, when the key was given).  A writer of a
+    # sealed segment uses lk_write_sealed(..., seg.seal_key_id, seg.seal_key, ...)
+    # when seg.sealed and seg.has_key; a sealed segment without its key
+    # must not be written (Segment.write refuses).
+    cdef readonly bint sealed
+    cdef readonly bint has_key
+    cdef uint16_t seal_key_id
+    cdef uint8_t seal_key[32]
     # Waiting (wait(), listen()): where the waiter count, wake word and its
     # listener slot are written.  A writable segment writes its own header;
     # a read-only one maps its file's header page writable on first use.
@@ -239,6 +266,8 @@ cdef class SegmentIterator:
 cdef class Message:
     cdef readonly Segment segment
     cdef readonly uint64_t offset
+    cdef object _plain          # sealed: the opened private copy of the message, once read
+    cdef object _opened(self)
     cdef const uint8_t *_ptr(self) except NULL
     @staticmethod
     cdef Message _make(Segment seg, uint64_t offset)
@@ -252,6 +281,7 @@ cdef class Reservation:
     cdef uint64_t _data_len
     cdef uint64_t _cls_len
     cdef bint _done
+    cdef bint _sealed
     cdef object _text_view
     cdef object _data_view
     cdef _release_views(self)

@@ -20,6 +20,7 @@ from collections import namedtuple
 
 _SIZE_RE = re.compile(r"\s*([0-9]+)\s*([A-Za-z]*)\s*", re.ASCII)
 
+from logkit._crypto cimport lk_open_message, LK_SEAL_OK, LK_SEAL_BAD_TAG
 from logkit.errors import (
     DiskFull, InvalidArgument, MessageLost, MessageTooBig, NoSuchMessage, OutOfService,
     ReadOnlySegment, SegmentClosed, SegmentDamaged, SegmentExists, SegmentFull,
@@ -42,6 +43,8 @@ lk_sys_setup()
 
 MAGIC = b"LOGKITSG"
 FORMAT_VERSION = LK_FORMAT_VERSION
+FORMAT_VERSION_SEALED = LK_FORMAT_VERSION_SEALED
+TAG_SIZE = LK_TAG_SIZE
 HEADER_SIZE = LK_HEADER_SIZE
 MESSAGE_HEADER_SIZE = LK_MSG_HEADER
 MIN_SEGMENT_SIZE = LK_MIN_REGION
@@ -184,11 +187,12 @@ def _encode_field(value, int limit, what):
     return b
 
 
-cdef void _put_fixed_identity(uint8_t *b, uint64_t size, uint64_t seq_base) noexcept:
+cdef void _put_fixed_identity(uint8_t *b, uint64_t size, uint64_t seq_base,
+                              uint32_t version=LK_FORMAT_VERSION) noexcept:
     """The identity fields a region itself determines (format, sizes, base);
     shared by formatting and by salvage's rebuild of a damaged header."""
     memcpy(b, b"LOGKITSG", 8)
-    _put32(b, LK_H_VERSION, LK_FORMAT_VERSION)
+    _put32(b, LK_H_VERSION, version)
     _put32(b, LK_H_HEADER_SIZE, LK_HEADER_SIZE)
     _put64(b, LK_H_REGION_SIZE, size)
     _put64(b, LK_H_SEQUENCE_BASE, seq_base)
@@ -196,9 +200,18 @@ cdef void _put_fixed_identity(uint8_t *b, uint64_t size, uint64_t seq_base) noex
 
 
 cdef void _format_region(uint8_t *b, uint64_t size, bytes family, bytes previous,
-                         uint64_t seq_base, bytes uuid_bytes, int64_t created) noexcept:
+                         uint64_t seq_base, bytes uuid_bytes, int64_t created,
+                         bytes key_check=None, uint16_t key_id=0) noexcept:
     memset(b, 0, LK_HEADER_SIZE)
-    _put_fixed_identity(b, size, seq_base)
+    if key_id:
+        # Sealed: format version 2, the SEALED segment flag (both under the
+        # identity CRC), key check and key id in the hint area.
+        _put_fixed_identity(b, size, seq_base, LK_FORMAT_VERSION_SEALED)
+        _put32(b, LK_H_FLAGS, LK_SEG_FLAG_SEALED)
+        memcpy(b + LK_H_KEY_CHECK, <const char *>key_check, 16)
+        memcpy(b + LK_H_KEY_ID, &key_id, 2)
+    else:
+        _put_fixed_identity(b, size, seq_base)
     memcpy(b + LK_H_UUID, <const char *>uuid_bytes, 16)
     _put64(b, LK_H_CREATED, <uint64_t>created)
     memcpy(b + LK_H_FAMILY, <const char *>family, len(family))
@@ -231,9 +244,64 @@ cdef str _header_problem(const uint8_t *b, uint64_t size):
 cdef _check_version(const uint8_t *b, where):
     """A sound header of another format version is not damage: refuse it as such."""
     cdef uint32_t v = _u32(b, LK_H_VERSION)
-    if b[0:8] == MAGIC and v != LK_FORMAT_VERSION and _u32(b, LK_H_IDENTITY_CRC) == lk_identity_crc(b):
-        raise UnsupportedFormat(f"{where}: segment format version {v}; this logkit reads version "
-                                f"{LK_FORMAT_VERSION} only (upgrade logkit to read it)")
+    if b[0:8] == MAGIC and v != LK_FORMAT_VERSION and v != LK_FORMAT_VERSION_SEALED \
+            and _u32(b, LK_H_IDENTITY_CRC) == lk_identity_crc(b):
+        raise UnsupportedFormat(f"{where}: segment format version {v}; this logkit reads versions "
+                                f"{LK_FORMAT_VERSION} and {LK_FORMAT_VERSION_SEALED} only "
+                                f"(upgrade logkit to read it)")
+
+
+cdef bint _header_sealed(const uint8_t *b) noexcept:
+    """The header (identity already checked) says: a sealed segment."""
+    return _u32(b, LK_H_VERSION) == LK_FORMAT_VERSION_SEALED and (_u32(b, LK_H_FLAGS) & LK_SEG_FLAG_SEALED) != 0
+
+
+def _log_key_arg(key, what="key"):
+    """(key_id, log_key bytes) from a writer's key=(key_id, log_key)."""
+    try:
+        kid, log_key = key
+        kid = int(kid)
+        log_key = bytes(log_key)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{what} must be a (key_id, 32-byte log key) pair, not {type(key).__name__}") from None
+    if not 1 <= kid <= 65535:
+        raise InvalidArgument(f"{what}: key id {kid} is outside 1..65535 (0 means 'not sealed')")
+    if len(log_key) != 32:
+        raise InvalidArgument(f"{what}: a log key is 32 bytes, not {len(log_key)}")
+    return kid, log_key
+
+
+def _key_source(key):
+    """A description of where a key came from, for error messages."""
+    path = getattr(key, "path", None)
+    return f"key file {path}" if path else "the key given"
+
+
+def _sealing_args(key, segment_uuid):
+    """Validated (key_id, log_key) for a new sealed segment, or None."""
+    if key is None:
+        return None
+    if segment_uuid is not None:
+        raise InvalidArgument("a sealed segment gets a fresh random UUID: segment_uuid cannot be "
+                              "given with key (a repeated UUID would repeat nonces, docs/security.md)")
+    return _log_key_arg(key)
+
+
+cdef _format_sealed(Segment seg, bytes fam, bytes prev, uint64_t sequence_base, bytes uid, sealing):
+    """Format seg's region, sealed under `sealing` = (key_id, log_key) or not."""
+    cdef uint16_t kid = 0
+    check = None
+    if sealing is not None:
+        from logkit.crypto import key_check, segment_key
+        kid = sealing[0]
+        sk = segment_key(sealing[1], uid)
+        check = key_check(sk)
+    _format_region(seg.base, seg.size, fam, prev, sequence_base, uid, lk_now_ns(), check, kid)
+    if kid:
+        seg.sealed = True
+        memcpy(seg.seal_key, <const char *>sk, 32)
+        seg.seal_key_id = kid
+        seg.has_key = True
 
 
 cdef class Segment:
@@ -256,8 +324,12 @@ cdef class Segment:
         self._has_wake_view = False
         self._slot = -1
         self._slot_waits = 0
+        self.sealed = False
+        self.has_key = False
+        self.seal_key_id = 0
 
     def __dealloc__(self):
+        memset(self.seal_key, 0, 32)
         if self.base != NULL and self._slot >= 0 and self._slot_waits == 0:
             self._release_slot(self._hdr)
         if self._has_wake_view:
@@ -316,20 +388,60 @@ cdef class Segment:
             if problem is not None:
                 seg.close()
                 raise SegmentDamaged(f"{where}: {problem}; logkit.salvage() can recover its messages")
+            seg.sealed = _header_sealed(seg.base)
         return seg
+
+    def _use_key(self, key):
+        """Give a sealed segment its key: `key` is a (key_id, log_key) pair or
+        a KeyRing (anything with .key(key_id)).  Derives the segment key once
+        and checks it against the header's key check: WrongKey (naming the
+        segment and the key id) when it differs.  A key that does not have the
+        segment's key id leaves the segment without a key (readers show
+        "[encrypted]"; writes are refused) and returns the MissingKey error
+        instead of raising it.  Unsealed segments ignore the key."""
+        from logkit.crypto import MissingKey, WrongKey, key_check, segment_key
+        self._check_open()
+        if key is None or not self.sealed:
+            return None
+        cdef uint16_t kid = _u16(self.base, LK_H_KEY_ID)
+        where = self.path or "segment"
+        if kid == 0:
+            raise SegmentDamaged(f"{where}: sealed segment with key id 0 in its header (offset {LK_H_KEY_ID})")
+        if isinstance(key, tuple):
+            given, log_key = _log_key_arg(key)
+            if given != kid:
+                return MissingKey(f"{where} is sealed under key id {kid}; the key given has id {given}")
+        else:
+            try:
+                log_key = key.key(kid)
+            except MissingKey as e:
+                return MissingKey(f"{where} is sealed under key id {kid}: {e}")
+        sk = segment_key(log_key, bytes(self.base[LK_H_UUID:LK_H_UUID + 16]))
+        if key_check(sk) != bytes(self.base[LK_H_KEY_CHECK:LK_H_KEY_CHECK + 16]):
+            raise WrongKey(f"{where}: key id {kid} of {_key_source(key)} is not the key this segment "
+                           f"({self.uuid}) was sealed with: its key check (header offset "
+                           f"{LK_H_KEY_CHECK}) differs")
+        memcpy(self.seal_key, <const char *>sk, 32)
+        self.seal_key_id = kid
+        self.has_key = True
+        return None
 
     @staticmethod
     def create(path, size=1 << 20, family="", previous="", sequence_base=1,
-               mode=0o640, segment_uuid=None):
+               mode=0o640, segment_uuid=None, key=None):
         """Create a new segment file of `size` bytes and open it for writing.
 
         The file is prepared under a temporary name, fully allocated on disk
         (so a full disk is a DiskFull error now, never a SIGBUS later),
         formatted, then linked into place: nobody sees a half-made segment.
+        key=(key_id, log_key): a sealed segment (format version 2) whose
+        messages are encrypted and authenticated under a key derived from
+        log_key and the segment's fresh UUID (segment_uuid is refused then).
         Raises SegmentExists if `path` exists, DiskFull, InvalidArgument.
         """
         size = _validate_size(size)
         fam, prev = _identity_args(family, previous, sequence_base)
+        sealing = _sealing_args(key, segment_uuid)
         uid = (segment_uuid or _uuid_mod.uuid4()).bytes
         path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(path))
@@ -362,7 +474,7 @@ cdef class Segment:
             seg = Segment._attach(mm, 0, size, False, path, mm, check=False)
             seg.file_id = (st.st_dev, st.st_ino)
             seg._prefault()
-            _format_region(seg.base, seg.size, fam, prev, sequence_base, uid, lk_now_ns())
+            _format_sealed(seg, fam, prev, sequence_base, uid, sealing)
             try:
                 os.link(tmp, path)
             except FileExistsError:
@@ -378,13 +490,24 @@ cdef class Segment:
         return seg
 
     @staticmethod
-    def open(path, readonly=False):
+    def open(path, readonly=False, key=None):
         """Open an existing segment file (writable unless readonly=True).
 
+        key: for a sealed segment, a KeyRing (logkit.crypto.load_key_file) or
+        a (key_id, log_key) pair; with it, messages read decrypted and writes
+        are sealed.  Without the right key id, the segment opens without a key
+        (text reads "[encrypted]", writes are refused).
         Raises SegmentNotFound, SegmentDamaged naming what is wrong with the
-        header, or UnsupportedFormat for a sound segment of another format version.
+        header, UnsupportedFormat for a sound segment of another format
+        version, WrongKey when the key's key check differs from the header's.
         """
-        return Segment._open_file(path, readonly, True)
+        cdef Segment seg = Segment._open_file(path, readonly, True)
+        try:
+            seg._use_key(key)
+        except BaseException:
+            seg.close()
+            raise
+        return seg
 
     @staticmethod
     def _open_file(path, bint readonly, bint check):
@@ -412,22 +535,30 @@ cdef class Segment:
 
     @staticmethod
     def format(buffer, offset=0, length=None, family="", previous="", sequence_base=1,
-               segment_uuid=None):
-        """Format a region of a writable buffer (e.g. an mmap) as an empty segment."""
+               segment_uuid=None, key=None):
+        """Format a region of a writable buffer (e.g. an mmap) as an empty
+        segment; key=(key_id, log_key) makes it sealed, as for create()."""
         fam, prev = _identity_args(family, previous, sequence_base)
+        sealing = _sealing_args(key, segment_uuid)
         cdef Segment seg = Segment._attach(buffer, offset, length, False, None, None, check=False)
         if seg.size > LK_MAX_REGION or seg.size % 8:
             seg.close()
             raise InvalidArgument(f"region of {seg.size} bytes: size must be a multiple of 8 and at most 32 GiB")
         memset(seg.base + LK_HEADER_SIZE, 0, seg.size - LK_HEADER_SIZE)
-        _format_region(seg.base, seg.size, fam, prev, sequence_base,
-                       (segment_uuid or _uuid_mod.uuid4()).bytes, lk_now_ns())
+        _format_sealed(seg, fam, prev, sequence_base, (segment_uuid or _uuid_mod.uuid4()).bytes, sealing)
         return seg
 
     @staticmethod
-    def from_buffer(buffer, offset=0, length=None, readonly=False):
-        """Attach to a segment already formatted in a region of `buffer`."""
-        return Segment._attach(buffer, offset, length, readonly, None, None, check=True)
+    def from_buffer(buffer, offset=0, length=None, readonly=False, key=None):
+        """Attach to a segment already formatted in a region of `buffer`
+        (key as for open())."""
+        cdef Segment seg = Segment._attach(buffer, offset, length, readonly, None, None, check=True)
+        try:
+            seg._use_key(key)
+        except BaseException:
+            seg.close()
+            raise
+        return seg
 
     cdef int _check_open(self) except -1:
         if self.base == NULL:
@@ -459,6 +590,8 @@ cdef class Segment:
                 self._release_slot(self._hdr)
         self.base = NULL
         self._hdr = NULL
+        memset(self.seal_key, 0, 32)
+        self.has_key = False
         if self._has_wake_view:
             PyBuffer_Release(&self._wake_view)
             self._has_wake_view = False
@@ -534,6 +667,12 @@ cdef class Segment:
     def sequence_base(self):
         self._check_open()
         return _u64(self.base, LK_H_SEQUENCE_BASE)
+
+    @property
+    def key_id(self):
+        """The key id a sealed segment is sealed under (header offset 480); 0 if not sealed."""
+        self._check_open()
+        return _u16(self.base, LK_H_KEY_ID) if self.sealed else 0
 
     @property
     def created(self):
@@ -617,6 +756,9 @@ cdef class Segment:
         return {
             "magic": bytes(b[0:8]),
             "version": _u32(b, LK_H_VERSION),
+            "flags": _u32(b, LK_H_FLAGS),
+            "key_check": bytes(b[LK_H_KEY_CHECK:LK_H_KEY_CHECK + 16]),
+            "key_id": _u16(b, LK_H_KEY_ID),
             "header_size": _u32(b, LK_H_HEADER_SIZE),
             "region_size": _u64(b, LK_H_REGION_SIZE),
             "uuid": str(self.uuid),
@@ -661,6 +803,11 @@ cdef class Segment:
             raise MessageLost(f"{where}: the reservation was abandoned by salvage before it was finished")
         raise SegmentDamaged(f"{where}: unexpected status {rc}")
 
+    def _refuse_unkeyed(self):
+        from logkit.crypto import MissingKey
+        raise MissingKey(f"{self.path or 'segment'} is sealed under key id {_u16(self.base, LK_H_KEY_ID)} "
+                         "and was opened without that key: it cannot be written (open it with key=...)")
+
     def write(self, text, severity=20, data=b"", data_class="", time=None):
         """Append one message and return its sequence number.
 
@@ -703,9 +850,15 @@ cdef class Segment:
             cp = PyUnicode_AsUTF8AndSize(data_class, &cn)
         now = lk_now_ns()
         t = now if time is None else time
-        rc = lk_write(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev, t, now, &seq)
+        if not self.sealed:
+            rc = lk_write(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev, t, now, &seq)
+        else:
+            if not self.has_key:
+                self._refuse_unkeyed()
+            rc = lk_write_sealed(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev, t, now,
+                                 lk_process_id(), lk_thread_id(), self.seal_key_id, self.seal_key, &seq)
         if rc != LK_OK:
-            self._raise_status(rc, lk_message_size(tn, dn, cn))
+            self._raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if self.sealed else 0), dn, cn))
         return PyLong_FromUnsignedLongLong(seq)
 
     def write_as(self, text, int severity, data, data_class, int64_t time,
@@ -738,10 +891,18 @@ cdef class Segment:
         cn = len(cls)
         if cn:
             cp = cls
-        cdef int rc = lk_write_as(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev,
-                                  time, lk_now_ns(), process_id, thread_id, &seq)
+        cdef int rc
+        if not self.sealed:
+            rc = lk_write_as(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev,
+                             time, lk_now_ns(), process_id, thread_id, &seq)
+        else:
+            if not self.has_key:
+                self._refuse_unkeyed()
+            rc = lk_write_sealed(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev,
+                                 time, lk_now_ns(), process_id, thread_id, self.seal_key_id,
+                                 self.seal_key, &seq)
         if rc != LK_OK:
-            self._raise_status(rc, lk_message_size(tn, dn, cn))
+            self._raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if self.sealed else 0), dn, cn))
         return PyLong_FromUnsignedLongLong(seq)
 
     def reserve(self, Py_ssize_t text_len, Py_ssize_t data_len=0, data_class=""):
@@ -760,10 +921,19 @@ cdef class Segment:
         cls = data_class.encode("utf-8") if data_class else b""
         cdef uint64_t off, seq
         cdef const char *cp = cls
-        cdef int rc = lk_reserve(self.base, self.size, text_len, data_len, cp, len(cls), &off, &seq)
+        cdef int rc
+        if not self.sealed:
+            rc = lk_reserve(self.base, self.size, text_len, data_len, cp, len(cls), &off, &seq)
+        else:
+            if not self.has_key:
+                self._refuse_unkeyed()
+            rc = lk_reserve_kid(self.base, self.size, text_len, data_len, cp, len(cls), lk_now_ns(),
+                                lk_process_id(), lk_thread_id(), self.seal_key_id, &off, &seq)
         if rc != LK_OK:
-            self._raise_status(rc, lk_message_size(text_len, data_len, len(cls)))
+            self._raise_status(rc, lk_message_size(text_len + (LK_TAG_SIZE if self.sealed else 0),
+                                                   data_len, len(cls)))
         cdef Reservation r = Reservation.__new__(Reservation)
+        r._sealed = self.sealed
         r.segment = self
         r.offset = off
         r.sequence = seq
@@ -1175,7 +1345,8 @@ cdef class Segment:
             return False      # a state was published, or a checksum written: not a bare claim
         cdef uint64_t tl = _u32(m, 40), dl = _u32(m, 44), cl = _u16(m, 48)
         cdef uint64_t cls_a = 0, cls_b = 0
-        if lk_message_size(tl, dl, cl) == _u32(m, 8) and _u32(m, 8) <= end - start:
+        cdef uint64_t tag = LK_TAG_SIZE if _u16(m, 50) else 0
+        if lk_message_size(tl + tag, dl, cl) == _u32(m, 8) and _u32(m, 8) <= end - start:
             cls_a = LK_MSG_HEADER + tl
             cls_b = cls_a + cl
         cdef uint64_t i
@@ -1218,12 +1389,20 @@ cdef class Segment:
         lk_counter_add_relaxed(<uint64_t *>(self.base + LK_H_ABANDONED), span)
         lk_wake_after_release_store(self.base)
 
-    def _rebuild_identity(self, uint64_t sequence_base):
+    def _rebuild_identity(self, uint64_t sequence_base, bint sealed_hint=False):
         """Rewrite a damaged identity block (magic .. identity CRC) from what the
         region itself proves; keeps family, previous and uuid bytes as found."""
         self._check_writable()
         cdef uint8_t *b = self.base
-        _put_fixed_identity(b, self.size, sequence_base)
+        # Never rewrite a sealed (version 2) header as version 1: keep version 2
+        # and the SEALED flag when the damaged header, its key id hint or a
+        # message found in the region says the segment is sealed.
+        cdef bint sealed = sealed_hint or (_u16(b, LK_H_KEY_ID) != 0 and (
+            _u32(b, LK_H_VERSION) == LK_FORMAT_VERSION_SEALED or (_u32(b, LK_H_FLAGS) & LK_SEG_FLAG_SEALED) != 0))
+        _put_fixed_identity(b, self.size, sequence_base,
+                            LK_FORMAT_VERSION_SEALED if sealed else LK_FORMAT_VERSION)
+        _put32(b, LK_H_FLAGS, LK_SEG_FLAG_SEALED if sealed else 0)
+        self.sealed = sealed
         b[LK_H_FAMILY + LK_H_FAMILY_MAX - 1] = 0
         b[LK_H_PREVIOUS + LK_H_PREVIOUS_MAX - 1] = 0
         _put32(b, LK_H_IDENTITY_CRC, lk_identity_crc(b))
@@ -1269,6 +1448,25 @@ cdef class Segment:
         self._check_writable()
         lk_counter_add_relaxed(<uint64_t *>(self.base + LK_H_SALVAGE_COUNT), 1)
         lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_SALVAGE_TIME), <uint64_t>lk_now_ns())
+
+    def _probe_sealed(self):
+        """For a damaged identity: True if a checksum-valid committed message
+        found by sentinel is sealed (key id != 0), so the segment was version 2."""
+        self._check_open()
+        cdef uint64_t q = LK_HEADER_SIZE
+        cdef uint32_t total, span, state
+        cdef uint64_t seq
+        while q + LK_MSG_HEADER <= self.size:
+            if _u32(self.base, q) == LK_SENTINEL and lk_plausible_shape(
+                    self.base, self.size, q, &total, &seq, &span, &state) \
+                    and state == LK_STATE_COMMITTED \
+                    and _u32(self.base, q + 60) == lk_message_checksum(self.base + q):
+                if _u16(self.base, q + 50) != 0:
+                    return True
+                q += total
+                continue
+            q += 8
+        return False
 
     def _probe_sequence_base(self):
         """For a damaged identity: the smallest sequence base consistent with the
@@ -1390,6 +1588,7 @@ cdef class Message:
 
     def __cinit__(self):
         self.segment = None
+        self._plain = None
 
     cdef const uint8_t *_ptr(self) except NULL:
         if self.segment is None:
@@ -1426,20 +1625,68 @@ cdef class Message:
         return _u16(self._ptr(), 50)
 
     @property
+    def sealed(self):
+        """True if the message is sealed (encrypted and authenticated; key id != 0)."""
+        return _u16(self._ptr(), 50) != 0
+
+    cdef object _opened(self):
+        """The plaintext of a sealed message: a private copy of the whole
+        message, verified and decrypted (never in place in the mapping), or
+        None when its segment has no key.  MessageTampered when it fails
+        authentication, or when a sealed segment holds an unsealed message."""
+        cdef const uint8_t *p = self._ptr()
+        cdef Segment seg = self.segment
+        cdef uint16_t kid = _u16(p, 50)
+        if self._plain is not None:
+            return self._plain
+        where = f"{seg.path or 'segment'}: message {_u64(p, 16)} at offset {self.offset}"
+        if kid == 0:
+            from logkit.crypto import MessageTampered
+            raise MessageTampered(f"{where} is not sealed, but its segment is: a plain message "
+                                  "stands where a sealed one should")
+        if not seg.has_key:
+            return None
+        cdef uint64_t total = _u32(p, 8)
+        cdef int rc
+        if kid != seg.seal_key_id or total > seg.size - self.offset:
+            rc = LK_SEAL_BAD_TAG
+        else:
+            buf = bytearray((<const char *>p)[:total])
+            rc = lk_open_message(seg.seal_key, <uint8_t *><char *>buf, total)
+        if rc != LK_SEAL_OK:
+            from logkit.crypto import MessageTampered
+            raise MessageTampered(f"{where} failed authentication under key id {seg.seal_key_id} "
+                                  "(a byte of its header, class name, text, data or tag was changed)")
+        self._plain = buf
+        return buf
+
+    @property
     def size(self):
         """Bytes the message occupies in the segment, header and padding included."""
         return _u32(self._ptr(), 8)
 
     @property
     def text(self):
-        """The text, decoded from UTF-8 (undecodable bytes become U+FFFD)."""
+        """The text, decoded from UTF-8 (undecodable bytes become U+FFFD).
+        Sealed: decrypted if the segment has its key, else "[encrypted]"."""
         cdef const uint8_t *p = self._ptr()
+        if _u16(p, 50) != 0 or self.segment.sealed:
+            plain = self._opened()
+            if plain is None:
+                return "[encrypted]"
+            return PyUnicode_DecodeUTF8(<const char *><char *>plain + LK_MSG_HEADER, _u32(p, 40), "replace")
         return PyUnicode_DecodeUTF8(<const char *>(p + LK_MSG_HEADER), _u32(p, 40), "replace")
 
     @property
     def text_bytes(self):
-        """The text as a read-only memoryview into the segment (zero-copy)."""
+        """The text as a read-only memoryview into the segment (zero-copy);
+        sealed: into the decrypted private copy (empty without the key)."""
         cdef const uint8_t *p = self._ptr()
+        if _u16(p, 50) != 0 or self.segment.sealed:
+            plain = self._opened()
+            if plain is None:
+                return memoryview(b"")
+            return memoryview(plain)[LK_MSG_HEADER:LK_MSG_HEADER + _u32(p, 40)].toreadonly()
         cdef uint64_t a = self.segment._region_offset + self.offset + LK_MSG_HEADER
         return self.segment._memoryview()[a:a + _u32(p, 40)].toreadonly()
 
@@ -1453,8 +1700,16 @@ cdef class Message:
 
     @property
     def data(self):
-        """The binary data as a read-only memoryview into the segment (zero-copy)."""
+        """The binary data as a read-only memoryview into the segment (zero-copy);
+        sealed: into the decrypted private copy (empty without the key)."""
         cdef const uint8_t *p = self._ptr()
+        cdef uint64_t d
+        if _u16(p, 50) != 0 or self.segment.sealed:
+            plain = self._opened()
+            if plain is None:
+                return memoryview(b"")
+            d = LK_MSG_HEADER + _u32(p, 40) + _u16(p, 48)
+            return memoryview(plain)[d:d + _u32(p, 44)].toreadonly()
         cdef uint64_t a = self.segment._region_offset + self.offset + LK_MSG_HEADER + _u32(p, 40) + _u16(p, 48)
         return self.segment._memoryview()[a:a + _u32(p, 44)].toreadonly()
 
@@ -1524,7 +1779,14 @@ cdef class Reservation:
         cdef int64_t t = lk_now_ns() if time is None else time
         self._release_views()
         self._done = True
-        cdef int rc = lk_finish(self.segment.base, self.offset, <int16_t>sev, t)
+        cdef int rc
+        cdef Segment seg = self.segment
+        if not self._sealed:
+            rc = lk_finish(seg.base, self.offset, <int16_t>sev, t)
+        else:
+            if not seg.has_key:     # closed and reopened meanwhile: never seal without the key
+                seg._refuse_unkeyed()
+            rc = lk_finish_sealed(seg.base, seg.size, self.offset, <int16_t>sev, t, seg.seal_key)
         if rc != LK_OK:
             self.segment._raise_status(rc, 0)
         return self.sequence
