@@ -28,6 +28,8 @@ DEFAULT_MARGINS = (0.75, 0.90)
 # A mark fires when the fill reaches it and re-arms only when the fill drops
 # this far below it, so a fill that hovers at the mark fires once.
 REARM_BELOW = 0.05
+# The least time between two futex wake-ups of the server (see Server._sleep).
+WAKE_INTERVAL = 0.02
 
 
 def status_path(buffer_path: str) -> str:
@@ -137,10 +139,16 @@ class _PartitionJob:
     def check_margins(self) -> int:
         return _check_margins(self.watch, self.storage, self.storage, "buffer", self.lc.name, self.say)
 
-    def drain(self) -> int:
-        n = self.storage.drain(self.target, everything=True)
+    def drain(self, everything: bool = True) -> int:
+        n = self.storage.drain(self.target, everything=everything)
         self.drained += n
         return n
+
+    def current_half(self):
+        """The half writers fill now (as the partition's flags say), or None."""
+        p = self.storage._p
+        i = p.current_index()
+        return p.halves[i] if i is not None else None
 
     def save(self):
         self.watch.save({"log": self.lc.name, "drained_by_this_server": self.drained})
@@ -283,9 +291,35 @@ class Server:
         last check; returns how many fired."""
         return sum(j.check_margins() for j in self.jobs)
 
-    def drain(self) -> int:
-        """One pass over every partition (the pipes drain in their threads)."""
-        return sum(j.drain() for j in self.jobs if isinstance(j, _PartitionJob))
+    def drain(self, everything: bool = True) -> int:
+        """One pass over every partition (the pipes drain in their threads):
+        the full halves, and with `everything` the half being written too
+        (swapped first when the other half is empty)."""
+        return sum(j.drain(everything) for j in self.jobs if isinstance(j, _PartitionJob))
+
+    def _sleep(self, stop: threading.Event, timeout: float) -> None:
+        """Until a partition has news, or `timeout` seconds.
+
+        Sleeps on the futex of the first partition's current half: a writer
+        that finishes a message there or fills it (the swap takes it out of
+        service) wakes the server at once.  It listens with a minimum
+        interval (WAKE_INTERVAL), so between two wake-ups it is not waiting
+        and writers make no wake-up system call: at most one a
+        WAKE_INTERVAL, whatever the message rate.  With no partition, or a
+        half being reformatted, it sleeps on `stop` alone."""
+        for j in self.jobs:
+            if isinstance(j, _PartitionJob):
+                try:
+                    half = j.current_half()
+                    if half is not None and half.in_service:
+                        if half.listener_slot is None:
+                            half.listen(min_interval=WAKE_INTERVAL)
+                        half.wait(half.used(), timeout=timeout)
+                        return
+                except LogkitError:
+                    pass
+                break
+        stop.wait(timeout)
 
     def _save(self) -> None:
         for j in self.jobs:
@@ -316,6 +350,7 @@ class Server:
         """Drain until stopped; returns the number of messages copied."""
         stop = stop or self.stop_event
         total = 0
+        next_full = 0.0
         try:
             self._start_pipes()
             while not (stop.is_set() or self.stop_event.is_set()):
@@ -324,13 +359,22 @@ class Server:
                     if self.reload():
                         self._start_pipes()
                 self.check_margins()
-                total += self.drain()
+                # Full halves at once; the half being written (a swap) once
+                # an interval, so a trickle of messages does not swap the
+                # halves at every message.
+                now = _time.monotonic()
+                everything = now >= next_full
+                if everything:
+                    next_full = now + self.interval
+                total += self.drain(everything)
                 for j in self.jobs:
                     if isinstance(j, _PipeJob) and j.error is not None:
                         raise LogkitError(f"pipe of log {j.lc.name}: {j.error}") from j.error
-                self._save()
+                if everything:
+                    self._save()
                 self.cycles += 1
-                stop.wait(self.interval)
+                if not (stop.is_set() or self.stop_event.is_set()):
+                    self._sleep(stop, max(0.001, min(self.interval, next_full - _time.monotonic())))
             total += self.drain()           # what came in while stopping
             self._save()
         finally:

@@ -249,3 +249,31 @@ def test_bad_arguments_are_clear(tmp_path):
     assert r.returncode == 2 and "none.toml: config file does not exist" in r.stderr
     with pytest.raises(logkit.LogkitError, match="margin 1.5"):
         Server(partition_config(tmp_path), margins=(1.5,))
+
+
+def test_a_half_that_fills_wakes_the_server_at_once_not_at_its_interval(tmp_path):
+    """With an interval of 60 s, only the futex can make the server drain a
+    half that fills: the swap takes it out of service and wakes the server."""
+    cfg = partition_config(tmp_path, size="64KiB")
+    p = subprocess.Popen([sys.executable, "-m", "logkit", "server", "-c", cfg, "--interval", "60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "1 partition(s)" in p.stderr.readline()
+        time.sleep(0.3)                                   # it is asleep now
+        s = PartitionStorage("buf", path=str(tmp_path / "buf.part"), size="64KiB")
+        i = 0
+        t0 = time.monotonic()
+        while s.stats()["swaps"] < 1:                      # until the first half fills and swaps
+            s.write(f"filler {i:06d} " + "x" * 80, 20)
+            i += 1
+        filled = time.monotonic()
+        deadline = filled + 10
+        while _count(tmp_path) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _count(tmp_path) > 0, "the full half was not drained within 10 s"
+        assert time.monotonic() - filled < 5, "drained, but only after a timer, not a wake-up"
+        s.close()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=TIMEOUT)
+    assert p.returncode == 0
