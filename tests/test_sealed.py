@@ -439,3 +439,29 @@ def test_unsealed_segments_stay_version_1_byte_for_byte(tmp_path, keyfile):
     with Segment.open(tmp_path / "v1", readonly=True, key=load_key_file(keyfile)) as seg:
         (m,) = list(seg)
         assert (m.text, bytes(m.data), m.sealed, m.key_id) == ("hello", b"\x01", False, 0)
+
+
+def test_an_abandoned_sealed_reservation_leaves_no_plaintext_on_disk(tmp_path, keyfile):
+    """Text is sealed only at finish: a reservation abandoned before (by its
+    writer, or by salvage once the writer died) must not leave its plaintext
+    in the file."""
+    ring = load_key_file(keyfile)
+    path = tmp_path / "s"
+    with Segment.create(path, size=65536, key=(ring.current, ring.current_key)) as seg:
+        seg.write("kept and sealed")
+        with pytest.raises(RuntimeError):
+            with seg.reserve(len(b"TOP SECRET PLAINTEXT"), 6) as r:
+                r.text[:] = b"TOP SECRET PLAINTEXT"
+                r.data[:] = b"PWD123"
+                raise RuntimeError("the writer gives up")
+        r2 = seg.reserve(len(b"ANOTHER SECRET STRING"))
+        r2.text[:] = b"ANOTHER SECRET STRING"
+        seg.sync()
+    # r2's writer "dies": salvage with no grace abandons it and must wipe it.
+    rep = salvage(str(path), grace=0, settle=0)
+    assert rep.abandoned == 1
+    raw = path.read_bytes()
+    for secret in (b"TOP SECRET PLAINTEXT", b"PWD123", b"ANOTHER SECRET STRING", b"kept and sealed"):
+        assert secret not in raw, f"{secret!r} is in the file in plain text"
+    with Segment.open(path, readonly=True, key=ring) as seg:
+        assert [m.text for m in seg] == ["kept and sealed"]

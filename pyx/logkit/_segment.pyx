@@ -1363,7 +1363,16 @@ cdef class Segment:
         """CAS a reserved stub to abandoned ([S1]); True if this call did it."""
         self._check_writable()
         cdef uint64_t expected = lk_state_word(LK_STATE_RESERVED)
+        cdef uint32_t total
         if lk_state_cas(<uint64_t *>(self.base + offset), &expected, lk_state_word(LK_STATE_ABANDONED)):  # [S1]
+            if self.sealed or _header_sealed(self.base):    # salvage opens without checking
+                # A sealed segment's reservation may hold plaintext its writer
+                # copied in before it died (it is sealed only at finish): wipe
+                # the payload.  The stub checksum covers no payload byte, so
+                # the abandoned stub stays valid; nobody reads its payload.
+                memcpy(&total, self.base + offset + 8, 4)
+                if total > LK_MSG_HEADER and offset + total <= self.size:
+                    memset(self.base + offset + LK_MSG_HEADER, 0, total - LK_MSG_HEADER)
             lk_counter_add_relaxed(<uint64_t *>(self.base + LK_H_ABANDONED), 1)
             lk_wake_if_waiters(self.base)       # a follower held back by this stub moves on
             return True
