@@ -244,6 +244,7 @@ cdef class Segment:
     cdef int _check_writable(self) except -1
     cdef int _raise_status(self, int rc, uint64_t need) except -1
     cdef uint64_t _committed_hint(self, uint64_t min_seq, uint64_t min_pos, uint64_t max_seq)
+    cdef int64_t _next_good_record(self, uint64_t q) except -2
     cdef uint8_t *_wake_header(self) except? NULL
     cdef int _claim_slot(self, uint64_t min_interval_ns) except -2
     cdef void _release_slot(self, uint8_t *hdr) noexcept

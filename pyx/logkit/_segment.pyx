@@ -1458,11 +1458,9 @@ cdef class Segment:
         lk_counter_add_relaxed(<uint64_t *>(self.base + LK_H_SALVAGE_COUNT), 1)
         lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_SALVAGE_TIME), <uint64_t>lk_now_ns())
 
-    def _probe_sealed(self):
-        """For a damaged identity: True if a checksum-valid committed message
-        found by sentinel is sealed (key id != 0), so the segment was version 2."""
-        self._check_open()
-        cdef uint64_t q = LK_HEADER_SIZE
+    cdef int64_t _next_good_record(self, uint64_t q) except -2:
+        """For a damaged identity: the offset, at or after q, of the next
+        checksum-valid committed message found by sentinel, or -1."""
         cdef uint32_t total, span, state
         cdef uint64_t seq
         while q + LK_MSG_HEADER <= self.size:
@@ -1470,29 +1468,30 @@ cdef class Segment:
                     self.base, self.size, q, &total, &seq, &span, &state) \
                     and state == LK_STATE_COMMITTED \
                     and _u32(self.base, q + 60) == lk_message_checksum(self.base + q):
-                if _u16(self.base, q + 50) != 0:
-                    return True
-                q += total
-                continue
+                return <int64_t>q
             q += 8
+        return -1
+
+    def _probe_sealed(self):
+        """For a damaged identity: True if a checksum-valid committed message
+        found by sentinel is sealed (key id != 0), so the segment was version 2."""
+        self._check_open()
+        cdef int64_t q = self._next_good_record(LK_HEADER_SIZE)
+        while q >= 0:
+            if _u16(self.base, q + 50) != 0:
+                return True
+            q = self._next_good_record(<uint64_t>q + _u32(self.base, q + 8))
         return False
 
     def _probe_sequence_base(self):
         """For a damaged identity: the smallest sequence base consistent with the
         first checksum-valid message found by sentinel, or None."""
         self._check_open()
-        cdef uint64_t q = LK_HEADER_SIZE
-        cdef uint32_t total, span, state
-        cdef uint64_t seq
-        while q + LK_MSG_HEADER <= self.size:
-            if _u32(self.base, q) == LK_SENTINEL and lk_plausible_shape(
-                    self.base, self.size, q, &total, &seq, &span, &state) \
-                    and state == LK_STATE_COMMITTED \
-                    and _u32(self.base, q + 60) == lk_message_checksum(self.base + q):
-                # Python ints: no unsigned wrap-around.
-                return max(1, <object>seq - (<object>q - LK_HEADER_SIZE) // LK_MSG_HEADER)
-            q += 8
-        return None
+        cdef int64_t q = self._next_good_record(LK_HEADER_SIZE)
+        if q < 0:
+            return None
+        # Python ints: no unsigned wrap-around.
+        return max(1, <object>_u64(self.base, q + 16) - (<object>q - LK_HEADER_SIZE) // LK_MSG_HEADER)
 
 
 cdef class SegmentIterator:
