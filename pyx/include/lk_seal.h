@@ -567,38 +567,47 @@ static inline int lk_seal_message_layout(const uint8_t *msg, uint64_t room,
     return LK_SEAL_OK;
 }
 
+/* What the AEAD covers in the message at msg: the additional data (header
+ * bytes 8..55, then the class name), the two payload spans (text, data),
+ * the nonce (from the sequence) and where the tag goes (after the data).
+ * LK_SEAL_BAD_SIZE when the lengths do not fit the message's total. */
+static inline int lk_seal_message_parts(uint8_t *msg, uint64_t room, lk_span aad[2],
+                                        lk_span payload[2], uint8_t nonce[12], uint8_t **tag) {
+    size_t tl, cl, dl;
+    if (lk_seal_message_layout(msg, room, &tl, &cl, &dl) != LK_SEAL_OK)
+        return LK_SEAL_BAD_SIZE;
+    uint8_t *text = msg + LK_SEAL_M_HEADER;
+    aad[0] = (lk_span){msg + LK_SEAL_AAD_START, LK_SEAL_AAD_END - LK_SEAL_AAD_START};
+    aad[1] = (lk_span){text + tl, cl};
+    payload[0] = (lk_span){text, tl};
+    payload[1] = (lk_span){text + tl + cl, dl};
+    lk_seal_nonce(nonce, lk_seal_le64(msg + LK_SEAL_M_SEQUENCE));
+    *tag = text + tl + cl + dl;
+    return LK_SEAL_OK;
+}
+
 /* Seal a message in place under its segment key: encrypt text and data,
  * authenticate header bytes 8..55 and the class name, store the tag after
  * the data.  The caller has stored every header field first (severity and
  * time too, since they are authenticated: seal is the last step before the
  * checksum at 60 and the commit), including the key id and the sealed flag. */
 static inline int lk_seal_message(const uint8_t seg_key[32], uint8_t *msg, uint64_t room) {
-    size_t tl, cl, dl;
-    uint8_t nonce[12];
-    if (lk_seal_message_layout(msg, room, &tl, &cl, &dl) != LK_SEAL_OK)
+    lk_span aad[2], pt[2];
+    uint8_t nonce[12], *tag;
+    if (lk_seal_message_parts(msg, room, aad, pt, nonce, &tag) != LK_SEAL_OK)
         return LK_SEAL_BAD_SIZE;
-    uint8_t *text = msg + LK_SEAL_M_HEADER;
-    lk_span aad[2] = {{msg + LK_SEAL_AAD_START, LK_SEAL_AAD_END - LK_SEAL_AAD_START},
-                      {text + tl, cl}};
-    lk_span pt[2] = {{text, tl}, {text + tl + cl, dl}};
-    lk_seal_nonce(nonce, lk_seal_le64(msg + LK_SEAL_M_SEQUENCE));
-    return lk_aead_seal_v(seg_key, nonce, aad, 2, pt, 2, text + tl + cl + dl);
+    return lk_aead_seal_v(seg_key, nonce, aad, 2, pt, 2, tag);
 }
 
 /* Verify and decrypt a sealed message in place; on LK_SEAL_BAD_TAG the
  * message is left as it was.  (A reader that must not change the mapping
  * copies the message out first and opens the copy.) */
 static inline int lk_open_message(const uint8_t seg_key[32], uint8_t *msg, uint64_t room) {
-    size_t tl, cl, dl;
-    uint8_t nonce[12];
-    if (lk_seal_message_layout(msg, room, &tl, &cl, &dl) != LK_SEAL_OK)
+    lk_span aad[2], ct[2];
+    uint8_t nonce[12], *tag;
+    if (lk_seal_message_parts(msg, room, aad, ct, nonce, &tag) != LK_SEAL_OK)
         return LK_SEAL_BAD_SIZE;
-    uint8_t *text = msg + LK_SEAL_M_HEADER;
-    lk_span aad[2] = {{msg + LK_SEAL_AAD_START, LK_SEAL_AAD_END - LK_SEAL_AAD_START},
-                      {text + tl, cl}};
-    lk_span ct[2] = {{text, tl}, {text + tl + cl, dl}};
-    lk_seal_nonce(nonce, lk_seal_le64(msg + LK_SEAL_M_SEQUENCE));
-    return lk_aead_open_v(seg_key, nonce, aad, 2, ct, 2, text + tl + cl + dl);
+    return lk_aead_open_v(seg_key, nonce, aad, 2, ct, 2, tag);
 }
 
 #endif /* LK_SEAL_H */
