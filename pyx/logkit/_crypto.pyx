@@ -114,6 +114,50 @@ def poly1305(key, message) -> bytes:
     return PyBytes_FromStringAndSize(<char *>tag, 16)
 
 
+cdef inline int _aead_run(bint sealing, Py_buffer *k, Py_buffer *n, Py_buffer *a, Py_buffer *d,
+                          uint8_t *tag) noexcept nogil:
+    if sealing:
+        return lk_aead_seal(<uint8_t *>k.buf, <uint8_t *>n.buf, _ptr(a), a.len, _ptr(d), d.len, tag)
+    return lk_aead_open(<uint8_t *>k.buf, <uint8_t *>n.buf, _ptr(a), a.len, _ptr(d), d.len, tag)
+
+
+cdef int _aead(bint sealing, key, nonce, aad, data, tag, uint8_t *tag_out) except -1:
+    """The one body of seal() and open_(): take every buffer, run the AEAD
+    (without the GIL where the data is long enough to pay for it), give every
+    buffer back; returns the C status.  Sealing writes the tag to tag_out;
+    opening reads it from `tag`."""
+    cdef Py_buffer k, nb, a, d, t
+    cdef int rc
+    cdef uint8_t *tp
+    _get(key, &k, False, 32, "key")
+    try:
+        _get(nonce, &nb, False, 12, "nonce")
+        try:
+            _get(aad, &a, False, -1, "aad")
+            try:
+                if not sealing:
+                    _get(tag, &t, False, 16, "tag")
+                try:
+                    _get(data, &d, True, -1, "data")
+                    tp = tag_out if sealing else <uint8_t *>t.buf
+                    if d.len >= _NOGIL_BYTES:
+                        with nogil:
+                            rc = _aead_run(sealing, &k, &nb, &a, &d, tp)
+                    else:
+                        rc = _aead_run(sealing, &k, &nb, &a, &d, tp)
+                    PyBuffer_Release(&d)
+                finally:
+                    if not sealing:
+                        PyBuffer_Release(&t)
+            finally:
+                PyBuffer_Release(&a)
+        finally:
+            PyBuffer_Release(&nb)
+    finally:
+        PyBuffer_Release(&k)
+    return rc
+
+
 def seal(key, nonce, aad, data) -> bytes:
     """ChaCha20-Poly1305 (RFC 8439 2.8): encrypt `data` (a writable buffer,
     e.g. a bytearray) in place and return the 16-byte tag.
@@ -124,31 +168,8 @@ def seal(key, nonce, aad, data) -> bytes:
     Never seal twice under one (key, nonce).  InvalidArgument for wrong
     lengths or a read-only data buffer.
     """
-    cdef Py_buffer k, nb, a, d
     cdef uint8_t tag[16]
-    cdef int rc
-    _get(key, &k, False, 32, "key")
-    try:
-        _get(nonce, &nb, False, 12, "nonce")
-        try:
-            _get(aad, &a, False, -1, "aad")
-            try:
-                _get(data, &d, True, -1, "data")
-                # the GIL is dropped only where that pays for its cost
-                if d.len >= _NOGIL_BYTES:
-                    with nogil:
-                        rc = lk_aead_seal(<uint8_t *>k.buf, <uint8_t *>nb.buf, _ptr(&a), a.len,
-                                          _ptr(&d), d.len, tag)
-                else:
-                    rc = lk_aead_seal(<uint8_t *>k.buf, <uint8_t *>nb.buf, _ptr(&a), a.len,
-                                      _ptr(&d), d.len, tag)
-                PyBuffer_Release(&d)
-            finally:
-                PyBuffer_Release(&a)
-        finally:
-            PyBuffer_Release(&nb)
-    finally:
-        PyBuffer_Release(&k)
+    cdef int rc = _aead(True, key, nonce, aad, data, None, tag)
     if rc != LK_SEAL_OK:
         raise InvalidArgument(f"data is too long to seal ({_status(rc)})")
     return PyBytes_FromStringAndSize(<char *>tag, 16)
@@ -163,33 +184,7 @@ def open_(key, nonce, aad, data, tag) -> None:
     key or nonce is not the one it was sealed with.  The tag is compared in
     constant time.  InvalidArgument for wrong lengths.
     """
-    cdef Py_buffer k, nb, a, d, t
-    cdef int rc
-    _get(key, &k, False, 32, "key")
-    try:
-        _get(nonce, &nb, False, 12, "nonce")
-        try:
-            _get(aad, &a, False, -1, "aad")
-            try:
-                _get(tag, &t, False, 16, "tag")
-                try:
-                    _get(data, &d, True, -1, "data")
-                    if d.len >= _NOGIL_BYTES:
-                        with nogil:
-                            rc = lk_aead_open(<uint8_t *>k.buf, <uint8_t *>nb.buf, _ptr(&a), a.len,
-                                              _ptr(&d), d.len, <uint8_t *>t.buf)
-                    else:
-                        rc = lk_aead_open(<uint8_t *>k.buf, <uint8_t *>nb.buf, _ptr(&a), a.len,
-                                          _ptr(&d), d.len, <uint8_t *>t.buf)
-                    PyBuffer_Release(&d)
-                finally:
-                    PyBuffer_Release(&t)
-            finally:
-                PyBuffer_Release(&a)
-        finally:
-            PyBuffer_Release(&nb)
-    finally:
-        PyBuffer_Release(&k)
+    cdef int rc = _aead(False, key, nonce, aad, data, tag, NULL)
     if rc == LK_SEAL_BAD_TAG:
         raise _tampered("authentication failed: the sealed data, its additional data or its "
                         "tag was changed, or it was sealed under another key or nonce")
