@@ -304,6 +304,17 @@ cdef _format_sealed(Segment seg, bytes fam, bytes prev, uint64_t sequence_base, 
         seg.has_key = True
 
 
+cdef object _unmap(object mm):
+    """Close an mmap now, or, while someone still holds a view into it (a
+    BufferError), leave it to unmap itself when that view is freed.  None."""
+    if mm is not None:
+        try:
+            mm.close()
+        except BufferError:
+            pass
+    return None
+
+
 cdef class Segment:
     """A log segment: a header plus sequentially allocated messages in a shared mapping.
 
@@ -595,12 +606,7 @@ cdef class Segment:
         if self._has_wake_view:
             PyBuffer_Release(&self._wake_view)
             self._has_wake_view = False
-        if self._wake_mmap is not None:
-            try:
-                self._wake_mmap.close()
-            except BufferError:
-                pass   # a wait() in progress holds it: unmapped when that ends
-            self._wake_mmap = None
+        self._wake_mmap = _unmap(self._wake_mmap)    # a wait() in progress keeps it until it ends
         if self._has_view:
             PyBuffer_Release(&self._view)
             self._has_view = False
@@ -610,12 +616,7 @@ cdef class Segment:
             except BufferError:
                 pass
             self._mv = None
-        if self._mmap is not None:
-            try:
-                self._mmap.close()
-            except BufferError:
-                pass   # a user still holds a view: the mmap unmaps when it is freed
-            self._mmap = None
+        self._mmap = _unmap(self._mmap)              # a user's view keeps it until freed
         self._owner = None
 
     @property
