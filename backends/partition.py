@@ -171,6 +171,33 @@ def _holder(tok: int) -> int:
     return tok & 0xFFFFFFFF
 
 
+class _KeyFile:
+    """The key file of a sealed partition, reloaded when a key id it lacks is
+    asked for (another process rotated the file's keys, and the half it
+    reused is sealed under the new one).  Quacks as a KeyRing for
+    Segment._use_key/_rekey."""
+
+    def __init__(self, path):
+        from logkit.crypto import load_key_file
+        self.path = os.path.abspath(os.fspath(path))
+        self._load = load_key_file
+        self.ring = load_key_file(self.path)
+
+    def key(self, key_id: int) -> bytes:
+        from logkit.crypto import MissingKey
+        try:
+            return self.ring.key(key_id)
+        except MissingKey:
+            self.ring = self._load(self.path)
+            return self.ring.key(key_id)
+
+    def for_new_half(self) -> tuple[int, bytes]:
+        """(key id, key) a half formatted now is sealed under: the file's
+        current key, reread (rotation takes effect at the next swap)."""
+        self.ring = self._load(self.path)
+        return self.ring.current, self.ring.current_key
+
+
 class PartitionSwapTimeout(LogkitError):
     """The current half stayed full past the wait timeout and no swap completed."""
 
@@ -226,10 +253,15 @@ class Partition:
     """
 
     def __init__(self, path, size="1MiB", family: str = "", mode: int = 0o640,
-                 create: bool = True, readonly: bool = False):
+                 create: bool = True, readonly: bool = False, key_file=None):
         self.path = os.path.abspath(os.fspath(path))
         self.readonly = readonly
         self.family = family or ""
+        # Sealed partitions (docs/security.md): both halves are formatted
+        # sealed under the key file's current key, at creation and at every
+        # reuse; a half reused by another process has a new UUID, so each
+        # process derives that half's key again (refresh_keys, [K1]).
+        self.key = _KeyFile(key_file) if key_file is not None else None
         fd = None
         while fd is None:
             try:
@@ -258,6 +290,8 @@ class Partition:
             self.halves = [Segment._attach(self.mm, off, self.half_size, readonly,
                                            f"{self.path}@{off}", None, check=False)
                            for off in self.offsets]
+            self.missing_key = None
+            self.refresh_keys(force=True)
         except BaseException:
             self._release()
             raise
@@ -299,9 +333,11 @@ class Partition:
                 mm[0:IDENTITY_END] = bytes(ident)
                 struct.pack_into("<I", mm, H_IDENTITY_CRC, crc32c(bytes(ident)))
                 struct.pack_into("<QQ", mm, H_NEXT_BASE, 1, _time.time_ns())
-                h0 = Segment.format(mm, HEADER_SIZE, half, family=fam.decode("utf-8", "ignore"), sequence_base=1)
+                key = self.key.for_new_half() if self.key is not None else None
+                h0 = Segment.format(mm, HEADER_SIZE, half, family=fam.decode("utf-8", "ignore"),
+                                    sequence_base=1, key=key)
                 h1 = Segment.format(mm, HEADER_SIZE + half, half, family=fam.decode("utf-8", "ignore"),
-                                    sequence_base=1)
+                                    sequence_base=1, key=key)
                 h1.take_out_of_service()
                 h1._rotator_cas(0, _token(EMPTY))
                 h0.close()
@@ -354,6 +390,41 @@ class Partition:
         if self.file_size < o1 + half:
             raise SegmentDamaged(f"{self.path}: file of {self.file_size} bytes is shorter than its "
                                  f"second half (offset {o1}, {half} bytes)")
+
+    def refresh_keys(self, force: bool = False) -> None:
+        """Derive again the segment key of each sound half formatted since its
+        key was derived (or every half, with force).  Raises WrongKey; a key
+        id the key file lacks (or no key file) leaves that half keyless and
+        sets `missing_key` to the MissingKey error: readers show
+        "[encrypted]", writers and drains refuse."""
+        for i, h in enumerate(self.halves):
+            if not (force or h._key_stale()) or not self.sound(i):
+                continue
+            err = h._rekey(self.key)
+            if err is not None:
+                self.missing_key = err
+            elif h.sealed and self.key is None:
+                from logkit.crypto import MissingKey
+                self.missing_key = MissingKey(f"partition {self.path} is sealed (half {i}, key id "
+                                              f"{h.key_id}): give its key_file to read or write it")
+
+    def sealed(self) -> bool | None:
+        """Whether the partition's halves are sealed (None: no sound half)."""
+        for i, h in enumerate(self.halves):
+            if self.sound(i):
+                return bool(h.sealed)
+        return None
+
+    def require_key(self, i: int) -> None:
+        """Before copying half i out: MissingKey unless its messages can be
+        opened (a drain never copies "[encrypted]" as if it were the text)."""
+        self.refresh_keys()
+        h = self.halves[i]
+        if h.sealed and not h.has_key:
+            from logkit.crypto import MissingKey
+            raise MissingKey(f"partition {self.path}: half {i} is sealed under key id {h.key_id}, "
+                             f"which {'no key_file was given for' if self.key is None else self.key.path + ' does not hold'}"
+                             "; nothing was copied")
 
     def check(self) -> None:
         """Raise SegmentDamaged (naming the offset) if the header is not sound."""
@@ -428,6 +499,7 @@ class PartitionReader(Reader):
     def _snapshot(self) -> list[PartitionMessage]:
         p = self.partition
         p.check()
+        p.refresh_keys()
         progress = p._u64(H_PROGRESS)
         halves = []
         top = 0
@@ -491,10 +563,11 @@ class PartitionReader(Reader):
         return sum(1 for _ in self)
 
 
-def open_reader(path) -> PartitionReader:
-    """A reader over an existing partition file, mapped read-only (for tools).
-    Raises SegmentNotFound, SegmentDamaged, UnsupportedFormat."""
-    return PartitionReader(Partition(path, create=False, readonly=True))
+def open_reader(path, key_file=None) -> PartitionReader:
+    """A reader over an existing partition file, mapped read-only (for tools);
+    key_file decrypts a sealed partition (without it: "[encrypted]").
+    Raises SegmentNotFound, SegmentDamaged, UnsupportedFormat, WrongKey."""
+    return PartitionReader(Partition(path, create=False, readonly=True, key_file=key_file))
 
 
 # ====================================================================== the backend
@@ -513,6 +586,9 @@ class PartitionStorage(StorageBackend):
         Option("mode", "mode", 0o640, help="permissions of a new partition file"),
         Option("sync", "choice", "close", choices=SYNC_CHOICES,
                help="msync: never, on close/flush, or after every message"),
+        Option("key_file", "path", None,
+               help="seal (encrypt and authenticate) messages with this key file (mode 0600); "
+                    "the drain's family is sealed with it too"),
     )
 
     def __init__(self, log: str, **options: Any):
@@ -533,7 +609,14 @@ class PartitionStorage(StorageBackend):
         if self.sync not in SYNC_CHOICES:
             raise InvalidArgument(f"partition storage for log {log}: sync {self.sync!r} is not one of "
                                   f"{', '.join(SYNC_CHOICES)}")
-        self._p = Partition(self.path, self.size, family=self.family, mode=self.mode)
+        self.key_file = os.fspath(o["key_file"]) if o.get("key_file") is not None else None
+        self._p = Partition(self.path, self.size, family=self.family, mode=self.mode,
+                            key_file=self.key_file)
+        try:
+            self._check_sealing()
+        except BaseException:
+            self._p.close()
+            raise
         self.size = self._p.half_size            # an existing file keeps its own size
         self._lock = threading.Lock()            # slow path (swap) only
         self._drain_lock = threading.Lock()      # one drain at a time in this process
@@ -546,6 +629,19 @@ class PartitionStorage(StorageBackend):
         cur = self._p.current_index()
         self._cur = self._p.halves[cur if cur is not None else 0]
         self.swap(reason="open")                  # swap on open: only if the other half is empty
+
+    def _check_sealing(self) -> None:
+        """A partition is sealed or not for its whole life: a writer's key_file
+        must agree with the file it opens (never plain text into a sealed
+        partition, never silently plain text when a key_file is configured)."""
+        p = self._p
+        sealed = p.sealed()
+        if sealed and p.missing_key is not None:
+            raise p.missing_key
+        if sealed is False and self.key_file is not None:
+            raise InvalidArgument(f"partition {self.path} was created without encryption, but log "
+                                  f"{self.log} has key_file {self.key_file}: drain it and remove the file "
+                                  "(or use another path) to start a sealed partition")
 
     # ------------------------------------------------------------ writing
 
@@ -721,8 +817,10 @@ class PartitionStorage(StorageBackend):
             p._put(H_INTENT, o + 1)      # from here O's header may be torn: readers skip it
         if C._rotator() != tok:
             return False
+        key = p.key.for_new_half() if p.key is not None else None
         Segment.format(p.mm, p.offsets[o], p.half_size, family=p.family[:63],
-                       sequence_base=base).close()
+                       sequence_base=base, key=key).close()
+        p.refresh_keys()                 # our object of half o derives its new key
         if n:
             text = (f"{n} messages lost: both halves of partition {p.path} were full before a drain "
                     f"(sequences {first}..{last})")
@@ -915,6 +1013,7 @@ class PartitionStorage(StorageBackend):
     def _copy_half(self, i: int, tok: int, into) -> int:
         p = self._p
         h = p.halves[i]
+        p.require_key(i)
         self._settle(h)
         progress = p._u64(H_PROGRESS)
         msgs = [m for m in SegmentIterator(h) if m.sequence > progress]
@@ -981,7 +1080,7 @@ class PartitionStorage(StorageBackend):
         from logkit.backends.family import FamilyStorage
         return FamilyStorage(self.log, directory=self.directory, family=self.family,
                              segment_size=self.segment_size, create_directory=True, mode=self.mode,
-                             sync=self.sync)
+                             sync=self.sync, key_file=self.key_file)
 
     # ------------------------------------------------------------ the rest
 
@@ -1043,7 +1142,8 @@ class PartitionStorage(StorageBackend):
     def describe(self) -> str:
         dest = (f"drains into family '{self.family}' in {self.directory}" if self.directory
                 else "no drain directory set")
-        return f"partition {self.path} (two halves of {self.size} bytes; {dest})"
+        sealed = f", sealed with {self.key_file}" if self.key_file else ""
+        return f"partition {self.path} (two halves of {self.size} bytes; {dest}{sealed})"
 
 
 def _destination_reader(into):

@@ -301,8 +301,11 @@ class PipeTransport(TransportBackend):
         self.spill_path = os.path.abspath(os.fspath(o.get("spill") or self.fifo + ".spill"))
         self.mode = o.get("mode") if o.get("mode") is not None else 0o640
         _ensure_fifo(self.fifo, self.mode)
+        # A sealed log (its storage has a key_file) spills sealed: the spill
+        # file is on disk like the log itself.  (Records in the FIFO are in
+        # kernel memory only, as with a Unix socket: docs/security.md.)
         self.spill = PartitionStorage(log, path=self.spill_path, size=o.get("spill_size") or "1MiB",
-                                      mode=self.mode)
+                                      mode=self.mode, key_file=getattr(storage, "key_file", None))
         self.sent = 0                 # records written to the pipe
         self.fragmented = 0           # of which went as fragments
         self.spilled = 0              # records that went to the spill partition
@@ -528,7 +531,8 @@ def drain_pipe(fifo, storage, *, stop: threading.Event | None = None, idle_timeo
         if s is None:
             if not os.path.exists(spill_path):
                 return 0
-            s = spill_store[0] = PartitionStorage("spill", path=spill_path)
+            s = spill_store[0] = PartitionStorage("spill", path=spill_path,
+                                                  key_file=getattr(storage, "key_file", None))
         n = s.drain(storage, everything=True)
         counts["stored"] += n
         counts["spilled"] += n

@@ -261,7 +261,7 @@ def _resolve_log(name: str, table: Any, file: str | None, base_dir: str) -> tupl
     for key, value in plain.items():
         owners = [kind for kind in ("storage", "transport") if key in names.get(kind, ())]
         if key == KEY_FILE and not owners and "storage" in classes:
-            sealing = sorted(n for n in ("family",) if n != classes["storage"].name)
+            sealing = sorted(n for n in ("family", "partition") if n != classes["storage"].name)
             problems.append(Problem(file, tname, key, f"storage backend '{classes['storage'].name}' "
                                     "cannot encrypt (it has no key_file option); sealed messages "
                                     f"need storage = {' or '.join(repr(n) for n in sealing)}; remove "

@@ -178,7 +178,8 @@ class _PipeJob:
         self.stored = 0
         self._spill_storage = None
         if os.path.exists(self.spill):
-            self._spill_storage = PartitionStorage(f"{lc.name}-spill", path=self.spill, size=self.spill_size)
+            self._spill_storage = PartitionStorage(f"{lc.name}-spill", path=self.spill, size=self.spill_size,
+                                                   key_file=getattr(self.storage, "key_file", None))
             self.watch = BufferWatch(self.spill, margins)
         else:
             self.watch = None

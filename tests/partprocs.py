@@ -27,13 +27,14 @@ def write_record(storage, writer, i):
 
 # ---------------------------------------------------------------- partition
 
-def child_partition_write(conn, path, size, writer, count, go, pace=0.0):
-    """Open the partition, say ready, wait for `go`, write `count` messages
-    from 2 threads (even and odd counters; each pauses `pace` seconds after
-    every 50, the pace of a real application), report ("done", count), close."""
+def child_partition_write(conn, path, size, writer, count, go, pace=0.0, key_file=None):
+    """Open the partition (sealed with key_file if given), say ready, wait
+    for `go`, write `count` messages from 2 threads (even and odd counters;
+    each pauses `pace` seconds after every 50, the pace of a real
+    application), report ("done", count), close."""
     import time
     from logkit.backends.partition import PartitionStorage
-    s = PartitionStorage("test", path=path, size=size)
+    s = PartitionStorage("test", path=path, size=size, key_file=key_file)
     conn.send(("ready",))
     if not go.wait(TIMEOUT):
         raise RuntimeError("no go signal")

@@ -179,7 +179,7 @@ def test_a_key_file_with_loose_permissions_or_missing_refuses_the_log(tmp_path, 
         logkit.Handler(config=str(cfg))
 
 
-def test_config_key_file_is_a_family_option_and_refused_elsewhere(tmp_path, keyfile):
+def test_config_key_file_is_a_family_and_partition_option_refused_elsewhere(tmp_path, keyfile):
     cfg = tmp_path / "logkit.toml"
     cfg.write_text(textwrap.dedent(f"""
         [log.app]
@@ -194,10 +194,18 @@ def test_config_key_file_is_a_family_option_and_refused_elsewhere(tmp_path, keyf
         path = "{tmp_path / 'buf.part'}"
         key_file = "log.keys"
     """))
+    assert lkconfig.load(cfg).get("buf").storage_options["key_file"] == keyfile
+    cfg.write_text(textwrap.dedent(f"""
+        [log.txt]
+        storage = "plainfile"
+        path = "{tmp_path / 'app.log'}"
+        key_file = "log.keys"
+    """))
     with pytest.raises(lkconfig.ConfigError) as e:
         lkconfig.load(cfg)
     (p,) = [str(p) for p in e.value.problems]
-    assert p.startswith(f"{cfg} [log.buf]: key_file: storage backend 'partition' cannot encrypt"), p
+    assert p.startswith(f"{cfg} [log.txt]: key_file: storage backend 'plainfile' cannot encrypt"), p
+    assert "'family' or 'partition'" in p, p
 
 
 def test_handler_round_trip_with_a_config_key_file(tmp_path, keyfile):

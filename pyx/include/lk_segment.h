@@ -103,6 +103,11 @@
  *      commits at the same moment exactly one of [W2] and [S1] wins (the
  *      writer's commit is a CAS too, so a late writer cannot resurrect an
  *      abandoned message; it learns it lost and reports it).
+ * [K1] sealed write: the segment UUID (from which the segment key is derived)
+ *      is compared after [R1]; [R1]'s acquire half sees the UUID stored by the
+ *      format whose release store of the reservation word [R1] claimed from
+ *      (a partition half reformatted in place gets a new UUID; see
+ *      lk_write_sealed).
  * [W2], [S1] (the same CAS) and [O1] are seq_cst, not merely acq_rel: each
  * is also the store half of the wake-up handshake below ([W3], [O2]).  On
  * x86 (LOCK CMPXCHG) and AArch64 (CASAL) that is the same instruction.
@@ -287,6 +292,8 @@ enum {
     LK_OUT_OF_SERVICE = 3,
     LK_DAMAGED = 4,
     LK_LOST = 5,          /* finish found its reservation already abandoned */
+    LK_REKEY = 6,         /* sealed write: the region was reformatted (new UUID) since
+                             the caller derived its segment key; nothing written */
 };
 
 #define LK_U64(base, off) ((uint64_t *)((base) + (off)))
@@ -555,20 +562,56 @@ static inline int lk_write_as(uint8_t *base, uint64_t size,
     return lk_finish(base, at, severity, time_ns);
 }
 
+/* Abandon a reservation (RESERVED -> ABANDONED by CAS [S1]); 1 if this call
+ * did it.  A sealed reservation may hold plaintext its writer copied in (it
+ * is sealed only at finish): the payload is wiped.  The stub checksum covers
+ * no payload byte, so the stub stays valid; nobody reads its payload. */
+static inline int lk_abandon_reserved(uint8_t *base, uint64_t size, uint64_t at, int sealed) {
+    uint64_t expected = lk_state_word(LK_STATE_RESERVED);
+    if (!lk_state_cas(LK_U64(base, at), &expected, lk_state_word(LK_STATE_ABANDONED)))  /* [S1] */
+        return 0;
+    if (sealed) {
+        uint32_t total;
+        memcpy(&total, base + at + 8, 4);
+        if (total > LK_MSG_HEADER && at + total <= size)
+            memset(base + at + LK_MSG_HEADER, 0, total - LK_MSG_HEADER);
+    }
+    lk_counter_add_relaxed(LK_U64(base, LK_H_ABANDONED), 1);
+    lk_wake_if_waiters(base);           /* a follower held back by this stub moves on */
+    return 1;
+}
+
 /* The whole write into a sealed segment: reserve with the key id (room for
  * the tag), copy the plaintext, finish_sealed.  The plaintext lies in the
- * mapping only between the copy and the seal, a few hundred ns. */
+ * mapping only between the copy and the seal, a few hundred ns.
+ *
+ * `key_uuid` is the segment UUID the caller derived `seg_key` from.  A region
+ * that is formatted again in place (a partition half being reused) gets a new
+ * UUID, and so a new segment key, which a writer in another process learns
+ * only from the header.  [K1] The UUID is compared after the reservation
+ * CAS [R1]: its acquire half makes the format's stores (UUID, key check,
+ * sequence base, all before its release store of the reservation word) that
+ * published the word we claimed from visible, so the UUID read here is the
+ * one of the format our reservation lies in; and no later format can happen
+ * while our reservation is open (a reuse waits for open reservations).  On a
+ * mismatch the reservation is abandoned (nothing of ours was copied yet) and
+ * LK_REKEY tells the caller to derive the new key and write again. */
 static inline int lk_write_sealed(uint8_t *base, uint64_t size,
                                   const void *text, uint64_t text_len,
                                   const void *data, uint64_t data_len,
                                   const void *cls, uint64_t cls_len,
                                   int16_t severity, int64_t time_ns, int64_t now,
                                   uint32_t pid, uint32_t tid,
-                                  uint16_t kid, const uint8_t seg_key[32], uint64_t *seq) {
+                                  uint16_t kid, const uint8_t seg_key[32],
+                                  const uint8_t key_uuid[16], uint64_t *seq) {
     uint64_t at;
     int rc = lk_reserve_kid(base, size, text_len, data_len, cls, cls_len, now, pid, tid, kid, &at, seq);
     if (rc != LK_OK)
         return rc;
+    if (memcmp(base + LK_H_UUID, key_uuid, 16) != 0) {      /* [K1] after [R1] */
+        lk_abandon_reserved(base, size, at, 1);
+        return LK_REKEY;
+    }
     uint8_t *p = base + at + LK_MSG_HEADER;
     if (text_len) memcpy(p, text, text_len);
     if (data_len) memcpy(p + text_len + cls_len, data, data_len);

@@ -19,7 +19,7 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_Format
 from cpython.long cimport PyLong_FromUnsignedLongLong
 
 from logkit._segment cimport (
-    Segment, lk_write, lk_write_sealed, lk_now_ns, lk_process_id, lk_thread_id,
+    Segment, lk_write, lk_write_sealed, lk_now_ns, lk_process_id, lk_thread_id, LK_REKEY,
     LK_OK, LK_FULL, LK_OUT_OF_SERVICE, LK_SEVERITY_MIN, LK_SEVERITY_MAX,
 )
 
@@ -85,13 +85,13 @@ cdef class FamilySink:
             # same reserve-copy-finish as lk_write (docs/security.md).
             rc = lk_write_sealed(seg.base, seg.size, tp, tn, dp, dn, cp, cn, <int16_t>severity, time,
                                  lk_now_ns(), lk_process_id(), lk_thread_id(), seg.seal_key_id,
-                                 seg.seal_key, seq)
+                                 seg.seal_key, seg.seal_uuid, seq)
         else:
             return 1                     # sealed without the key: the slow path refuses
         if rc == LK_OK:
             return 0
-        if rc == LK_FULL or rc == LK_OUT_OF_SERVICE:
-            return 1                     # the slow path rotates
+        if rc == LK_FULL or rc == LK_OUT_OF_SERVICE or rc == LK_REKEY:
+            return 1                     # the slow path rotates (or derives the new key)
         seg._raise_status(rc, 0)
         return -1
 

@@ -43,6 +43,7 @@ cdef extern from "lk_segment.h" nogil:
         LK_OUT_OF_SERVICE
         LK_DAMAGED
         LK_LOST
+        LK_REKEY
         LK_REC_END
         LK_REC_COMMITTED
         LK_REC_RESERVED
@@ -123,7 +124,8 @@ cdef extern from "lk_segment.h" nogil:
     int lk_write_sealed(uint8_t *base, uint64_t size, const void *text, uint64_t text_len,
                         const void *data, uint64_t data_len, const void *cls, uint64_t cls_len,
                         int16_t severity, int64_t time_ns, int64_t now, uint32_t pid, uint32_t tid,
-                        uint16_t kid, const uint8_t *seg_key, uint64_t *seq)
+                        uint16_t kid, const uint8_t *seg_key, const uint8_t *key_uuid, uint64_t *seq)
+    int lk_abandon_reserved(uint8_t *base, uint64_t size, uint64_t at, int sealed)
     int lk_write(uint8_t *base, uint64_t size, const void *text, uint64_t text_len,
                  const void *data, uint64_t data_len, const void *cls, uint64_t cls_len,
                  int16_t severity, int64_t time_ns, int64_t now, uint64_t *seq)
@@ -215,14 +217,18 @@ cdef class Segment:
     cdef readonly object file_id   # (st_dev, st_ino) of the file mapped, or None
     # Sealing (format version 2): `sealed` is what the header says; with the
     # key, `has_key` is set, seal_key_id is the header's key id and seal_key
-    # the segment key (derived once, when the key was given).  A writer of a
-    # sealed segment uses lk_write_sealed(..., seg.seal_key_id, seg.seal_key, ...)
-    # when seg.sealed and seg.has_key; a sealed segment without its key
-    # must not be written (Segment.write refuses).
+    # the segment key, derived from the key and seal_uuid (the header's UUID
+    # when the key was derived).  A writer of a sealed segment uses
+    # lk_write_sealed(..., seg.seal_key_id, seg.seal_key, seg.seal_uuid, ...)
+    # when seg.sealed and seg.has_key; LK_REKEY from it means the region was
+    # formatted again (a partition half reused): call seg._rekey() and retry.
+    # A sealed segment without its key must not be written (write refuses).
     cdef readonly bint sealed
     cdef readonly bint has_key
     cdef uint16_t seal_key_id
     cdef uint8_t seal_key[32]
+    cdef uint8_t seal_uuid[16]
+    cdef object _key_given         # what _use_key() was given (KeyRing or pair), for _rekey()
     # Waiting (wait(), listen()): where the waiter count, wake word and its
     # listener slot are written.  A writable segment writes its own header;
     # a read-only one maps its file's header page writable on first use.
@@ -243,6 +249,7 @@ cdef class Segment:
     cdef int _check_open(self) except -1
     cdef int _check_writable(self) except -1
     cdef int _raise_status(self, int rc, uint64_t need) except -1
+    cdef int _seal_ready(self) except -1
     cdef uint64_t _committed_hint(self, uint64_t min_seq, uint64_t min_pos, uint64_t max_seq)
     cdef int64_t _next_good_record(self, uint64_t q) except -2
     cdef uint8_t *_wake_header(self) except? NULL

@@ -4,7 +4,7 @@
 # Everything above this module (families, handler, tools) goes through it.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int64_t, UINT64_MAX
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
@@ -300,8 +300,10 @@ cdef _format_sealed(Segment seg, bytes fam, bytes prev, uint64_t sequence_base, 
     if kid:
         seg.sealed = True
         memcpy(seg.seal_key, <const char *>sk, 32)
+        memcpy(seg.seal_uuid, <const char *>uid, 16)
         seg.seal_key_id = kid
         seg.has_key = True
+        seg._key_given = sealing
 
 
 cdef object _unmap(object mm):
@@ -433,9 +435,51 @@ cdef class Segment:
                            f"({self.uuid}) was sealed with: its key check (header offset "
                            f"{LK_H_KEY_CHECK}) differs")
         memcpy(self.seal_key, <const char *>sk, 32)
+        memcpy(self.seal_uuid, self.base + LK_H_UUID, 16)
         self.seal_key_id = kid
         self.has_key = True
+        self._key_given = key
         return None
+
+    def _rekey(self, key=None):
+        """Read the header's sealing again and derive the segment key anew,
+        from `key` or else the key given before: for a region formatted again
+        in place (a partition half reused, with a new UUID and perhaps a new
+        key id) since this object derived its key.  Raises WrongKey; returns
+        the MissingKey error (not raised) as _use_key() does, else None."""
+        self._check_open()
+        if key is None:
+            key = self._key_given
+        self.sealed = _header_sealed(self.base)
+        self.has_key = False
+        self.seal_key_id = 0
+        memset(self.seal_key, 0, 32)
+        memset(self.seal_uuid, 0, 16)
+        if not self.sealed or key is None:
+            self._key_given = key
+            return None
+        return self._use_key(key)
+
+    def _key_stale(self):
+        """True if the header's sealing no longer matches what this object
+        derived its key from (the region was formatted again in place)."""
+        self._check_open()
+        cdef bint hs = _header_sealed(self.base)
+        return hs != self.sealed or (hs and memcmp(self.base + LK_H_UUID, self.seal_uuid, 16) != 0)
+
+    cdef int _seal_ready(self) except -1:
+        """Before a sealed write: re-derive the key if the region's UUID
+        changed since it was derived ([K1] catches a change after the
+        reservation too); refuse without the key."""
+        if memcmp(self.base + LK_H_UUID, self.seal_uuid, 16) != 0:
+            err = self._rekey()
+            if err is not None:
+                raise err
+            if not self.sealed:
+                return 0
+        if not self.has_key:
+            self._refuse_unkeyed()
+        return 0
 
     @staticmethod
     def create(path, size=1 << 20, family="", previous="", sequence_base=1,
@@ -603,6 +647,7 @@ cdef class Segment:
         self._hdr = NULL
         memset(self.seal_key, 0, 32)
         self.has_key = False
+        self._key_given = None
         if self._has_wake_view:
             PyBuffer_Release(&self._wake_view)
             self._has_wake_view = False
@@ -851,13 +896,18 @@ cdef class Segment:
             cp = PyUnicode_AsUTF8AndSize(data_class, &cn)
         now = lk_now_ns()
         t = now if time is None else time
+        if self.sealed:
+            self._seal_ready()
         if not self.sealed:
             rc = lk_write(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev, t, now, &seq)
         else:
-            if not self.has_key:
-                self._refuse_unkeyed()
-            rc = lk_write_sealed(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev, t, now,
-                                 lk_process_id(), lk_thread_id(), self.seal_key_id, self.seal_key, &seq)
+            while True:
+                rc = lk_write_sealed(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev, t, now,
+                                     lk_process_id(), lk_thread_id(), self.seal_key_id, self.seal_key,
+                                     self.seal_uuid, &seq)
+                if rc != LK_REKEY:
+                    break
+                self._seal_ready()
         if rc != LK_OK:
             self._raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if self.sealed else 0), dn, cn))
         return PyLong_FromUnsignedLongLong(seq)
@@ -893,15 +943,19 @@ cdef class Segment:
         if cn:
             cp = cls
         cdef int rc
+        if self.sealed:
+            self._seal_ready()
         if not self.sealed:
             rc = lk_write_as(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev,
                              time, lk_now_ns(), process_id, thread_id, &seq)
         else:
-            if not self.has_key:
-                self._refuse_unkeyed()
-            rc = lk_write_sealed(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev,
-                                 time, lk_now_ns(), process_id, thread_id, self.seal_key_id,
-                                 self.seal_key, &seq)
+            while True:
+                rc = lk_write_sealed(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev,
+                                     time, lk_now_ns(), process_id, thread_id, self.seal_key_id,
+                                     self.seal_key, self.seal_uuid, &seq)
+                if rc != LK_REKEY:
+                    break
+                self._seal_ready()
         if rc != LK_OK:
             self._raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if self.sealed else 0), dn, cn))
         return PyLong_FromUnsignedLongLong(seq)
@@ -923,13 +977,18 @@ cdef class Segment:
         cdef uint64_t off, seq
         cdef const char *cp = cls
         cdef int rc
+        if self.sealed:
+            self._seal_ready()
         if not self.sealed:
             rc = lk_reserve(self.base, self.size, text_len, data_len, cp, len(cls), &off, &seq)
         else:
-            if not self.has_key:
-                self._refuse_unkeyed()
-            rc = lk_reserve_kid(self.base, self.size, text_len, data_len, cp, len(cls), lk_now_ns(),
-                                lk_process_id(), lk_thread_id(), self.seal_key_id, &off, &seq)
+            while True:
+                rc = lk_reserve_kid(self.base, self.size, text_len, data_len, cp, len(cls), lk_now_ns(),
+                                    lk_process_id(), lk_thread_id(), self.seal_key_id, &off, &seq)
+                if rc != LK_OK or memcmp(self.base + LK_H_UUID, self.seal_uuid, 16) == 0:  # [K1]
+                    break
+                lk_abandon_reserved(self.base, self.size, off, 1)   # reformatted: the key changed
+                self._seal_ready()
         if rc != LK_OK:
             self._raise_status(rc, lk_message_size(text_len + (LK_TAG_SIZE if self.sealed else 0),
                                                    data_len, len(cls)))
@@ -1363,21 +1422,8 @@ cdef class Segment:
     def _abandon(self, uint64_t offset):
         """CAS a reserved stub to abandoned ([S1]); True if this call did it."""
         self._check_writable()
-        cdef uint64_t expected = lk_state_word(LK_STATE_RESERVED)
-        cdef uint32_t total
-        if lk_state_cas(<uint64_t *>(self.base + offset), &expected, lk_state_word(LK_STATE_ABANDONED)):  # [S1]
-            if self.sealed or _header_sealed(self.base):    # salvage opens without checking
-                # A sealed segment's reservation may hold plaintext its writer
-                # copied in before it died (it is sealed only at finish): wipe
-                # the payload.  The stub checksum covers no payload byte, so
-                # the abandoned stub stays valid; nobody reads its payload.
-                memcpy(&total, self.base + offset + 8, 4)
-                if total > LK_MSG_HEADER and offset + total <= self.size:
-                    memset(self.base + offset + LK_MSG_HEADER, 0, total - LK_MSG_HEADER)
-            lk_counter_add_relaxed(<uint64_t *>(self.base + LK_H_ABANDONED), 1)
-            lk_wake_if_waiters(self.base)       # a follower held back by this stub moves on
-            return True
-        return False
+        return lk_abandon_reserved(self.base, self.size, offset,
+                                   1 if (self.sealed or _header_sealed(self.base)) else 0) == 1  # [S1]
 
     def _write_filler(self, uint64_t offset, uint64_t length, uint64_t sequence, uint32_t span):
         """Account for claims that left no stub: an abandoned record covering
@@ -1795,6 +1841,9 @@ cdef class Reservation:
         else:
             if not seg.has_key:     # closed and reopened meanwhile: never seal without the key
                 seg._refuse_unkeyed()
+            if memcmp(seg.base + LK_H_UUID, seg.seal_uuid, 16) != 0:
+                raise MessageLost(f"{seg.path or 'segment'}: the region was formatted again (a partition "
+                                  f"half reused) while reservation {self.sequence} was open; it is lost")
             rc = lk_finish_sealed(seg.base, seg.size, self.offset, <int16_t>sev, t, seg.seal_key)
         if rc != LK_OK:
             self.segment._raise_status(rc, 0)
