@@ -30,6 +30,7 @@ DEFAULT_MARGINS = (0.75, 0.90)
 REARM_BELOW = 0.05
 # The least time between two futex wake-ups of the server (see Server._sleep).
 WAKE_INTERVAL = 0.02
+WATCH_TIMEOUT = 0.25      # longest a partition's watcher sleeps before it looks again
 
 
 def status_path(buffer_path: str) -> str:
@@ -135,6 +136,45 @@ class _PartitionJob:
             raise
         self.watch = BufferWatch(self.storage.path, margins)
         self.drained = 0
+        self._quit = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def start_watching(self, news: threading.Event) -> None:
+        """Sleep on this partition's current half in a thread of its own and
+        set `news` when a writer finishes a message there or fills it (the
+        swap takes it out of service).  One thread per partition, so the
+        server wakes for news from any of its buffers, not only the first.
+        The half is listened to with a minimum interval (WAKE_INTERVAL): its
+        writers make at most one wake-up system call per interval."""
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, args=(news,), daemon=True,
+                                             name=f"logkit-server-watch-{self.lc.name}")
+            self._watcher.start()
+
+    def _watch(self, news: threading.Event) -> None:
+        from logkit.backends.partition import H_GENERATION
+        p = self.storage._p
+        swaps = p._u64(H_GENERATION)
+        while not self._quit.is_set():
+            try:
+                half = self.current_half()
+                if half is None or not half.in_service:
+                    self._quit.wait(0.005)       # a swap in progress: look again shortly
+                    continue
+                if half.listener_slot is None:
+                    half.listen(min_interval=WAKE_INTERVAL)
+                ready = half.wait(half.used(), timeout=WATCH_TIMEOUT)
+                # A half that was swapped out *and reused* before this thread
+                # ran again looks in service and empty: the wait cannot tell.
+                # The swap count can, so a full half is never left waiting
+                # for the interval.
+                now = p._u64(H_GENERATION)
+                if ready or now != swaps:
+                    swaps = now
+                    news.set()
+            except (LogkitError, ValueError):
+                # Closed under us (reload, stop), or a half being reformatted.
+                self._quit.wait(0.05)
 
     def check_margins(self) -> int:
         return _check_margins(self.watch, self.storage, self.storage, "buffer", self.lc.name, self.say)
@@ -154,6 +194,10 @@ class _PartitionJob:
         self.watch.save({"log": self.lc.name, "drained_by_this_server": self.drained})
 
     def close(self):
+        self._quit.set()
+        if self._watcher is not None:
+            self._watcher.join(WATCH_TIMEOUT + 5)
+            self._watcher = None
         try:
             self.target.close()
         finally:
@@ -241,6 +285,7 @@ class Server:
         self.say = say or (lambda s: print(f"logkit server: {s}", file=sys.stderr, flush=True))
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
+        self._news = threading.Event()      # set by partition watchers and by signals
         self.jobs: list = []
         self.cycles = 0
         self._load()
@@ -299,28 +344,12 @@ class Server:
         return sum(j.drain(everything) for j in self.jobs if isinstance(j, _PartitionJob))
 
     def _sleep(self, stop: threading.Event, timeout: float) -> None:
-        """Until a partition has news, or `timeout` seconds.
-
-        Sleeps on the futex of the first partition's current half: a writer
-        that finishes a message there or fills it (the swap takes it out of
-        service) wakes the server at once.  It listens with a minimum
-        interval (WAKE_INTERVAL), so between two wake-ups it is not waiting
-        and writers make no wake-up system call: at most one a
-        WAKE_INTERVAL, whatever the message rate.  With no partition, or a
-        half being reformatted, it sleeps on `stop` alone."""
-        for j in self.jobs:
-            if isinstance(j, _PartitionJob):
-                try:
-                    half = j.current_half()
-                    if half is not None and half.in_service:
-                        if half.listener_slot is None:
-                            half.listen(min_interval=WAKE_INTERVAL)
-                        half.wait(half.used(), timeout=timeout)
-                        return
-                except LogkitError:
-                    pass
-                break
-        stop.wait(timeout)
+        """Until a partition has news (its watcher thread, woken by the
+        futex of the partition's current half, sets `_news`: see
+        _PartitionJob.start_watching), a stop or reload signal, or
+        `timeout` seconds."""
+        self._news.wait(timeout)
+        self._news.clear()
 
     def _save(self) -> None:
         for j in self.jobs:
@@ -343,9 +372,14 @@ class Server:
 
     def install_signals(self) -> None:
         """SIGTERM and SIGINT: finish the copy in progress and stop; SIGHUP: reload."""
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGHUP, lambda *_: self.reload_event.set())
+        def on(event):
+            def handler(*_):
+                event.set()
+                self._news.set()             # the main loop wakes at once
+            return handler
+        signal.signal(signal.SIGTERM, on(self.stop_event))
+        signal.signal(signal.SIGINT, on(self.stop_event))
+        signal.signal(signal.SIGHUP, on(self.reload_event))
 
     def serve(self, stop: threading.Event | None = None) -> int:
         """Drain until stopped; returns the number of messages copied."""
@@ -388,3 +422,5 @@ class Server:
         for j in self.jobs:
             if isinstance(j, _PipeJob) and j.thread is None:
                 j.start()
+            elif isinstance(j, _PartitionJob):
+                j.start_watching(self._news)

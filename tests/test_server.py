@@ -277,3 +277,54 @@ def test_a_half_that_fills_wakes_the_server_at_once_not_at_its_interval(tmp_path
         p.send_signal(signal.SIGTERM)
         p.communicate(timeout=TIMEOUT)
     assert p.returncode == 0
+
+
+def test_server_wakes_for_any_of_its_partitions(tmp_path):
+    """With an interval of 60 s and two partitions, a half that fills in the
+    *second* partition is drained at once: every partition has a watcher
+    sleeping on its futex, not only the first."""
+    import textwrap
+    import threading
+    from logkit.backends.partition import PartitionStorage
+    from logkit.server import Server
+    cfg = tmp_path / "logkit.toml"
+    parts = {n: tmp_path / f"{n}.part" for n in ("one", "two")}
+    cfg.write_text("".join(textwrap.dedent(f"""
+        [log.{n}]
+        storage = "partition"
+        path = "{p}"
+        size = "16KiB"
+        directory = "{tmp_path / 'fam'}"
+    """) for n, p in parts.items()))
+    srv = Server(cfg, interval=60, say=lambda s: None)
+    stop = threading.Event()
+    t = threading.Thread(target=srv.serve, args=(stop,))
+    t.start()
+    try:
+        time.sleep(0.3)                     # the first pass (it swaps) is over
+        w = PartitionStorage("two", path=str(parts["two"]), size="16KiB")
+        n = 0
+        t0 = time.monotonic()
+        swaps = w.stats()["swaps"]
+        while w.stats()["swaps"] == swaps:  # fill the current half until it swaps
+            w.write(f"message {n} " + "x" * 200)
+            n += 1
+        fam = tmp_path / "fam"
+        deadline = time.monotonic() + 10
+        got = 0
+        while time.monotonic() < deadline:
+            got = w.stats()["drained"]
+            if got > 0:
+                break
+            time.sleep(0.005)
+        took = time.monotonic() - t0
+        assert got > 0, "the full half of the second partition was not drained"
+        assert w.stats()["lost"] == 0
+        assert took < 5, f"drained only after {took:.1f} s (interval 60 s)"
+        assert fam.is_dir()
+        w.close()
+    finally:
+        stop.set()
+        srv._news.set()
+        t.join(30)
+    assert not t.is_alive()
