@@ -48,10 +48,12 @@ from logkit.salvager import SalvageReport, salvage
 from logkit.config import ConfigError
 from logkit.registry import BackendNotFound
 from logkit.handler import Handler
+from logkit.formatters import format_message
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "format_message",
     "FORMAT_VERSION", "HEADER_SIZE", "MAX_SEGMENT_SIZE", "MIN_SEGMENT_SIZE",
     "SEVERITY_MAX", "SEVERITY_MIN",
     "Limits", "Message", "Record", "Reservation", "Segment", "SegmentIterator",

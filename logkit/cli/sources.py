@@ -1,0 +1,283 @@
+"""What a LOG argument of the reading commands names, and a reader for it.
+
+`logkit print`, `monitor`, `verify`, `stats` and `display` take LOG
+arguments; each is, in this order of trying:
+
+1. a log name of the configuration (``[log.NAME]``), read through its storage;
+2. a directory: the family in it (the only one, or the one named by
+   ``--family-name``; a directory with several families is an error that
+   lists them);
+3. a segment file (magic ``LOGKITSG``): with ``single=False`` (the default,
+   print_sys_log's ``-family``) the whole family the segment belongs to
+   (its directory and family name), with ``single=True`` that segment only;
+4. a partition file (magic ``LKPART``);
+5. a plain file of the ``plainfile`` storage (text or JSON lines).
+
+Anything else is a LogkitError that names the argument and what was tried.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from logkit.errors import InvalidArgument, LogkitError, SegmentNotFound
+
+SEGMENT_MAGIC = b"LOGKITSG"
+PARTITION_MAGIC = b"LKPART\x00\x01"
+_HISTORY = re.compile(r"^(?P<family>.+)\.(\d{8})\.(\d{6})(?:\.(\d{4}))?$")
+
+
+class LogNotFound(LogkitError):
+    """A LOG argument that names no log."""
+
+
+@dataclass
+class Source:
+    """One log to read.
+
+    kind: "family", "segment", "partition" or "plainfile"; name: the family
+    (or file) name shown by --call and the header; path: the family
+    directory, or the file; reader: a registry.Reader (iteration, reverse(),
+    seek(), limits(), count()); key_file: what decrypts it, if anything;
+    family: the family name (family and segment kinds).
+    """
+
+    spec: str
+    kind: str
+    name: str
+    path: str
+    reader: Any
+    key_file: str | None = None
+    family: str | None = None
+    log: str | None = None              # the config log name, when it came from the config
+    storage: Any = field(default=None, repr=False)
+
+    def segment_paths(self) -> list[str]:
+        """The segment files, oldest first (family and segment kinds), else []."""
+        if self.kind == "segment":
+            return [self.path]
+        if self.kind == "family":
+            return self.reader.segment_paths()
+        return []
+
+    def close(self) -> None:
+        st = self.storage
+        if st is not None:
+            self.storage = None
+            try:
+                st.close()
+            except LogkitError:
+                pass
+
+
+def families_in(directory: str) -> list[str]:
+    """The family names with a live or history segment in `directory`."""
+    names = set()
+    try:
+        entries = os.listdir(directory)
+    except OSError as e:
+        raise LogNotFound(f"{directory}: cannot list the directory: {e.strerror}") from None
+    for n in entries:
+        if n.startswith("."):
+            continue
+        p = os.path.join(directory, n)
+        if not os.path.isfile(p) or _magic(p) != SEGMENT_MAGIC:
+            continue
+        m = _HISTORY.match(n)
+        names.add(m.group("family") if m else n)
+    return sorted(names)
+
+
+def _magic(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)
+    except OSError:
+        return b""
+
+
+def _family_of_segment(path: str) -> str:
+    """The family a segment file belongs to: its header's family name, else
+    its file name without the history stamp."""
+    try:
+        from logkit import Segment
+        seg = Segment.open(path, readonly=True)
+        try:
+            fam = seg.family
+        finally:
+            seg.close()
+        if fam:
+            return fam
+    except LogkitError:
+        pass
+    n = os.path.basename(path)
+    m = _HISTORY.match(n)
+    return m.group("family") if m else n
+
+
+def _looks_like_text(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    if b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start > len(head) - 4      # a character cut at the end of the sample
+    return True
+
+
+def resolve(spec: str, *, config=None, key_file=None, single: bool = False,
+            family_name: str | None = None) -> Source:
+    """The Source a LOG argument names (see the module docstring).  `config`
+    is a loaded logkit.config.Config or None; key_file decrypts sealed logs
+    given by path (a config log uses its own key_file unless one is given)."""
+    from logkit.backends.partition import open_reader as partition_reader
+    from logkit.backends.plainfile import open_reader as plain_reader
+    from logkit.family import FamilyReader
+
+    if config is not None and spec in getattr(config, "logs", {}):
+        lc = config.get(spec)
+        storage = lc.open_storage()
+        try:
+            kf = key_file or lc.storage_options.get("key_file")
+            if lc.storage == "family":
+                d = os.path.abspath(os.fspath(lc.storage_options["directory"]))
+                fam = lc.storage_options.get("family") or lc.name
+                rd = FamilyReader(d, fam, key_file=kf)
+                return Source(spec, "family", fam, d, rd, kf, fam, lc.name, storage)
+            path = os.path.abspath(os.fspath(getattr(storage, "path", "") or spec))
+            kind = {"partition": "partition", "plainfile": "plainfile"}.get(lc.storage, lc.storage)
+            if lc.storage == "partition":
+                rd = partition_reader(path, key_file=kf)
+            else:
+                rd = storage.reader()
+            return Source(spec, kind, lc.name, path, rd, kf, None, lc.name, storage)
+        except BaseException:
+            storage.close()
+            raise
+    path = os.path.abspath(os.path.expanduser(spec))
+    if os.path.isdir(path):
+        fams = families_in(path)
+        if family_name is not None:
+            if family_name not in fams:
+                raise LogNotFound(f"{spec}: no family {family_name!r} in the directory"
+                                  + (f" (it holds {', '.join(fams)})" if fams else " (it holds no segments)"))
+            fams = [family_name]
+        if not fams:
+            raise LogNotFound(f"{spec}: the directory holds no log segments")
+        if len(fams) > 1:
+            raise LogNotFound(f"{spec}: the directory holds several families ({', '.join(fams)}); "
+                              f"name one: {os.path.join(spec, fams[0])}")
+        return Source(spec, "family", fams[0], path, FamilyReader(path, fams[0], key_file=key_file),
+                      key_file, fams[0])
+    if not os.path.exists(path):
+        what = "no such file or directory"
+        if config is not None and getattr(config, "logs", None):
+            what += f", and no log of that name in {config.path} (logs: {', '.join(sorted(config.logs))})"
+        raise LogNotFound(f"{spec}: {what}")
+    if not os.path.isfile(path):
+        raise LogNotFound(f"{spec}: not a regular file or a directory")
+    if not os.access(path, os.R_OK):
+        raise LogNotFound(f"{spec}: permission denied (cannot read the file)")
+    magic = _magic(path)
+    if magic == SEGMENT_MAGIC:
+        fam = _family_of_segment(path)
+        d = os.path.dirname(path)
+        if single:
+            return Source(spec, "segment", fam, path, _SegmentReader(path, key_file), key_file, fam)
+        return Source(spec, "family", fam, d, FamilyReader(d, fam, key_file=key_file), key_file, fam)
+    if magic == PARTITION_MAGIC:
+        return Source(spec, "partition", os.path.basename(path), path,
+                      partition_reader(path, key_file=key_file), key_file)
+    if _looks_like_text(path):
+        return Source(spec, "plainfile", os.path.basename(path), path, plain_reader(path), None)
+    raise LogNotFound(f"{spec}: not a log (no segment or partition magic at offset 0, "
+                      f"and not a plain text log file)")
+
+
+def resolve_all(specs, *, config=None, key_file=None, single=False, family_name=None) -> list[Source]:
+    """resolve() each spec; closes what it opened if one fails."""
+    out: list[Source] = []
+    try:
+        for s in specs:
+            out.append(resolve(s, config=config, key_file=key_file, single=single, family_name=family_name))
+    except BaseException:
+        for s in out:
+            s.close()
+        raise
+    return out
+
+
+def load_config_quietly(path):
+    """The configuration for resolving log names: the given file (errors
+    raised), or the search order's file if there is one (None if none)."""
+    from logkit import config as _config
+    if path is not None:
+        return _config.load(path)
+    try:
+        return _config.load(None)
+    except _config.ConfigError as e:
+        if "no config file" in str(e).lower() or "not found" in str(e).lower():
+            return None
+        raise
+    except (SegmentNotFound, FileNotFoundError):
+        return None
+
+
+class _SegmentReader:
+    """A registry.Reader over one segment file (`--single`)."""
+
+    def __init__(self, path: str, key_file=None):
+        from logkit.crypto import load_key_file
+        self.path = path
+        self.key_file = key_file
+        self._ring = load_key_file(key_file) if key_file is not None else None
+        self._start: int | None = None
+
+    def segment_paths(self) -> list[str]:
+        return [self.path]
+
+    def _open(self):
+        from logkit import Segment
+        return Segment.open(self.path, readonly=True, key=self._ring)
+
+    def __iter__(self):
+        seg = self._open()
+        start = self._start
+        for m in seg:
+            if start is None or m.sequence >= start:
+                yield m
+
+    def reverse(self):
+        return iter(list(self)[::-1])
+
+    def seek(self, sequence=None, time=None):
+        seg = self._open()
+        m = seg.find(sequence=sequence, time=time)
+        self._start = m.sequence
+        return m
+
+    def rewind(self) -> None:
+        self._start = None
+
+    def limits(self):
+        return self._open().limits()
+
+    def count(self) -> int:
+        return sum(1 for _ in self)
+
+
+def check_key_file(key_file) -> str | None:
+    """A key file given on the command line: its path, or InvalidArgument."""
+    if key_file is None:
+        return None
+    p = os.path.abspath(os.path.expanduser(key_file))
+    if not os.path.exists(p):
+        raise InvalidArgument(f"--key-file {key_file}: no such file")
+    return p
