@@ -32,6 +32,12 @@ extensions = [
         extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
     ),
     Extension(
+        "logkit._scan",
+        ["pyx/logkit/_scan.pyx"],
+        include_dirs=["pyx/include"],
+        extra_compile_args=["-O2", "-std=gnu11", "-Wno-unused-function"],
+    ),
+    Extension(
         "logkit._bench",
         ["pyx/logkit/_bench.pyx"],
         include_dirs=["pyx/include"],
@@ -40,7 +46,7 @@ extensions = [
 ]
 
 setup(
-    packages=["logkit", "logkit.backends"],
+    packages=["logkit", "logkit.backends", "logkit.cli"],
     package_dir={"logkit": "logkit", "logkit.backends": "backends"},
     package_data={"logkit": ["py.typed", "*.pyi"]},
     ext_modules=cythonize(extensions, include_path=["pyx"], compiler_directives=DIRECTIVES),

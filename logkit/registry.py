@@ -8,7 +8,6 @@ defines the small interface each implements (docs/backends.md).
 from __future__ import annotations
 
 import difflib
-import importlib.metadata as _md
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Iterator
 
@@ -184,6 +183,7 @@ def _entry_points(kind: str):
     group = GROUPS.get(kind)
     if group is None:
         raise ValueError(f"backend kind must be 'storage' or 'transport', not {kind!r}")
+    import importlib.metadata as _md   # imported when needed: it costs ~15 ms at start-up
     return _md.entry_points(group=group)
 
 

@@ -12,9 +12,9 @@ import sys
 
 from logkit.errors import LogkitError
 
-from . import backends_cmd, config_cmd, drain_cmd, server_cmd, stats_cmd
+from . import backends_cmd, config_cmd, drain_cmd, print_cmd, server_cmd, stats_cmd
 
-COMMANDS = (config_cmd, backends_cmd, drain_cmd, server_cmd, stats_cmd)
+COMMANDS = (print_cmd, config_cmd, backends_cmd, drain_cmd, server_cmd, stats_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,370 @@
+"""`logkit print [LOG ...]`: print selected messages of logs (MTB-666 print_sys_log).
+
+Selection follows print_sys_log's order (logkit/select.py); display follows
+logkit.formatters.format_message.  One forward family or segment is walked
+by the C scanner (logkit/_scan.pyx: checksum, range, severity and plain
+match per record with no Python object, and the text line made in C);
+anything else (several logs merged by time, --reverse, partitions, plain
+files) goes through the same selection in Python, with the same output.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as _dt
+import os
+import sys
+from typing import Any, Callable
+
+from logkit import formatters as F
+from logkit.errors import LogkitError
+from logkit.select import Selection, SelectionError, add_arguments, expand_data, merge_by_time
+
+from .sources import check_key_file, load_config_quietly, resolve_all
+
+FLUSH_AT = 1 << 20
+EXIT_NOTHING = 1          # --limits of an empty log, or nothing matched? (see docs/cli.md)
+
+
+def add_display_arguments(p) -> None:
+    g = p.add_argument_group("display")
+    g.add_argument("--expand", nargs="*", metavar="CLASS",
+                   help="also print the expanded binary data of each message (the formatter its "
+                        "data class names; unknown classes in hex); with CLASSes, only for those. "
+                        "A LOG may follow (a value naming an existing path or log ends the list)")
+    g.add_argument("--expand-octal", nargs="*", metavar="CLASS",
+                   help="as --expand, but the data as an octal dump")
+    g.add_argument("--expand-hex", nargs="*", metavar="CLASS",
+                   help="as --expand, but the data as a hex dump")
+    g.add_argument("--no-expand", nargs="*", metavar="CLASS",
+                   help="do not expand these classes (no CLASS: expand nothing); cancels --expand")
+    g.add_argument("--duplicates", dest="duplicates", action="store_true", default=False,
+                   help="print every text as it is (default: '=' for a text equal to the previous one)")
+    g.add_argument("--no-duplicates", dest="duplicates", action="store_false",
+                   help="print '=' for a text equal to the previous one printed (the default)")
+    g.add_argument("-o", "--output", choices=("text", "json", "short"), default="text",
+                   help="text (default: local time, sequence, severity, text), json (one object "
+                        "per line), or short (time of day, severity, text)")
+    g.add_argument("--colour", "--color", dest="colour", choices=("auto", "always", "never"),
+                   default="auto", help="colour by severity: auto (on a terminal, unless NO_COLOR "
+                                        "is set), always, never")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "print", help="print selected messages of logs",
+        description="Print the messages of one or more logs, selected by sequence, time, "
+                    "severity, text and data, in the order of Multics print_sys_log. Several "
+                    "logs are merged by time.",
+        epilog="LOG is a log name of the configuration, a family directory, a segment file "
+               "(with --family, the default, its whole family), a partition file or a plain "
+               "log file; with no LOG, every log of the configuration. Exit status: 0 when "
+               "messages were printed (or --limits found some), 1 when nothing was selected, "
+               "2 for an error (a missing log, a bad option value).")
+    p.add_argument("logs", nargs="*", metavar="LOG", help="the logs to print (see below)")
+    p.add_argument("-c", "--config", help="the config file (default: the search order)")
+    p.add_argument("--key-file", help="key file for sealed logs given by path (a config log "
+                                      "uses its own key_file)")
+    p.add_argument("--family-name", metavar="NAME",
+                   help="which family of a directory that holds several")
+    add_arguments(p)
+    p.add_argument("--limits", action="store_true",
+                   help="print only the first and last sequence numbers and times of each log")
+    add_display_arguments(p)
+    g = p.add_argument_group("logs and segments")
+    g.add_argument("--header", dest="header", action="store_true", default=True,
+                   help="print a header with the first and last message of each log (default, "
+                        "text and short output only)")
+    g.add_argument("--no-header", dest="header", action="store_false", help="no header")
+    g.add_argument("--single", dest="single", action="store_true", default=False,
+                   help="a segment file LOG means that segment only")
+    g.add_argument("--family", dest="single", action="store_false",
+                   help="a segment file LOG means its whole family (the default)")
+    g.add_argument("--absolute-pathname", action="store_true",
+                   help="print the absolute pathname of each segment as it is examined")
+    p.set_defaults(run=run)
+
+
+# ---------------------------------------------------------------- display options
+
+class Display:
+    """The display options, resolved."""
+
+    def __init__(self, args, out_isatty: bool):
+        self.fmt = args.output
+        self.dups = not args.duplicates
+        c = args.colour
+        self.colour = self.fmt != "json" and (
+            c == "always" or (c == "auto" and out_isatty and not os.environ.get("NO_COLOR")))
+        self.expand = False
+        self.classes: set[str] | None = None
+        self.how = "auto"
+        for opt, how in (("expand", "auto"), ("expand_octal", "octal"), ("expand_hex", "hex")):
+            v = getattr(args, opt, None)
+            if v is not None:
+                self.expand = True
+                self.how = how
+                if v:
+                    self.classes = (self.classes or set()) | set(v)
+                else:
+                    self.classes = None
+        self.no_expand: set[str] = set()
+        ne = getattr(args, "no_expand", None)
+        if ne is not None:
+            if ne:
+                self.no_expand = set(ne)
+            else:
+                self.expand = False
+
+    def line(self, m, prev_text) -> str:
+        return F.format_message(m, expand=self.expand, classes=self.classes, no_expand=self.no_expand,
+                                how=self.how, fmt=self.fmt, duplicate_of=prev_text if self.dups else None,
+                                colour=self.colour)
+
+
+LIST_OPTIONS = ("expand", "expand_octal", "expand_hex", "no_expand", "severity", "match", "exclude",
+                "match_data", "exclude_data")
+
+
+def move_trailing_logs(args, cfg) -> None:
+    """`logkit print --match RARE DIR`: argparse gives DIR to --match (a list
+    option).  With no LOG given otherwise, the trailing values of list
+    options that name an existing path or a log of the configuration are
+    LOGs; a list option keeps at least its first value (the classes of
+    --expand may all go: it takes none)."""
+    if args.logs:
+        return
+    logs = set(getattr(cfg, "logs", {}) or {})
+    for opt in LIST_OPTIONS:
+        v = getattr(args, opt, None)
+        if not v:
+            continue
+        keep_min = 0 if opt in ("expand", "expand_octal", "expand_hex", "no_expand") else 1
+        moved = []
+        while len(v) > keep_min and (os.path.exists(v[-1]) or v[-1] in logs):
+            moved.insert(0, v.pop())
+        args.logs.extend(moved)
+
+
+def _fmt_time(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    try:
+        d = _dt.datetime.fromtimestamp(ns // 1_000_000_000).astimezone()
+        return d.replace(microsecond=(ns // 1000) % 1_000_000).isoformat(timespec="microseconds")
+    except (OverflowError, OSError, ValueError):
+        return f"@{ns}ns"
+
+
+def _limits_line(src) -> tuple[str, bool]:
+    lim = src.reader.limits()
+    if lim is None:
+        return f"{src.spec}: no messages", False
+    return (f"{src.spec}: first {lim.first_sequence} at {_fmt_time(lim.first_time)}, "
+            f"last {lim.last_sequence} at {_fmt_time(lim.last_time)}"), True
+
+
+def _warn(msg: str) -> None:
+    print(f"logkit print: warning: {msg}", file=sys.stderr)
+
+
+def _rest(sel: Selection, m, expand: Callable) -> bool:
+    """Steps 6-9 in Python (for what the C scan left undecided)."""
+    if sel.exclude is not None and sel.exclude.search(m.text):
+        return False
+    if sel.match is not None and not sel.match.search(m.text):
+        return False
+    if sel.exclude_data is not None or sel.match_data is not None:
+        d = expand(m)
+        if sel.exclude_data is not None and sel.exclude_data.search(d):
+            return False
+        if sel.match_data is not None and not sel.match_data.search(d):
+            return False
+    return True
+
+
+class Output:
+    """Buffered writes to stdout (bytes)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.raw = getattr(self.stream, "buffer", None)
+
+    def write(self, b: bytes) -> None:
+        if not b:
+            return
+        if self.raw is not None:
+            self.raw.write(b)
+        else:
+            self.stream.write(b.decode("utf-8", "surrogateescape"))
+
+    def line(self, s: str) -> None:
+        self.write(s.encode("utf-8", "surrogateescape") + b"\n")
+
+    def flush(self) -> None:
+        (self.raw or self.stream).flush()
+
+
+# ---------------------------------------------------------------- the fast path
+
+def _fast(src, sel: Selection, disp: Display, out: Output, show_paths: bool,
+          expand: Callable = expand_data) -> int:
+    """One family or segment, forward: the C scanner.  Returns messages printed."""
+    from logkit import _scan
+    scan = _scan.Scan(sel)
+
+    def fallback(seg, off, prev):
+        m = _scan.message_at(seg, off)
+        return disp.line(m, prev), m.text
+
+    printer = _scan.Printer(disp.fmt, disp.colour, disp.dups, disp.expand, fallback)
+    for_n = sel.for_.value if sel.for_ is not None and sel.for_.kind == "count" else None
+    last_n = sel.last.value if sel.last is not None and sel.last.kind == "count" else None
+    tail: collections.deque = collections.deque()      # (segment, offsets) for --last COUNT
+    tail_count = 0
+    printed = 0
+    reader = src.reader
+    opener = getattr(reader, "_open", None)
+    for path in src.segment_paths():
+        seg = opener(path) if opener is not None and src.kind == "family" else _open_single(src, path)
+        if seg is None:
+            continue
+        try:
+            scan.walk(seg)
+            for off, nxt, kind in scan.problems:
+                _warn(f"{path}: {kind} bytes {off}..{nxt} passed over")
+            undecided = scan.undecided() if (scan.needs_python or seg.sealed) else []
+            if undecided:
+                offs = scan.offsets()
+                und = set(undecided)
+                keep = [i for i in range(len(offs))
+                        if i not in und or _rest(sel, _scan.message_at(seg, offs[i]), expand)]
+                scan.keep_only(keep)
+            if for_n is not None:
+                scan.truncate(for_n - printed)
+            n = scan.count()
+            if last_n is not None:
+                if n:
+                    tail.append((seg, path, scan.offsets()))
+                    tail_count += n
+                    while tail and tail_count - len(tail[0][2]) >= last_n:
+                        tail_count -= len(tail.popleft()[2])
+                    seg = None               # kept open for the tail
+                continue
+            if n and show_paths:
+                out.write(printer.take())
+                out.line(f"-- {os.path.abspath(path)}")
+            printer.emit(seg, scan)
+            printed += n
+            if printer.pending >= FLUSH_AT:
+                out.write(printer.take())
+            if (for_n is not None and printed >= for_n) or scan.done:
+                break
+        finally:
+            if seg is not None and last_n is None:
+                pass                          # segments close when the reader lets them go
+    if last_n is not None:
+        skip = tail_count - last_n
+        for seg, path, offs in tail:
+            if skip >= len(offs):
+                skip -= len(offs)
+                continue
+            sc = _scan.Scan(Selection())
+            sc.walk(seg, limit=0)             # re-walk is cheap; keep only our offsets
+            keep_set = set(offs[skip:])
+            sc.keep_only([i for i, o in enumerate(sc.offsets()) if o in keep_set])
+            skip = 0
+            if show_paths:
+                out.write(printer.take())
+                out.line(f"-- {os.path.abspath(path)}")
+            printer.emit(seg, sc)
+            printed += sc.count()
+    out.write(printer.take())
+    return printed
+
+
+def _open_single(src, path):
+    from logkit import Segment
+    from logkit.crypto import load_key_file
+    ring = load_key_file(src.key_file) if src.key_file else None
+    return Segment.open(path, readonly=True, key=ring)
+
+
+# ---------------------------------------------------------------- the general path
+
+def _messages(src, reverse: bool):
+    r = src.reader
+    return r.reverse() if reverse else iter(r)
+
+
+def _general(sources, sel: Selection, disp: Display, out: Output, show_paths: bool) -> int:
+    if len(sources) == 1:
+        msgs = _messages(sources[0], sel.reverse)
+    else:
+        msgs = merge_by_time([_messages(s, sel.reverse) for s in sources], reverse=sel.reverse)
+    printed = 0
+    prev = None
+    last_path = None
+    for m in sel.apply(msgs, messages_are_reversed=sel.reverse):
+        if show_paths:
+            seg = getattr(m, "segment", None)
+            p = getattr(seg, "path", None) if seg is not None else None
+            if p and p != last_path:
+                out.line(f"-- {os.path.abspath(p)}")
+                last_path = p
+        out.line(disp.line(m, prev))
+        prev = m.text
+        printed += 1
+    return printed
+
+
+# ---------------------------------------------------------------- run
+
+def run(args) -> int:
+    cfg = load_config_quietly(args.config)
+    move_trailing_logs(args, cfg)
+    sel = Selection.from_args(args)
+    out = Output()
+    disp = Display(args, out_isatty=_isatty(sys.stdout))
+    key_file = check_key_file(args.key_file)
+    specs = list(args.logs)
+    if not specs:
+        if cfg is None or not cfg.logs:
+            raise LogkitError("no LOG given and no configuration with logs (give a family "
+                              "directory, a segment, a partition or a plain file)")
+        specs = sorted(cfg.logs)
+    sources = resolve_all(specs, config=cfg, key_file=key_file, single=args.single,
+                          family_name=args.family_name)
+    try:
+        if args.limits:
+            any_found = False
+            for s in sources:
+                line, found = _limits_line(s)
+                out.line(line)
+                any_found |= found
+            out.flush()
+            return 0 if any_found else EXIT_NOTHING
+        if args.header and disp.fmt != "json":
+            for s in sources:
+                line, _ = _limits_line(s)
+                out.line(f"== {line}")
+        fast = (len(sources) == 1 and sources[0].kind in ("family", "segment") and not sel.reverse)
+        if fast:
+            n = _fast(sources[0], sel, disp, out, args.absolute_pathname)
+        else:
+            n = _general(sources, sel, disp, out, args.absolute_pathname)
+        for s in sources:
+            for p in getattr(s.reader, "problems", ())[:20]:
+                _warn(p)
+        out.flush()
+        return 0 if n else EXIT_NOTHING
+    finally:
+        for s in sources:
+            s.close()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
