@@ -12,9 +12,11 @@ import sys
 
 from logkit.errors import LogkitError
 
-from . import backends_cmd, config_cmd, drain_cmd, print_cmd, server_cmd, stats_cmd
+from . import (backends_cmd, config_cmd, display_cmd, drain_cmd, migrate_cmd, monitor_cmd, print_cmd,
+               retain_cmd, salvage_cmd, server_cmd, stats_cmd, verify_cmd)
 
-COMMANDS = (print_cmd, config_cmd, backends_cmd, drain_cmd, server_cmd, stats_cmd)
+COMMANDS = (print_cmd, monitor_cmd, config_cmd, backends_cmd, drain_cmd, server_cmd, stats_cmd,
+            display_cmd, verify_cmd, salvage_cmd, migrate_cmd, retain_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

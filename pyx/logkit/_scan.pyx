@@ -37,6 +37,15 @@ from logkit._segment cimport (
     LK_REC_COMMITTED, LK_REC_END, LK_REC_RESERVED, LK_REC_ABANDONED, LK_REC_GAP,
 )
 
+cdef extern from "<sys/mman.h>":
+    int madvise(void *addr, size_t length, int advice) nogil
+
+# MADV_POPULATE_READ (Linux >= 5.14; older kernels answer EINVAL and the walk
+# faults pages in one by one, as before): one call maps every page of the
+# part to walk, several times faster than a page fault per 4 KiB.
+DEF MADV_POPULATE_READ = 22
+DEF POPULATE_MIN = 1 << 20
+
 cdef extern from "<string.h>":
     void *memmem(const void *haystack, size_t hl, const void *needle, size_t nl) nogil
     void *memchr(const void *s, int c, size_t n) nogil
@@ -285,8 +294,13 @@ cdef class Scan:
         cdef uint64_t min_pos = pos
         cdef lk_rec r
         cdef int res
+        cdef size_t a0
         self.n = 0
         self.problems = []
+        if bound > pos + POPULATE_MIN:
+            a0 = (<size_t>(base + pos)) & ~(<size_t>4095)
+            with nogil:
+                madvise(<void *>a0, <size_t>(base + bound) - a0, MADV_POPULATE_READ)
         while not self.done:
             lk_next_record(base, size, pos, bound, min_seq, min_pos, &r)
             if r.kind == LK_REC_END:

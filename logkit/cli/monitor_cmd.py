@@ -1,0 +1,187 @@
+"""`logkit monitor [LOG ...]`: print new messages as writers finish them (MTB-666 monitor_sys_log).
+
+A family (or segment) is followed with FamilyReader.follow(), which sleeps on
+the live segment's futex: a finished message wakes it within microseconds,
+and nothing polls.  `--interval SECONDS` polls instead (where futex is not
+wanted, or for partitions and plain files, which are always polled).
+Selection: --severity, --match, --exclude, --match-data, --exclude-data (the
+steps of print_sys_log that do not need the end of the log).  `--call
+COMMAND` runs COMMAND per message with the arguments family, sequence,
+severity, text and expanded data, instead of printing.  Ctrl-C (SIGINT) or
+SIGTERM ends it cleanly with status 0.
+"""
+from __future__ import annotations
+
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time as _time
+
+from logkit.errors import LogkitError, NoSuchMessage
+
+from .print_cmd import Display, Output, _isatty, _rest, add_display_arguments, move_trailing_logs
+from .sources import check_key_file, load_config_quietly, resolve_all
+
+
+def add_parser(sub) -> None:
+    from logkit.select import add_arguments
+    p = sub.add_parser(
+        "monitor", help="print new messages of logs as they are written",
+        description="Print each new message of the logs as soon as its writer finishes it "
+                    "(woken by the segment's futex; no polling where futex exists), with the "
+                    "selection and display options of `logkit print`. Ends on Ctrl-C.",
+        epilog="LOG as for `logkit print`. Exit status: 0 after Ctrl-C or SIGTERM (or "
+               "--idle-timeout), 2 for an error (a missing log, a bad option value, a "
+               "--call command that cannot be run).")
+    p.add_argument("logs", nargs="*", metavar="LOG", help="the logs to monitor (default: every log of the configuration)")
+    p.add_argument("-c", "--config", help="the config file (default: the search order)")
+    p.add_argument("--key-file", help="key file for sealed logs given by path")
+    p.add_argument("--family-name", metavar="NAME", help="which family of a directory that holds several")
+    add_arguments(p, window=False)
+    add_display_arguments(p)
+    p.add_argument("--call", metavar="COMMAND",
+                   help="run COMMAND (split like a shell command line, not run by a shell) for each "
+                        "message, with the arguments: family, sequence, severity, text, expanded "
+                        "data ('' without data); instead of printing")
+    p.add_argument("--interval", type=float, metavar="SECONDS",
+                   help="poll every SECONDS instead of sleeping on the futex")
+    p.add_argument("--existing", action="store_true",
+                   help="first print the messages already in the log (default: only new ones)")
+    p.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                   help="stop after SECONDS with no new message (for scripts and tests)")
+    p.set_defaults(run=run)
+
+
+class _Follower(threading.Thread):
+    """Feeds one source's new messages into a queue."""
+
+    def __init__(self, src, q: queue.Queue, stop: threading.Event, interval, existing: bool, idle):
+        super().__init__(daemon=True, name=f"logkit-monitor-{src.name}")
+        self.src, self.q, self.stop, self.interval = src, q, stop, interval
+        self.existing, self.idle = existing, idle
+        self.error: BaseException | None = None
+
+    def _start_after(self) -> int:
+        if self.existing:
+            return 0
+        lim = self.src.reader.limits()
+        return lim.last_sequence if lim is not None else 0
+
+    def run(self) -> None:
+        try:
+            after = self._start_after()
+            r = self.src.reader
+            if self.interval is None and hasattr(r, "follow"):
+                if after:
+                    try:
+                        r.seek(sequence=after)
+                    except NoSuchMessage:
+                        pass
+                for m in r.follow(stop=self.stop, idle_timeout=self.idle, poll_interval=0.05):
+                    if m.sequence > after:
+                        self.q.put((self.src, m))
+            else:
+                self._poll(after)
+        except BaseException as e:          # reported by the main thread
+            self.error = e
+        finally:
+            self.q.put((self.src, None))
+
+    def _poll(self, after: int) -> None:
+        r = self.src.reader
+        interval = self.interval if self.interval is not None else 0.25
+        idle_since = _time.monotonic()
+        while not self.stop.is_set():
+            got = False
+            try:
+                if hasattr(r, "seek"):
+                    r.seek(sequence=after + 1)
+                    it = iter(r)
+                else:
+                    it = iter(r)
+                for m in it:
+                    if m.sequence > after:
+                        after = m.sequence
+                        got = True
+                        self.q.put((self.src, m))
+            except NoSuchMessage:
+                if hasattr(r, "rewind"):
+                    r.rewind()
+            if got:
+                idle_since = _time.monotonic()
+            elif self.idle is not None and _time.monotonic() - idle_since >= self.idle:
+                return
+            self.stop.wait(interval)
+
+
+def run(args) -> int:
+    from logkit import formatters as F
+    from logkit.select import Selection, expand_data
+    cfg = load_config_quietly(args.config)
+    move_trailing_logs(args, cfg)
+    sel = Selection.from_args(args)
+    out = Output()
+    disp = Display(args, out_isatty=_isatty(sys.stdout))
+    call = shlex.split(args.call) if args.call else None
+    if args.call is not None and not call:
+        raise LogkitError("--call: the command is empty")
+    if args.interval is not None and not args.interval > 0:
+        raise LogkitError(f"--interval {args.interval}: must be a number of seconds > 0")
+    specs = list(args.logs)
+    if not specs:
+        if cfg is None or not cfg.logs:
+            raise LogkitError("no LOG given and no configuration with logs")
+        specs = sorted(cfg.logs)
+    sources = resolve_all(specs, config=cfg, key_file=check_key_file(args.key_file),
+                          family_name=args.family_name)
+    stop = threading.Event()
+    prev_term = signal.signal(signal.SIGTERM, lambda *_: stop.set()) \
+        if threading.current_thread() is threading.main_thread() else None
+    q: queue.Queue = queue.Queue()
+    followers = [_Follower(s, q, stop, args.interval, args.existing, args.idle_timeout) for s in sources]
+    for f in followers:
+        f.start()
+    running = len(followers)
+    prev = None
+    status = 0
+    try:
+        while running and not stop.is_set():
+            try:
+                src, m = q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if m is None:
+                running -= 1
+                continue
+            if not _rest(sel, m, expand_data) or (sel.severities is not None and m.severity not in sel.severities):
+                continue
+            if call:
+                expanded = F.expand(m) if m.data else ""
+                try:
+                    subprocess.run(call + [src.name, str(m.sequence), str(m.severity), m.text, expanded],
+                                   check=False)
+                except OSError as e:
+                    raise LogkitError(f"--call {args.call}: cannot run {call[0]}: {e.strerror}") from None
+            else:
+                out.line(disp.line(m, prev))
+                out.flush()
+                prev = m.text
+        for f in followers:
+            if f.error is not None and not isinstance(f.error, KeyboardInterrupt):
+                if isinstance(f.error, LogkitError):
+                    raise f.error
+                raise LogkitError(f"{f.src.spec}: {type(f.error).__name__}: {f.error}")
+    except KeyboardInterrupt:
+        status = 0
+    finally:
+        stop.set()
+        for f in followers:
+            f.join(2)
+        if prev_term is not None:
+            signal.signal(signal.SIGTERM, prev_term)
+        for s in sources:
+            s.close()
+    return status
