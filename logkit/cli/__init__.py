@@ -8,18 +8,25 @@ finds something wrong exits 1.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from logkit.errors import LogkitError
 
-from . import (backends_cmd, config_cmd, display_cmd, drain_cmd, migrate_cmd, monitor_cmd, print_cmd,
-               retain_cmd, salvage_cmd, server_cmd, stats_cmd, verify_cmd)
+# Subcommand NAME lives in logkit/cli/NAME_cmd.py.  Only the module of the
+# command being run is imported (a reading tool starts without the server,
+# the config machinery or the backends it does not use); `logkit --help`
+# imports them all.
+COMMAND_NAMES = ("print", "monitor", "display", "verify", "stats", "salvage", "migrate", "retain",
+                 "drain", "server", "config", "backends")
 
-COMMANDS = (print_cmd, monitor_cmd, config_cmd, backends_cmd, drain_cmd, server_cmd, stats_cmd,
-            display_cmd, verify_cmd, salvage_cmd, migrate_cmd, retain_cmd)
+
+def command_module(name: str):
+    return importlib.import_module(f"logkit.cli.{name}_cmd")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand, or of `only` (the one being run)."""
     p = argparse.ArgumentParser(
         prog="logkit",
         description="logkit: lock-free, crash-safe logging into memory-mapped log segments.")
@@ -27,13 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"logkit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for mod in COMMANDS:
-        mod.add_parser(sub)
+    for name in COMMAND_NAMES:
+        if only is None or name == only:
+            command_module(name).add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(first if first in COMMAND_NAMES else None)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)

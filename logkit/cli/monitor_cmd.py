@@ -22,7 +22,8 @@ import time as _time
 
 from logkit.errors import LogkitError, NoSuchMessage
 
-from .print_cmd import Display, Output, _isatty, _rest, add_display_arguments, move_trailing_logs
+from .print_cmd import (Display, Output, _isatty, _rest, _trailing_values, add_display_arguments,
+                        move_trailing_logs)
 from .sources import check_key_file, load_config_quietly, resolve_all
 
 
@@ -120,7 +121,7 @@ class _Follower(threading.Thread):
 def run(args) -> int:
     from logkit import formatters as F
     from logkit.select import Selection, expand_data
-    cfg = load_config_quietly(args.config)
+    cfg = load_config_quietly(args.config, list(args.logs) + _trailing_values(args))
     move_trailing_logs(args, cfg)
     sel = Selection.from_args(args)
     out = Output()

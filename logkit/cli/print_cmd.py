@@ -126,6 +126,11 @@ LIST_OPTIONS = ("expand", "expand_octal", "expand_hex", "no_expand", "severity",
                 "match_data", "exclude_data")
 
 
+def _trailing_values(args) -> list:
+    """The last value of each list option (a LOG argparse may have taken)."""
+    return [v[-1] for v in (getattr(args, o, None) for o in LIST_OPTIONS) if v]
+
+
 def move_trailing_logs(args, cfg) -> None:
     """`logkit print --match RARE DIR`: argparse gives DIR to --match (a list
     option).  With no LOG given otherwise, the trailing values of list
@@ -321,7 +326,7 @@ def _general(sources, sel: Selection, disp: Display, out: Output, show_paths: bo
 # ---------------------------------------------------------------- run
 
 def run(args) -> int:
-    cfg = load_config_quietly(args.config)
+    cfg = load_config_quietly(args.config, list(args.logs) + _trailing_values(args))
     move_trailing_logs(args, cfg)
     sel = Selection.from_args(args)
     out = Output()

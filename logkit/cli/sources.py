@@ -52,7 +52,17 @@ class Source:
     key_file: str | None = None
     family: str | None = None
     log: str | None = None              # the config log name, when it came from the config
-    storage: Any = field(default=None, repr=False)
+    _storage: Any = field(default=None, repr=False)
+    lc: Any = field(default=None, repr=False)   # its logkit.config log, when it came from the config
+
+    @property
+    def storage(self):
+        """The log's storage backend, opened on first use (config logs only).
+        Reading never needs it for the built-in storages, so a read-only tool
+        creates nothing (opening a family storage creates its live segment)."""
+        if self._storage is None and self.lc is not None:
+            self._storage = self.lc.open_storage()
+        return self._storage
 
     def segment_paths(self) -> list[str]:
         """The segment files, oldest first (family and segment kinds), else []."""
@@ -63,9 +73,9 @@ class Source:
         return []
 
     def close(self) -> None:
-        st = self.storage
+        st = self._storage
         if st is not None:
-            self.storage = None
+            self._storage = None
             try:
                 st.close()
             except LogkitError:
@@ -143,24 +153,31 @@ def resolve(spec: str, *, config=None, key_file=None, single: bool = False,
 
     if config is not None and spec in getattr(config, "logs", {}):
         lc = config.get(spec)
-        storage = lc.open_storage()
-        try:
-            kf = key_file or lc.storage_options.get("key_file")
-            if lc.storage == "family":
-                d = os.path.abspath(os.fspath(lc.storage_options["directory"]))
-                fam = lc.storage_options.get("family") or lc.name
-                rd = FamilyReader(d, fam, key_file=kf)
-                return Source(spec, "family", fam, d, rd, kf, fam, lc.name, storage)
-            path = os.path.abspath(os.fspath(getattr(storage, "path", "") or spec))
-            kind = {"partition": "partition", "plainfile": "plainfile"}.get(lc.storage, lc.storage)
+        so = lc.storage_options
+        kf = key_file or so.get("key_file")
+        if lc.storage == "family":
+            d = os.path.abspath(os.fspath(so["directory"]))
+            fam = so.get("family") or lc.name
+            if not os.path.isdir(d):
+                raise LogNotFound(f"log {spec}: its directory {d} does not exist (nothing was logged yet?)")
+            return Source(spec, "family", fam, d, FamilyReader(d, fam, key_file=kf), kf, fam, lc.name, lc=lc)
+        if lc.storage in ("partition", "plainfile") and so.get("path"):
+            path = os.path.abspath(os.fspath(so["path"]))
             if lc.storage == "partition":
+                if not os.path.exists(path):
+                    raise LogNotFound(f"log {spec}: its partition {path} does not exist")
                 rd = partition_reader(path, key_file=kf)
             else:
-                rd = storage.reader()
-            return Source(spec, kind, lc.name, path, rd, kf, None, lc.name, storage)
+                rd = plain_reader(path)
+            return Source(spec, lc.storage, lc.name, path, rd, kf, None, lc.name, lc=lc)
+        src = Source(spec, lc.storage, lc.name, spec, None, kf, None, lc.name, lc=lc)
+        try:
+            src.reader = src.storage.reader()     # a third-party storage: its own reader
+            src.path = os.path.abspath(os.fspath(getattr(src.storage, "path", "") or spec))
         except BaseException:
-            storage.close()
+            src.close()
             raise
+        return src
     path = os.path.abspath(os.path.expanduser(spec))
     if os.path.isdir(path):
         fams = families_in(path)
@@ -214,9 +231,13 @@ def resolve_all(specs, *, config=None, key_file=None, single=False, family_name=
     return out
 
 
-def load_config_quietly(path):
+def load_config_quietly(path, specs=None):
     """The configuration for resolving log names: the given file (errors
-    raised), or the search order's file if there is one (None if none)."""
+    raised), or the search order's file if there is one (None if none).
+    When every LOG given is an existing path, no configuration is needed
+    and none is read (None)."""
+    if path is None and specs and all(os.path.exists(os.path.expanduser(s)) for s in specs):
+        return None
     from logkit import config as _config
     if path is not None:
         return _config.load(path)
