@@ -1,4 +1,4 @@
-# cython: binding=False, embedsignature=True
+# cython: binding=True, embedsignature=True
 """The scan and print loop of `logkit print` and `logkit monitor`, in C.
 
 A Scan holds one selection (logkit.select.Selection: steps 1-7 of the
