@@ -459,3 +459,22 @@ def test_a_third_party_formatter_expands_its_class_with_no_change_to_logkit(inst
     # Without the package (this process), the class is shown in hex.
     m = next(iter(logkit.open_reader(tmp_path, "fam")))
     assert F.get("demo-point") is None and F.expand(m) == F.format_hex(point)
+
+
+def test_logkit_print_expand_uses_the_installed_third_party_formatter(installed_demo, tmp_path):
+    """The same formatter through the command: `logkit print --expand` with the
+    package installed, nothing configured in logkit."""
+    point = struct.pack("<ii", 12, 34)
+    _messages(tmp_path, ("here", 20, point, "demo-point"))
+    r = subprocess.run([sys.executable, "-m", "logkit", "print", "--no-header", "--colour", "never",
+                        str(tmp_path), "--expand", "demo-point"], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "PYTHONPATH": installed_demo})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].endswith("here")
+    assert lines[1:] == ["    [demo-point] 8 bytes", "    point(x=12, y=34)"]
+    # Without the package, the command falls back to hex.
+    r = subprocess.run([sys.executable, "-m", "logkit", "print", "--no-header", "--colour", "never",
+                        "--expand", "--", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[2] == "    " + F.format_hex(point)
