@@ -23,7 +23,7 @@ import time as _time
 from logkit.errors import LogkitError, NoSuchMessage
 
 from .print_cmd import (Display, Output, _isatty, _rest, _trailing_values, add_display_arguments,
-                        move_trailing_logs)
+                        expand_for_data_tests, move_trailing_logs)
 from .sources import check_key_file, load_config_quietly, resolve_all
 
 
@@ -46,7 +46,8 @@ def add_parser(sub) -> None:
     p.add_argument("--call", metavar="COMMAND",
                    help="run COMMAND (split like a shell command line, not run by a shell) for each "
                         "message, with the arguments: family, sequence, severity, text, expanded "
-                        "data ('' without data); instead of printing")
+                        "data ('' without data; with --expand options, as they say); instead of "
+                        "printing")
     p.add_argument("--interval", type=float, metavar="SECONDS",
                    help="poll every SECONDS instead of sleeping on the futex")
     p.add_argument("--existing", action="store_true",
@@ -120,7 +121,7 @@ class _Follower(threading.Thread):
 
 def run(args) -> int:
     from logkit import formatters as F
-    from logkit.select import Selection, expand_data
+    from logkit.select import Selection
     cfg = load_config_quietly(args.config, list(args.logs) + _trailing_values(args))
     move_trailing_logs(args, cfg)
     sel = Selection.from_args(args)
@@ -157,10 +158,12 @@ def run(args) -> int:
             if m is None:
                 running -= 1
                 continue
-            if not _rest(sel, m, expand_data) or (sel.severities is not None and m.severity not in sel.severities):
+            if not _rest(sel, m, expand_for_data_tests) or (sel.severities is not None and m.severity not in sel.severities):
                 continue
             if call:
-                expanded = F.expand(m) if m.data else ""
+                # The data by its class; with --expand options, as they say.
+                how = disp.how_for(m) if disp.asked else "auto"
+                expanded = F.expand(m, how) if how is not None and m.data else ""
                 try:
                     subprocess.run(call + [src.name, str(m.sequence), str(m.severity), m.text, expanded],
                                    check=False)

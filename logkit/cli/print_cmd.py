@@ -12,13 +12,15 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as _dt
+import json
 import os
 import sys
+import warnings
 from typing import Any, Callable
 
 from logkit import formatters as F
 from logkit.errors import LogkitError
-from logkit.select import Selection, SelectionError, add_arguments, expand_data, merge_by_time
+from logkit.select import Selection, SelectionError, add_arguments, merge_by_time
 
 from .sources import check_key_file, load_config_quietly, resolve_all
 
@@ -96,18 +98,22 @@ class Display:
         c = args.colour
         self.colour = self.fmt != "json" and (
             c == "always" or (c == "auto" and out_isatty and not os.environ.get("NO_COLOR")))
+        # Each --expand option says how to expand the classes it names, or,
+        # with none, every class no option names: `--expand json
+        # --expand-octal blob` shows JSON by its formatter and blob in octal.
         self.expand = False
-        self.classes: set[str] | None = None
-        self.how = "auto"
+        self.asked = any(getattr(args, o, None) is not None
+                         for o in ("expand", "expand_octal", "expand_hex", "no_expand"))
+        self.hows: dict[str, str] = {}          # data class -> "auto", "octal" or "hex"
+        self.how_others: str | None = None      # how for the classes not in hows (None: not expanded)
         for opt, how in (("expand", "auto"), ("expand_octal", "octal"), ("expand_hex", "hex")):
             v = getattr(args, opt, None)
             if v is not None:
                 self.expand = True
-                self.how = how
                 if v:
-                    self.classes = (self.classes or set()) | set(v)
+                    self.hows.update(dict.fromkeys(v, how))
                 else:
-                    self.classes = None
+                    self.how_others = how
         self.no_expand: set[str] = set()
         ne = getattr(args, "no_expand", None)
         if ne is not None:
@@ -116,10 +122,35 @@ class Display:
             else:
                 self.expand = False
 
+    def how_for(self, m) -> str | None:
+        """How the data of message m is expanded ("auto", "octal", "hex"), or
+        None when it is not (whether or not it has data)."""
+        if not self.expand:
+            return None
+        c = m.data_class
+        if c in self.no_expand:
+            return None
+        return self.hows.get(c, self.how_others)
+
+    def path_line(self, path: str) -> str:
+        """The --absolute-pathname line of a segment: `-- PATH`, or in JSON
+        output an object of its own, so that every line stays JSON."""
+        p = os.path.abspath(path)
+        return json.dumps({"segment": p}) if self.fmt == "json" else f"-- {p}"
+
     def line(self, m, prev_text) -> str:
-        return F.format_message(m, expand=self.expand, classes=self.classes, no_expand=self.no_expand,
-                                how=self.how, fmt=self.fmt, duplicate_of=prev_text if self.dups else None,
-                                colour=self.colour)
+        how = self.how_for(m)
+        dup = prev_text if self.dups else None
+        if dup is not None and getattr(m, "sealed", False) and m.text == "[encrypted]":
+            dup = None          # texts we cannot read are not known to be equal: never "="
+        return F.format_message(m, expand=how is not None, how=how or "auto", fmt=self.fmt,
+                                duplicate_of=dup, colour=self.colour)
+
+
+def expand_for_data_tests(m) -> str:
+    """What --match-data and --exclude-data look at: the message's data as
+    --expand shows it, by the formatter of its data class ("" without data)."""
+    return F.expand(m)
 
 
 LIST_OPTIONS = ("expand", "expand_octal", "expand_hex", "no_expand", "severity", "match", "exclude",
@@ -213,7 +244,7 @@ class Output:
 # ---------------------------------------------------------------- the fast path
 
 def _fast(src, sel: Selection, disp: Display, out: Output, show_paths: bool,
-          expand: Callable = expand_data) -> int:
+          expand: Callable = expand_for_data_tests) -> int:
     """One family or segment, forward: the C scanner.  Returns messages printed."""
     from logkit import _scan
     scan = _scan.Scan(sel)
@@ -258,7 +289,7 @@ def _fast(src, sel: Selection, disp: Display, out: Output, show_paths: bool,
                 continue
             if n and show_paths:
                 out.write(printer.take())
-                out.line(f"-- {os.path.abspath(path)}")
+                out.line(disp.path_line(path))
             printer.emit(seg, scan)
             printed += n
             if printer.pending >= FLUSH_AT:
@@ -269,7 +300,7 @@ def _fast(src, sel: Selection, disp: Display, out: Output, show_paths: bool,
             if seg is not None and last_n is None:
                 pass                          # segments close when the reader lets them go
     if last_n is not None:
-        skip = tail_count - last_n
+        skip = max(0, tail_count - last_n)      # fewer selected than COUNT: all of them
         for seg, path, offs in tail:
             if skip >= len(offs):
                 skip -= len(offs)
@@ -281,7 +312,7 @@ def _fast(src, sel: Selection, disp: Display, out: Output, show_paths: bool,
             skip = 0
             if show_paths:
                 out.write(printer.take())
-                out.line(f"-- {os.path.abspath(path)}")
+                out.line(disp.path_line(path))
             printer.emit(seg, sc)
             printed += sc.count()
     out.write(printer.take())
@@ -307,25 +338,64 @@ def _general(sources, sel: Selection, disp: Display, out: Output, show_paths: bo
         msgs = _messages(sources[0], sel.reverse)
     else:
         msgs = merge_by_time([_messages(s, sel.reverse) for s in sources], reverse=sel.reverse)
+    examined: dict = {}                 # path -> Segment of the messages read, for _report_damage
     printed = 0
     prev = None
     last_path = None
-    for m in sel.apply(msgs, messages_are_reversed=sel.reverse):
+    for m in sel.apply(_noting_segments(msgs, examined), expand_for_data_tests,
+                       messages_are_reversed=sel.reverse):
         if show_paths:
             seg = getattr(m, "segment", None)
             p = getattr(seg, "path", None) if seg is not None else None
             if p and p != last_path:
-                out.line(f"-- {os.path.abspath(p)}")
+                out.line(disp.path_line(p))
                 last_path = p
         out.line(disp.line(m, prev))
         prev = m.text
         printed += 1
+    _report_damage(examined)
     return printed
+
+
+def _noting_segments(msgs, examined: dict):
+    """msgs, noting the segment of each (segment logs; partitions and plain
+    files have none) in `examined`."""
+    last = None
+    for m in msgs:
+        seg = getattr(m, "segment", None)
+        if seg is not last and seg is not None:
+            last = seg
+            examined.setdefault(seg.path, seg)
+        yield m
+
+
+def _report_damage(examined: dict) -> None:
+    """The readers pass over damaged records silently; warn about them as
+    the fast path does (a walk of the segments read, in C)."""
+    if not examined:
+        return
+    from logkit import _scan
+    for path, seg in examined.items():
+        try:
+            scan = _scan.Scan(Selection())
+            scan.walk(seg)
+        except (ValueError, LogkitError):
+            continue
+        for off, nxt, kind in scan.problems:
+            _warn(f"{path}: {kind} bytes {off}..{nxt} passed over")
 
 
 # ---------------------------------------------------------------- run
 
 def run(args) -> int:
+    # A reader reports a segment it passes over both as a RuntimeWarning and
+    # in .problems; the command prints .problems, in its own words, once.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _run(args)
+
+
+def _run(args) -> int:
     cfg = load_config_quietly(args.config, list(args.logs) + _trailing_values(args))
     move_trailing_logs(args, cfg)
     sel = Selection.from_args(args)
@@ -347,6 +417,7 @@ def run(args) -> int:
                 line, found = _limits_line(s)
                 out.line(line)
                 any_found |= found
+            _report_problems(sources)
             out.flush()
             return 0 if any_found else EXIT_NOTHING
         if args.header and disp.fmt != "json":
@@ -358,14 +429,18 @@ def run(args) -> int:
             n = _fast(sources[0], sel, disp, out, args.absolute_pathname)
         else:
             n = _general(sources, sel, disp, out, args.absolute_pathname)
-        for s in sources:
-            for p in getattr(s.reader, "problems", ())[:20]:
-                _warn(p)
+        _report_problems(sources)
         out.flush()
         return 0 if n else EXIT_NOTHING
     finally:
         for s in sources:
             s.close()
+
+
+def _report_problems(sources) -> None:
+    for s in sources:
+        for p in getattr(s.reader, "problems", ())[:20]:
+            _warn(p)
 
 
 def _isatty(stream) -> bool:
