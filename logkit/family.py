@@ -33,7 +33,7 @@ from logkit.salvager import process_alive, salvage
 
 __all__ = [
     "FamilyWriter", "FamilyReader", "RotationTimeout", "open_writer", "open_reader",
-    "retain", "migrate", "history_segments", "parse_duration",
+    "retain", "retention_plan", "left_service", "migrate", "history_segments", "parse_duration",
 ]
 
 _FAMILY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,62}")
@@ -869,16 +869,24 @@ def open_reader(directories, family: str = "log", key_file=None) -> FamilyReader
 
 # ------------------------------------------------------------------ history tools
 
-def retain(directory, family: str, max_age=None, max_count: int | None = None, max_size=None,
-           now: float | None = None) -> list[str]:
-    """Delete the oldest history segments until the family keeps at most
-    `max_count` of them, none older than `max_age` (seconds or '7d'; measured
-    from when each left service, i.e. its name), and at most `max_size` bytes
-    (number or '1GiB') of history.  The live segment is never deleted.
-    Returns the paths removed."""
+def left_service(path: str, family: str) -> float | None:
+    """When a history segment of `family` left service, from its name
+    (seconds since the epoch, UTC); None for a name that is not one."""
+    m = _history_re(family).fullmatch(os.path.basename(path))
+    if not m:
+        return None
+    t = datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
+    return t.timestamp()
+
+
+def retention_plan(directory, family: str, max_age=None, max_count: int | None = None, max_size=None,
+                   now: float | None = None) -> list[str]:
+    """The history segments retain() would delete now, oldest first: beyond
+    the newest `max_count`, older than `max_age`, then the oldest of what is
+    left until at most `max_size` bytes remain.  Deletes nothing (the dry
+    run of `logkit retain`)."""
     _check_family(family)
     hist = history_segments(directory, family)
-    pat = _history_re(family)
     now = _time.time() if now is None else now
     doomed: set[str] = set()
     if max_count is not None:
@@ -888,9 +896,8 @@ def retain(directory, family: str, max_age=None, max_count: int | None = None, m
     if max_age is not None:
         age = parse_duration(max_age, "max_age")
         for p in hist:
-            m = pat.fullmatch(os.path.basename(p))
-            t = datetime.strptime(f"{m.group(1)}{m.group(2)}", "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
-            if now - t.timestamp() > age:
+            t = left_service(p, family)
+            if t is not None and now - t > age:
                 doomed.add(p)
     if max_size is not None:
         limit = parse_size(max_size, "max_size")
@@ -901,14 +908,23 @@ def retain(directory, family: str, max_age=None, max_count: int | None = None, m
                 break
             doomed.add(p)
             total -= sz
+    return [p for p in hist if p in doomed]
+
+
+def retain(directory, family: str, max_age=None, max_count: int | None = None, max_size=None,
+           now: float | None = None) -> list[str]:
+    """Delete the oldest history segments until the family keeps at most
+    `max_count` of them, none older than `max_age` (seconds or '7d'; measured
+    from when each left service, i.e. its name), and at most `max_size` bytes
+    (number or '1GiB') of history.  The live segment is never deleted.
+    Returns the paths removed (retention_plan() says which, without deleting)."""
     removed = []
-    for p in hist:
-        if p in doomed:
-            try:
-                os.unlink(p)
-                removed.append(p)
-            except FileNotFoundError:
-                pass
+    for p in retention_plan(directory, family, max_age, max_count, max_size, now):
+        try:
+            os.unlink(p)
+            removed.append(p)
+        except FileNotFoundError:
+            pass
     return removed
 
 

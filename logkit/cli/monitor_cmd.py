@@ -24,7 +24,7 @@ from logkit.errors import LogkitError, NoSuchMessage
 
 from .print_cmd import (Display, Output, _isatty, _rest, _trailing_values, add_display_arguments,
                         expand_for_data_tests, move_trailing_logs)
-from .sources import check_key_file, load_config_quietly, resolve_all
+from .sources import check_key_file, load_config_quietly, log_specs, resolve_all
 
 
 def add_parser(sub) -> None:
@@ -132,12 +132,7 @@ def run(args) -> int:
         raise LogkitError("--call: the command is empty")
     if args.interval is not None and not args.interval > 0:
         raise LogkitError(f"--interval {args.interval}: must be a number of seconds > 0")
-    specs = list(args.logs)
-    if not specs:
-        if cfg is None or not cfg.logs:
-            raise LogkitError("no LOG given and no configuration with logs")
-        specs = sorted(cfg.logs)
-    sources = resolve_all(specs, config=cfg, key_file=check_key_file(args.key_file),
+    sources = resolve_all(log_specs(args.logs, cfg), config=cfg, key_file=check_key_file(args.key_file),
                           family_name=args.family_name)
     stop = threading.Event()
     prev_term = signal.signal(signal.SIGTERM, lambda *_: stop.set()) \

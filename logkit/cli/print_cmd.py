@@ -9,20 +9,19 @@ files) goes through the same selection in Python, with the same output.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import datetime as _dt
 import json
 import os
 import sys
 import warnings
-from typing import Any, Callable
+from typing import Callable
 
 from logkit import formatters as F
 from logkit.errors import LogkitError
-from logkit.select import Selection, SelectionError, add_arguments, merge_by_time
+from logkit.select import Selection, add_arguments, merge_by_time
 
-from .sources import check_key_file, load_config_quietly, resolve_all
+from .sources import check_key_file, load_config_quietly, log_specs, resolve_all
 
 FLUSH_AT = 1 << 20
 EXIT_NOTHING = 1          # --limits of an empty log, or nothing matched? (see docs/cli.md)
@@ -402,13 +401,7 @@ def _run(args) -> int:
     out = Output()
     disp = Display(args, out_isatty=_isatty(sys.stdout))
     key_file = check_key_file(args.key_file)
-    specs = list(args.logs)
-    if not specs:
-        if cfg is None or not cfg.logs:
-            raise LogkitError("no LOG given and no configuration with logs (give a family "
-                              "directory, a segment, a partition or a plain file)")
-        specs = sorted(cfg.logs)
-    sources = resolve_all(specs, config=cfg, key_file=key_file, single=args.single,
+    sources = resolve_all(log_specs(args.logs, cfg), config=cfg, key_file=key_file, single=args.single,
                           family_name=args.family_name)
     try:
         if args.limits:

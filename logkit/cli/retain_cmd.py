@@ -1,19 +1,18 @@
 """`logkit retain DIRECTORY FAMILY`: delete the oldest history segments by age, count or size.
 
-Wraps logkit.retain.  --dry-run computes the same choice (retention_plan,
-the rule of logkit.family.retain) and lists it without deleting anything.
+Wraps logkit.retain.  --dry-run lists what logkit.family.retention_plan (the
+choice logkit.retain acts on) says, without deleting anything.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import time as _time
 from datetime import datetime, timezone
 
 from logkit._segment import parse_size
 from logkit.errors import InvalidArgument
-from logkit.family import history_segments, parse_duration, retain
+from logkit.family import history_segments, left_service, parse_duration, retain, retention_plan
 
 from .migrate_cmd import check_family
 from .progress import human_bytes
@@ -50,46 +49,6 @@ def add_parser(sub) -> None:
     p.add_argument("--dry-run", "-n", action="store_true",
                    help="list what would be deleted, and delete nothing")
     p.set_defaults(run=run)
-
-
-def _history_re(family: str):
-    return re.compile(re.escape(family) + r"\.(\d{8})\.(\d{6})(?:\.(\d{4}))?")
-
-
-def left_service(path: str, family: str) -> float | None:
-    """When a history segment left service, from its name (seconds since the epoch, UTC)."""
-    m = _history_re(family).fullmatch(os.path.basename(path))
-    if not m:
-        return None
-    t = datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
-    return t.timestamp()
-
-
-def retention_plan(directory: str, family: str, max_age=None, max_count: int | None = None,
-                   max_size=None, now: float | None = None) -> list[str]:
-    """The paths logkit.retain(directory, family, ...) would delete now, oldest
-    first: the same rule (count, then age, then size over what is left)."""
-    hist = history_segments(directory, family)
-    now = _time.time() if now is None else now
-    doomed: set[str] = set()
-    if max_count is not None:
-        doomed.update(hist[:max(0, len(hist) - max_count)])
-    if max_age is not None:
-        age = parse_duration(max_age, "max_age")
-        for p in hist:
-            t = left_service(p, family)
-            if t is not None and now - t > age:
-                doomed.add(p)
-    if max_size is not None:
-        limit = parse_size(max_size, "max_size")
-        sizes = [(p, os.stat(p).st_size) for p in hist if p not in doomed and os.path.exists(p)]
-        total = sum(sz for _, sz in sizes)
-        for p, sz in sizes:
-            if total <= limit:
-                break
-            doomed.add(p)
-            total -= sz
-    return [p for p in hist if p in doomed]
 
 
 def run(args) -> int:

@@ -218,6 +218,18 @@ def resolve(spec: str, *, config=None, key_file=None, single: bool = False,
                       f"and not a plain text log file)")
 
 
+def log_specs(logs, cfg) -> list[str]:
+    """The LOG arguments given, or else every log of the configuration
+    (LogNotFound when there is neither)."""
+    specs = list(logs)
+    if specs:
+        return specs
+    if cfg is None or not getattr(cfg, "logs", None):
+        raise LogNotFound("no LOG given and no configuration with logs (give a family "
+                          "directory, a segment, a partition or a plain file)")
+    return sorted(cfg.logs)
+
+
 def resolve_all(specs, *, config=None, key_file=None, single=False, family_name=None) -> list[Source]:
     """resolve() each spec; closes what it opened if one fails."""
     out: list[Source] = []

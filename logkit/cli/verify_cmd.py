@@ -13,7 +13,7 @@ from logkit.errors import LogkitError
 
 from . import display_cmd as insp
 from .progress import Progress
-from .sources import check_key_file, load_config_quietly, resolve
+from .sources import check_key_file, load_config_quietly, log_specs, resolve
 
 
 def add_parser(sub) -> None:
@@ -227,12 +227,7 @@ def _direct(spec: str):
 def run(args) -> int:
     key_file = check_key_file(args.key_file)
     cfg = load_config_quietly(args.config)
-    specs = list(args.logs)
-    if not specs:
-        if cfg is None or not cfg.logs:
-            raise LogkitError("no LOG given and no configuration with logs (give a family "
-                              "directory, a segment, a partition or a plain file)")
-        specs = sorted(cfg.logs)
+    specs = log_specs(args.logs, cfg)
     rings: dict = {}
     _ring(key_file, rings)                       # a bad --key-file stops the command now (exit 2)
     # Resolve everything first, so a missing log is an error before any work.
