@@ -85,6 +85,7 @@ class Source:
 def families_in(directory: str) -> list[str]:
     """The family names with a live or history segment in `directory`."""
     names = set()
+    unreadable = []
     try:
         entries = os.listdir(directory)
     except OSError as e:
@@ -93,10 +94,18 @@ def families_in(directory: str) -> list[str]:
         if n.startswith("."):
             continue
         p = os.path.join(directory, n)
-        if not os.path.isfile(p) or _magic(p) != SEGMENT_MAGIC:
+        if not os.path.isfile(p):
+            continue
+        if not os.access(p, os.R_OK):
+            unreadable.append(n)
+            continue
+        if _magic(p) != SEGMENT_MAGIC:
             continue
         m = _HISTORY.match(n)
         names.add(m.group("family") if m else n)
+    if not names and unreadable:
+        raise LogNotFound(f"{directory}: permission denied: cannot read "
+                          f"{', '.join(sorted(unreadable)[:5])}{' ...' if len(unreadable) > 5 else ''}")
     return sorted(names)
 
 
