@@ -250,6 +250,9 @@ cdef class Segment:
     cdef int _check_writable(self) except -1
     cdef int _raise_status(self, int rc, uint64_t need) except -1
     cdef int _seal_ready(self) except -1
+    cdef int _write_sealed(self, const void *tp, Py_ssize_t tn, const void *dp, Py_ssize_t dn,
+                           const char *cp, Py_ssize_t cn, int16_t sev, int64_t t, int64_t now,
+                           uint32_t pid, uint32_t tid, uint64_t *seq) except -1
     cdef uint64_t _committed_hint(self, uint64_t min_seq, uint64_t min_pos, uint64_t max_seq)
     cdef int64_t _next_good_record(self, uint64_t q) except -2
     cdef uint8_t *_wake_header(self) except? NULL

@@ -467,6 +467,19 @@ cdef class Segment:
         cdef bint hs = _header_sealed(self.base)
         return hs != self.sealed or (hs and memcmp(self.base + LK_H_UUID, self.seal_uuid, 16) != 0)
 
+    cdef int _write_sealed(self, const void *tp, Py_ssize_t tn, const void *dp, Py_ssize_t dn,
+                           const char *cp, Py_ssize_t cn, int16_t sev, int64_t t, int64_t now,
+                           uint32_t pid, uint32_t tid, uint64_t *seq) except -1:
+        """lk_write_sealed, deriving the key again and retrying while the
+        region was formatted again under us (LK_REKEY, [K1]).  The status."""
+        cdef int rc
+        while True:
+            rc = lk_write_sealed(self.base, self.size, tp, tn, dp, dn, cp, cn, sev, t, now, pid, tid,
+                                 self.seal_key_id, self.seal_key, self.seal_uuid, seq)
+            if rc != LK_REKEY:
+                return rc
+            self._seal_ready()
+
     cdef int _seal_ready(self) except -1:
         """Before a sealed write: re-derive the key if the region's UUID
         changed since it was derived ([K1] catches a change after the
@@ -901,13 +914,8 @@ cdef class Segment:
         if not self.sealed:
             rc = lk_write(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev, t, now, &seq)
         else:
-            while True:
-                rc = lk_write_sealed(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev, t, now,
-                                     lk_process_id(), lk_thread_id(), self.seal_key_id, self.seal_key,
-                                     self.seal_uuid, &seq)
-                if rc != LK_REKEY:
-                    break
-                self._seal_ready()
+            rc = self._write_sealed(tp, tn, dp, dn, cp, cn, <int16_t>sev, t, now,
+                                    lk_process_id(), lk_thread_id(), &seq)
         if rc != LK_OK:
             self._raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if self.sealed else 0), dn, cn))
         return PyLong_FromUnsignedLongLong(seq)
@@ -949,13 +957,8 @@ cdef class Segment:
             rc = lk_write_as(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev,
                              time, lk_now_ns(), process_id, thread_id, &seq)
         else:
-            while True:
-                rc = lk_write_sealed(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev,
-                                     time, lk_now_ns(), process_id, thread_id, self.seal_key_id,
-                                     self.seal_key, self.seal_uuid, &seq)
-                if rc != LK_REKEY:
-                    break
-                self._seal_ready()
+            rc = self._write_sealed(tp, tn, dp, dn, cp, cn, <int16_t>sev, time, lk_now_ns(),
+                                    process_id, thread_id, &seq)
         if rc != LK_OK:
             self._raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if self.sealed else 0), dn, cn))
         return PyLong_FromUnsignedLongLong(seq)
