@@ -264,28 +264,25 @@ def _fast(src, sel: Selection, disp: Display, out: Output, show_paths: bool,
         seg = opener(path) if opener is not None and src.kind == "family" else _open_single(src, path)
         if seg is None:
             continue
-        try:
-            scan.walk(seg)
-            for off, nxt, kind in scan.problems:
-                _warn(f"{path}: {kind} bytes {off}..{nxt} passed over")
-            undecided = scan.undecided() if (scan.needs_python or seg.sealed) else []
-            if undecided:
-                offs = scan.offsets()
-                und = set(undecided)
-                keep = [i for i in range(len(offs))
-                        if i not in und or _rest(sel, _scan.message_at(seg, offs[i]), expand)]
-                scan.keep_only(keep)
-            if for_n is not None:
-                scan.truncate(for_n - printed)
-            n = scan.count()
-            if last_n is not None:
-                if n:
-                    tail.append((seg, path, scan.offsets()))
-                    tail_count += n
-                    while tail and tail_count - len(tail[0][2]) >= last_n:
-                        tail_count -= len(tail.popleft()[2])
-                    seg = None               # kept open for the tail
-                continue
+        scan.walk(seg)
+        for off, nxt, kind in scan.problems:
+            _warn(f"{path}: {kind} bytes {off}..{nxt} passed over")
+        undecided = scan.undecided() if (scan.needs_python or seg.sealed) else []
+        if undecided:
+            offs = scan.offsets()
+            und = set(undecided)
+            scan.keep_only([i for i in range(len(offs))
+                            if i not in und or _rest(sel, _scan.message_at(seg, offs[i]), expand)])
+        if for_n is not None:
+            scan.truncate(for_n - printed)
+        n = scan.count()
+        if last_n is not None:
+            if n:                                # keep the segment (open) and its offsets
+                tail.append((seg, path, scan.offsets()))
+                tail_count += n
+                while tail and tail_count - len(tail[0][2]) >= last_n:
+                    tail_count -= len(tail.popleft()[2])
+        else:
             if n and show_paths:
                 out.write(printer.take())
                 out.line(disp.path_line(path))
@@ -293,27 +290,19 @@ def _fast(src, sel: Selection, disp: Display, out: Output, show_paths: bool,
             printed += n
             if printer.pending >= FLUSH_AT:
                 out.write(printer.take())
-            if (for_n is not None and printed >= for_n) or scan.done:
-                break
-        finally:
-            if seg is not None and last_n is None:
-                pass                          # segments close when the reader lets them go
-    if last_n is not None:
-        skip = max(0, tail_count - last_n)      # fewer selected than COUNT: all of them
-        for seg, path, offs in tail:
-            if skip >= len(offs):
-                skip -= len(offs)
-                continue
-            sc = _scan.Scan(Selection())
-            sc.walk(seg, limit=0)             # re-walk is cheap; keep only our offsets
-            keep_set = set(offs[skip:])
-            sc.keep_only([i for i, o in enumerate(sc.offsets()) if o in keep_set])
-            skip = 0
-            if show_paths:
-                out.write(printer.take())
-                out.line(disp.path_line(path))
-            printer.emit(seg, sc)
-            printed += sc.count()
+        if (for_n is not None and printed >= for_n) or scan.done:
+            break
+    skip = max(0, tail_count - last_n) if last_n is not None else 0   # fewer than COUNT: all
+    for seg, path, offs in tail:
+        if skip >= len(offs):
+            skip -= len(offs)
+            continue
+        if show_paths:
+            out.write(printer.take())
+            out.line(disp.path_line(path))
+        printer.emit_offsets(seg, offs[skip:])
+        printed += len(offs) - skip
+        skip = 0
     out.write(printer.take())
     return printed
 

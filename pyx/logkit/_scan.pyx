@@ -492,6 +492,11 @@ cdef class Printer:
         for i in range(scan.n):
             self._one(seg, scan.offs[i])
 
+    def emit_offsets(self, Segment seg not None, offsets):
+        """Format the records at these offsets (offsets a walk selected)."""
+        for off in offsets:
+            self._one(seg, off)
+
     cdef int _one(self, Segment seg, uint64_t off) except -1:
         cdef const uint8_t *m = seg.base + off
         cdef uint32_t tl, dl
