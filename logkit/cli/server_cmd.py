@@ -1,6 +1,9 @@
 """`logkit server`: drain every partition and pipe of the configuration into storage."""
 from __future__ import annotations
 
+import os
+import signal
+
 from logkit.server import DEFAULT_MARGINS, Server
 
 
@@ -32,12 +35,21 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    # A signal that arrives while the configuration loads (a supervisor's
+    # SIGHUP or SIGTERM right after start) is kept and acted on once the
+    # server's own handlers are in place, never the default action.
+    early: list[int] = []
+    if not args.once:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda s, _f: early.append(s))
     server = Server(args.config, margins=args.margins, interval=args.interval)
     if args.once:
         n = server.run_once()
         server.say(f"drained {n} message{'s' if n != 1 else ''}")
         return 0
     server.install_signals()
+    for sig in early:
+        os.kill(os.getpid(), sig)             # through the handlers just installed
     n = server.serve()
     server.say(f"stopped after {server.cycles} cycles, {n} message{'s' if n != 1 else ''} drained")
     return 0
