@@ -35,7 +35,8 @@ import time as _time
 import uuid as _uuid
 from typing import Any, Iterator
 
-from logkit._segment import Limits, Segment, SegmentIterator, crc32c, parse_size
+from logkit._segment import (Limits, Segment, SegmentIterator, crc32c, load_word, parse_size,
+                             store_word)
 from logkit.errors import (
     DiskFull,
     InvalidArgument,
@@ -108,7 +109,6 @@ DRAIN_WAIT = 5.0         # a swapper waits this long for a live drainer of the h
 RESERVATION_GRACE = 5.0  # salvage grace for a reservation left open in a full half
 SETTLE_TIMEOUT = 30.0    # longest a drain or reuse waits for a full half's reservations
 
-_U64 = struct.Struct("<Q")
 
 # Tokens held right now by threads of this process (token -> how many claims).
 # A token names only a pid, so this is how a thread tells a step another
@@ -357,10 +357,13 @@ class Partition:
     # ------------------------------------------------------------ header access
 
     def _u64(self, off: int) -> int:
-        return _U64.unpack_from(self.mm, off)[0]
+        return load_word(self.mm, off)
 
     def _put(self, off: int, v: int) -> None:
-        _U64.pack_into(self.mm, off, v & 0xFFFFFFFFFFFFFFFF)
+        # One atomic 8-byte store: struct.pack_into zeroes the field, then
+        # writes it byte by byte, so a drainer killed in between left its
+        # progress 0 and the next drain copied every message again.
+        store_word(self.mm, off, v & 0xFFFFFFFFFFFFFFFF)
 
     def _check_identity(self) -> None:
         b = self.mm

@@ -116,6 +116,10 @@ class _MessageDict(TypedDict):
 def crc32c(data: ReadableBuffer, crc: int = 0) -> int:
     """CRC-32C (Castagnoli) of a bytes-like object, continuing from `crc`."""
 
+def load_word(buffer: ReadableBuffer, offset: int) -> int:
+    """The 8-byte word at `offset` of a shared buffer, one atomic load (acquire)."""
+def store_word(buffer: WriteableBuffer, offset: int, value: int) -> None:
+    """Store the 8-byte word at `offset` of a shared buffer, one atomic store (release)."""
 def crc32c_uses_hardware() -> bool:
     """True when the SSE4.2 instruction computes the checksum on this machine."""
 

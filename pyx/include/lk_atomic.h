@@ -203,4 +203,19 @@ static inline uint64_t lk_hint_load_relaxed(const uint64_t *h) {
     return __atomic_load_n(h, __ATOMIC_RELAXED);
 }
 
+/* Words of other headers that one holder updates and anyone reads (the
+ * partition header's progress, mark, counters: backends/partition.py).  The
+ * point is the single 8-byte store: a process killed anywhere leaves the old
+ * value or the new one, never a mixture (struct.pack_into zeroes the field,
+ * then stores it byte by byte; a SIGKILL in between left a drain's progress
+ * 0, and the next drain copied everything again).  Release/acquire: the
+ * holder's earlier stores (the copy a progress word records) are visible to
+ * whoever reads the new value. */
+static inline void lk_word_store_release(uint64_t *w, uint64_t v) {
+    __atomic_store_n(w, v, __ATOMIC_RELEASE);
+}
+static inline uint64_t lk_word_load_acquire(const uint64_t *w) {
+    return __atomic_load_n(w, __ATOMIC_ACQUIRE);
+}
+
 #endif /* LK_ATOMIC_H */

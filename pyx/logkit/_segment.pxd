@@ -166,6 +166,8 @@ cdef extern from "lk_atomic.h" nogil:
     void lk_counter_add_relaxed(uint64_t *c, uint64_t n)
     uint64_t lk_counter_load_relaxed(const uint64_t *c)
     void lk_hint_store_relaxed(uint64_t *h, uint64_t v)
+    void lk_word_store_release(uint64_t *w, uint64_t v)
+    uint64_t lk_word_load_acquire(const uint64_t *w)
     uint64_t lk_hint_load_relaxed(const uint64_t *h)
     int lk_service_word_cas(uint64_t *w, uint64_t *expected, uint64_t desired)
     void lk_waiters_enter(uint32_t *w)

@@ -76,6 +76,30 @@ def crc32c(data, unsigned int crc=0):
     return lk_crc32c(crc, &v[0], v.shape[0])
 
 
+def load_word(buffer, Py_ssize_t offset):
+    """The 8-byte little-endian word at `offset` of a shared buffer (an mmap),
+    read with one atomic load (acquire): never a mixture of two stores."""
+    cdef const uint8_t[::1] v = memoryview(buffer).cast("B")
+    if offset < 0 or offset % 8 or offset + 8 > v.shape[0]:
+        raise InvalidArgument(f"word offset {offset} is not an 8-aligned offset inside the {v.shape[0]}-byte buffer")
+    if (<size_t>&v[offset]) % 8:
+        raise InvalidArgument("the buffer is not 8-byte aligned")
+    return lk_word_load_acquire(<const uint64_t *>&v[offset])
+
+
+def store_word(buffer, Py_ssize_t offset, uint64_t value):
+    """Store the 8-byte word at `offset` of a shared buffer with one atomic
+    store (release): a process killed at any instant leaves the old value or
+    the new one (struct.pack_into zeroes the field first and then writes it
+    byte by byte)."""
+    cdef uint8_t[::1] v = memoryview(buffer).cast("B")
+    if offset < 0 or offset % 8 or offset + 8 > v.shape[0]:
+        raise InvalidArgument(f"word offset {offset} is not an 8-aligned offset inside the {v.shape[0]}-byte buffer")
+    if (<size_t>&v[offset]) % 8:
+        raise InvalidArgument("the buffer is not 8-byte aligned")
+    lk_word_store_release(<uint64_t *>&v[offset], value)
+
+
 def crc32c_uses_hardware():
     """True when the SSE4.2 instruction computes the checksum on this machine."""
     return bool(lk_crc32c_using_hardware())
