@@ -120,6 +120,14 @@ class _Follower(threading.Thread):
 
 
 def run(args) -> int:
+    """Ctrl-C at any moment, also while it is starting, ends it with status 0."""
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _run(args) -> int:
     from logkit import formatters as F
     from logkit.select import Selection
     cfg = load_config_quietly(args.config, list(args.logs) + _trailing_values(args))
