@@ -549,3 +549,21 @@ def child_handler_threads(conn, handler_kwargs, proc, threads, count, go):
         raise RuntimeError(errors[0])
     handler.close()
     conn.send(("done", os.getpid(), tids))
+
+
+def install_offline(tmp_path_factory, package_dir, dist_prefix: str) -> str:
+    """pip-install a tiny package of tests/thirdparty into a scratch directory
+    (no network: no dependencies, no build isolation, no index) and return a
+    PYTHONPATH that puts it first.  Asserts the install worked and left the
+    distribution's metadata (`dist_prefix`*.dist-info: what entry points need)."""
+    import shutil
+    import subprocess
+    target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / os.path.basename(os.fspath(package_dir))
+    shutil.copytree(package_dir, source, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                        "--no-index", "--target", str(target), str(source)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert any(n.startswith(dist_prefix) and n.endswith(".dist-info") for n in os.listdir(target))
+    return os.pathsep.join([str(target)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])

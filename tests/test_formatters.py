@@ -16,6 +16,8 @@ import textwrap
 import time
 
 import pytest
+
+from procs import install_offline
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -422,15 +424,7 @@ def test_partition_and_pipe_messages_format_too(tz):
 def installed_demo(tmp_path_factory):
     """pip-install tests/thirdparty/logkit-fmt-demo into a scratch directory
     (no network: no dependencies, no build isolation) and return a PYTHONPATH."""
-    target = tmp_path_factory.mktemp("site")
-    source = tmp_path_factory.mktemp("src") / "logkit-fmt-demo"
-    shutil.copytree(DEMO, source, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                        "--no-index", "--target", str(target), str(source)], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert any(n.startswith("logkit_fmt_demo") and n.endswith(".dist-info") for n in os.listdir(target))
-    return os.pathsep.join([str(target)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return install_offline(tmp_path_factory, DEMO, "logkit_fmt_demo")
 
 
 def test_a_third_party_formatter_expands_its_class_with_no_change_to_logkit(installed_demo, tmp_path):

@@ -4,12 +4,13 @@ clear errors for unknown or broken backends, and a third-party package
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from procs import install_offline
 
 from logkit import registry
 from logkit.registry import BackendNotFound, StorageBackend, TransportBackend
@@ -61,15 +62,7 @@ def test_logkit_backends_lists_each_backend_and_its_package():
 def installed_thirdparty(tmp_path_factory):
     """pip-install the tiny third-party package into a scratch directory (no
     network: no dependencies, no build isolation) and return a PYTHONPATH."""
-    target = tmp_path_factory.mktemp("site")
-    source = tmp_path_factory.mktemp("src") / "logkit-sqlite"
-    shutil.copytree(PACKAGE, source, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                        "--no-index", "--target", str(target), str(source)], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert any(n.startswith("logkit_sqlite") and n.endswith(".dist-info") for n in os.listdir(target))
-    return os.pathsep.join([str(target)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return install_offline(tmp_path_factory, PACKAGE, "logkit_sqlite")
 
 
 def test_a_third_party_backend_is_listed_once_installed(installed_thirdparty):
