@@ -117,12 +117,13 @@ class PipeRecord:
 
 
 class _Set:
-    __slots__ = ("rid", "count", "total", "chunks", "since")
+    __slots__ = ("rid", "count", "total", "chunks", "since", "first")
 
-    def __init__(self, rid, count, total):
+    def __init__(self, rid, count, total, first=0):
         self.rid, self.count, self.total = rid, count, total
         self.chunks: dict[int, bytes] = {}
         self.since = _time.monotonic()
+        self.first = first                   # stream position of its first fragment frame
 
 
 class FrameDecoder:
@@ -138,6 +139,8 @@ class FrameDecoder:
 
     def __init__(self):
         self.buf = bytearray()
+        self.base = 0                        # stream position of buf[0]: bytes fed before it
+        self._at = 0
         self.partial: dict[tuple[int, int], _Set] = {}
         self.records = 0
         self.fragments = 0
@@ -152,9 +155,23 @@ class FrameDecoder:
                 "pending_sets": len(self.partial)}
 
     def feed(self, data) -> list[PipeRecord]:
+        return [rec for rec, _end in self.feed_at(data)]
+
+    def unresolved(self) -> int:
+        """The stream position of the first byte still needed: the start of
+        the oldest incomplete fragment set, or of the bytes not yet decoded.
+        A reader that must rebuild this decoder's state (the journal,
+        backends/pipejournal.py) decodes again from here."""
+        if not self.partial:
+            return self.base
+        return min(self.base, min(st.first for st in self.partial.values()))
+
+    def feed_at(self, data) -> list[tuple[PipeRecord, int]]:
+        """feed(), with each record's end: the stream position just past the
+        frame that completed it (records come in the order of their ends)."""
         buf = self.buf
         buf += data
-        out: list[PipeRecord] = []
+        out: list[tuple[PipeRecord, int]] = []
         pos = 0
         n = len(buf)
         while n - pos >= HEADER_SIZE:
@@ -176,6 +193,7 @@ class FrameDecoder:
                 # otherwise the length itself may be what is damaged: rescan.
                 pos = nxt if buf[nxt:nxt + 4] == MAGIC else self._resync(buf, pos + 1)
                 continue
+            self._at = self.base + pos
             pos += total
             if flags & FLAG_FRAGMENT:
                 rec = self._fragment(frame)
@@ -185,8 +203,9 @@ class FrameDecoder:
                     self.incomplete += 1     # that thread gave up its fragmented record
             if rec is not None:
                 self.records += 1
-                out.append(rec)
+                out.append((rec, self.base + pos))
         del buf[:pos]
+        self.base += pos
         return out
 
     def _resync(self, buf: bytearray, start: int) -> int:
@@ -224,7 +243,7 @@ class FrameDecoder:
             if count < 2 or total <= PIPE_BUF or total > MAX_RECORD or -(-total // CHUNK) != count:
                 self.damaged += 1
                 return None
-            st = self.partial[key] = _Set(rid, count, total)
+            st = self.partial[key] = _Set(rid, count, total, self._at)
         if count != st.count or total != st.total or idx >= count or idx in st.chunks:
             self.damaged += 1
             return None
@@ -290,6 +309,8 @@ class PipeTransport(TransportBackend):
         Option("spill", "path", None, help="spill partition file (default: the fifo path + '.spill')"),
         Option("spill_size", "size", "1MiB", help="bytes in each half of the spill partition"),
         Option("mode", "mode", 0o640, help="permissions of a new fifo and spill file"),
+        Option("journal", "path", None, help="the reader's journal of records in flight "
+                                             "(default: the fifo path + '.journal'; mode 0600)"),
     )
 
     def __init__(self, storage: StorageBackend, log: str, **options: Any):
@@ -487,42 +508,52 @@ class PipeTransport(TransportBackend):
 # ====================================================================== the reader
 
 def drain_pipe(fifo, storage, *, stop: threading.Event | None = None, idle_timeout: float | None = None,
-               spill=None, stats: dict | None = None, spill_interval: float = 0.25) -> int:
+               spill=None, stats: dict | None = None, spill_interval: float = 0.25, journal=None) -> int:
     """Read records from the FIFO `fifo` (created if missing) and
     storage.append() each; also copy the spill partition (`spill`, a path;
     default the fifo path + '.spill'; False for none) into `storage` every
     `spill_interval` seconds and at the end.  Runs until `stop` is set, or
-    `idle_timeout` seconds pass with no record from either.  Damaged frames
-    are skipped and counted, never raised.  `stats`, if given, is updated
-    with the decoder's counters (records, fragments, damaged, incomplete,
-    skipped_bytes) and spilled.  Returns the number of records stored."""
+    `idle_timeout` seconds pass with no record from either.
+
+    Exactly once, however the reader stops: no byte is consumed from the
+    FIFO before it is in the reader's journal (`journal`, a path; default
+    the fifo path + '.journal'; backends/pipejournal.py), and the progress
+    of the copy is recorded there after each record, so a reader killed
+    anywhere (SIGKILL included) and started again neither loses a record
+    nor stores one twice.  One reader per FIFO: a second is refused.
+
+    Damaged frames are skipped and counted, never raised.  `stats`, if
+    given, is updated with the decoder's counters (records, fragments,
+    damaged, incomplete, skipped_bytes), the journal's, and spilled.
+    Returns the number of records stored."""
+    from logkit.backends.pipejournal import PipeJournal
+
     fifo = os.path.abspath(os.fspath(fifo))
     _ensure_fifo(fifo, 0o640)
     spill_path = None if spill is False else os.path.abspath(os.fspath(spill or fifo + ".spill"))
+    journal_path = os.path.abspath(os.fspath(journal or fifo + ".journal"))
     rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     # A writer end of our own: without it the read end reports EOF (and poll
     # POLLHUP, at once, forever) whenever no logging process holds the FIFO.
     wfd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     dec = FrameDecoder()
+    try:
+        # Mode 0600: it holds records in flight in plain text.  For a sealed
+        # log its bytes are cut off as soon as they are stored (scrub).
+        jr = PipeJournal(journal_path, rfd, storage, dec, mode=0o600,
+                         scrub=getattr(storage, "key_file", None) is not None)
+    except BaseException:
+        os.close(rfd)
+        os.close(wfd)
+        raise
     spill_store: list[PartitionStorage | None] = [None]
-    counts = {"stored": 0, "spilled": 0}
-
-    def store(records) -> int:
-        for rec in records:
-            storage.append(rec)
-        counts["stored"] += len(records)
-        return len(records)
+    counts = {"spilled": 0}
 
     def read_all() -> int:
-        got = 0
-        while True:
-            try:
-                chunk = os.read(rfd, 1 << 16)
-            except BlockingIOError:
-                return got
-            if not chunk:
-                return got
-            got += store(dec.feed(chunk))
+        before = jr.session_stored
+        while jr.pump():
+            pass
+        return jr.session_stored - before
 
     def drain_spill() -> int:
         if spill_path is None:
@@ -534,13 +565,13 @@ def drain_pipe(fifo, storage, *, stop: threading.Event | None = None, idle_timeo
             s = spill_store[0] = PartitionStorage("spill", path=spill_path,
                                                   key_file=getattr(storage, "key_file", None))
         n = s.drain(storage, everything=True)
-        counts["stored"] += n
         counts["spilled"] += n
         return n
 
     poller = select.poll()
     poller.register(rfd, select.POLLIN)
     try:
+        jr.recover()
         last = _time.monotonic()
         next_spill = 0.0
         while not (stop is not None and stop.is_set()):
@@ -555,20 +586,23 @@ def drain_pipe(fifo, storage, *, stop: threading.Event | None = None, idle_timeo
             if poller.poll(max(0, int(wait * 1000) + 1)):
                 if read_all():
                     last = _time.monotonic()
-            dec.expire()
+            jr.expire()
             if idle_timeout is not None and _time.monotonic() - last >= idle_timeout:
                 break
         read_all()                            # what the pipe still holds
         drain_spill()
         read_all()
-        dec.expire(now_=True)
+        jr.expire(now_=True)
     finally:
+        stored = jr.session_stored + counts["spilled"]
+        if stats is not None:
+            stats.update(dec.counters())
+            stats.update(jr.counters())
+            stats["spilled"] = counts["spilled"]
+            stats["stored"] = stored
+        jr.close()
         os.close(rfd)
         os.close(wfd)
         if spill_store[0] is not None:
             spill_store[0].close()
-        if stats is not None:
-            stats.update(dec.counters())
-            stats["spilled"] = counts["spilled"]
-            stats["stored"] = counts["stored"]
-    return counts["stored"]
+    return stored

@@ -215,6 +215,7 @@ class _PipeJob:
         self.fifo = lc.transport_options["fifo"]
         self.spill = lc.transport_options.get("spill") or self.fifo + ".spill"
         self.spill_size = lc.transport_options.get("spill_size")
+        self.journal = lc.transport_options.get("journal")
         self.stop = threading.Event()
         self.stats: dict[str, int] = {}
         self.thread: threading.Thread | None = None
@@ -234,7 +235,7 @@ class _PipeJob:
         def run():
             try:
                 self.stored += drain_pipe(self.fifo, self.storage, stop=self.stop, spill=self.spill,
-                                          stats=self.stats)
+                                          stats=self.stats, journal=self.journal)
             except BaseException as e:      # reported by the main loop
                 self.error = e
         self.thread = threading.Thread(target=run, name=f"logkit-pipe-{self.lc.name}", daemon=True)
@@ -242,7 +243,8 @@ class _PipeJob:
 
     def once(self) -> int:
         from logkit.backends.pipe import drain_pipe
-        n = drain_pipe(self.fifo, self.storage, idle_timeout=0, spill=self.spill, stats=self.stats)
+        n = drain_pipe(self.fifo, self.storage, idle_timeout=0, spill=self.spill, stats=self.stats,
+                       journal=self.journal)
         self.stored += n
         return n
 

@@ -195,3 +195,92 @@ def child_pipe_write_until_killed(conn, fifo, spill, writer, report_every):
         if i % report_every == 0:
             conn.send(("progress", i, t.stats()))
         i += 1
+
+
+def child_pipe_write_paced(conn, fifo, spill, writer, count, go, pause_every=50, pause=0.002):
+    """Write records 0..count-1 (every seventh one larger than PIPE_BUF)
+    through a pipe transport, pausing `pause` seconds every `pause_every`
+    records, so the writing lasts while the parent kills and restarts the
+    reader; then report ("done", stats) and close."""
+    import time
+
+    from logkit.backends.pipe import PipeTransport
+
+    class NoStorage:
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+        def after_fork(self):
+            pass
+
+    t = PipeTransport(NoStorage(), "test", fifo=fifo, spill=spill, spill_size="32MiB")
+    conn.send(("ready",))
+    if not go.wait(TIMEOUT):
+        raise RuntimeError("no go")
+    for i in range(count):
+        t.write(big_text(writer, i), message_severity(writer, i), message_data(writer, i),
+                message_class(writer, i))
+        if i % pause_every == pause_every - 1:
+            time.sleep(pause)
+    conn.send(("done", t.stats()))
+    if not conn.poll(TIMEOUT):
+        raise RuntimeError("no order to close")
+    conn.recv()
+    t.close()
+
+
+def child_pipe_drain_killed_at(conn, fifo, directory, family, point, nth):
+    """Drain `fifo` into a family with drain_pipe, and SIGKILL this process
+    at `point` the `nth` time (1-based) it is reached:
+
+    * "journaled": the batch is in the journal, not yet consumed from the FIFO;
+    * "consumed": consumed, the batch word not yet moved (so the journal
+      still calls the batch unconfirmed);
+    * "stored": a record is in the family, its progress not yet recorded.
+
+    Reports ("ready",) once the FIFO is open for reading."""
+    import signal
+
+    from logkit.backends import pipejournal
+    from logkit.backends.family import FamilyStorage
+    from logkit.backends.pipe import drain_pipe
+
+    seen = [0]
+
+    def reached(where):
+        if where == point:
+            seen[0] += 1
+            if seen[0] == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    J = pipejournal.PipeJournal
+    consume = J._consume
+
+    def _consume(self, n):
+        reached("journaled")
+        consume(self, n)
+        reached("consumed")
+    J._consume = _consume
+
+    storage = FamilyStorage("p", directory=directory, family=family, create_directory=True)
+    append = storage.append
+
+    def _append(rec):
+        seq = append(rec)
+        reached("stored")
+        return seq
+    storage.append = _append
+
+    stop = threading.Event()
+    recover = J.recover
+
+    def _recover(self):
+        n = recover(self)
+        conn.send(("ready",))
+        return n
+    J.recover = _recover
+    drain_pipe(fifo, storage, stop=stop, spill=False, idle_timeout=TIMEOUT)
+    raise RuntimeError(f"{point} #{nth} was never reached")

@@ -328,3 +328,78 @@ def test_server_wakes_for_any_of_its_partitions(tmp_path):
         srv._news.set()
         t.join(30)
     assert not t.is_alive()
+
+
+def pipe_config(tmp_path, name="p"):
+    cfg = tmp_path / "logkit.toml"
+    cfg.write_text(f'[log.{name}]\nstorage = "family"\ndirectory = "{tmp_path / "family"}"\n'
+                   f'family = "{name}"\ncreate_directory = true\ntransport = "pipe"\n'
+                   f'fifo = "{tmp_path / (name + ".fifo")}"\nspill_size = "32MiB"\n')
+    return str(cfg)
+
+
+def test_a_pipe_reader_killed_at_random_points_loses_and_duplicates_nothing(tmp_path):
+    """Writers log through a pipe (every seventh record in fragments) while
+    the server reading it is SIGKILLed at random moments and started again:
+    in the end every record is in the family exactly once, whole."""
+    from logkit.backends.pipejournal import read_journal_header
+    from partprocs import big_text, child_pipe_write_paced
+    from procs import parse_text
+    cfg = pipe_config(tmp_path)
+    fifo = str(tmp_path / "p.fifo")
+    spill = fifo + ".spill"
+    writers, count = 3, 6000
+    rng = random.Random(20261202)
+    go = CTX.Event()
+    kills = 0
+    recovered = {"reconsumed": 0, "reconciled": 0}
+    with Group() as g:
+        kids = g.spawn_many(writers, child_pipe_write_paced,
+                            lambda w: (fifo, spill, w, count, go, 10, 0.004))   # about 3 s of writing
+        recv_all(kids, "ready")
+        go.set()
+        done = {}
+        while len(done) < writers:
+            p = server_process(cfg)
+            time.sleep(rng.uniform(0.15, 0.5))        # start-up, then somewhere in the copying
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGKILL)
+                kills += 1
+            p.wait(TIMEOUT)
+            p.stdout.close(), p.stderr.close()
+            if os.path.exists(fifo + ".journal"):
+                h = read_journal_header(fifo + ".journal")
+                recovered = {k: h[k] for k in recovered}
+            for k in kids:
+                while k.conn.poll():
+                    msg = k.recv()
+                    assert msg[0] == "done", msg
+                    done[k.name] = msg[1]
+        # The writers still hold the FIFO (and what it holds) open: a last
+        # server takes it over, and only then do they close.
+        p = server_process(cfg)
+        want = writers * count
+        seen, stalled_at = -1, time.monotonic()
+        while time.monotonic() - stalled_at < 10:          # until it has them all, or 10 s with none new
+            n = _count(tmp_path, "p")
+            if n >= want:
+                break
+            if n != seen:
+                seen, stalled_at = n, time.monotonic()
+            time.sleep(0.05)
+        for k in kids:
+            k.conn.send(("close",))
+            k.join()
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=TIMEOUT)
+    assert p.returncode == 0, err
+    assert kills >= 5, f"only {kills} kills"
+    got = []
+    for m in logkit.open_reader(str(tmp_path / "family"), "p"):
+        w, i = parse_text(m.text.split("|", 1)[0])
+        assert m.text == big_text(w, i), f"record {(w, i)} arrived damaged"
+        got.append((w, i))
+    missing = {(w, i) for w in range(writers) for i in range(count)} - set(got)
+    twice = len(got) - len(set(got))
+    assert not missing and not twice, (f"after {kills} kills: {len(missing)} lost (e.g. {sorted(missing)[:3]}), "
+                                       f"{twice} stored twice; journal {recovered}; {err}")

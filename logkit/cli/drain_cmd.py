@@ -82,7 +82,7 @@ def _run_pipe(args) -> int:
     idle = args.idle_timeout if args.idle_timeout is not None else (0 if args.once else None)
     try:
         n = drain_pipe(lc.transport_options["fifo"], storage, stop=stop, idle_timeout=idle,
-                       spill=lc.transport_options.get("spill"))
+                       spill=lc.transport_options.get("spill"), journal=lc.transport_options.get("journal"))
     finally:
         storage.close()
     print(f"{lc.name}: {n} record{'s' if n != 1 else ''} from {lc.transport_options['fifo']} "

@@ -1,0 +1,261 @@
+"""The pipe reader's journal (backends/pipejournal.py): a reader killed at
+each point of its cycle (journaled, consumed, stored) and started again
+stores every record exactly once; fragments survive the kill; a damaged or
+locked journal is a clear error."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+import partprocs
+import procs
+from logkit.backends.family import FamilyStorage
+from logkit.backends.pipe import CHUNK, PIPE_BUF, drain_pipe, encode_frames, encode_record
+from logkit.backends.pipejournal import (HEADER_SIZE, JournalDamaged, PipeJournal, _tee,
+                                         read_journal_header)
+from logkit.crypto import generate_key_file
+from logkit.errors import LogkitError
+
+pytestmark = pytest.mark.skipif(_tee is None, reason="tee(2) is Linux's: without it the journal "
+                                                     "falls back to read-then-journal")
+
+
+def record(i: int) -> bytes:
+    return encode_record(f"record {i:05d}".encode(), 20, b"", b"", 1_700_000_000_000_000_000 + i,
+                         4242, 7)
+
+
+def big_record_frames(i: int, size: int = 3 * CHUNK + 100) -> list[bytes]:
+    """A record larger than PIPE_BUF, as its fragment frames (this process's
+    pid: the reader drops sets of dead writers)."""
+    text = (f"big {i:05d} " + "x" * size).encode()
+    rec = encode_record(text, 30, b"", b"", 1_700_000_000_000_000_000 + i, os.getpid(), 9)
+    frames = encode_frames(rec, os.getpid(), 9, i)
+    assert len(frames) > 2
+    return frames
+
+
+class Fifo:
+    """A FIFO this test holds open read-write: the pipe and what it holds
+    live on while readers come and go, as they do while a logging process
+    holds it."""
+
+    def __init__(self, tmp_path):
+        self.path = str(tmp_path / "p.fifo")
+        os.mkfifo(self.path, 0o600)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
+
+    def send(self, frames):
+        for f in frames:
+            assert len(f) <= PIPE_BUF
+            assert os.write(self.fd, f) == len(f)
+
+    def close(self):
+        os.close(self.fd)
+
+
+def family(tmp_path, **kw):
+    return FamilyStorage("p", directory=str(tmp_path / "fam"), family="p", create_directory=True, **kw)
+
+
+def texts(tmp_path, **kw):
+    s = family(tmp_path, **kw)
+    try:
+        return [m.text for m in s.reader()]
+    finally:
+        s.close()
+
+
+def kill_reader_at(tmp_path, fifo, point, nth, meanwhile=None):
+    with procs.Group() as g:
+        c = g.spawn(partprocs.child_pipe_drain_killed_at, fifo.path, str(tmp_path / "fam"), "p", point, nth)
+        c.expect("ready")
+        if meanwhile is not None:
+            meanwhile()
+        c.process.join(procs.TIMEOUT)
+        assert c.process.exitcode == -9, f"the reader was not killed at {point} (exit {c.process.exitcode})"
+
+
+def drain_rest(tmp_path, fifo, **kw):
+    s = family(tmp_path, **kw.pop("storage_kw", {}))
+    stats: dict = {}
+    try:
+        n = drain_pipe(fifo.path, s, spill=False, idle_timeout=0.3, stats=stats, **kw)
+    finally:
+        s.close()
+    return n, stats
+
+
+@pytest.mark.parametrize("point,nth,counter", [
+    ("journaled", 1, "reconsumed"),   # in the journal, still in the FIFO: consumed, not journaled twice
+    ("consumed", 1, None),            # out of the FIFO, batch unconfirmed: the FIFO's head is new bytes
+    ("stored", 1, "reconciled"),      # the first record stored, its progress not recorded
+    ("stored", 37, "reconciled"),     # in the middle of a batch
+])
+def test_a_reader_killed_at_each_point_stores_every_record_once(tmp_path, point, nth, counter):
+    fifo = Fifo(tmp_path)
+    try:
+        fifo.send([record(i) for i in range(100)])
+        kill_reader_at(tmp_path, fifo, point, nth)
+        head = read_journal_header(fifo.path + ".journal")
+        assert head["end"] > 0, "the batch was journaled before the kill"
+        fifo.send([record(i) for i in range(100, 150)])   # and more arrive meanwhile
+        n, stats = drain_rest(tmp_path, fifo)
+    finally:
+        fifo.close()
+    assert texts(tmp_path) == [f"record {i:05d}" for i in range(150)]
+    head = read_journal_header(fifo.path + ".journal")
+    for c in ("reconsumed", "reconciled"):
+        assert head[c] == (1 if c == counter else 0), (c, head)
+    assert stats["journal_stored"] == 150 - (1 if counter == "reconciled" else 0)
+    assert head["pending_bytes"] == 0 and head["base"] == head["end"]
+
+
+@pytest.mark.parametrize("point,nth", [
+    ("stored", 3),        # killed in the batch that brought the first fragments
+    ("journaled", 2),     # killed in the next batch, after the first was settled with the set pending
+])
+def test_fragments_journaled_before_a_kill_complete_after_it(tmp_path, point, nth):
+    fifo = Fifo(tmp_path)
+    frames = big_record_frames(500)
+    first = ["record 00000", "record 00001", "record 00002"]
+
+    def then_the_rest():
+        deadline = time.monotonic() + procs.TIMEOUT
+        while len(texts(tmp_path)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.05)                         # the batch settled: the set is pending
+        fifo.send(frames[2:] + [record(3)])
+
+    try:
+        # The first two fragments, interleaved with whole records: the reader
+        # stores the records with the set still incomplete.
+        fifo.send([record(0), frames[0], record(1), frames[1], record(2)])
+        if point == "stored":
+            kill_reader_at(tmp_path, fifo, point, nth)
+            assert texts(tmp_path) == first
+            fifo.send(frames[2:] + [record(3)])
+        else:
+            kill_reader_at(tmp_path, fifo, point, nth, meanwhile=then_the_rest)
+            assert texts(tmp_path) == first
+        head = read_journal_header(fifo.path + ".journal")
+        assert head["resolve"] < head["applied"], "the pending set's frames are still needed"
+        n, stats = drain_rest(tmp_path, fifo)
+    finally:
+        fifo.close()
+    got = texts(tmp_path)
+    assert got[:3] == first
+    assert got[3].startswith("big 00500 ") and len(got[3]) == len("big 00500 ") + 3 * CHUNK + 100
+    assert got[4:] == ["record 00003"]
+    assert stats["damaged"] == 0 and stats["incomplete"] == 0
+    head = read_journal_header(fifo.path + ".journal")
+    if point == "stored":
+        assert head["reconciled"] == 1           # record 2 was stored at the kill
+    else:
+        assert head["reconsumed"] == 1           # the second batch was still in the FIFO
+
+
+def test_the_journal_lets_its_bytes_go_and_a_sealed_log_keeps_no_plain_text(tmp_path):
+    key = str(tmp_path / "k.key")
+    generate_key_file(key)
+    fifo = Fifo(tmp_path)
+    stop = threading.Event()
+    s = family(tmp_path, key_file=key)
+    t = threading.Thread(target=drain_pipe, args=(fifo.path, s), kwargs={"spill": False, "stop": stop})
+    t.start()
+    try:
+        for burst in range(20):
+            fifo.send([record(burst * 100 + i) for i in range(100)])
+            time.sleep(0.01)
+        deadline = time.monotonic() + procs.TIMEOUT
+        while s.reader().count() < 2000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        t.join(procs.TIMEOUT)
+        s.close()
+        fifo.close()
+    assert texts(tmp_path, key_file=key) == [f"record {i:05d}" for i in range(2000)]
+    path = fifo.path + ".journal"
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert os.path.getsize(path) == HEADER_SIZE, "stored records left in the journal of a sealed log"
+    head = read_journal_header(path)
+    assert head["end"] > 2000 * 50 and head["base"] == head["end"]
+
+
+def test_one_reader_per_fifo(tmp_path):
+    fifo = Fifo(tmp_path)
+    stop = threading.Event()
+    s = family(tmp_path)
+    t = threading.Thread(target=drain_pipe, args=(fifo.path, s), kwargs={"spill": False, "stop": stop})
+    t.start()
+    try:
+        deadline = time.monotonic() + procs.TIMEOUT
+        while not os.path.exists(fifo.path + ".journal") and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.05)
+        with pytest.raises(LogkitError, match="another process is reading this FIFO: its journal .* is locked"):
+            drain_pipe(fifo.path, family(tmp_path), spill=False, idle_timeout=0)
+    finally:
+        stop.set()
+        t.join(procs.TIMEOUT)
+        s.close()
+        fifo.close()
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda b: b"XXXX" + b[4:], "is not a logkit pipe journal"),
+    (lambda b: b[:4] + (9).to_bytes(4, "little") + b[8:], "has version 9"),
+    (lambda b: b[:24] + (10 ** 6).to_bytes(8, "little") + b[32:], r"is damaged: base \d+, batch"),
+    (lambda b: b[:100], "shorter than its 4096-byte header"),
+])
+def test_a_damaged_journal_is_a_clear_error_that_names_it(tmp_path, damage, match):
+    fifo = Fifo(tmp_path)
+    try:
+        fifo.send([record(i) for i in range(10)])
+        drain_rest(tmp_path, fifo)
+        path = fifo.path + ".journal"
+        with open(path, "rb") as f:
+            good = f.read()
+        with open(path, "wb") as f:
+            f.write(damage(good))
+        fifo.send([record(10)])
+        with pytest.raises(JournalDamaged, match=match) as e:
+            drain_rest(tmp_path, fifo)
+        assert path in str(e.value)
+        # What was stored stays; the record in the FIFO waits there for a
+        # reader with a sound journal.
+        os.rename(path, path + ".bad")
+        drain_rest(tmp_path, fifo)
+    finally:
+        fifo.close()
+    assert texts(tmp_path) == [f"record {i:05d}" for i in range(11)]
+
+
+def test_garbage_in_the_fifo_is_skipped_and_resolved(tmp_path):
+    fifo = Fifo(tmp_path)
+    try:
+        fifo.send([record(0), b"garbage without a magic", record(1), b"LKPF" + b"\0" * 30, record(2)])
+        n, stats = drain_rest(tmp_path, fifo)
+    finally:
+        fifo.close()
+    assert texts(tmp_path) == ["record 00000", "record 00001", "record 00002"]
+    assert stats["skipped_bytes"] > 0 or stats["damaged"] > 0
+    head = read_journal_header(fifo.path + ".journal")
+    assert head["resolve"] == head["end"] == head["base"]
+
+
+def test_journal_class_refuses_a_second_open_in_the_same_process(tmp_path):
+    fifo = Fifo(tmp_path)
+    path = str(tmp_path / "j")
+    from logkit.backends.pipe import FrameDecoder
+    a = PipeJournal(path, fifo.fd, None, FrameDecoder())
+    try:
+        with pytest.raises(LogkitError, match="is locked"):
+            PipeJournal(path, fifo.fd, None, FrameDecoder())
+    finally:
+        a.close()
+        fifo.close()
