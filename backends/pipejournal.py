@@ -58,7 +58,7 @@ W_BATCH = 32          # start of the last batch not yet known consumed from the 
 W_APPLIED = 40        # end position of the last frame whose record is stored
 W_RESOLVE = 48        # decoding resumes here: no byte before it is still needed
 W_MARK = 56           # the destination's sequence at or after which the next record's copy would be (0: unknown)
-W_STORED = 64         # records stored from the journal (lifetime)
+W_STORED = 64         # records stored from the journal (lifetime; after each record's progress)
 W_RECONSUMED = 72     # batches found still in the FIFO at start-up and consumed without journaling again
 W_RECONCILED = 80     # records found already in the destination at start-up (a kill after the copy)
 WORDS = {"base": W_BASE, "end": W_END, "batch": W_BATCH, "applied": W_APPLIED, "resolve": W_RESOLVE,
@@ -323,6 +323,11 @@ class PipeJournal:
     def _apply(self, pairs) -> int:
         n = 0
         applied = self._w(W_APPLIED)
+        fseq = None
+        put = store_word
+        mm = self.mm
+        append = self.storage.append if pairs else None
+        stored = self._w(W_STORED)            # one writer (the flock holder): kept here
         for rec, end in pairs:
             if end <= applied:
                 continue                      # stored before the last start-up
@@ -339,14 +344,17 @@ class PipeJournal:
                 self._marked = True           # once per session: a reader opened on the destination
                 if not self._w(W_MARK):
                     self._put(W_MARK, self._destination_next())
-            fseq = self.storage.append(rec)
-            # Progress first, then the mark: a kill between them leaves an
-            # older mark, which only makes the next search start further back.
-            self._put(W_APPLIED, end)
-            self._put(W_MARK, fseq + 1 if isinstance(fseq, int) and fseq > 0 else 0)
-            self._bump(W_STORED)
+            fseq = append(rec)
+            put(mm, W_APPLIED, end)           # the progress, after every record
+            stored += 1
+            put(mm, W_STORED, stored)         # a kill just before this leaves it one short
             applied = end
             n += 1
+        if n:
+            # Once per batch: the mark stays at or below every later copy's
+            # sequence (the destination only grows), which is all the search
+            # at start-up needs; it starts at most a batch further back.
+            self._put(W_MARK, fseq + 1 if isinstance(fseq, int) and fseq > 0 else 0)
         self.session_stored += n
         return n
 
