@@ -259,3 +259,35 @@ def test_journal_class_refuses_a_second_open_in_the_same_process(tmp_path):
     finally:
         a.close()
         fifo.close()
+
+
+def test_logkit_stats_shows_the_readers_journal(tmp_path):
+    import json
+    import subprocess
+    import sys
+    fifo = Fifo(tmp_path)
+    cfg = tmp_path / "logkit.toml"
+    cfg.write_text(f'[log.p]\nstorage = "family"\ndirectory = "{tmp_path / "fam"}"\nfamily = "p"\n'
+                   f'create_directory = true\ntransport = "pipe"\nfifo = "{fifo.path}"\n')
+
+    def stats(*extra):
+        r = subprocess.run([sys.executable, "-m", "logkit", "stats", "p", "-c", str(cfg), *extra],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    try:
+        fifo.send([record(i) for i in range(3)])
+        drain_rest(tmp_path, fifo)
+    finally:
+        fifo.close()
+    os.rename(fifo.path + ".journal", fifo.path + ".aside")
+    assert f"reader's journal {fifo.path}.journal: none yet (no reader has run)" in stats()
+    with open(fifo.path + ".journal", "wb") as f:
+        f.write(b"not a journal" * 400)
+    assert f"reader's journal {fifo.path}.journal: {fifo.path}.journal is not a logkit pipe journal" in stats()
+    os.replace(fifo.path + ".aside", fifo.path + ".journal")
+    assert (f"reader's journal {fifo.path}.journal: 0 bytes pending, 3 records stored, "
+            "0 batches reconsumed and 0 records reconciled after a restart") in stats()
+    j = json.loads(stats("--json"))[0]["journal"]
+    assert j["stored"] == 3 and j["version"] == 1 and j["end"] == j["base"] > 0

@@ -104,6 +104,20 @@ def _partition_halves(path: str) -> tuple[list[dict], dict]:
     return rows, own
 
 
+def _journal(path) -> dict:
+    """The pipe reader's journal header (docs/pipe-format.md), or why not."""
+    from logkit.backends.pipejournal import read_journal_header
+    out: dict = {"path": path}
+    if not os.path.exists(path):
+        out["problem"] = "none yet (no reader has run)"
+        return out
+    try:
+        out.update(read_journal_header(path))
+    except (OSError, LogkitError) as e:
+        out["problem"] = str(e)
+    return out
+
+
 def collect_source(src, cfg) -> dict:
     out: dict = {"log": src.log, "source": src.spec, "kind": src.kind, "path": src.path}
     if src.log is not None:
@@ -116,6 +130,8 @@ def collect_source(src, cfg) -> dict:
             st = read_status(spill)
             if st is not None:
                 out["spill_margins"] = {"crossings": st.get("crossings", {}), "fill": st.get("fill")}
+            out["journal"] = _journal(lc.transport_options.get("journal")
+                                      or lc.transport_options["fifo"] + ".journal")
     if src.kind in ("family", "segment"):
         rows = []
         paths = src.segment_paths()
@@ -214,6 +230,14 @@ def run(args) -> int:
             print(f"  {k} = {v}")
         for line in _segment_table(r):
             print(line)
+        j = r.get("journal")
+        if j is not None:
+            if "problem" in j:
+                print(f"  reader's journal {j['path']}: {j['problem']}")
+            else:
+                print(f"  reader's journal {j['path']}: {j['pending_bytes']} bytes pending, "
+                      f"{j['stored']} records stored, {j['reconsumed']} batches reconsumed and "
+                      f"{j['reconciled']} records reconciled after a restart")
         for key in ("margins", "spill_margins"):
             if key in r:
                 m = r[key]
