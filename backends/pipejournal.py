@@ -308,9 +308,17 @@ class PipeJournal:
         base = self._w(W_BASE)
         at = HEADER_SIZE + end - base
         view = memoryview(data)
-        while view:
-            k = os.pwrite(self.fd, view, at)
-            view, at = view[k:], at + k
+        try:
+            while view:
+                k = os.pwrite(self.fd, view, at)
+                view, at = view[k:], at + k
+        except OSError as e:
+            # Nothing is lost: the end word has not moved, and with tee the
+            # bytes are still in the FIFO for the next try.
+            where = "they are still in the FIFO" if self.peeking else \
+                f"the {len(data)} bytes just read are lost"
+            raise LogkitError(f"cannot write the pipe journal {self.path}: {e.strerror or e} "
+                              f"({where})") from e
         self._file_bytes = max(self._file_bytes, at)
         self._put(W_END, end + len(data))     # journaled: the batch is [BATCH, END)
         if self.peeking:

@@ -291,3 +291,26 @@ def test_logkit_stats_shows_the_readers_journal(tmp_path):
             "0 batches reconsumed and 0 records reconciled after a restart") in stats()
     j = json.loads(stats("--json"))[0]["journal"]
     assert j["stored"] == 3 and j["version"] == 1 and j["end"] == j["base"] > 0
+
+
+def test_a_full_disk_is_a_clear_error_and_loses_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from logkit.backends import pipejournal
+    fifo = Fifo(tmp_path)
+    try:
+        fifo.send([record(i) for i in range(20)])
+        real = os.pwrite
+
+        def full(fd, data, offset):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        monkeypatch.setattr(pipejournal.os, "pwrite", full)
+        with pytest.raises(LogkitError, match=r"cannot write the pipe journal .*p\.fifo\.journal: "
+                                              r"No space left on device \(they are still in the FIFO\)"):
+            drain_rest(tmp_path, fifo)
+        monkeypatch.setattr(pipejournal.os, "pwrite", real)
+        fifo.send([record(i) for i in range(20, 30)])
+        drain_rest(tmp_path, fifo)
+    finally:
+        fifo.close()
+    assert texts(tmp_path) == [f"record {i:05d}" for i in range(30)]
