@@ -1023,7 +1023,7 @@ class PartitionStorage(StorageBackend):
         count = 0
         if msgs:
             progress = self._reconcile(into, msgs[0], progress)
-            p._put(H_MARK, self._destination_next(into))
+            p._put(H_MARK, destination_next(into))
         for m in msgs:
             if m.sequence <= progress:
                 continue
@@ -1063,15 +1063,6 @@ class PartitionStorage(StorageBackend):
                 return first.sequence
         return progress
 
-    def _destination_next(self, into) -> int:
-        r = _destination_reader(into)
-        if r is None:
-            return 0
-        try:
-            lim = r.limits()
-        except (LogkitError, OSError):
-            return 0
-        return lim.last_sequence + 1 if lim is not None else 1
 
     def open_drain_target(self):
         """The destination family storage (backends/family.py) built from the
@@ -1160,6 +1151,19 @@ def _destination_reader(into):
     except (LogkitError, OSError):
         return None
     return None
+
+
+def destination_next(into) -> int:
+    """The sequence number the next message appended to `into` will get at
+    the least (0: `into` cannot say): where a search for a copy starts."""
+    r = _destination_reader(into)
+    if r is None:
+        return 0
+    try:
+        lim = r.limits()
+    except (LogkitError, OSError):
+        return 0
+    return lim.last_sequence + 1 if lim is not None else 1
 
 
 def _flush_destination(into) -> None:

@@ -41,6 +41,8 @@ import struct
 from logkit._segment import load_word, store_word
 from logkit.errors import LogkitError, NoSuchMessage
 
+from logkit.backends.partition import _destination_reader, _key, destination_next
+
 __all__ = ["PipeJournal", "JOURNAL_MAGIC", "JOURNAL_VERSION", "HEADER_SIZE", "read_journal_header"]
 
 JOURNAL_MAGIC = b"LKPJ"
@@ -351,7 +353,7 @@ class PipeJournal:
             if not self._marked:
                 self._marked = True           # once per session: a reader opened on the destination
                 if not self._w(W_MARK):
-                    self._put(W_MARK, self._destination_next())
+                    self._put(W_MARK, destination_next(self.storage))
             fseq = append(rec)
             put(mm, W_APPLIED, end)           # the progress, after every record
             stored += 1
@@ -386,7 +388,6 @@ class PipeJournal:
     # ------------------------------------------------------------ reconciling
 
     def _already_stored(self, rec) -> bool:
-        from logkit.backends.partition import _destination_reader, _key
         mark = self._w(W_MARK)
         if not mark:
             return False
@@ -402,17 +403,6 @@ class PipeJournal:
         except (NoSuchMessage, LogkitError, OSError):
             return False
         return False
-
-    def _destination_next(self) -> int:
-        from logkit.backends.partition import _destination_reader
-        r = _destination_reader(self.storage)
-        if r is None:
-            return 0
-        try:
-            lim = r.limits()
-        except (LogkitError, OSError):
-            return 0
-        return lim.last_sequence + 1 if lim is not None else 1
 
     # ------------------------------------------------------------ the rest
 

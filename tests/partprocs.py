@@ -121,6 +121,20 @@ def child_partition_swap_stalling(conn, path, size, count, stage):
 
 # ---------------------------------------------------------------- pipe
 
+class NoStorage:
+    """The storage of a pipe transport in a writer process: the reader
+    stores the records, so the writer's side has nothing to do."""
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+    def after_fork(self):
+        pass
+
+
 def big_text(writer, i):
     """A text larger than PIPE_BUF for every seventh counter (fragmented), else the usual one."""
     base = message_text(writer, i)
@@ -135,16 +149,6 @@ def child_pipe_write_batches(conn, fifo, spill, writer):
     import time
 
     from logkit.backends.pipe import PipeTransport
-
-    class NoStorage:
-        def flush(self):
-            pass
-
-        def close(self):
-            pass
-
-        def after_fork(self):
-            pass
 
     t = PipeTransport(NoStorage(), "test", fifo=fifo, spill=spill, spill_size="64KiB")
     conn.send(("ready",))
@@ -176,16 +180,6 @@ def child_pipe_write_until_killed(conn, fifo, spill, writer, report_every):
     reporting ("progress", last finished counter) every `report_every`."""
     from logkit.backends.pipe import PipeTransport
 
-    class NoStorage:
-        def flush(self):
-            pass
-
-        def close(self):
-            pass
-
-        def after_fork(self):
-            pass
-
     t = PipeTransport(NoStorage(), "test", fifo=fifo, spill=spill, spill_size="2MiB")
     conn.send(("ready",))
     i = 0
@@ -205,16 +199,6 @@ def child_pipe_write_paced(conn, fifo, spill, writer, count, go, pause_every=50,
     import time
 
     from logkit.backends.pipe import PipeTransport
-
-    class NoStorage:
-        def flush(self):
-            pass
-
-        def close(self):
-            pass
-
-        def after_fork(self):
-            pass
 
     t = PipeTransport(NoStorage(), "test", fifo=fifo, spill=spill, spill_size="32MiB")
     conn.send(("ready",))

@@ -77,15 +77,7 @@ def family(tmp_path, name="dest"):
                          create_directory=True, segment_size="256KiB")
 
 
-class NoStorage:
-    def flush(self):
-        pass
-
-    def close(self):
-        pass
-
-    def after_fork(self):
-        pass
+NoStorage = partprocs.NoStorage
 
 
 def _pairs(storage):
