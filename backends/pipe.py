@@ -261,16 +261,16 @@ class FrameDecoder:
             return None
         return self._record(whole)
 
-    def expire(self, force: bool = False, now_: bool = False) -> None:
+    def expire(self, force: bool = False, now_: bool = False, max_age: float = FRAGMENT_TIMEOUT) -> None:
         """Drop fragment sets that can no longer complete: their writer died,
-        or they are older than FRAGMENT_TIMEOUT (checked at most twice a
-        second unless now_); force drops every pending set."""
+        or they are older than `max_age` seconds (FRAGMENT_TIMEOUT; checked at
+        most twice a second unless now_); force drops every pending set."""
         now = _time.monotonic()
         if not (force or now_) and now < self._next_expire:
             return
         self._next_expire = now + 0.5
         for key, st in list(self.partial.items()):
-            if force or not process_alive(key[0]) or now - st.since > FRAGMENT_TIMEOUT:
+            if force or not process_alive(key[0]) or now - st.since > max_age:
                 del self.partial[key]
                 self.incomplete += 1
 

@@ -68,6 +68,14 @@ WORDS = {"base": W_BASE, "end": W_END, "batch": W_BATCH, "applied": W_APPLIED, "
 PREFIX = struct.Struct("<4sIII")        # magic, version, header size, flags (0)
 
 TRUNCATE_ABOVE = 4 << 20                # give the file's bytes back once it holds this much dead data
+# A fragment set left incomplete (its writer met a full pipe half-way and
+# spilled the record whole, then went quiet) holds every byte after its
+# first fragment in the journal until it expires.  Once that is more than
+# LAG_LIMIT bytes, sets older than STALE_SET_AGE seconds are dropped: a
+# writer sends a record's fragments back to back, so a set that old is not
+# being sent any more.
+LAG_LIMIT = 32 << 20
+STALE_SET_AGE = 1.0
 READ_CHUNK = 1 << 20
 
 SPLICE_F_NONBLOCK = 2
@@ -382,7 +390,10 @@ class PipeJournal:
                 self._file_bytes = HEADER_SIZE
 
     def expire(self, force: bool = False, now_: bool = False) -> None:
-        self.dec.expire(force=force, now_=now_)
+        if self._w(W_END) - self._w(W_RESOLVE) > LAG_LIMIT:
+            self.dec.expire(force=force, now_=True, max_age=STALE_SET_AGE)
+        else:
+            self.dec.expire(force=force, now_=now_)
         self._settle()
 
     # ------------------------------------------------------------ reconciling

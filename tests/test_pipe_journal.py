@@ -314,3 +314,43 @@ def test_a_full_disk_is_a_clear_error_and_loses_nothing(tmp_path, monkeypatch):
     finally:
         fifo.close()
     assert texts(tmp_path) == [f"record {i:05d}" for i in range(30)]
+
+
+def test_an_abandoned_fragment_set_does_not_hold_the_journal_for_long(tmp_path, monkeypatch):
+    """A set whose writer gave up half-way (and spilled the record) keeps
+    the journal from letting bytes go; past LAG_LIMIT bytes, a set older
+    than STALE_SET_AGE is dropped and the journal shrinks again."""
+    from logkit.backends import pipejournal
+    from logkit.backends.pipe import FrameDecoder
+    monkeypatch.setattr(pipejournal, "LAG_LIMIT", 20_000)
+    fifo = Fifo(tmp_path)
+    s = family(tmp_path)
+    dec = FrameDecoder()
+    jr = PipeJournal(fifo.path + ".journal", fifo.fd, s, dec)
+    try:
+        jr.recover()
+        fifo.send(big_record_frames(1)[:2] + [record(0)])
+        while jr.pump():
+            pass
+        jr.expire(now_=True)
+        held = read_journal_header(jr.path)
+        assert held["pending_bytes"] > 2 * CHUNK, "the set's fragments are kept"
+        for st in dec.partial.values():
+            st.since -= 0.5                  # younger than STALE_SET_AGE: kept
+        for i in range(1, 400):
+            fifo.send([record(i)])
+        while jr.pump():
+            pass
+        jr.expire(now_=True)
+        assert read_journal_header(jr.path)["pending_bytes"] > 20_000 and dec.partial
+        for st in dec.partial.values():
+            st.since -= 1.0                  # now older
+        jr.expire()
+        head = read_journal_header(jr.path)
+        assert not dec.partial and dec.incomplete == 1
+        assert head["pending_bytes"] == 0 and head["base"] == head["end"]
+    finally:
+        jr.close()
+        s.close()
+        fifo.close()
+    assert texts(tmp_path) == [f"record {i:05d}" for i in range(400)]
