@@ -517,7 +517,7 @@ class FamilyReader:
         self._start: tuple[str, int] | None = None     # (segment uuid, offset) set by seek()
         self._start_name = ""                           # its history name then ("" if live)
         self._damaged: set[str] = set()
-        self._noted: set[str] = set()           # segments reported as sealed under a missing key
+        self._noted: set = set()                # what was reported once: sealed segments without their key, chain breaks
         self._start_seq = 0
 
     # -------------------------------------------------------------- listing
@@ -573,20 +573,48 @@ class FamilyReader:
         `after` is not even opened (where a seek() landed)."""
         live = self._open_live()
         seen = set()
+        prev = None
         for p in history_segments(self.directories, self.family):
             if after and os.path.basename(p) < after:
                 continue
             seg = self._open(p)
             if seg is None:
+                prev = None                     # damaged (reported) or just removed: no chain to check
                 continue
             if live is not None and seg.uuid == live.uuid:
                 continue                        # rotated since we opened it: read it last
             if seg.uuid in seen:
                 continue
             seen.add(seg.uuid)
+            self.check_chain(prev, seg)
+            prev = seg
             yield seg
         if live is not None and live.uuid not in seen:
+            self.check_chain(prev, live)
             yield live
+
+    def check_chain(self, prev: Segment | None, seg: Segment) -> None:
+        """Note in .problems (once per segment) when `seg` does not start
+        where `prev`, the segment before it, ended: a segment of the family
+        was removed or lost from the middle (its sequences are missing), or
+        two overlap.  Retention removes the oldest only, which is no gap."""
+        if prev is None or prev.uuid == seg.uuid:    # the same one under two names (a rotation)
+            return
+        try:
+            end = prev.sequence_base + prev.stats()["reserved"]
+            base = seg.sequence_base
+        except (LogkitError, OSError, ValueError):
+            return
+        if base == end:
+            return
+        if base > end:
+            was = f" (its previous segment was {seg.previous})" if getattr(seg, "previous", "") else ""
+            msg = (f"sequences {end}..{base - 1} are missing: no segment of family {self.family} "
+                   f"holds them, between {prev.path} and {seg.path}{was}")
+        else:
+            msg = (f"segment {seg.path} starts at sequence {base}, but {prev.path} ends at {end - 1}: "
+                   "the two overlap (a segment copied back?)")
+        self._note_once(("chain", seg.path), msg)
 
     def _note_once(self, path: str, msg: str) -> None:
         if path not in self._noted:

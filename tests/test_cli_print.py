@@ -1555,3 +1555,22 @@ def test_monitor_errors_for_a_missing_log_and_usage(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["monitor", str(tmp_path), "--from", "3"])       # no window options: it follows
     assert e.value.code == 2
+
+
+def test_print_warns_about_a_segment_missing_from_the_middle_of_the_family(tmp_path, capsys):
+    from logkit.family import history_segments
+    d = str(tmp_path / "fam")
+    w = logkit.open_writer(d, "app", segment_size=8192)
+    while len(history_segments(d, "app")) < 3:
+        w.write("m %d" % w.segment.stats()["reserved"])
+    w.write("last")
+    w.close()
+    mid = history_segments(d, "app")[1]
+    with logkit.Segment.open(mid, readonly=True) as s:
+        first, n = s.sequence_base, s.stats()["reserved"]
+    os.remove(mid)
+    for opts in ([], ["--reverse"]):                   # the C path and the Python one
+        rc, out, err = lk(capsys, "print", d, "--no-header", *opts)
+        assert rc == 0
+        assert f"logkit print: warning: sequences {first}..{first + n - 1} are missing" in err, err
+        assert err.count("are missing") == 1

@@ -797,7 +797,10 @@ def test_a_missing_history_segment_in_the_middle_loses_only_its_own_messages(tmp
     os.unlink(gone)
     lost = set(per_segment[gone])
     msgs, r, warns = read_family(d)
-    assert warns == [] and r.damaged_segments == 0
+    assert r.damaged_segments == 0
+    # Not damage, but not hidden either: the hole is noted once.
+    assert len(warns) == 1 and warns == r.problems and warns[0].startswith(
+        f"sequences {per_segment[gone][0][0]}..{per_segment[gone][-1][0]} are missing"), warns
     assert msgs == [m for m in written if m not in lost]
     assert msgs[-1] == written[-1]
     with warnings.catch_warnings():
@@ -806,3 +809,44 @@ def test_a_missing_history_segment_in_the_middle_loses_only_its_own_messages(tmp
         assert followed == msgs
         r2 = logkit.open_reader(d, FAMILY)
         assert r2.seek(sequence=per_segment[gone][0][0]).sequence == per_segment[hist[5]][0][0]
+
+
+def test_a_segment_missing_from_the_middle_of_the_chain_is_reported_not_hidden(tmp_path):
+    d = str(tmp_path)
+    w = logkit.open_writer(d, FAMILY, segment_size=SMALL)
+    written = write_segments(w, 4)
+    w.close()
+    hist = history_segments(d, FAMILY)
+    with Segment.open(hist[2], readonly=True) as s:
+        lost = set(range(s.sequence_base, s.sequence_base + s.stats()["reserved"]))
+    os.remove(hist[2])
+    msgs, r, caught = read_family(d)
+    assert [m for m in written if m[0] not in lost] == msgs
+    want = (f"sequences {min(lost)}..{max(lost)} are missing: no segment of family {FAMILY} holds them, "
+            f"between {hist[1]} and {hist[3]} (its previous segment was {hist[2]})")
+    assert r.problems == [want] and caught == [want]
+    assert list(r.reverse())[::-1] and r.problems == [want]          # reported once, not per pass
+    # Retention takes the oldest: that is no gap.
+    os.remove(hist[0])
+    msgs, r, caught = read_family(d)
+    assert r.problems == [want] and caught == [want]
+
+
+def test_overlapping_segments_are_reported(tmp_path):
+    d = str(tmp_path)
+    w = logkit.open_writer(d, FAMILY, segment_size=SMALL)
+    write_segments(w, 2)
+    w.close()
+    hist = history_segments(d, FAMILY)
+    with Segment.open(hist[1], readonly=True) as s:
+        base, previous = s.sequence_base, s.previous
+    os.remove(hist[1])                  # in its place, one that starts 5 sequences too early
+    with Segment.create(hist[1], size=SMALL, family=FAMILY, previous=previous, sequence_base=base - 5) as s:
+        s.write("an overlapping message")
+        s.take_out_of_service()
+    msgs, r, caught = read_family(d)
+    want = (f"segment {hist[1]} starts at sequence {base - 5}, but {hist[0]} ends at {base - 1}: "
+            "the two overlap (a segment copied back?)")
+    # ... and the live segment after it then starts past its one message.
+    assert r.problems[0] == want and len(r.problems) == 2, r.problems
+    assert r.problems[1].startswith(f"sequences {base - 4}..") and "are missing" in r.problems[1]

@@ -259,11 +259,16 @@ def _fast(src, sel: Selection, disp: Display, out: Output, show_paths: bool,
     tail_count = 0
     printed = 0
     reader = src.reader
-    opener = getattr(reader, "_open", None)
+    family = src.kind == "family" and hasattr(reader, "check_chain")
+    prev_seg = None
     for path in src.segment_paths():
-        seg = opener(path) if opener is not None and src.kind == "family" else _open_single(src, path)
+        seg = reader._open(path) if family else _open_single(src, path)
         if seg is None:
+            prev_seg = None                  # damaged (reported) or just removed
             continue
+        if family:
+            reader.check_chain(prev_seg, seg)
+            prev_seg = seg
         scan.walk(seg)
         for off, nxt, kind in scan.problems:
             _warn(f"{path}: {kind} bytes {off}..{nxt} passed over")
