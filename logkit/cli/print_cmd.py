@@ -259,16 +259,14 @@ def _fast(src, sel: Selection, disp: Display, out: Output, show_paths: bool,
     tail_count = 0
     printed = 0
     reader = src.reader
-    family = src.kind == "family" and hasattr(reader, "check_chain")
-    prev_seg = None
-    for path in src.segment_paths():
-        seg = reader._open(path) if family else _open_single(src, path)
-        if seg is None:
-            prev_seg = None                  # damaged (reported) or just removed
-            continue
-        if family:
-            reader.check_chain(prev_seg, seg)
-            prev_seg = seg
+    if src.kind == "family":
+        # The reader's own order: the live segment opened before history is
+        # listed (none rotated meanwhile is missed), each segment once, the
+        # chain checked.
+        segments = ((seg.path, seg) for seg in reader._segments())
+    else:
+        segments = ((path, _open_single(src, path)) for path in src.segment_paths())
+    for path, seg in segments:
         scan.walk(seg)
         for off, nxt, kind in scan.problems:
             _warn(f"{path}: {kind} bytes {off}..{nxt} passed over")
