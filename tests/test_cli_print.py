@@ -1481,6 +1481,27 @@ def test_monitor_of_an_empty_family_prints_its_first_messages(tmp_path, monitors
     assert [int(x.split()[2]) for x in m.lines()] == seqs
 
 
+def test_monitor_of_a_config_log_not_yet_written_waits_for_it(tmp_path, monitors):
+    d = tmp_path / "later"
+    cfg = tmp_path / "logkit.toml"
+    cfg.write_text(f'[log.app]\nstorage = "family"\ndirectory = "{d}"\ncreate_directory = true\n')
+    m = monitors("app", "-c", cfg, "--idle-timeout", "3", cwd=tmp_path)
+    deadline = time.monotonic() + TIMEOUT
+    err = b""
+    while b"waiting for its directory" not in err and time.monotonic() < deadline:
+        err += os.read(m.p.stderr.fileno(), 4096)
+    assert f"logkit monitor: log app: waiting for its directory {d} to appear".encode() in err
+    assert m.p.poll() is None, "monitor gave up on a log that is not there yet"
+    w = logkit.open_writer(d, "app", segment_size="64KiB")
+    for t in ("first", "second"):
+        w.write(t, 20)
+    m.wait_for(lambda ls: len(ls) >= 2, "the first messages")
+    rc, rest = m.finish()
+    w.close()
+    assert rc == 0 and rest == ""
+    assert [text_of(x) for x in m.lines()] == ["first", "second"]
+
+
 def test_monitor_call_of_a_missing_command_is_an_error(live, tmp_path, monitors):
     d, w = live
     m = monitors(d, "--call", str(tmp_path / "no-such-command") + " --flag", cwd=tmp_path)

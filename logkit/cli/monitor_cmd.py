@@ -12,6 +12,7 @@ SIGTERM ends it cleanly with status 0.
 """
 from __future__ import annotations
 
+import os
 import queue
 import shlex
 import signal
@@ -72,8 +73,24 @@ class _Follower(threading.Thread):
         lim = self.src.reader.limits()
         return lim.last_sequence if lim is not None else 0
 
+    def _appeared(self) -> bool:
+        """A log not yet written when monitor started (reader None): wait
+        until its directory exists, then open it; False when stopped or
+        idle too long first."""
+        from logkit.family import FamilyReader
+        since = _time.monotonic()
+        while not os.path.isdir(self.src.path):
+            if self.stop.wait(0.05) or (self.idle is not None and _time.monotonic() - since > self.idle):
+                return False
+        self.src.reader = FamilyReader(self.src.path, self.src.family, key_file=self.src.key_file)
+        return True
+
     def run(self) -> None:
         try:
+            if self.src.reader is None:
+                if not self._appeared():
+                    return
+                self.existing = True          # every message of a log new since we started is new
             after = self._start_after()
             r = self.src.reader
             if self.interval is None and hasattr(r, "follow"):
@@ -140,8 +157,14 @@ def _run(args) -> int:
         raise LogkitError("--call: the command is empty")
     if args.interval is not None and not args.interval > 0:
         raise LogkitError(f"--interval {args.interval}: must be a number of seconds > 0")
+    # A config log that has not been written yet is waited for (as tail -F
+    # waits for a file), not refused.
     sources = resolve_all(log_specs(args.logs, cfg), config=cfg, key_file=check_key_file(args.key_file),
-                          family_name=args.family_name)
+                          family_name=args.family_name, not_yet=True)
+    for s in sources:
+        if s.reader is None:
+            print(f"logkit monitor: log {s.name}: waiting for its directory {s.path} to appear",
+                  file=sys.stderr, flush=True)
     stop = threading.Event()
     prev_term = signal.signal(signal.SIGTERM, lambda *_: stop.set()) \
         if threading.current_thread() is threading.main_thread() else None

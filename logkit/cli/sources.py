@@ -152,10 +152,13 @@ def _looks_like_text(path: str) -> bool:
 
 
 def resolve(spec: str, *, config=None, key_file=None, single: bool = False,
-            family_name: str | None = None) -> Source:
+            family_name: str | None = None, not_yet: bool = False) -> Source:
     """The Source a LOG argument names (see the module docstring).  `config`
     is a loaded logkit.config.Config or None; key_file decrypts sealed logs
-    given by path (a config log uses its own key_file unless one is given)."""
+    given by path (a config log uses its own key_file unless one is given).
+    not_yet: a config log with family storage whose directory does not
+    exist yet is still a Source, with reader None until it appears (what
+    monitor waits for)."""
     from logkit.backends.partition import open_reader as partition_reader
     from logkit.backends.plainfile import open_reader as plain_reader
     from logkit.family import FamilyReader
@@ -168,6 +171,8 @@ def resolve(spec: str, *, config=None, key_file=None, single: bool = False,
             d = os.path.abspath(os.fspath(so["directory"]))
             fam = so.get("family") or lc.name
             if not os.path.isdir(d):
+                if not_yet:
+                    return Source(spec, "family", fam, d, None, kf, fam, lc.name, lc=lc)
                 raise LogNotFound(f"log {spec}: its directory {d} does not exist (nothing was logged yet?)")
             return Source(spec, "family", fam, d, FamilyReader(d, fam, key_file=kf), kf, fam, lc.name, lc=lc)
         if lc.storage in ("partition", "plainfile") and so.get("path"):
@@ -239,12 +244,14 @@ def log_specs(logs, cfg) -> list[str]:
     return sorted(cfg.logs)
 
 
-def resolve_all(specs, *, config=None, key_file=None, single=False, family_name=None) -> list[Source]:
+def resolve_all(specs, *, config=None, key_file=None, single=False, family_name=None,
+                not_yet=False) -> list[Source]:
     """resolve() each spec; closes what it opened if one fails."""
     out: list[Source] = []
     try:
         for s in specs:
-            out.append(resolve(s, config=config, key_file=key_file, single=single, family_name=family_name))
+            out.append(resolve(s, config=config, key_file=key_file, single=single, family_name=family_name,
+                               not_yet=not_yet))
     except BaseException:
         for s in out:
             s.close()
