@@ -372,7 +372,10 @@ class PipeJournal:
             # Once per batch: the mark stays at or below every later copy's
             # sequence (the destination only grows), which is all the search
             # at start-up needs; it starts at most a batch further back.
-            self._put(W_MARK, fseq + 1 if isinstance(fseq, int) and fseq > 0 else 0)
+            # A storage that gives no sequence (plainfile) keeps the mark
+            # taken from its reader at the start of the session.
+            if isinstance(fseq, int) and fseq > 0:
+                self._put(W_MARK, fseq + 1)
         self.session_stored += n
         return n
 

@@ -354,3 +354,48 @@ def test_an_abandoned_fragment_set_does_not_hold_the_journal_for_long(tmp_path, 
         s.close()
         fifo.close()
     assert texts(tmp_path) == [f"record {i:05d}" for i in range(400)]
+
+
+def test_a_storage_without_sequence_numbers_is_reconciled_too(tmp_path):
+    """A plain file's append returns no sequence: the mark taken from its
+    reader at the start of the session still bounds the search, batch after
+    batch.  (The 'kill' is an exception raised just after the record is
+    stored: the journal is left exactly as a SIGKILL there leaves it.)"""
+    from logkit.backends.pipe import FrameDecoder
+    from logkit.backends.plainfile import PlainFileStorage
+    fifo = Fifo(tmp_path)
+    out = str(tmp_path / "out.log")
+    s = PlainFileStorage("p", path=out)
+    real, n = s.append, [0]
+
+    def append(m):
+        r = real(m)
+        n[0] += 1
+        if n[0] == 15:
+            raise KeyboardInterrupt
+        return r
+    s.append = append
+    jr = PipeJournal(fifo.path + ".journal", fifo.fd, s, FrameDecoder())
+    try:
+        jr.recover()
+        fifo.send([record(i) for i in range(10)])
+        jr.pump()                                  # batch 1: records 0..9
+        fifo.send([record(i) for i in range(10, 20)])
+        with pytest.raises(KeyboardInterrupt):
+            jr.pump()                              # batch 2: 'killed' after storing record 14
+    finally:
+        jr.close()
+        s.close()
+    assert read_journal_header(fifo.path + ".journal")["mark"] > 0
+    s = PlainFileStorage("p", path=out)
+    jr = PipeJournal(fifo.path + ".journal", fifo.fd, s, FrameDecoder())
+    try:
+        assert jr.recover() == 5                   # 15..19; 14 found already there
+    finally:
+        jr.close()
+        fifo.close()
+    try:
+        assert [m.text for m in s.reader()] == [f"record {i:05d}" for i in range(20)]
+    finally:
+        s.close()
+    assert read_journal_header(fifo.path + ".journal")["reconciled"] == 1
