@@ -1033,7 +1033,8 @@ class PartitionStorage(StorageBackend):
             # Progress first, then the mark: a kill between them leaves an older
             # mark, which only makes the next reconcile search further back.
             p._put(H_PROGRESS, m.sequence)
-            p._put(H_MARK, fseq + 1 if isinstance(fseq, int) and fseq > 0 else 0)
+            if isinstance(fseq, int) and fseq > 0:    # else (plainfile) the mark taken before the loop stays
+                p._put(H_MARK, fseq + 1)
             p._put(H_DRAINED, p._u64(H_DRAINED) + 1)
             count += 1
         _flush_destination(into)

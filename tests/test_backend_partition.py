@@ -339,3 +339,34 @@ def test_open_drain_target_builds_the_family_from_the_options(tmp_path):
     s.close()
     with pytest.raises(Exception, match="directory"):
         PartitionStorage("x", path=str(tmp_path / "q.part")).open_drain_target()
+
+
+def test_a_drain_into_a_storage_without_sequence_numbers_resumes_exactly_once(tmp_path):
+    """A plain file's append returns no sequence: the mark taken from its
+    reader before the copy bounds the resume check.  (The 'kill' is an
+    exception just after a message is stored, before its progress is
+    recorded: the header is left as a SIGKILL there leaves it.)"""
+    from logkit.backends.plainfile import PlainFileStorage
+    s = PartitionStorage("app", path=str(tmp_path / "buf.part"), size="64KiB")
+    texts = [f"message {i:03d}" for i in range(30)]
+    for t in texts:
+        s.write(t)
+    out = PlainFileStorage("app", path=str(tmp_path / "out.log"))
+    real, n = out.append, [0]
+
+    def append(m):
+        r = real(m)
+        n[0] += 1
+        if n[0] == 12:
+            raise KeyboardInterrupt
+        return r
+    out.append = append
+    with pytest.raises(KeyboardInterrupt):
+        s.drain(out, everything=True)
+    out.append = real
+    s.drain(out, everything=True)
+    try:
+        assert [m.text for m in out.reader()] == texts
+    finally:
+        out.close()
+        s.close()
