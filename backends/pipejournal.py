@@ -196,10 +196,15 @@ class PipeJournal:
                                  f"continues only version {JOURNAL_VERSION}")
         base, end, batch, resolve = (self._w(W_BASE), self._w(W_END), self._w(W_BATCH), self._w(W_RESOLVE))
         size = os.fstat(self.fd).st_size
-        if not (base <= batch <= end and base <= resolve <= end) or size < HEADER_SIZE + (end - base):
+        if not (base <= batch <= end and base <= resolve <= end):
             raise JournalDamaged(f"{where} is damaged: base {base}, batch {batch}, resolve {resolve}, "
                                  f"end {end} with {size - HEADER_SIZE} data bytes; move it aside to start "
                                  "a new one (records it held that were not stored are then lost)")
+        # Fewer data bytes than the end word says: a machine crash wrote the
+        # header page back but not all of the data.  The missing bytes read
+        # as zeros (the decoder passes over them, counting them); what they
+        # held was in flight, and went with the FIFO's contents.
+        self.torn_bytes = max(0, HEADER_SIZE + (end - base) - size)
 
     def _w(self, off: int) -> int:
         return load_word(self.mm, off)
@@ -216,7 +221,7 @@ class PipeJournal:
         while start < end:
             chunk = os.pread(self.fd, min(end - start, READ_CHUNK), HEADER_SIZE + start - base)
             if not chunk:
-                raise JournalDamaged(f"pipe journal {self.path} ends before its recorded end {end}")
+                chunk = bytes(end - start)    # torn by a crash: see _check
             out += chunk
             start += len(chunk)
         return bytes(out)
@@ -424,6 +429,7 @@ class PipeJournal:
         out = {f"journal_{k}": self._w(o) for k, o in WORDS.items()
                if k in ("stored", "reconsumed", "reconciled")}
         out["journal_pending_bytes"] = self._w(W_END) - self._w(W_RESOLVE)
+        out["journal_torn_bytes"] = self.torn_bytes
         out["exactly_once"] = int(self.peeking)
         return out
 

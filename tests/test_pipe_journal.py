@@ -209,7 +209,7 @@ def test_one_reader_per_fifo(tmp_path):
 @pytest.mark.parametrize("damage,match", [
     (lambda b: b"XXXX" + b[4:], "is not a logkit pipe journal"),
     (lambda b: b[:4] + (9).to_bytes(4, "little") + b[8:], "has version 9"),
-    (lambda b: b[:24] + (10 ** 6).to_bytes(8, "little") + b[32:], r"is damaged: base \d+, batch"),
+    (lambda b: b[:16] + (10 ** 6).to_bytes(8, "little") + b[24:], r"is damaged: base 1000000, batch"),
     (lambda b: b[:100], "shorter than its 4096-byte header"),
 ])
 def test_a_damaged_journal_is_a_clear_error_that_names_it(tmp_path, damage, match):
@@ -399,3 +399,26 @@ def test_a_storage_without_sequence_numbers_is_reconciled_too(tmp_path):
     finally:
         s.close()
     assert read_journal_header(fifo.path + ".journal")["reconciled"] == 1
+
+
+def test_a_journal_torn_by_a_crash_is_read_as_far_as_it_goes(tmp_path):
+    """A machine crash can leave the header page on disk without all the
+    data after it: the missing bytes read as zeros, the records in what is
+    there are stored, and the reader goes on."""
+    fifo = Fifo(tmp_path)
+    try:
+        fifo.send([record(i) for i in range(100)])
+        kill_reader_at(tmp_path, fifo, "stored", 10)        # 10 stored, 9 of them recorded
+        path = fifo.path + ".journal"
+        head = read_journal_header(path)
+        assert head["applied"] == 9 * len(record(0))
+        keep = head["applied"] + 20 * len(record(0)) + 5     # records 9..28 whole, 29 cut
+        os.truncate(path, HEADER_SIZE + keep - head["base"])
+        n, stats = drain_rest(tmp_path, fifo)
+        fifo.send([record(100)])
+        drain_rest(tmp_path, fifo)
+    finally:
+        fifo.close()
+    assert texts(tmp_path) == [f"record {i:05d}" for i in range(29)] + ["record 00100"]
+    assert stats["journal_torn_bytes"] == head["end"] - keep
+    assert stats["skipped_bytes"] > 0
