@@ -422,3 +422,39 @@ def test_a_journal_torn_by_a_crash_is_read_as_far_as_it_goes(tmp_path):
     assert texts(tmp_path) == [f"record {i:05d}" for i in range(29)] + ["record 00100"]
     assert stats["journal_torn_bytes"] == head["end"] - keep
     assert stats["skipped_bytes"] > 0
+
+
+def test_logkit_display_shows_a_journal_and_the_frames_it_holds(tmp_path):
+    import json
+    import subprocess
+    import sys
+    fifo = Fifo(tmp_path)
+    frames = big_record_frames(7)
+    try:
+        fifo.send([record(0), frames[0], record(1), b"junk!", record(2)])
+        kill_reader_at(tmp_path, fifo, "stored", 3)         # record 2 stored, not yet recorded
+    finally:
+        fifo.close()
+    path = fifo.path + ".journal"
+
+    def display(*extra):
+        r = subprocess.run([sys.executable, "-m", "logkit", "display", path, *extra],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    out = display()
+    head = read_journal_header(path)
+    assert out.startswith(f"pipe journal {path}\n")
+    assert f"     40  applied      {head['applied']}\n" in out
+    lines = out.split("frames from resolve to end", 1)[1].splitlines()[1:]
+    kinds = [ln.split()[3] for ln in lines]
+    assert kinds == ["record", "fragment", "record", "damaged", "record"], out
+    assert lines[0].split()[:2] == ["0", str(len(record(0)))]
+    assert "stored  pid 4242 tid 7 severity 20  'record 00001'" in lines[2]
+    assert "pending pid 4242 tid 7 severity 20  'record 00002'" in lines[4]
+    assert f"pid {os.getpid()} tid 9 record 7 fragment 1 of {len(frames)}" in lines[1]
+    assert lines[3].split()[1:3] == ["5", "B"]
+    d = json.loads(display("--json"))
+    assert d["kind"] == "pipe journal" and [f["kind"] for f in d["frames"]][:2] == ["record", "fragment"]
+    assert "frames from" not in display("--header-only") and "applied" not in display("--records-only")

@@ -865,11 +865,12 @@ def add_parser(sub) -> None:
                     "severity, time, checksum status, seal and the start of its text. Reservations still "
                     "open are shown too, and a damaged segment is shown as far as it can be read, with the "
                     "message headers found inside each damaged range. A partition file shows its "
-                    "partition header and then both halves as segments. Nothing is written. Exit "
+                    "partition header and then both halves as segments; a pipe reader's journal shows its "
+                    "header words and the frames it still holds. Nothing is written. Exit "
                     "status: 0 when the file was shown (damaged or not), 2 when it could not be (no such "
                     "file, permission denied, not a segment or partition file, a bad key file).")
     p.add_argument("file", metavar="FILE", help="a segment file (a family's live segment or a history "
-                                                "segment), or a partition file")
+                                                "segment), a partition file, or a pipe journal")
     p.add_argument("--key-file", "-k", metavar="F",
                    help="key file of a sealed segment: its messages are opened and authenticated "
                         "(without it their text shows as [encrypted])")
@@ -889,11 +890,107 @@ def load_ring(key_file: str | None):
     return load_key_file(kf) if kf is not None else None
 
 
+# ---------------------------------------------------------------- pipe journals
+
+def describe_journal(path: str, records: bool = True) -> dict:
+    """A pipe reader's journal (docs/pipe-format.md, "The reader's journal"):
+    its header words with their offsets, and each frame it still holds from
+    `resolve` to `end` (position, length, kind, whether its record is
+    stored, and for a record its writer and the start of its text).  Never
+    raises on damaged data: a bad frame is shown as damaged bytes."""
+    from logkit.backends import pipe as P
+    from logkit.backends import pipejournal as J
+    h = J.read_journal_header(path)
+    rows = [{"offset": 0, "field": "magic", "shown": repr(J.JOURNAL_MAGIC)[1:]},
+            {"offset": 4, "field": "version", "shown": str(h["version"])},
+            {"offset": 8, "field": "header_size", "shown": str(J.HEADER_SIZE)}]
+    rows += [{"offset": off, "field": k, "shown": str(h[k])} for k, off in J.WORDS.items()]
+    d: dict = {"file": path, "kind": "pipe journal", "header": rows, "problems": [],
+               "pending_bytes": h["pending_bytes"], "frames": []}
+    if not records:
+        return d
+    start, end, base = h["resolve"], h["end"], h["base"]
+    with open(path, "rb") as f:
+        f.seek(J.HEADER_SIZE + start - base)
+        data = f.read(end - start)
+    if len(data) < end - start:
+        d["problems"].append(f"the file holds {len(data)} of the {end - start} bytes from resolve to end "
+                             "(torn by a crash?): the rest reads as zeros")
+        data += bytes(end - start - len(data))
+    pos, junk = 0, None
+    while pos < len(data):
+        fr = None
+        if data[pos:pos + 4] == P.MAGIC and len(data) - pos >= P.HEADER_SIZE:
+            _m, version, flags, _r, total, crc = P.HEADER.unpack_from(data, pos)
+            if P.BODY_OFFSET <= total <= P.PIPE_BUF and pos + total <= len(data) and version == P.FORMAT_VERSION \
+                    and P._crc(data[pos:pos + total]) == crc:
+                fr = {"position": start + pos, "length": total}
+                if flags & P.FLAG_FRAGMENT:
+                    pid, tid, rid, idx, count, whole = P.FRAGMENT.unpack_from(data, pos + P.HEADER_SIZE)
+                    fr.update(kind="fragment", pid=pid, tid=tid, record_id=rid, index=idx, count=count)
+                else:
+                    t, sev, cl, pid, tid, tl = P.RECORD.unpack_from(data, pos + P.HEADER_SIZE)
+                    text = data[pos + P.BODY_OFFSET:pos + P.BODY_OFFSET + min(tl, 60)]
+                    fr.update(kind="record", stored=start + pos + total <= h["applied"], pid=pid, tid=tid,
+                              severity=sev, time=t, text=text.decode("utf-8", "replace"))
+        if fr is None:
+            if junk is None:
+                junk = {"position": start + pos, "length": 0, "kind": "damaged or partial bytes"}
+                d["frames"].append(junk)
+            junk["length"] += 1
+            pos += 1
+            continue
+        junk = None
+        d["frames"].append(fr)
+        pos += fr["length"]
+    return d
+
+
+def _print_journal(d: dict, header: bool, records: bool) -> None:
+    print(f"pipe journal {d['file']}")
+    for p in d["problems"]:
+        print(f"problem: {p}")
+    if header:
+        print("header (docs/pipe-format.md):")
+        for r in d["header"]:
+            print(f"  {r['offset']:>5}  {r['field']:<12} {r['shown']}")
+    if records:
+        print(f"frames from resolve to end ({d['pending_bytes']} bytes):")
+        for fr in d["frames"]:
+            where = f"  {fr['position']:>10}  {fr['length']:>5} B  {fr['kind']:<8}"
+            if fr["kind"] == "record":
+                print(f"{where} {'stored ' if fr['stored'] else 'pending'} pid {fr['pid']} tid {fr['tid']} "
+                      f"severity {fr['severity']}  {fr['text']!r}")
+            elif fr["kind"] == "fragment":
+                print(f"{where} pid {fr['pid']} tid {fr['tid']} "
+                      f"record {fr['record_id']} fragment {fr['index'] + 1} of {fr['count']}")
+            else:
+                print(where)
+        if not d["frames"]:
+            print("  (none: every byte taken from the FIFO is resolved)")
+
+
+def _is_journal(path: str) -> bool:
+    from logkit.backends.pipejournal import JOURNAL_MAGIC
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == JOURNAL_MAGIC
+    except OSError:
+        return False
+
+
 def run(args) -> int:
     path = os.path.abspath(os.path.expanduser(args.file))
+    header, records = not args.records_only, not args.header_only
+    if os.path.isfile(path) and _is_journal(path):
+        d = describe_journal(path, records=records)
+        if args.json:
+            print(json.dumps(d, indent=2, default=str))
+        else:
+            _print_journal(d, header, records)
+        return 0
     ring = load_ring(args.key_file)
     kind = file_kind(path)
-    header, records = not args.records_only, not args.header_only
     if kind == "partition":
         with PartitionView(path, ring) as pv:
             d = describe_partition(pv, records=records)
