@@ -236,7 +236,8 @@ class PipeJournal:
     # ------------------------------------------------------------ the FIFO
 
     def _peek(self, n: int) -> bytes:
-        """Up to n bytes from the head of the FIFO, not consumed; b'' if it is empty."""
+        """Up to n bytes from the head of the FIFO, not consumed; b'' if it
+        is empty.  The private pipe is read empty again before it returns."""
         got = _tee(self.rfd, self._pw, n, SPLICE_F_NONBLOCK)
         if got < 0:
             e = ctypes.get_errno()
@@ -275,8 +276,6 @@ class PipeJournal:
             if self.peeking and self._peek(len(want)) == want:
                 self._consume(len(want))      # killed before consuming: consume, do not journal twice
                 self._bump(W_RECONSUMED)
-            elif self._pr is not None:
-                self._drain_private()
             self._put(W_BATCH, end)
         resolve = self._w(W_RESOLVE)
         self.dec.base = resolve
@@ -293,14 +292,6 @@ class PipeJournal:
             self._in_doubt = False
         self._settle()
         return n
-
-    def _drain_private(self) -> None:
-        while True:
-            try:
-                if not os.read(self._pr, 1 << 16):
-                    return
-            except BlockingIOError:
-                return
 
     def pump(self) -> int:
         """One batch: peek (or read), journal, consume, apply.  Returns the
