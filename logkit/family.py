@@ -518,6 +518,8 @@ class FamilyReader:
         self._start_name = ""                           # its history name then ("" if live)
         self._damaged: set[str] = set()
         self._noted: set = set()                # what was reported once: sealed segments without their key, chain breaks
+        self._stopped = threading.Event()        # stop(): every follow() of this reader ends
+        self._waiting_on: Segment | None = None  # the segment a follow() sleeps on, for stop() to wake
         self._start_seq = 0
 
     # -------------------------------------------------------------- listing
@@ -770,8 +772,11 @@ class FamilyReader:
         each wait (the polling interval where wait() cannot sleep on a
         futex), so `stop`, `idle_timeout` and pending reservations are
         looked at least that often.  Ends when `stop` is set or after
-        `idle_timeout` idle seconds.
+        `idle_timeout` idle seconds, or at once when another thread calls
+        stop() on this reader.
         """
+        if self._stopped.is_set():
+            return
         last = self._start_seq - 1
         seg = None
         it = None
@@ -804,7 +809,7 @@ class FamilyReader:
                     yield m
             if got:
                 idle_since = _time.monotonic()
-            if stop is not None and stop.is_set():
+            if (stop is not None and stop.is_set()) or self._stopped.is_set():
                 return
             successor_due = False
             if it.pending is not None:
@@ -851,7 +856,13 @@ class FamilyReader:
                 # Sleep until a writer finishes the message at it.pos (the one
                 # a pending reservation holds back, or the next one) or the
                 # segment leaves service: both wake the futex at once.
-                seg.wait(it.pos, timeout=limit, poll_interval=wait_poll)
+                self._waiting_on = seg
+                try:
+                    if self._stopped.is_set():
+                        return                   # stop() came before it could see what to wake
+                    seg.wait(it.pos, timeout=limit, poll_interval=wait_poll)
+                finally:
+                    self._waiting_on = None
 
     def _wait_first_segment(self, poll_interval, stop, idle_timeout):
         t0 = _time.monotonic()
@@ -862,7 +873,21 @@ class FamilyReader:
                 return None
             if idle_timeout is not None and _time.monotonic() - t0 > idle_timeout:
                 return None
-            _time.sleep(poll_interval)
+            if self._stopped.wait(poll_interval):
+                return None
+
+    def stop(self) -> None:
+        """End every follow() of this reader, now and later, at once: the
+        wait() a follow() sleeps in is cancelled (Segment.cancel_waits(),
+        which no race can make it sleep through).  A `stop` Event passed to
+        follow() is noticed within its poll_interval instead."""
+        self._stopped.set()
+        seg = self._waiting_on
+        if seg is not None:
+            try:
+                seg.cancel_waits()
+            except LogkitError:
+                pass                             # closed meanwhile: the follow() is ending anyway
 
     def _next_segment(self, seg: Segment) -> Segment | None:
         """The segment that follows `seg` (out of service and fully read): the

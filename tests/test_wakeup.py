@@ -312,3 +312,54 @@ def test_wait_refuses_offsets_that_are_no_message_position_and_bad_intervals(tmp
     seg.close()
     with pytest.raises(logkit.SegmentClosed):
         seg.wait(4096, timeout=0)
+
+
+def test_reader_stop_ends_a_sleeping_follow_at_once_not_at_its_poll_interval(tmp_path):
+    import threading
+    d = tmp_path / "fam"
+    w = logkit.open_writer(d, "app", segment_size="64KiB")
+    w.write("one")
+    r = logkit.open_reader(d, "app")
+    got, ended = [], threading.Event()
+
+    def follow():
+        for m in r.follow(poll_interval=30.0):       # only a wake-up can end this sleep early
+            got.append(m.text)
+        ended.set()
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    until(lambda: got == ["one"] and waiters(w.segment) == 1, what="the follower to sleep")
+    t0 = time.monotonic()
+    r.stop()
+    assert ended.wait(5), "follow() did not end after stop()"
+    took = time.monotonic() - t0
+    t.join(5)
+    assert took < 1.0, f"follow() took {took:.3f} s to end"
+    assert waiters(w.segment) == 0
+    assert list(r.follow(poll_interval=30.0)) == []  # a stopped reader's later follow() ends at once
+    w.close()
+
+
+def test_cancel_waits_ends_a_wait_in_another_thread_and_else_the_next_one(tmp_path):
+    import threading
+    seg = make_segment(tmp_path)
+    at = (seg.size - 64) // 8 * 8
+    res = {}
+
+    def wait():
+        t0 = time.monotonic()
+        res["ready"] = seg.wait(at, timeout=30.0)
+        res["took"] = time.monotonic() - t0
+    t = threading.Thread(target=wait)
+    t.start()
+    until(lambda: waiters(seg) == 1, what="the waiter to sleep")
+    seg.cancel_waits()
+    t.join(10)
+    assert res["ready"] is False and res["took"] < 5.0, res
+    assert waiters(seg) == 0
+    # Nobody waiting: the next wait is the one cancelled, and only that one.
+    seg.cancel_waits()
+    assert seg.wait(at, timeout=30.0) is False
+    t0 = time.monotonic()
+    assert seg.wait(at, timeout=0.2) is False and time.monotonic() - t0 >= 0.19
+    seg.close()

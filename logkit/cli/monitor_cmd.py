@@ -209,6 +209,10 @@ def _run(args) -> int:
     finally:
         stop.set()
         for f in followers:
+            end_now = getattr(f.src.reader, "stop", None)    # a family reader's follow() ends at once
+            if end_now is not None:
+                end_now()
+        for f in followers:
             f.join(2)
         if prev_term is not None:
             signal.signal(signal.SIGTERM, prev_term)

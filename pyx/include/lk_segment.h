@@ -814,7 +814,31 @@ enum {
     LK_WAIT_TIMEOUT = 0,
     LK_WAIT_READY = 1,
     LK_WAIT_INTERRUPTED = 2,   /* a signal: the caller handles it and calls again */
+    LK_WAIT_CANCELLED = 3,     /* *cancel was set (Segment.cancel_waits): see [C1] */
 };
+
+/* [C1] Cancelling a wait from another thread of the same process.  The
+ * canceller stores *cancel = 1 (seq_cst), then does [W4] (wake word += 1,
+ * seq_cst, then FUTEX_WAKE).  The waiter loads *cancel (acquire) after [F2]
+ * and before [F4].  If its [F2] read the bumped word, the bump comes after the
+ * cancel store in the total order, so its load of *cancel sees 1.  If [F2]
+ * read the word before the bump, [F4] either finds the word changed (EAGAIN)
+ * or is queued before FUTEX_WAKE and woken; either way it loops to [F2] and
+ * then sees the flag.  So a cancel is never slept through.  The flag lives in
+ * the process (the Segment object), not in the file. */
+static inline int lk_wait_cancelled(const uint32_t *cancel) {
+    return cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE) != 0;   /* [C1] */
+}
+
+/* [C1] The canceller's store: seq_cst, before its [W4] bump. */
+static inline void lk_cancel_set(uint32_t *cancel) {
+    __atomic_store_n(cancel, 1u, __ATOMIC_SEQ_CST);
+}
+
+/* Take a cancel (the waiter, once its wait ended): 1 if one was set. */
+static inline uint32_t lk_cancel_take(uint32_t *cancel) {
+    return __atomic_exchange_n(cancel, 0u, __ATOMIC_ACQ_REL);
+}
 
 /* [F3] Is there something for a waiter at `at`: the segment out of service,
  * or the state word at `at` neither zero (nothing, or a claim whose stub is
@@ -839,7 +863,8 @@ static inline int lk_wait_ready(const uint8_t *base, uint64_t size, uint64_t at)
  * the FUTEX_WAIT calls.
  */
 static inline int lk_wait_futex(const uint8_t *base, uint64_t size, uint8_t *hdr, uint64_t at,
-                                int64_t deadline, uint32_t *slot_flags, uint64_t *sleeps) {
+                                int64_t deadline, uint32_t *slot_flags, uint64_t *sleeps,
+                                const uint32_t *cancel) {
     uint32_t *waiters = LK_U32(hdr, LK_H_WAITERS);
     uint32_t *word = LK_U32(hdr, LK_H_WAKE_WORD);
     int rc;
@@ -850,6 +875,10 @@ static inline int lk_wait_futex(const uint8_t *base, uint64_t size, uint8_t *hdr
         uint32_t v = lk_wake_word_load_acquire(word);             /* [F2] pairs with [W4] */
         if (lk_wait_ready(base, size, at)) {                      /* [F3] */
             rc = LK_WAIT_READY;
+            break;
+        }
+        if (lk_wait_cancelled(cancel)) {                          /* [C1] after [F2] */
+            rc = LK_WAIT_CANCELLED;
             break;
         }
         int64_t left = -1;
@@ -880,10 +909,13 @@ static inline int lk_wait_futex(const uint8_t *base, uint64_t size, uint8_t *hdr
 /* The fallback where there is no futex (or a waiter cannot write the header):
  * look every `interval` ns (> 0) until ready or past `deadline`. */
 static inline int lk_wait_poll(const uint8_t *base, uint64_t size, uint64_t at,
-                               int64_t deadline, int64_t interval, uint64_t *sleeps) {
+                               int64_t deadline, int64_t interval, uint64_t *sleeps,
+                               const uint32_t *cancel) {
     for (;;) {
         if (lk_wait_ready(base, size, at))
             return LK_WAIT_READY;
+        if (lk_wait_cancelled(cancel))
+            return LK_WAIT_CANCELLED;        /* noticed within one interval */
         int64_t left = interval;
         if (deadline >= 0) {
             left = deadline - lk_monotonic_ns();

@@ -37,6 +37,7 @@ cdef extern from "lk_segment.h" nogil:
         LK_WAIT_TIMEOUT
         LK_WAIT_READY
         LK_WAIT_INTERRUPTED
+        LK_WAIT_CANCELLED
         LK_OK
         LK_FULL
         LK_TOO_BIG
@@ -142,12 +143,15 @@ cdef extern from "lk_segment.h" nogil:
     int lk_all_zero(const uint8_t *p, uint64_t n)
     # wake-ups (lk_segment.h, "Wake-ups")
     void lk_wake_if_waiters(uint8_t *base)
+    void lk_wake_waiters(uint8_t *base)
     void lk_wake_after_release_store(uint8_t *base)
     int lk_wait_ready(const uint8_t *base, uint64_t size, uint64_t at)
+    void lk_cancel_set(uint32_t *cancel)
+    uint32_t lk_cancel_take(uint32_t *cancel)
     int lk_wait_futex(const uint8_t *base, uint64_t size, uint8_t *hdr, uint64_t at,
-                      int64_t deadline, uint32_t *slot_flags, uint64_t *sleeps)
+                      int64_t deadline, uint32_t *slot_flags, uint64_t *sleeps, const uint32_t *cancel)
     int lk_wait_poll(const uint8_t *base, uint64_t size, uint64_t at, int64_t deadline,
-                     int64_t interval, uint64_t *sleeps)
+                     int64_t interval, uint64_t *sleeps, const uint32_t *cancel)
     uint8_t *lk_listener_slot(uint8_t *hdr, uint32_t i)
     int lk_listener_table_sound(const uint8_t *hdr)
     int lk_listener_sweep(uint8_t *hdr, uint32_t self)
@@ -247,6 +251,7 @@ cdef class Segment:
     cdef int _slot_waits           # wait() calls using the slot now (0 or 1)
     cdef bint _release_after_wait  # closed during a wait: that wait gives the slot back
     cdef uint64_t _wait_calls, _wait_sleeps, _wait_ready, _wait_timeouts
+    cdef uint32_t _cancel       # set by cancel_waits(), read by the wait loop ([C1] in lk_segment.h)
 
     cdef int _check_open(self) except -1
     cdef int _check_writable(self) except -1

@@ -1187,6 +1187,9 @@ cdef class Segment:
         if tm is not None:
             deadline = lk_monotonic_ns() + <int64_t>(min(tm, 1e9) * 1e9)
         self._wait_calls += 1
+        if lk_cancel_take(&self._cancel):
+            self._wait_timeouts += 1
+            return False                    # cancel_waits() came first: this wait is the one cancelled
         guard = memoryview(self._owner)     # close() meanwhile cannot unmap what we sleep on
         wguard = None
         try:
@@ -1219,17 +1222,21 @@ cdef class Segment:
                         use_slot = True
                     while True:
                         with nogil:
-                            rc = lk_wait_futex(base, size, hdr, at, deadline, flags, &self._wait_sleeps)
+                            rc = lk_wait_futex(base, size, hdr, at, deadline, flags, &self._wait_sleeps,
+                                               &self._cancel)
                         if rc != LK_WAIT_INTERRUPTED:
                             break
                         PyErr_CheckSignals()
                 else:
                     while True:
                         with nogil:
-                            rc = lk_wait_poll(base, size, at, deadline, interval, &self._wait_sleeps)
+                            rc = lk_wait_poll(base, size, at, deadline, interval, &self._wait_sleeps,
+                                              &self._cancel)
                         if rc != LK_WAIT_INTERRUPTED:
                             break
                         PyErr_CheckSignals()
+            if rc == LK_WAIT_CANCELLED:
+                lk_cancel_take(&self._cancel)
             if rc == LK_WAIT_READY:
                 self._wait_ready += 1
                 self._last_wake_mono = lk_monotonic_ns()
@@ -1247,6 +1254,26 @@ cdef class Segment:
             guard.release()
             if wguard is not None:
                 wguard.release()
+
+    def cancel_waits(self):
+        """End a wait() of this Segment object that another thread is in,
+        at once, or else the next one: it returns False, as on a timeout.
+        The flag is set, then every sleeper on the segment's futex is woken
+        ([C1] in lk_segment.h: a cancel is never slept through; the other
+        sleepers look again and sleep on).  A wait that polls notices it
+        within its poll interval.  What FamilyReader.stop() uses."""
+        self._check_open()
+        lk_cancel_set(&self._cancel)
+        cdef uint8_t *hdr = self._wake_header()
+        if hdr == NULL or not LK_HAVE_FUTEX:
+            return
+        guard = memoryview(self._wake_mmap) if self._wake_mmap is not None else None
+        try:
+            with nogil:
+                lk_wake_waiters(hdr)        # [W4] after the [C1] store
+        finally:
+            if guard is not None:
+                guard.release()
 
     def wait_stats(self):
         """Counts of this Segment object's wait() calls: calls, ready
