@@ -551,6 +551,22 @@ def child_handler_threads(conn, handler_kwargs, proc, threads, count, go):
     conn.send(("done", os.getpid(), tids))
 
 
+def stop_after_appends(storage, n: int) -> None:
+    """Make storage.append raise KeyboardInterrupt right after its n-th
+    append returns: a drain stopped between storing a record and recording
+    that it did, its state left exactly as a SIGKILL there leaves it (no
+    cleanup runs).  del storage.append gives the real method back."""
+    real, count = storage.append, [0]
+
+    def append(m):
+        r = real(m)
+        count[0] += 1
+        if count[0] == n:
+            raise KeyboardInterrupt
+        return r
+    storage.append = append
+
+
 def install_offline(tmp_path_factory, package_dir, dist_prefix: str) -> str:
     """pip-install a tiny package of tests/thirdparty into a scratch directory
     (no network: no dependencies, no build isolation, no index) and return a

@@ -352,18 +352,10 @@ def test_a_drain_into_a_storage_without_sequence_numbers_resumes_exactly_once(tm
     for t in texts:
         s.write(t)
     out = PlainFileStorage("app", path=str(tmp_path / "out.log"))
-    real, n = out.append, [0]
-
-    def append(m):
-        r = real(m)
-        n[0] += 1
-        if n[0] == 12:
-            raise KeyboardInterrupt
-        return r
-    out.append = append
+    procs.stop_after_appends(out, 12)
     with pytest.raises(KeyboardInterrupt):
         s.drain(out, everything=True)
-    out.append = real
+    del out.append
     s.drain(out, everything=True)
     try:
         assert [m.text for m in out.reader()] == texts

@@ -366,15 +366,7 @@ def test_a_storage_without_sequence_numbers_is_reconciled_too(tmp_path):
     fifo = Fifo(tmp_path)
     out = str(tmp_path / "out.log")
     s = PlainFileStorage("p", path=out)
-    real, n = s.append, [0]
-
-    def append(m):
-        r = real(m)
-        n[0] += 1
-        if n[0] == 15:
-            raise KeyboardInterrupt
-        return r
-    s.append = append
+    procs.stop_after_appends(s, 15)
     jr = PipeJournal(fifo.path + ".journal", fifo.fd, s, FrameDecoder())
     try:
         jr.recover()
