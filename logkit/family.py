@@ -618,9 +618,10 @@ class FamilyReader:
                    "the two overlap (a segment copied back?)")
         self._note_once(("chain", seg.path), msg)
 
-    def _note_once(self, path: str, msg: str) -> None:
-        if path not in self._noted:
-            self._noted.add(path)
+    def _note_once(self, key, msg: str) -> None:
+        """Report `msg` once per `key` (a path, or a (kind, path) pair)."""
+        if key not in self._noted:
+            self._noted.add(key)
             self.problems.append(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
