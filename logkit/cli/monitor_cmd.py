@@ -23,9 +23,8 @@ import time as _time
 
 from logkit.errors import LogkitError, NoSuchMessage
 
-from .print_cmd import (Display, Output, _isatty, _rest, _trailing_values, add_display_arguments,
-                        expand_for_data_tests, move_trailing_logs)
-from .sources import check_key_file, load_config_quietly, log_specs, resolve_all
+from .print_cmd import _rest, add_display_arguments, expand_for_data_tests, setup
+from .sources import check_key_file, log_specs, resolve_all
 
 
 def add_parser(sub) -> None:
@@ -146,12 +145,7 @@ def run(args) -> int:
 
 def _run(args) -> int:
     from logkit import formatters as F
-    from logkit.select import Selection
-    cfg = load_config_quietly(args.config, list(args.logs) + _trailing_values(args))
-    move_trailing_logs(args, cfg)
-    sel = Selection.from_args(args)
-    out = Output()
-    disp = Display(args, out_isatty=_isatty(sys.stdout))
+    cfg, sel, out, disp = setup(args)
     call = shlex.split(args.call) if args.call else None
     if args.call is not None and not call:
         raise LogkitError("--call: the command is empty")

@@ -386,12 +386,15 @@ def run(args) -> int:
         return _run(args)
 
 
-def _run(args) -> int:
+def setup(args):
+    """What print and monitor start from: (config, Selection, Output, Display)."""
     cfg = load_config_quietly(args.config, list(args.logs) + _trailing_values(args))
     move_trailing_logs(args, cfg)
-    sel = Selection.from_args(args)
-    out = Output()
-    disp = Display(args, out_isatty=_isatty(sys.stdout))
+    return cfg, Selection.from_args(args), Output(), Display(args, out_isatty=_isatty(sys.stdout))
+
+
+def _run(args) -> int:
+    cfg, sel, out, disp = setup(args)
     key_file = check_key_file(args.key_file)
     sources = resolve_all(log_specs(args.logs, cfg), config=cfg, key_file=key_file, single=args.single,
                           family_name=args.family_name)
