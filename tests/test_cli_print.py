@@ -1511,19 +1511,25 @@ def test_monitor_call_of_a_missing_command_is_an_error(live, tmp_path, monitors)
     assert rc == 2 and "no-such-command" in err and "cannot run" in err and "Traceback" not in err
 
 
-def test_monitor_interval_polls_instead_of_sleeping_on_the_futex(live, tmp_path, monitors):
-    d, w = live
-    m = monitors(d, "--interval", "0.1", "--idle-timeout", "30", cwd=tmp_path)
+def probe_until_printing(m, write, pause):
+    """A polling monitor prints only what comes after its start: write
+    "probe N" messages, `pause` seconds apart, until it has printed one."""
     k = 0
 
     def probe(lines):
         nonlocal k
         if not lines:
             k += 1
-            w.write(f"probe {k}", 20)
-            time.sleep(0.05)
+            write(f"probe {k}", 20)
+            time.sleep(pause)
         return bool(lines)
     m.wait_for(probe, "the monitor to print a probe")
+
+
+def test_monitor_interval_polls_instead_of_sleeping_on_the_futex(live, tmp_path, monitors):
+    d, w = live
+    m = monitors(d, "--interval", "0.1", "--idle-timeout", "30", cwd=tmp_path)
+    probe_until_printing(m, w.write, 0.05)
     s = w.write("after the probe", 30)
     lines = m.wait_for(lambda ls: ls[-1].endswith("after the probe"), "the message")
     assert f"  {s}  WARNING   after the probe" in lines[-1]
@@ -1539,16 +1545,7 @@ def test_monitor_polls_a_plain_file(tmp_path, monitors):
     s = PlainFileStorage("plain", path=str(path))
     s.write("before", 20)
     m = monitors(path, "--interval", "0.05", "--idle-timeout", "30", cwd=tmp_path)
-    k = 0
-
-    def probe(lines):
-        nonlocal k
-        if not lines:
-            k += 1
-            s.write(f"probe {k}", 20)
-            time.sleep(0.1)
-        return bool(lines)
-    m.wait_for(probe, "a probe")
+    probe_until_printing(m, s.write, 0.1)
     s.write("plain news", 40)
     lines = m.wait_for(lambda ls: ls[-1].endswith("plain news"), "the message")
     assert "before" not in m.out.decode()
