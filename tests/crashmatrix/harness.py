@@ -1,0 +1,563 @@
+"""Run one crash-matrix case: real processes over real files, one of them
+killed (SIGKILL) or stopped (SIGSTOP for longer than every timeout the code
+uses, then SIGCONT) at a named injection point or at a random instant, then
+the checks.
+
+A case is (layer, victim role, point, action, hit, seed):
+
+* layer "core": writers share one segment (write, write_as, reserve/finish);
+  "family": writers share a family of 8 KiB segments that rotate all the
+  time; "partition": writers fill a two-half partition of 8 KiB halves that
+  `logkit server` drains (and swaps, and reuses when it overflows) into a
+  family; "pipe": writers log through a FIFO that `logkit server` reads,
+  journals and stores into a family (spilling when nobody reads).
+* victim "writer" (writer 0) or "server" (the `logkit server` process).
+* point: a name found by points.discover(), "*" (the hit-th point reached,
+  whatever its name: a random instant) or "" (no point: SIGKILL once the
+  victim has acknowledged `hit` messages, or, for the server, after `hit`
+  milliseconds: random instants that need no point at all).
+
+The checks (Outcome.failures lists each one that did not hold):
+
+* every acknowledged message is read back exactly once, whole (checksum,
+  text, severity, data); in a partition, one missing only if a loss report
+  counts it; nothing is read twice, nothing unknown is read;
+* the readers (a subprocess: readcheck.py) exit 0;
+* the next writer recovers unaided: a fresh writer process writes its
+  messages within RECOVERY_S and they are read back; a fresh server drains;
+* counters balance: after salvage, every segment's reserved sequence numbers
+  are finished or abandoned, nothing open or damaged, the written counter
+  lags the finished messages by at most the number of processes killed; a
+  partition's `drained` equals the messages its family received.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)
+
+import procs  # noqa: E402
+from crashmatrix import points as _points  # noqa: E402
+from crashmatrix import runtime  # noqa: E402
+from crashmatrix.children import child_writer, read_acks  # noqa: E402
+from logkit import inject  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PY = sys.executable
+LAYERS = ("core", "family", "partition", "pipe")
+ROLES = {"core": ("writer",), "family": ("writer",), "partition": ("writer", "server"),
+         "pipe": ("writer", "server")}
+SCALE = 0.2                  # every timeout constant, in every process of a case
+RECOVERY_S = 30.0            # a fresh writer must finish within this
+WRITERS = 3
+COUNT = {"core": 240, "family": 300, "partition": 300, "pipe": 240}
+FRESH = 40                   # messages of the fresh writer after the fault
+FRESH_WRITER = 9
+
+
+@dataclass
+class Case:
+    layer: str
+    victim: str = "writer"
+    point: str = "*"
+    action: str = "kill"
+    hit: int = 1
+    seed: int = 0
+
+    def label(self) -> str:
+        p = self.point or "(timer)"
+        return f"{self.layer}/{self.victim}/{p}/{self.action}@{self.hit}/seed={self.seed}"
+
+
+@dataclass
+class Outcome:
+    case: Case
+    reached: str | None = None          # the point the victim acted at (None: not reached)
+    acted: str = ""                     # "killed", "stopped", "" (nothing happened)
+    failures: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    acked: int = 0
+    read: int = 0
+    lost_counted: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        head = f"{self.case.label()}: reached {self.reached or '-'} ({self.acted or 'no fault'})"
+        if self.ok:
+            return head + f", ok ({self.acked} acknowledged, {self.read} read)"
+        return head + "\n  " + "\n  ".join(self.failures)
+
+
+def stop_seconds(scale: float = SCALE) -> float:
+    """How long a stopped victim stays stopped: longer than every timeout."""
+    return runtime.longest_timeout(scale) + 1.0
+
+
+# ------------------------------------------------------------------ set-up
+
+def _config(layer: str, d: str, scale: float) -> dict:
+    cfg = {"scale": scale, "pace": 0.0005}
+    if layer == "core":
+        cfg["path"] = os.path.join(d, "core.seg")
+    elif layer == "family":
+        cfg.update(directory=os.path.join(d, "fam"), family="app", segment_size="8KiB",
+                   rotation_timeout=5.0 * scale, wait_timeout=30.0 * scale)
+    elif layer == "partition":
+        cfg.update(name="buf", path=os.path.join(d, "buf.part"), size="32KiB",
+                   directory=os.path.join(d, "fam"), family="buf", pace=0.004)
+    elif layer == "pipe":
+        cfg.update(name="p", fifo=os.path.join(d, "p.fifo"), spill=os.path.join(d, "p.fifo.spill"),
+                   spill_size="256KiB", directory=os.path.join(d, "fam"), family="p")
+    return cfg
+
+
+def _write_toml(layer: str, cfg: dict, d: str) -> str:
+    path = os.path.join(d, "logkit.toml")
+    if layer == "partition":
+        text = (f'[log.{cfg["name"]}]\nstorage = "partition"\npath = "{cfg["path"]}"\nsize = "{cfg["size"]}"\n'
+                f'directory = "{cfg["directory"]}"\nfamily = "{cfg["family"]}"\nsegment_size = "64KiB"\n')
+    else:
+        text = (f'[log.{cfg["name"]}]\nstorage = "family"\ndirectory = "{cfg["directory"]}"\n'
+                f'family = "{cfg["family"]}"\ncreate_directory = true\nsegment_size = "64KiB"\n'
+                f'transport = "pipe"\nfifo = "{cfg["fifo"]}"\nspill = "{cfg["spill"]}"\n'
+                f'spill_size = "{cfg["spill_size"]}"\n')
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def _env(scale: float, arm: str | None = None, notify: str | None = None,
+         census: str | None = None, names=()) -> dict:
+    env = dict(os.environ)
+    env.pop(inject.ENV, None)
+    env.pop(inject.ENV_NOTIFY, None)
+    env.pop(runtime.ENV_CENSUS, None)
+    env[runtime.ENV_SCALE] = repr(scale)
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([TESTS_DIR] + [p for p in parts if p != TESTS_DIR])
+    if arm:
+        env[inject.ENV] = arm
+        env[inject.ENV_NOTIFY] = notify
+    if census:
+        env[runtime.ENV_CENSUS] = census
+        env["CRASHMATRIX_CENSUS_NAMES"] = ",".join(names)
+    return env
+
+
+class _Armed:
+    """os.environ armed while one spawned child starts (spawn copies it)."""
+
+    def __init__(self, spec, notify):
+        self.spec, self.notify = spec, notify
+
+    def __enter__(self):
+        if self.spec:
+            os.environ[inject.ENV] = self.spec
+            os.environ[inject.ENV_NOTIFY] = self.notify
+
+    def __exit__(self, *exc):
+        os.environ.pop(inject.ENV, None)
+        os.environ.pop(inject.ENV_NOTIFY, None)
+
+
+def _server(cfg_toml: str, env: dict, log: str, once: bool = False) -> subprocess.Popen:
+    args = [PY, os.path.join(HERE, "serve.py"), "server", "-c", cfg_toml]
+    args += ["--once"] if once else ["--interval", "0.05"]
+    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "ab"), cwd=TESTS_DIR)
+
+
+def _notified(notify: str):
+    try:
+        with open(notify) as f:
+            for line in f:
+                name, _, pid = line.strip().rpartition(" ")
+                if name:
+                    return name, int(pid)
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _tail(path: str, n: int = 1500) -> str:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        return data[-n:].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+# ------------------------------------------------------------------ one case
+
+def run_case(case: Case, workdir: str | None = None, scale: float = SCALE, census_names=None,
+             keep: bool = False) -> Outcome:
+    """Run `case`; with census_names (a list, maybe empty) run it without a
+    fault, counting points instead (Outcome.notes[0] is then the census)."""
+    own = workdir is None
+    d = tempfile.mkdtemp(prefix="crashmatrix-") if own else workdir
+    try:
+        return _run(case, d, scale, census_names)
+    finally:
+        if own and not keep:
+            import shutil
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
+    t0 = time.monotonic()
+    out = Outcome(case)
+    layer = case.layer
+    cfg = _config(layer, d, scale)
+    cfg["foreign_pid"] = _dead_pid()
+    cfg_json = os.path.join(d, "case.json")
+    with open(cfg_json, "w") as f:
+        json.dump(cfg, f)
+    toml = _write_toml(layer, cfg, d) if layer in ("partition", "pipe") else None
+    if layer == "core":
+        from logkit import Segment
+        Segment.create(cfg["path"], size=1 << 20, family="core").close()
+    notify = os.path.join(d, "notify")
+    census = census_names is not None
+    names = list(census_names or ())
+    spec = None
+    if not census and case.point:
+        spec = f"{case.point}={case.action}@{case.hit}"
+    log = os.path.join(d, "server.log")
+    census_files = {}
+    server = None
+    kills = 0
+    if layer in ("partition", "pipe"):
+        cf = os.path.join(d, "census.server.json") if census else None
+        census_files["server"] = cf
+        armed = spec if case.victim == "server" else None
+        server = _server(toml, _env(scale, armed, notify, cf, names), log)
+    victim_pid = server.pid if server is not None and case.victim == "server" else None
+    count = COUNT[layer]
+    with procs.Group() as g:
+        go = procs.CTX.Event()
+        writers = []
+        for w in range(WRITERS):
+            acks = os.path.join(d, f"acks.{w}")
+            cf = os.path.join(d, f"census.writer{w}.json") if census else None
+            census_files[f"writer{w}"] = cf
+            armed = spec if (case.victim == "writer" and w == 0) else None
+            with _Armed(armed, notify):
+                k = g.spawn(child_writer, layer, cfg, w, 0, count, acks, go,
+                            names if census else None, cf, name=f"writer-{w}")
+            writers.append(k)
+        for k in writers:
+            k.expect("ready")
+        if case.victim == "writer":
+            victim_pid = writers[0].pid
+        go.set()
+        # ---- the fault
+        deadline = time.monotonic() + 120
+        timer_at = time.monotonic() + case.hit / 1000.0 if (not case.point and case.victim == "server") else None
+        pending = set(writers)
+        done = {}
+
+        def fault() -> int:
+            """Act on the victim if it reached its point (or its timer ran out); returns kills."""
+            hit = _notified(notify)
+            if hit is not None:
+                out.reached = hit[0]
+                if case.action == "kill":
+                    out.acted = "killed"
+                    return 1
+                _wait_stopped(hit[1])
+                out.acted = "stopped"
+                time.sleep(stop_seconds(scale))     # the stall being injected
+                os.kill(hit[1], signal.SIGCONT)
+                return 0
+            if not case.point:
+                if case.victim == "writer" and len(read_acks(os.path.join(d, "acks.0"))[0]) >= case.hit \
+                        or timer_at is not None and time.monotonic() >= timer_at:
+                    if _alive(victim_pid):
+                        os.kill(victim_pid, signal.SIGKILL)
+                        out.acted, out.reached = "killed", "(timer)"
+                        return 1
+            return 0
+        while True:
+            for k in list(pending):
+                if k.conn.poll(0):
+                    try:
+                        msg = k.recv(1)
+                    except procs.ChildFailed as e:
+                        if k.pid == victim_pid and (out.acted == "killed" or
+                                                    case.action == "kill" and _notified(notify)):
+                            pending.discard(k)
+                            continue
+                        out.failures.append(f"{k.name} failed: {str(e)[-1500:]}")
+                        pending.discard(k)
+                        continue
+                    if msg[0] == "done":
+                        done[k.name] = msg[1:]
+                        pending.discard(k)
+                elif k.process.exitcode is not None:
+                    pending.discard(k)
+                    if k.pid == victim_pid and out.acted == "killed":
+                        continue
+                    if k.pid == victim_pid and case.action == "kill" and _notified(notify):
+                        continue
+                    out.failures.append(f"{k.name} exited ({k.process.exitcode}) before it was done")
+            if not census and not out.acted:
+                kills += fault()
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                out.failures.append(f"hang: writers {[k.name for k in pending]} not done within 120 s")
+                break
+            time.sleep(0.002)
+        if server is not None and case.victim == "server" and not census:
+            # The server may reach its point only while it drains what the
+            # writers left: give it that time.
+            end = time.monotonic() + 10
+            while not out.acted and server.poll() is None and time.monotonic() < end:
+                kills += fault()
+                time.sleep(0.005)
+        if server is not None and case.victim == "server" and out.acted == "killed":
+            server.wait(10)
+            server = _server(toml, _env(scale, None, None, None), log)     # the server's restart
+        # ---- recovery: a fresh writer, unaided
+        t_rec = time.monotonic()
+        fresh = g.spawn(child_writer, layer, cfg, FRESH_WRITER, 0, FRESH, os.path.join(d, f"acks.{FRESH_WRITER}"),
+                        None, None, None, name="fresh-writer")
+        try:
+            fresh.expect("ready", RECOVERY_S)
+            errors, _ = fresh.expect("done", RECOVERY_S)
+            if errors:
+                out.failures.append(f"recovery: the fresh writer had {errors} refused writes: "
+                                    f"{read_acks(os.path.join(d, f'acks.{FRESH_WRITER}'))[1][:3]}")
+        except procs.ChildFailed as e:
+            out.failures.append(f"recovery: the fresh writer did not finish within {RECOVERY_S:g} s: "
+                                f"{str(e)[-800:]}")
+        out.notes.append(f"recovery {time.monotonic() - t_rec:.2f} s")
+        # ---- drain everything, close the writers
+        if layer == "pipe":
+            _settle_pipe(d, cfg, out)
+            for k in writers + [fresh]:
+                if k.process.exitcode is None:
+                    try:
+                        k.send(("close",))
+                        k.expect("closed", 30)
+                    except (procs.ChildFailed, OSError) as e:
+                        out.failures.append(f"{k.name} did not close: {str(e)[-300:]}")
+        else:
+            for k in writers + [fresh]:
+                if k.process.exitcode is None:
+                    try:
+                        k.expect("closed", 30)
+                    except procs.ChildFailed:
+                        pass
+        for k in writers + [fresh]:
+            if k.process.exitcode is None:
+                k.join(30)
+        if server is not None:
+            if server.poll() is None:
+                server.send_signal(signal.SIGTERM)
+            try:
+                rc = server.wait(60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                rc = server.wait()
+                out.failures.append("the server did not stop within 60 s of SIGTERM")
+            if rc not in (0, -9) and not (case.victim == "server" and out.acted == "killed"):
+                out.failures.append(f"the server exited {rc}: {_tail(log)}")
+            once = _server(toml, _env(scale), log, once=True)
+            try:
+                rc = once.wait(120)
+            except subprocess.TimeoutExpired:
+                once.kill()
+                once.wait()
+                rc = "hang"
+            if rc != 0:
+                out.failures.append(f"recovery: `logkit server --once` exited {rc}: {_tail(log)}")
+    # ---- census
+    if census:
+        counts = {}
+        for role, cf in census_files.items():
+            try:
+                with open(cf) as f:
+                    counts[role] = json.load(f)
+            except (OSError, ValueError, TypeError):
+                counts[role] = {}
+        out.notes.insert(0, counts)
+    # ---- read back and check
+    _check(out, case, d, cfg, cfg_json, kills)
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+def _wait_stopped(pid: int, timeout: float = 10.0) -> None:
+    """Until the victim is really stopped (it stops itself after notifying)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                st = f.read()
+            if st[st.rindex(b")") + 2:st.rindex(b")") + 3] in (b"T", b"t", b"Z", b"X"):
+                return
+        except (OSError, ValueError):
+            return
+        time.sleep(0.001)
+
+
+def _family_count(cfg) -> int:
+    import logkit
+    try:
+        return logkit.open_reader(cfg["directory"], cfg["family"]).count()
+    except Exception:
+        return -1
+
+
+def _settle_pipe(d, cfg, out) -> None:
+    """Until the family holds every acknowledged record, or nothing new came for 5 s."""
+    want = sum(len(read_acks(os.path.join(d, f"acks.{w}"))[0]) for w in list(range(WRITERS)) + [FRESH_WRITER])
+    seen, since = -2, time.monotonic()
+    while time.monotonic() - since < 5.0:
+        n = _family_count(cfg)
+        if n >= want:
+            return
+        if n != seen:
+            seen, since = n, time.monotonic()
+        time.sleep(0.02)
+    out.notes.append(f"pipe: the family stopped at {seen} of {want} acknowledged records")
+
+
+def _check(out: Outcome, case: Case, d: str, cfg: dict, cfg_json: str, kills: int) -> None:
+    res = os.path.join(d, "read.json")
+    r = subprocess.run([PY, os.path.join(HERE, "readcheck.py"), case.layer, cfg_json, res, "--balance"],
+                       capture_output=True, text=True, timeout=300, cwd=TESTS_DIR)
+    if r.returncode != 0:
+        out.failures.append(f"reader crashed (exit {r.returncode}): {r.stderr[-1500:]}")
+        return
+    with open(res) as f:
+        got = json.load(f)
+    out.failures += [f"read: {p}" for p in got["problems"][:10]]
+    seen = collections.Counter((w, i) for w, i, _ in got["read"])
+    twice = sorted(k for k, n in seen.items() if n > 1)
+    if twice:
+        out.failures.append(f"duplicated: {len(twice)} messages read more than once, e.g. {twice[:5]}")
+    losses = [(rep.get("first_sequence", 0), rep.get("last_sequence", -1)) for rep in got["loss_reports"]]
+    missing, counted, acked_total = [], 0, 0
+    known = set()
+    for w in list(range(WRITERS)) + [FRESH_WRITER]:
+        acked, _ = read_acks(os.path.join(d, f"acks.{w}"))
+        acked_total += len(acked)
+        known |= {(w, i) for i in acked}
+        for i, seq in sorted(acked.items()):
+            if (w, i) in seen:
+                continue
+            if case.layer == "partition" and any(a <= seq <= b for a, b in losses):
+                counted += 1
+                continue
+            missing.append((w, i, seq))
+    ps = got.get("partition_stats")
+    if ps is not None and missing:
+        # Losses a report no longer names (a later overflow lost the report
+        # too) are still counted in the partition's `lost`.
+        room = ps["lost"] - sum(rep.get("lost", 0) for rep in got["loss_reports"])
+        if len(missing) <= room:
+            counted, missing = counted + len(missing), []
+    out.acked, out.read, out.lost_counted = acked_total, sum(seen.values()), counted
+    if missing:
+        out.failures.append(f"lost: {len(missing)} acknowledged messages missing (writer, counter, sequence), "
+                            f"e.g. {missing[:5]}")
+    unknown = [k for k in seen if k[0] not in range(WRITERS) and k[0] != FRESH_WRITER]
+    if unknown:
+        out.failures.append(f"read messages no writer wrote: {unknown[:5]}")
+    for s in got.get("balance", []):
+        where = f"segment {s['path']}"
+        if s["open"] or s["damaged"] or s["salvage_damaged"]:
+            out.failures.append(f"balance: {where} after salvage: {s['open']} open, {s['damaged']} damaged "
+                                f"({s})")
+        if s["committed"] + s["abandoned"] != s["reserved"]:
+            out.failures.append(f"balance: {where}: finished {s['committed']} + abandoned {s['abandoned']} "
+                                f"!= reserved {s['reserved']}")
+        if not (s["written"] <= s["committed"] <= s["written"] + kills):
+            out.failures.append(f"balance: {where}: written counter {s['written']} vs {s['committed']} finished "
+                                f"({kills} processes killed)")
+    if ps is not None:
+        total = len(got["read"]) + len(got["loss_reports"]) + got["notices"]
+        if not (total - kills <= ps["drained"] <= total):
+            out.failures.append(f"balance: partition drained {ps['drained']} but its family holds {total}")
+        reported = sum(rep.get("lost", 0) for rep in got["loss_reports"])
+        if reported > ps["lost"]:
+            out.failures.append(f"balance: loss reports say {reported} lost, the partition's counter {ps['lost']}")
+        out.notes.append(f"partition lost {ps['lost']}, swaps {ps['swaps']}")
+    out.notes += got["notes"][:5]
+
+
+# ------------------------------------------------------------------ census and matrix
+
+def census(layer: str, scale: float = SCALE, seed: int = 0) -> dict[str, dict[str, int]]:
+    """role -> {point: visits} in one run of the layer's scenario without a fault."""
+    names = sorted(_points.discover())
+    o = run_case(Case(layer, "writer", "", "kill", 0, seed), scale=scale, census_names=names)
+    counts = o.notes[0]
+    roles = {"writer": counts.get("writer0", {})}
+    if "server" in counts:
+        roles["server"] = counts["server"]
+    if o.failures:
+        roles["_failures"] = o.failures
+    return roles
+
+
+def plan(censuses: dict, rng: random.Random, actions=("kill",), per_point: int = 1,
+         random_instants: int = 1) -> list[Case]:
+    """Cases: every point each (layer, role) reaches, with each action, at a
+    random visit; plus random instants ("*" and timer kills)."""
+    cases = []
+    for layer, roles in censuses.items():
+        for role, counts in roles.items():
+            if role.startswith("_"):
+                continue
+            for name, visits in sorted(counts.items()):
+                for action in actions:
+                    for _ in range(per_point):
+                        cases.append(Case(layer, role, name, action, rng.randint(1, max(1, visits * 3 // 4)),
+                                          rng.randrange(1 << 30)))
+            total = sum(counts.values())
+            for _ in range(random_instants):
+                if total:
+                    cases.append(Case(layer, role, "*", rng.choice(actions), rng.randint(1, total),
+                                      rng.randrange(1 << 30)))
+                limit = COUNT[layer] if role == "writer" else 1500
+                cases.append(Case(layer, role, "", "kill", rng.randint(1, limit - 1), rng.randrange(1 << 30)))
+    return cases
+
+
+def to_json(o: Outcome) -> dict:
+    d = asdict(o)
+    d["notes"] = [n for n in d["notes"] if not isinstance(n, dict)]
+    return d

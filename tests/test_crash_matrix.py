@@ -1,0 +1,170 @@
+"""The crash matrix, a bounded sample (tests/soak.py runs the long version).
+
+Real processes over real files (tests/crashmatrix/harness.py): writers log
+numbered, acknowledged messages into a segment, a rotating family, a
+partition drained by `logkit server`, or a pipe read by `logkit server`;
+one of them (or the server) is SIGKILLed or SIGSTOPped past every timeout
+at a named injection point found in the source, at the N-th point reached,
+or at a timed instant.  Each case then checks: every acknowledged message
+read back exactly once and whole, readers exit 0, a fresh writer and a
+fresh server recover unaided, counters balance after salvage.
+
+The sample is seeded (CRASHMATRIX_SEED overrides; the failure message names
+the case label, which `python tests/soak.py --case LABEL` re-runs) and
+bounded in time per layer (CRASHMATRIX_BUDGET seconds, default 30).
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import textwrap
+import time
+
+import pytest
+
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+from crashmatrix import harness, points  # noqa: E402
+
+SEED = int(os.environ.get("CRASHMATRIX_SEED", "20261203"))
+BUDGET = float(os.environ.get("CRASHMATRIX_BUDGET", "30"))
+
+# Points the scenarios cannot reach, each with the reason a reader would accept.
+NOT_REACHABLE: dict[str, str] = {}
+
+# Layers that are expected to have named points (issue 13: "named injection
+# points at every step of reserve, copy, finish, rotation, partition swap,
+# drain, pipe journal and server copy").
+SCENARIOS_OF_LAYER = {"core": ("core", "family"), "family": ("family", "partition", "pipe"),
+                      "partition": ("partition",), "pipejournal": ("pipe",), "pipe": ("pipe",),
+                      "server": ("partition", "pipe")}
+
+
+# ------------------------------------------------------------------ discovery
+
+def test_discovery_finds_literal_and_fstring_points_and_flags_calls_it_cannot_read(tmp_path):
+    src = tmp_path / "logkit"
+    src.mkdir()
+    (src / "mod.py").write_text(textwrap.dedent('''\
+        from logkit import inject
+        def f(step):
+            inject.point("core.write.reserved")
+            inject.point('family.rotate.linked')  # single quotes
+            # inject.point("commented.out")
+            inject.point(f"partition.swap.{step}")
+            inject.point(step)
+            x = 1; inject.point("server.copy.stored")
+        '''))
+    (src / "inject.py").write_text('inject.point("never.counted")\n')
+    sites, odd = points.scan(str(tmp_path))
+    assert sorted((s.name, s.prefix, s.line) for s in sites) == [
+        ("core.write.reserved", False, 3), ("family.rotate.linked", False, 4),
+        ("partition.swap.", True, 6), ("server.copy.stored", False, 8)]
+    assert [(p, line) for p, line, _ in odd] == [(os.path.join("logkit", "mod.py"), 7)]
+    assert sorted(points.discover(str(tmp_path))) == ["core.write.reserved", "family.rotate.linked",
+                                                      "server.copy.stored"]
+    assert list(points.prefixes(str(tmp_path))) == ["partition.swap."]
+
+
+def test_every_point_call_in_the_source_names_its_point_readably():
+    """A point named by a variable would escape the matrix: each call must
+    pass a literal, or an f-string with a fixed dotted prefix."""
+    _, odd = points.scan()
+    assert odd == [], "injection points the crash matrix cannot name:\n" + "\n".join(
+        f"  {p}:{line}: {text}" for p, line, text in odd)
+
+
+# ------------------------------------------------------------------ census
+
+@pytest.fixture(scope="module")
+def censuses():
+    """role -> {point: visits}, per layer, from one fault-free run each."""
+    return {layer: harness.census(layer, seed=SEED) for layer in harness.LAYERS}
+
+
+def test_fault_free_runs_of_every_scenario_pass_every_check(censuses):
+    bad = {layer: roles["_failures"] for layer, roles in censuses.items() if "_failures" in roles}
+    assert bad == {}
+
+
+def test_every_discovered_point_is_reached_by_some_scenario(censuses):
+    reached = {n for roles in censuses.values() for r, c in roles.items() if not r.startswith("_") for n in c}
+    found = points.discover()
+    missing = sorted(set(found) - reached - set(NOT_REACHABLE))
+    assert missing == [], "points no scenario reaches (add a scenario, or list them in NOT_REACHABLE " \
+        "with the reason):\n" + "\n".join(f"  {n} ({found[n][0].path}:{found[n][0].line})" for n in missing)
+    for pre, sites in points.prefixes().items():
+        assert any(n.startswith(pre) for n in reached) or pre in NOT_REACHABLE, \
+            f"no scenario reaches any point named {pre}* ({sites[0].path}:{sites[0].line})"
+    stale = sorted(set(NOT_REACHABLE) - set(found) - set(points.prefixes()))
+    assert stale == [], f"NOT_REACHABLE lists points that no longer exist: {stale}"
+    # the census only counts names the source declares (or an f-string makes)
+    undeclared = sorted(n for n in reached if not points.matches(n, found, points.prefixes()))
+    assert undeclared == []
+
+
+def test_every_layer_with_points_has_them_reached_in_its_own_scenario(censuses):
+    for layer, names in points.by_layer(points.discover()).items():
+        scenarios = SCENARIOS_OF_LAYER.get(layer)
+        if scenarios is None:
+            continue                  # a layer without a scenario of its own: the test above covers it
+        reached = {n for sc in scenarios for r, c in censuses[sc].items() if not r.startswith("_") for n in c}
+        assert reached & set(names), f"layer {layer}: none of {names} reached in the {scenarios} scenarios"
+
+
+# ------------------------------------------------------------------ the sample
+
+def _sample(censuses, layer, rng):
+    """Kills at every point of the layer (random visit), in a shuffled order,
+    then one stop at a named point, one random instant and one timed kill."""
+    named, extra = [], []
+    for role, counts in censuses[layer].items():
+        if role.startswith("_"):
+            continue
+        for name, visits in sorted(counts.items()):
+            named.append(harness.Case(layer, role, name, "kill", rng.randint(1, max(1, visits * 3 // 4)),
+                                      rng.randrange(1 << 30)))
+        total = sum(counts.values())
+        if total:
+            extra.append(harness.Case(layer, role, "*", "kill", rng.randint(1, total), rng.randrange(1 << 30)))
+        limit = harness.COUNT[layer] - 1 if role == "writer" else 1500
+        extra.append(harness.Case(layer, role, "", "kill", rng.randint(1, limit), rng.randrange(1 << 30)))
+    rng.shuffle(named)
+    if named:
+        s = rng.choice(named)
+        extra.insert(0, harness.Case(layer, s.victim, s.point, "stop", s.hit, rng.randrange(1 << 30)))
+    return extra + named
+
+
+@pytest.mark.parametrize("layer", harness.LAYERS)
+def test_a_sample_of_kills_and_stops_loses_nothing_acknowledged_and_recovers(censuses, layer):
+    rng = random.Random(f"{SEED}/{layer}")
+    start = time.monotonic()
+    ran, failed = [], []
+    for case in _sample(censuses, layer, rng):
+        if ran and time.monotonic() - start > BUDGET:
+            break
+        o = harness.run_case(case)
+        ran.append(o)
+        if not o.ok:
+            failed.append(o)
+    assert any(o.acted for o in ran), f"{layer}: no case injected a fault"
+    assert failed == [], "\n".join(o.summary() for o in failed) + \
+        "\n(re-run one with: python tests/soak.py --case LABEL)"
+
+
+# Cases that failed deterministically (re-run before listing), each routed to
+# the defect it shows.  strict: when the defect is fixed the test says so.
+KNOWN: list[tuple[str, str]] = []    # (case label, what goes wrong)
+
+
+if KNOWN:
+    @pytest.mark.parametrize("label", [pytest.param(label, marks=pytest.mark.xfail(strict=True, reason=why))
+                                       for label, why in KNOWN])
+    def test_known_failing_cases(label):
+        from soak import parse_label
+        o = harness.run_case(parse_label(label))
+        assert o.ok, o.summary()
