@@ -13,6 +13,7 @@ import os
 import random
 import re
 import subprocess
+import sys
 
 import pytest
 from Crypto.Cipher import ChaCha20_Poly1305
@@ -21,6 +22,8 @@ from logkit import InvalidArgument, _crypto
 from logkit.crypto import MessageTampered, open_, seal
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 WYCHEPROOF = os.path.join(HERE, "vectors", "wycheproof_chacha20_poly1305_test.json")
 WYCHEPROOF_BLOB = "1ad9ff254d1f26f0812a27135fe95769f34adba5"   # tests/vectors/README.md
 
@@ -242,3 +245,122 @@ def test_seal_equals_pycryptodome_at_every_length_from_0_to_4096_and_every_tampe
         ref = ChaCha20_Poly1305.new(key=key, nonce=nonce)
         ref.update(aad)
         assert ref.decrypt_and_verify(want_ct, tag) == pt
+
+
+# ------------------------------------------- would the vectors catch a bug?
+
+# Mistakes a hand-written Poly1305 or AEAD is known to make, each put into a
+# copy of lk_seal.h (built configuration: 64-bit limbs).  Each must make at
+# least one published vector fail.  "h not reduced mod p" shows only when
+# h >= 2^130 - 5 (about 2^-128 of random inputs): only the RFC's Poly1305
+# edge case in cryptography-vectors' poly1305 file reaches it.  (Not a
+# mutant: dropping lk_poly1305_final's second carry pass.  lk_poly1305_blocks
+# leaves h0 < 2^44, h2 < 2^42 and h1 < 2^44 + 2^7; then the first pass either
+# finds no carry in h1 and so none anywhere, or masks h1 below 2^7 and adds at
+# most 1 to it: h1 cannot carry again, so no input tells the difference.)
+MUTANTS = {
+    "init: r not clamped": ("0xffc0fffffffull", "0xfffffffffffull"),
+    "blocks: the last carry of a block (h1 += cy) dropped":
+        ("        h0 += cy * 5; cy = h0 >> 44; h0 &= M44;\n        h1 += cy;\n",
+         "        h0 += cy * 5; cy = h0 >> 44; h0 &= M44;\n"),
+    "blocks: reduced by 2^130 - 4 instead of 2^130 - 5":
+        ("        h0 += cy * 5; cy = h0 >> 44; h0 &= M44;\n        h1 += cy;\n",
+         "        h0 += cy * 4; cy = h0 >> 44; h0 &= M44;\n        h1 += cy;\n"),
+    "final: h not reduced mod p when h >= p":
+        ("    g0 &= cy; g1 &= cy; g2 &= cy; cy = ~cy;\n"
+         "    h0 = (h0 & cy) | g0; h1 = (h1 & cy) | g1; h2 = (h2 & cy) | g2;\n", ""),
+    "final: the carry of h + s dropped":
+        ("& M44) + cy; cy = h1 >> 44; h1 &= M44;", "& M44); cy = h1 >> 44; h1 &= M44;"),
+    "aead: the length block carries the aad length twice":
+        ("lk_seal_st64(lens + 8, ct_len);", "lk_seal_st64(lens + 8, aad_len);"),
+    "open: the last tag byte not compared":
+        ("    uint32_t d = 0;\n    for (int i = 0; i < 16; i++)",
+         "    uint32_t d = 0;\n    for (int i = 0; i < 15; i++)"),
+}
+
+# Reads "A key nonce aad pt ct tag valid" lines (hex, "-" for empty); prints 1
+# where the header behaves as the vector says (valid: seal gives ct and tag,
+# open accepts; invalid: open refuses), else 0.  "P key msg tag - - - 1" lines
+# are Poly1305 vectors (lk_poly1305 gives tag).
+VECTOR_DRIVER = r"""
+#include "lk_seal.h"
+#include <stdio.h>
+static size_t unhex(const char *s, uint8_t *out) {
+    size_t n = 0;
+    if (s[0] == '-') return 0;
+    for (; s[0] && s[1]; s += 2) { unsigned v; sscanf(s, "%2x", &v); out[n++] = (uint8_t)v; }
+    return n;
+}
+static uint8_t key[32], nonce[12], aad[70000], pt[70000], ct[70000], tag[16], buf[70000], got[16];
+static char a[140000], b[140000], c[140000], d[140000], e[140000], f[140000], kind[2];
+int main(void) {
+    int valid;
+    while (scanf("%1s %s %s %s %s %s %s %d", kind, a, b, c, d, e, f, &valid) == 8) {
+        if (kind[0] == 'P') {
+            size_t nm = unhex(b, pt);
+            unhex(a, key); unhex(c, tag);
+            lk_poly1305(key, pt, nm, got);
+            printf("%d\n", memcmp(got, tag, 16) == 0);
+            continue;
+        }
+        unhex(a, key); unhex(b, nonce);
+        size_t na = unhex(c, aad), np = unhex(d, pt);
+        unhex(e, ct); unhex(f, tag);
+        int ok;
+        if (valid) {
+            memcpy(buf, pt, np);
+            lk_aead_seal(key, nonce, aad, na, buf, np, got);
+            ok = memcmp(buf, ct, np) == 0 && memcmp(got, tag, 16) == 0;
+            memcpy(buf, ct, np);
+            ok = ok && lk_aead_open(key, nonce, aad, na, buf, np, tag) == LK_SEAL_OK
+                    && memcmp(buf, pt, np) == 0;
+        } else {
+            memcpy(buf, ct, np);
+            ok = lk_aead_open(key, nonce, aad, na, buf, np, tag) == LK_SEAL_BAD_TAG;
+        }
+        printf("%d\n", ok);
+    }
+    return 0;
+}
+"""
+
+
+def _failing_vectors(exe: str, vectors: list[dict]) -> list[str]:
+    usable = [v for v in vectors if "msg" in v or len(v["nonce"]) == 12]
+    lines = [f"P {v['key'].hex()} {v['msg'].hex() or '-'} {v['tag'].hex()} - - - 1" if "msg" in v
+             else "A " + " ".join(x.hex() or "-" for x in (v["key"], v["nonce"], v["aad"], v["pt"],
+                                                           v["ct"], v["tag"]))
+             + f" {0 if v['reject'] else 1}"
+             for v in usable]
+    out = subprocess.run([exe], input="\n".join(lines) + "\n", capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert len(out) == len(usable)
+    return [v["where"] for v, ok in zip(usable, out) if ok != "1"]
+
+
+@pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v cc"], capture_output=True).returncode,
+                    reason="needs a C compiler")
+def test_the_published_vectors_catch_each_known_kind_of_poly1305_and_aead_mistake(tmp_path):
+    import cipher_ct_check as ct   # the build's compiler
+    sets = {"cryptography-vectors": aead_vectors_from_cryptography_vectors()
+            + [dict(where=v["_where"], key=v["KEY"], msg=v["MSG"], tag=v["TAG"])
+               for v in load_nist_file("poly1305/rfc7539.txt")],
+            "wycheproof": wycheproof_vectors()}
+    with open(os.path.join(ct.INCLUDE, "lk_seal.h")) as f:
+        header = f.read()
+    (tmp_path / "drv.c").write_text(VECTOR_DRIVER)
+    caught_by = {}
+    for name, (old, new) in [("unchanged", ("", ""))] + list(MUTANTS.items()):
+        d = tmp_path / str(len(caught_by))
+        d.mkdir()
+        if old:
+            assert header.count(old) >= 1, f"mutant {name!r}: lk_seal.h changed; update the mutant"
+        (d / "lk_seal.h").write_text(header.replace(old, new, 1) if old else header)
+        exe = str(d / "drv")
+        # -O1: a third of -O2's compile time; what is computed does not change
+        subprocess.run([ct.compiler(), "-O1", "-std=gnu11", "-w", "-I", str(d),
+                        str(tmp_path / "drv.c"), "-o", exe], check=True, capture_output=True)
+        caught_by[name] = {s: len(_failing_vectors(exe, vs)) for s, vs in sets.items()}
+    assert caught_by.pop("unchanged") == {"cryptography-vectors": 0, "wycheproof": 0}
+    missed = [name for name, by in caught_by.items() if not any(by.values())]
+    assert missed == [], f"mutants no published vector catches: {missed}; failures per set: {caught_by}"
