@@ -151,7 +151,7 @@ def test_a_sample_of_kills_and_stops_loses_nothing_acknowledged_and_recovers(cen
         ran.append(o)
         if not o.ok:
             failed.append(o)
-    assert any(o.acted for o in ran), f"{layer}: no case injected a fault"
+    assert any(o.acted in ("killed", "stopped") for o in ran), f"{layer}: no case injected a fault"
     assert failed == [], "\n".join(o.summary() for o in failed) + \
         "\n(re-run one with: python tests/soak.py --case LABEL)"
 

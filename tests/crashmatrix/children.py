@@ -150,3 +150,45 @@ def child_writer(conn, layer, cfg, writer, first, count, acks_path, go, census_n
     if hasattr(w, "close"):
         w.close()
     conn.send(("closed",))
+
+
+def child_reader(conn, layer, cfg):
+    """Read everything the layer's reader gives, again and again, while the
+    writers work and one of them is killed or stopped, until the parent
+    sends "stop"; report ("read", passes, messages seen, problems).  A
+    message yielded whole-looking but wrong (checksum, contents, a duplicate
+    within one pass) is a problem; an exception ends the child (the parent
+    sees it as a crash)."""
+    import collections
+    import logkit
+    from crashmatrix import readcheck
+    runtime.start(cfg.get("scale"))
+    conn.send(("ready",))
+    passes = seen = 0
+    problems = []
+    while not conn.poll(0):
+        out = {"read": [], "loss_reports": [], "problems": [], "notes": [], "notices": 0}
+        if layer == "core":
+            seg = logkit.Segment.open(cfg["path"], readonly=True)
+            for m in seg:
+                readcheck.check(m, layer, out)
+            seg.close()
+        elif layer == "partition" and passes % 2:
+            from logkit.backends.partition import open_reader as partition_reader
+            try:
+                r = partition_reader(cfg["path"])
+            except logkit.SegmentNotFound:
+                r = ()
+            for m in r:
+                readcheck.check(m, layer, out)
+        elif os.path.exists(os.path.join(cfg["directory"], cfg["family"])):
+            for m in logkit.open_reader(cfg["directory"], cfg["family"]):
+                readcheck.check(m, layer, out)
+        twice = [k for k, n in collections.Counter((w, i) for w, i, _ in out["read"]).items() if n > 1]
+        problems += out["problems"][:3] + [f"read twice in one pass: {twice[:3]}"] * bool(twice)
+        problems = problems[:10]
+        passes += 1
+        seen += len(out["read"])
+        time.sleep(0.05)
+    conn.recv()
+    conn.send(("read", passes, seen, problems))

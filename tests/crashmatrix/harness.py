@@ -36,6 +36,7 @@ import collections
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -50,7 +51,7 @@ if TESTS_DIR not in sys.path:
 import procs  # noqa: E402
 from crashmatrix import points as _points  # noqa: E402
 from crashmatrix import runtime  # noqa: E402
-from crashmatrix.children import child_writer, read_acks  # noqa: E402
+from crashmatrix.children import child_reader, child_writer, read_acks  # noqa: E402
 from logkit import inject  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -84,7 +85,7 @@ class Case:
 class Outcome:
     case: Case
     reached: str | None = None          # the point the victim acted at (None: not reached)
-    acted: str = ""                     # "killed", "stopped", "" (nothing happened)
+    acted: str = ""                     # "killed", "stopped", "" or "gone" (nothing happened)
     failures: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     acked: int = 0
@@ -119,7 +120,7 @@ def _config(layer: str, d: str, scale: float) -> dict:
                    rotation_timeout=5.0 * scale, wait_timeout=30.0 * scale)
     elif layer == "partition":
         cfg.update(name="buf", path=os.path.join(d, "buf.part"), size="32KiB",
-                   directory=os.path.join(d, "fam"), family="buf", pace=0.004)
+                   directory=os.path.join(d, "fam"), family="buf", pace=0.01)
     elif layer == "pipe":
         cfg.update(name="p", fifo=os.path.join(d, "p.fifo"), spill=os.path.join(d, "p.fifo.spill"),
                    spill_size="256KiB", directory=os.path.join(d, "fam"), family="p")
@@ -275,7 +276,8 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
                 k = g.spawn(child_writer, layer, cfg, w, 0, count, acks, go,
                             names if census else None, cf, name=f"writer-{w}")
             writers.append(k)
-        for k in writers:
+        reader = None if census else g.spawn(child_reader, layer, cfg, name="reader")
+        for k in writers + [reader] * (reader is not None):
             k.expect("ready")
         if case.victim == "writer":
             victim_pid = writers[0].pid
@@ -285,6 +287,36 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
         timer_at = time.monotonic() + case.hit / 1000.0 if (not case.point and case.victim == "server") else None
         pending = set(writers)
         done = {}
+
+        fresh_box = []
+
+        def start_fresh():
+            """The fresh writer of the recovery check: started as soon as a
+            victim is stopped (it must get through while the victim stalls),
+            else once the fault is over."""
+            fresh_box[:] = [g.spawn(child_writer, layer, cfg, FRESH_WRITER, 0, FRESH,
+                                    os.path.join(d, f"acks.{FRESH_WRITER}"), None, None, None,
+                                    name="fresh-writer"), time.monotonic()]
+
+        def stall():
+            """The victim is stopped: keep it so past every timeout while a
+            fresh writer starts and (it should) gets its messages through."""
+            start_fresh()
+            end = time.monotonic() + stop_seconds(scale)
+            acks = os.path.join(d, f"acks.{FRESH_WRITER}")
+            finished = None
+            while time.monotonic() < end:
+                if finished is None:
+                    a, e = read_acks(acks)
+                    if len(a) + len(e) >= FRESH:
+                        finished = time.monotonic() - fresh_box[1]
+                time.sleep(0.01)
+            if finished is None:
+                out.failures.append(f"recovery: a fresh writer did not get its {FRESH} messages through while "
+                                    f"the victim stayed stopped for {stop_seconds(scale):.1f} s (longer than "
+                                    f"every timeout): {len(read_acks(acks)[0])} acknowledged")
+            else:
+                out.notes.append(f"the fresh writer finished in {finished:.2f} s while the victim was stopped")
 
         def fault() -> int:
             """Act on the victim if it reached its point (or its timer ran out); returns kills."""
@@ -296,16 +328,25 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
                     return 1
                 _wait_stopped(hit[1])
                 out.acted = "stopped"
-                time.sleep(stop_seconds(scale))     # the stall being injected
+                stall()
                 os.kill(hit[1], signal.SIGCONT)
                 return 0
             if not case.point:
                 if case.victim == "writer" and len(read_acks(os.path.join(d, "acks.0"))[0]) >= case.hit \
                         or timer_at is not None and time.monotonic() >= timer_at:
-                    if _alive(victim_pid):
+                    if not _alive(victim_pid):
+                        out.acted = "gone"              # finished before its instant came
+                        return 0
+                    out.reached = "(timer)"
+                    if case.action == "kill":
                         os.kill(victim_pid, signal.SIGKILL)
-                        out.acted, out.reached = "killed", "(timer)"
+                        out.acted = "killed"
                         return 1
+                    os.kill(victim_pid, signal.SIGSTOP)
+                    _wait_stopped(victim_pid)
+                    out.acted = "stopped"
+                    stall()
+                    os.kill(victim_pid, signal.SIGCONT)
             return 0
         while True:
             for k in list(pending):
@@ -323,6 +364,10 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
                     if msg[0] == "done":
                         done[k.name] = msg[1:]
                         pending.discard(k)
+                        if msg[1] and k.pid != victim_pid:
+                            errs = read_acks(os.path.join(d, f"acks.{writers.index(k)}"))[1]
+                            out.failures.append(f"{k.name} (not the victim) had {msg[1]} refused writes, "
+                                                f"e.g. {errs[:3]}")
                 elif k.process.exitcode is not None:
                     pending.discard(k)
                     if k.pid == victim_pid and out.acted == "killed":
@@ -348,10 +393,18 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
         if server is not None and case.victim == "server" and out.acted == "killed":
             server.wait(10)
             server = _server(toml, _env(scale, None, None, None), log)     # the server's restart
+        if reader is not None:
+            try:
+                reader.send("stop")
+                passes, n, problems = reader.expect("read", 120)
+                out.failures += [f"concurrent reader: {p}" for p in problems]
+                out.notes.append(f"concurrent reader: {passes} passes, {n} messages")
+            except (procs.ChildFailed, OSError) as e:
+                out.failures.append(f"concurrent reader crashed: {str(e)[-1500:]}")
         # ---- recovery: a fresh writer, unaided
-        t_rec = time.monotonic()
-        fresh = g.spawn(child_writer, layer, cfg, FRESH_WRITER, 0, FRESH, os.path.join(d, f"acks.{FRESH_WRITER}"),
-                        None, None, None, name="fresh-writer")
+        if not fresh_box:
+            start_fresh()
+        fresh, t_rec = fresh_box
         try:
             fresh.expect("ready", RECOVERY_S)
             errors, _ = fresh.expect("done", RECOVERY_S)
@@ -454,7 +507,27 @@ def _settle_pipe(d, cfg, out) -> None:
     out.notes.append(f"pipe: the family stopped at {seen} of {want} acknowledged records")
 
 
+_PRINTED = re.compile(r"\bw\d+:\d+:")
+
+
+def _print(case: Case, cfg: dict):
+    """`logkit print` (its own reading path) over what the case left: (exit
+    code, messages of the writers it printed, stderr)."""
+    if case.layer == "core":
+        args = [cfg["path"], "--single"]
+    else:
+        if not os.path.exists(os.path.join(cfg["directory"], cfg["family"])):
+            return 0, 0, ""
+        args = [cfg["directory"], "--family-name", cfg["family"]]
+    r = subprocess.run([PY, "-m", "logkit", "print", *args, "-o", "short", "--colour", "never"],
+                       capture_output=True, text=True, timeout=300)
+    return r.returncode, sum(1 for line in r.stdout.splitlines() if _PRINTED.search(line)), r.stderr
+
+
 def _check(out: Outcome, case: Case, d: str, cfg: dict, cfg_json: str, kills: int) -> None:
+    rc, printed, err = _print(case, cfg)
+    if rc != 0 or "Traceback" in err:
+        out.failures.append(f"logkit print exited {rc}: {err[-1500:]}")
     res = os.path.join(d, "read.json")
     r = subprocess.run([PY, os.path.join(HERE, "readcheck.py"), case.layer, cfg_json, res, "--balance"],
                        capture_output=True, text=True, timeout=300, cwd=TESTS_DIR)
@@ -464,6 +537,8 @@ def _check(out: Outcome, case: Case, d: str, cfg: dict, cfg_json: str, kills: in
     with open(res) as f:
         got = json.load(f)
     out.failures += [f"read: {p}" for p in got["problems"][:10]]
+    if rc == 0 and printed != len(got["read"]):
+        out.failures.append(f"logkit print showed {printed} of the writers' messages, the reader {len(got['read'])}")
     seen = collections.Counter((w, i) for w, i, _ in got["read"])
     twice = sorted(k for k, n in seen.items() if n > 1)
     if twice:

@@ -67,6 +67,14 @@ def read(layer, cfg, out):
         out["problems"] += [f"damaged {d}" for d in it.damaged]
         seg.close()
         return
+    if layer in ("partition", "pipe"):
+        # what is still in the partition (or the pipe's spill): its own reader
+        from logkit.backends.partition import open_reader as partition_reader
+        path = cfg["path"] if layer == "partition" else cfg["spill"]
+        if os.path.exists(path):
+            pr = partition_reader(path)
+            n = sum(1 for m in pr if m.checksum_ok() or True)
+            out["notes"].append(f"{os.path.basename(path)} still holds {n} messages")
     d, fam = cfg["directory"], cfg["family"]
     if not os.path.exists(os.path.join(d, fam)):
         return
