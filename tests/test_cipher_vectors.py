@@ -2,8 +2,10 @@
 and open_) checked the way a cryptographic library is checked: every vector
 of the published sets (the `cryptography-vectors` package's files and Project
 Wycheproof's, tests/vectors/), an independent implementation (pycryptodome)
-at every length from 0 to 4,096 bytes, and every tag byte tampered.  The
-constant-time checks of Poly1305 are in tests/test_cipher_ct.py; what all of
+at every length from 0 to 4,096 bytes, and every tag byte tampered; and, so
+that passing means something, seven known kinds of Poly1305 and AEAD mistake
+put into a copy of the header, each of which the published vectors must
+catch.  The constant-time checks of Poly1305 are in tests/test_cipher_ct.py; what all of
 this proves and what it does not is in docs/security.md."""
 from __future__ import annotations
 
