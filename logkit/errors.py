@@ -20,6 +20,8 @@ __all__ = [
     "DiskFull",
     "ReadOnlySegment",
     "UnsupportedFormat",
+    "UnsafePath",
+    "ReadOnlyFileSystem",
 ]
 
 
@@ -77,3 +79,14 @@ class ReadOnlySegment(LogkitError):
 
 class UnsupportedFormat(LogkitError):
     """The segment is sound but of a format version this logkit does not read."""
+
+
+class UnsafePath(LogkitError, PermissionError):
+    """A name in a log directory is a symbolic link or the wrong kind of file,
+    or the directory lets every user replace its files (world-writable without
+    the sticky bit); logkit.safefs refuses to use it.  The message names it."""
+
+
+class ReadOnlyFileSystem(LogkitError, OSError):
+    """A file could not be created or written because its directory is on a
+    read-only file system; the message names the directory."""
