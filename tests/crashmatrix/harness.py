@@ -64,7 +64,8 @@ RECOVERY_S = 30.0            # a fresh writer must finish within this
 WRITERS = 3
 COUNT = {"core": 240, "family": 300, "partition": 300, "pipe": 240}
 FRESH = 40                   # messages of the fresh writer after the fault
-FRESH_WRITER = 9
+FRESH_WRITER = 9            # the first fresh writer's number (a second one, if any, is 10)
+FRESH_IDS = (9, 10)
 
 
 @dataclass
@@ -185,7 +186,7 @@ class _Armed:
 
 def _server(cfg_toml: str, env: dict, log: str, once: bool = False) -> subprocess.Popen:
     args = [PY, os.path.join(HERE, "serve.py"), "server", "-c", cfg_toml]
-    args += ["--once"] if once else ["--interval", "0.05"]
+    args += ["--once"] if once else ["--interval", "0.3"]
     return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "ab"), cwd=TESTS_DIR)
 
 
@@ -263,6 +264,7 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
         armed = spec if case.victim == "server" else None
         server = _server(toml, _env(scale, armed, notify, cf, names), log)
     victim_pid = server.pid if server is not None and case.victim == "server" else None
+    first_server = server.pid if server is not None else None
     count = COUNT[layer]
     with procs.Group() as g:
         go = procs.CTX.Event()
@@ -288,28 +290,31 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
         pending = set(writers)
         done = {}
 
-        fresh_box = []
+        freshes = []                # [(child, started, writer number)]
 
         def start_fresh():
             """The fresh writer of the recovery check: started as soon as a
             victim is stopped (it must get through while the victim stalls),
             else once the fault is over."""
-            fresh_box[:] = [g.spawn(child_writer, layer, cfg, FRESH_WRITER, 0, FRESH,
-                                    os.path.join(d, f"acks.{FRESH_WRITER}"), None, None, None,
-                                    name="fresh-writer"), time.monotonic()]
+            w = FRESH_IDS[len(freshes)]
+            freshes.append((g.spawn(child_writer, layer, cfg, w, 0, FRESH, os.path.join(d, f"acks.{w}"),
+                                    None, None, None, name=f"fresh-writer-{w}"), time.monotonic(), w))
 
         def stall():
             """The victim is stopped: keep it so past every timeout while a
             fresh writer starts and (it should) gets its messages through."""
+            if len(freshes) == len(FRESH_IDS):
+                time.sleep(stop_seconds(scale))
+                return
             start_fresh()
             end = time.monotonic() + stop_seconds(scale)
-            acks = os.path.join(d, f"acks.{FRESH_WRITER}")
+            acks = os.path.join(d, f"acks.{freshes[-1][2]}")
             finished = None
             while time.monotonic() < end:
                 if finished is None:
                     a, e = read_acks(acks)
                     if len(a) + len(e) >= FRESH:
-                        finished = time.monotonic() - fresh_box[1]
+                        finished = time.monotonic() - freshes[-1][1]
                 time.sleep(0.01)
             if finished is None:
                 out.failures.append(f"recovery: a fresh writer did not get its {FRESH} messages through while "
@@ -402,15 +407,15 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
             except (procs.ChildFailed, OSError) as e:
                 out.failures.append(f"concurrent reader crashed: {str(e)[-1500:]}")
         # ---- recovery: a fresh writer, unaided
-        if not fresh_box:
+        if not freshes:
             start_fresh()
-        fresh, t_rec = fresh_box
+        fresh, t_rec, fresh_w = freshes[0]
         try:
             fresh.expect("ready", RECOVERY_S)
             errors, _ = fresh.expect("done", RECOVERY_S)
             if errors:
                 out.failures.append(f"recovery: the fresh writer had {errors} refused writes: "
-                                    f"{read_acks(os.path.join(d, f'acks.{FRESH_WRITER}'))[1][:3]}")
+                                    f"{read_acks(os.path.join(d, f'acks.{fresh_w}'))[1][:3]}")
         except procs.ChildFailed as e:
             out.failures.append(f"recovery: the fresh writer did not finish within {RECOVERY_S:g} s: "
                                 f"{str(e)[-800:]}")
@@ -418,34 +423,26 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
         # ---- drain everything, close the writers
         if layer == "pipe":
             _settle_pipe(d, cfg, out)
-            for k in writers + [fresh]:
-                if k.process.exitcode is None:
-                    try:
-                        k.send(("close",))
-                        k.expect("closed", 30)
-                    except (procs.ChildFailed, OSError) as e:
-                        out.failures.append(f"{k.name} did not close: {str(e)[-300:]}")
-        else:
-            for k in writers + [fresh]:
-                if k.process.exitcode is None:
-                    try:
-                        k.expect("closed", 30)
-                    except procs.ChildFailed:
-                        pass
-        for k in writers + [fresh]:
-            if k.process.exitcode is None:
-                k.join(30)
+        _close_all(writers + [f[0] for f in freshes], layer, out)
+        out.notes.append("pids: " + ", ".join(f"{k.name} {k.pid}" for k in g.children)
+                         + (f", server {first_server}" if server is not None else ""))
         if server is not None:
             if server.poll() is None:
                 server.send_signal(signal.SIGTERM)
-            try:
-                rc = server.wait(60)
-            except subprocess.TimeoutExpired:
+            end = time.monotonic() + 60
+            while server.poll() is None and time.monotonic() < end:
+                if case.victim == "server" and not census and not out.acted:
+                    kills += fault()            # its point may come in the last drain
+                time.sleep(0.005)
+            if server.poll() is None:
                 server.kill()
-                rc = server.wait()
                 out.failures.append("the server did not stop within 60 s of SIGTERM")
-            if rc not in (0, -9) and not (case.victim == "server" and out.acted == "killed"):
+            rc = server.wait()
+            if case.victim == "server" and not census and not out.acted:
+                kills += fault()
+            if rc != 0 and not (case.victim == "server" and out.acted == "killed"):
                 out.failures.append(f"the server exited {rc}: {_tail(log)}")
+            _close_all([f[0] for f in freshes], layer, out)     # one started while it stalled in its last drain
             once = _server(toml, _env(scale), log, once=True)
             try:
                 rc = once.wait(120)
@@ -469,6 +466,22 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
     _check(out, case, d, cfg, cfg_json, kills)
     out.seconds = time.monotonic() - t0
     return out
+
+
+def _close_all(children, layer: str, out: Outcome) -> None:
+    """Let every writer still running finish and close (a pipe writer on
+    order), then reap it; one that does not is a failure."""
+    for k in children:
+        if k.process.exitcode is not None:
+            continue
+        try:
+            if layer == "pipe":
+                k.send(("close",))
+            while k.recv(30)[0] != "closed":
+                pass
+            k.join(30)
+        except (procs.ChildFailed, OSError) as e:
+            out.failures.append(f"{k.name} did not close: {str(e)[-600:]}")
 
 
 def _wait_stopped(pid: int, timeout: float = 10.0) -> None:
@@ -495,7 +508,7 @@ def _family_count(cfg) -> int:
 
 def _settle_pipe(d, cfg, out) -> None:
     """Until the family holds every acknowledged record, or nothing new came for 5 s."""
-    want = sum(len(read_acks(os.path.join(d, f"acks.{w}"))[0]) for w in list(range(WRITERS)) + [FRESH_WRITER])
+    want = sum(len(read_acks(os.path.join(d, f"acks.{w}"))[0]) for w in list(range(WRITERS)) + list(FRESH_IDS))
     seen, since = -2, time.monotonic()
     while time.monotonic() - since < 5.0:
         n = _family_count(cfg)
@@ -546,7 +559,7 @@ def _check(out: Outcome, case: Case, d: str, cfg: dict, cfg_json: str, kills: in
     losses = [(rep.get("first_sequence", 0), rep.get("last_sequence", -1)) for rep in got["loss_reports"]]
     missing, counted, acked_total = [], 0, 0
     known = set()
-    for w in list(range(WRITERS)) + [FRESH_WRITER]:
+    for w in list(range(WRITERS)) + list(FRESH_IDS):
         acked, _ = read_acks(os.path.join(d, f"acks.{w}"))
         acked_total += len(acked)
         known |= {(w, i) for i in acked}
@@ -568,7 +581,7 @@ def _check(out: Outcome, case: Case, d: str, cfg: dict, cfg_json: str, kills: in
     if missing:
         out.failures.append(f"lost: {len(missing)} acknowledged messages missing (writer, counter, sequence), "
                             f"e.g. {missing[:5]}")
-    unknown = [k for k in seen if k[0] not in range(WRITERS) and k[0] != FRESH_WRITER]
+    unknown = [k for k in seen if k[0] not in range(WRITERS) and k[0] not in FRESH_IDS]
     if unknown:
         out.failures.append(f"read messages no writer wrote: {unknown[:5]}")
     for s in got.get("balance", []):
