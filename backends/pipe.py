@@ -24,8 +24,9 @@ import time as _time
 import weakref
 from typing import Any
 
+from logkit import safefs
 from logkit._segment import crc32c
-from logkit.errors import InvalidArgument, LogkitError, MessageTooBig
+from logkit.errors import InvalidArgument, LogkitError, MessageTooBig, UnsafePath
 from logkit.registry import Option, StorageBackend, TransportBackend
 from logkit.salvager import process_alive
 
@@ -289,16 +290,35 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _ensure_fifo(path: str, mode: int) -> None:
+    """Create the FIFO `path` with exactly `mode` if it is missing; refuse a
+    name that is a link or anything but a FIFO (logkit.safefs: the name is
+    made and checked relative to its directory, never through a link)."""
+    d, name = os.path.split(path)
+    if not os.path.isdir(d):
+        raise InvalidArgument(f"fifo {path}: directory {d} does not exist")
+    dfd = safefs.open_directory(d)
     try:
-        os.mkfifo(path, mode)
-        os.chmod(path, mode)                 # exactly, no umask
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        raise InvalidArgument(f"fifo {path}: directory {os.path.dirname(path)} does not exist") from None
-    st = os.stat(path)
-    if not stat.S_ISFIFO(st.st_mode):
-        raise InvalidArgument(f"fifo {path} exists and is not a named pipe")
+        made = False
+        try:
+            os.mkfifo(name, mode, dir_fd=dfd)
+            made = True
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise safefs.translate_error(e, path, "create the fifo") from None
+        try:
+            fd = safefs.open_in(dfd, name, os.O_RDONLY | os.O_NONBLOCK, kind=safefs.FIFO, path=path)
+        except UnsafePath:
+            if os.path.islink(path):
+                raise                         # a planted link: UnsafePath says so
+            raise InvalidArgument(f"fifo {path} exists and is not a named pipe") from None
+        try:
+            if made:
+                os.fchmod(fd, mode)          # exactly, no umask; on what we opened, not a name
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dfd)
 
 
 class PipeTransport(TransportBackend):
@@ -383,7 +403,7 @@ class PipeTransport(TransportBackend):
                 return None
             self._retry_at = now + REOPEN_INTERVAL
             try:
-                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
             except OSError:                  # ENXIO: no reader; ENOENT: the FIFO was removed
                 return None
             if not stat.S_ISFIFO(os.fstat(fd).st_mode):
@@ -532,10 +552,14 @@ def drain_pipe(fifo, storage, *, stop: threading.Event | None = None, idle_timeo
     _ensure_fifo(fifo, 0o640)
     spill_path = None if spill is False else os.path.abspath(os.fspath(spill or fifo + ".spill"))
     journal_path = os.path.abspath(os.fspath(journal or fifo + ".journal"))
-    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    rfd = safefs.open_file(fifo, os.O_RDONLY | os.O_NONBLOCK, kind=safefs.FIFO)
     # A writer end of our own: without it the read end reports EOF (and poll
     # POLLHUP, at once, forever) whenever no logging process holds the FIFO.
-    wfd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        wfd = safefs.open_file(fifo, os.O_WRONLY | os.O_NONBLOCK, kind=safefs.FIFO)
+    except BaseException:
+        os.close(rfd)
+        raise
     dec = FrameDecoder()
     try:
         # Mode 0600: it holds records in flight in plain text.  For a sealed

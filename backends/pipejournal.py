@@ -38,12 +38,14 @@ import mmap
 import os
 import struct
 
+from logkit import inject, safefs
 from logkit._segment import load_word, store_word
-from logkit.errors import LogkitError, NoSuchMessage
+from logkit.errors import DiskFull, LogkitError, NoSuchMessage
 
 from logkit.backends.partition import _destination_reader, _key, destination_next
 
-__all__ = ["PipeJournal", "JOURNAL_MAGIC", "JOURNAL_VERSION", "HEADER_SIZE", "read_journal_header"]
+__all__ = ["PipeJournal", "JournalDamaged", "JOURNAL_MAGIC", "JOURNAL_VERSION", "HEADER_SIZE",
+           "read_journal_header", "header_problem", "POSITION_MAX", "TORN_LIMIT", "COUNTER_MAX"]
 
 JOURNAL_MAGIC = b"LKPJ"
 JOURNAL_VERSION = 1
@@ -67,6 +69,12 @@ WORDS = {"base": W_BASE, "end": W_END, "batch": W_BATCH, "applied": W_APPLIED, "
          "mark": W_MARK, "stored": W_STORED, "reconsumed": W_RECONSUMED, "reconciled": W_RECONCILED}
 PREFIX = struct.Struct("<4sIII")        # magic, version, header size, flags (0)
 
+# Bounds on the header words (docs/pipe-format.md, "Bounds"): any process that
+# can write the file can write its header, so no word is trusted before it
+# is checked against these and the file's real size.
+POSITION_MAX = 1 << 62                  # positions count bytes taken from a FIFO: 4 EiB is never reached
+TORN_LIMIT = 64 << 20                   # most data a machine crash can have left unwritten behind `end`
+COUNTER_MAX = (1 << 64) - 1             # statistics words stop here (saturate), never overflow
 TRUNCATE_ABOVE = 4 << 20                # give the file's bytes back once it holds this much dead data
 # A fragment set left incomplete (its writer met a full pipe half-way and
 # spilled the record whole, then went quiet) holds every byte after its
@@ -101,10 +109,39 @@ class JournalDamaged(LogkitError):
     """The journal file is not one this version can continue safely."""
 
 
+def header_problem(words: dict, file_bytes: int) -> str | None:
+    """What makes these header words impossible for a journal of
+    `file_bytes` bytes (a sentence naming the word and its value), or None.
+    Checked before any word is used to allocate, read or loop: positions at
+    most POSITION_MAX, base <= batch <= end, base <= resolve <= end,
+    applied <= end, and at most TORN_LIMIT bytes between the file's end and
+    `end` (docs/pipe-format.md, "Bounds")."""
+    base, end, batch, resolve, applied = (words[k] for k in ("base", "end", "batch", "resolve", "applied"))
+    data = max(0, file_bytes - HEADER_SIZE)
+    for k in ("base", "end", "batch", "resolve", "applied"):
+        if words[k] > POSITION_MAX:
+            return f"word {k} at offset {WORDS[k]} is {words[k]}, beyond any position a journal reaches ({POSITION_MAX})"
+    if not (base <= batch <= end and base <= resolve <= end):
+        return (f"base {base}, batch {batch}, resolve {resolve}, end {end} break base <= batch <= end "
+                "and base <= resolve <= end")
+    if applied > end:
+        return f"word applied at offset {W_APPLIED} is {applied}, beyond end {end}"
+    if end - base > data + TORN_LIMIT:
+        return (f"word end at offset {W_END} is {end}: {end - base} bytes after base {base}, but the file "
+                f"holds {data} data bytes (a crash leaves at most {TORN_LIMIT} unwritten)")
+    return None
+
+
 def read_journal_header(path) -> dict:
-    """The journal's header words as a dict (for stats and display); raises
-    JournalDamaged when the file is not a version-1 journal."""
-    with open(path, "rb") as f:
+    """The journal's header words as a dict (for stats and display), with
+    "problem": header_problem()'s sentence or None; raises JournalDamaged
+    when the file is not a version-1 journal.  The file is opened with
+    O_NOFOLLOW (logkit.safefs)."""
+    try:
+        fd = safefs.open_file(os.fspath(path), os.O_RDONLY)
+    except FileNotFoundError:
+        raise
+    with os.fdopen(fd, "rb") as f:
         head = f.read(HEADER_SIZE)
         size = os.fstat(f.fileno()).st_size
     if len(head) < HEADER_SIZE:
@@ -118,7 +155,10 @@ def read_journal_header(path) -> dict:
     out = {k: int.from_bytes(head[o:o + 8], "little") for k, o in WORDS.items()}
     out["version"] = version
     out["file_bytes"] = size
-    out["pending_bytes"] = out["end"] - out["resolve"]
+    problem = header_problem(out, size)
+    if problem is not None:           # only when there is one: callers test for the key
+        out["problem"] = f"pipe journal {path} is damaged: {problem}; move it aside to start a new one"
+    out["pending_bytes"] = max(0, out["end"] - out["resolve"])
     return out
 
 
@@ -139,7 +179,9 @@ class PipeJournal:
         self.storage = storage
         self.dec = decoder
         self.scrub = scrub                   # cut stored bytes off the file at once (a sealed log)
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+        # O_NOFOLLOW relative to the directory, a regular file, exactly `mode`:
+        # a link planted at this name is refused, never followed (safefs).
+        self.fd = safefs.open_file(path, os.O_RDWR | os.O_CREAT, mode)
         try:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -175,7 +217,13 @@ class PipeJournal:
             if not fresh and any(os.pread(self.fd, size, 0)):
                 raise JournalDamaged(f"pipe journal {self.path} is {size} bytes, shorter than its "
                                      f"{HEADER_SIZE}-byte header: move it aside to start a new one")
-            os.ftruncate(self.fd, HEADER_SIZE)
+            # Write the page rather than ftruncate it: a page of a sparse file
+            # is allocated on first touch through the mapping, and on a full
+            # disk that touch is a SIGBUS; pwrite fails with ENOSPC instead.
+            try:
+                os.pwrite(self.fd, bytes(HEADER_SIZE), 0)
+            except OSError as e:
+                raise safefs.translate_error(e, self.path, "create the pipe journal") from None
             fresh = True
         mm = mmap.mmap(self.fd, HEADER_SIZE)
         if fresh or mm[:4] == b"\0\0\0\0" and not any(mm[:HEADER_SIZE]):
@@ -194,12 +242,13 @@ class PipeJournal:
         if version != JOURNAL_VERSION or hsize != HEADER_SIZE:
             raise JournalDamaged(f"{where} has version {version} (header {hsize} bytes); this logkit "
                                  f"continues only version {JOURNAL_VERSION}")
-        base, end, batch, resolve = (self._w(W_BASE), self._w(W_END), self._w(W_BATCH), self._w(W_RESOLVE))
+        words = {k: self._w(o) for k, o in WORDS.items()}
+        base, end = words["base"], words["end"]
         size = os.fstat(self.fd).st_size
-        if not (base <= batch <= end and base <= resolve <= end):
-            raise JournalDamaged(f"{where} is damaged: base {base}, batch {batch}, resolve {resolve}, "
-                                 f"end {end} with {size - HEADER_SIZE} data bytes; move it aside to start "
-                                 "a new one (records it held that were not stored are then lost)")
+        problem = header_problem(words, size)
+        if problem is not None:
+            raise JournalDamaged(f"{where} is damaged: {problem}; move it aside to start a new one "
+                                 "(records it held that were not stored are then lost)")
         # Fewer data bytes than the end word says: a machine crash wrote the
         # header page back but not all of the data.  The missing bytes read
         # as zeros (the decoder passes over them, counting them); what they
@@ -213,7 +262,9 @@ class PipeJournal:
         store_word(self.mm, off, v)
 
     def _bump(self, off: int) -> None:
-        self._put(off, self._w(off) + 1)     # one writer (the flock holder): no lost update
+        # One writer (the flock holder): no lost update.  A statistics word
+        # saturates: a counter must never stop the pipe.
+        self._put(off, min(self._w(off) + 1, COUNTER_MAX))
 
     def _pread(self, start: int, end: int) -> bytes:
         base = self._w(W_BASE)
@@ -275,8 +326,10 @@ class PipeJournal:
             want = self._pread(batch, end)
             if self.peeking and self._peek(len(want)) == want:
                 self._consume(len(want))      # killed before consuming: consume, do not journal twice
+                inject.point("pipejournal.recover.reconsumed")
                 self._bump(W_RECONSUMED)
             self._put(W_BATCH, end)
+            inject.point("pipejournal.recover.confirmed")
         resolve = self._w(W_RESOLVE)
         self.dec.base = resolve
         self.dec.buf.clear()
@@ -310,6 +363,7 @@ class PipeJournal:
                 return 0
             if not data:
                 return 0
+        inject.point("pipejournal.peeked")
         end = self._w(W_END)
         base = self._w(W_BASE)
         at = HEADER_SIZE + end - base
@@ -323,15 +377,27 @@ class PipeJournal:
             # bytes are still in the FIFO for the next try.
             where = "they are still in the FIFO" if self.peeking else \
                 f"the {len(data)} bytes just read are lost"
+            err = safefs.translate_error(e, f"the pipe journal {self.path}", "write")
+            if isinstance(err, DiskFull):
+                err = DiskFull(f"cannot write the pipe journal {self.path}: no space left on the device "
+                               f"({where}; the reader can go on when space returns)")
+                err.errno = e.errno
+                raise err from e
             raise LogkitError(f"cannot write the pipe journal {self.path}: {e.strerror or e} "
                               f"({where})") from e
         self._file_bytes = max(self._file_bytes, at)
+        inject.point("pipejournal.written")           # in the file, the end word not yet moved
         self._put(W_END, end + len(data))     # journaled: the batch is [BATCH, END)
+        inject.point("pipejournal.journaled")         # journaled, still in the FIFO
         if self.peeking:
             self._consume(len(data))
+        inject.point("pipejournal.consumed")          # out of the FIFO, the batch not confirmed
         self._put(W_BATCH, end + len(data))   # consumed
+        inject.point("pipejournal.confirmed")
         self._apply(self.dec.feed_at(data))
+        inject.point("pipejournal.applied")
         self._settle()
+        inject.point("pipejournal.settled")
         return len(data)
 
     def _apply(self, pairs) -> int:
@@ -359,8 +425,10 @@ class PipeJournal:
                 if not self._w(W_MARK):
                     self._put(W_MARK, destination_next(self.storage))
             fseq = append(rec)
+            inject.point("pipejournal.apply.appended")     # stored, its progress not recorded
             put(mm, W_APPLIED, end)           # the progress, after every record
-            stored += 1
+            inject.point("pipejournal.apply.progress")     # progress recorded, not yet counted
+            stored = min(stored + 1, COUNTER_MAX)   # saturates: never blocks the pipe
             put(mm, W_STORED, stored)         # a kill just before this leaves it one short
             applied = end
             n += 1
@@ -384,6 +452,7 @@ class PipeJournal:
             self._put(W_RESOLVE, resolve)
         if resolve == end and self._w(W_BATCH) == end and self._w(W_BASE) != end:
             self._put(W_BASE, end)            # one store: every byte before END is dead
+            inject.point("pipejournal.settle.based")
             if self._file_bytes > (HEADER_SIZE if self.scrub else TRUNCATE_ABOVE):
                 os.ftruncate(self.fd, HEADER_SIZE)
                 self._file_bytes = HEADER_SIZE

@@ -17,7 +17,7 @@ from logkit.backends.pipe import CHUNK, PIPE_BUF, drain_pipe, encode_frames, enc
 from logkit.backends.pipejournal import (HEADER_SIZE, JournalDamaged, PipeJournal, _tee,
                                          read_journal_header)
 from logkit.crypto import generate_key_file
-from logkit.errors import LogkitError
+from logkit.errors import DiskFull, LogkitError
 
 pytestmark = pytest.mark.skipif(_tee is None, reason="tee(2) is Linux's: without it the journal "
                                                      "falls back to read-then-journal")
@@ -210,6 +210,8 @@ def test_one_reader_per_fifo(tmp_path):
     (lambda b: b"XXXX" + b[4:], "is not a logkit pipe journal"),
     (lambda b: b[:4] + (9).to_bytes(4, "little") + b[8:], "has version 9"),
     (lambda b: b[:16] + (10 ** 6).to_bytes(8, "little") + b[24:], r"is damaged: base 1000000, batch"),
+    (lambda b: b[:24] + (1 << 40).to_bytes(8, "little") + b[32:], r"is damaged: word end at offset 24 is "
+                                                                  r"1099511627776: \d+ bytes after base"),
     (lambda b: b[:100], "shorter than its 4096-byte header"),
 ])
 def test_a_damaged_journal_is_a_clear_error_that_names_it(tmp_path, damage, match):
@@ -305,11 +307,18 @@ def test_a_full_disk_is_a_clear_error_and_loses_nothing(tmp_path, monkeypatch):
         def full(fd, data, offset):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         monkeypatch.setattr(pipejournal.os, "pwrite", full)
-        with pytest.raises(LogkitError, match=r"cannot write the pipe journal .*p\.fifo\.journal: "
-                                              r"No space left on device \(they are still in the FIFO\)"):
+        with pytest.raises(DiskFull, match=r"cannot create the pipe journal .*p\.fifo\.journal: "
+                                           r"no space left on the device; nothing was lost"):
+            drain_rest(tmp_path, fifo)            # a new journal: its header page cannot be written
+        monkeypatch.setattr(pipejournal.os, "pwrite", real)
+        drain_rest(tmp_path, fifo)
+        fifo.send([record(i) for i in range(20, 25)])
+        monkeypatch.setattr(pipejournal.os, "pwrite", full)
+        with pytest.raises(DiskFull, match=r"cannot write the pipe journal .*p\.fifo\.journal: "
+                                           r"no space left on the device \(they are still in the FIFO"):
             drain_rest(tmp_path, fifo)
         monkeypatch.setattr(pipejournal.os, "pwrite", real)
-        fifo.send([record(i) for i in range(20, 30)])
+        fifo.send([record(i) for i in range(25, 30)])
         drain_rest(tmp_path, fifo)
     finally:
         fifo.close()

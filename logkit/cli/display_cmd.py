@@ -14,6 +14,7 @@ import os
 import struct
 from typing import Any
 
+from logkit import safefs
 from logkit._segment import HEADER_SIZE, MIN_SEGMENT_SIZE, Segment, crc32c
 from logkit.errors import InvalidArgument, LogkitError, SegmentDamaged, UnsupportedFormat
 from logkit.salvager import process_alive
@@ -907,12 +908,19 @@ def describe_journal(path: str, records: bool = True) -> dict:
     rows += [{"offset": off, "field": k, "shown": str(h[k])} for k, off in J.WORDS.items()]
     d: dict = {"file": path, "kind": "pipe journal", "header": rows, "problems": [],
                "pending_bytes": h["pending_bytes"], "frames": []}
+    if "problem" in h:
+        # Implausible words (docs/pipe-format.md, "Bounds"): shown, and no
+        # frame is read by them (they could ask for gigabytes).
+        d["problems"].append(h["problem"])
+        d["pending_bytes"] = 0
+        return d
     if not records:
         return d
     start, end, base = h["resolve"], h["end"], h["base"]
-    with open(path, "rb") as f:
+    fd = safefs.open_file(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as f:
         f.seek(J.HEADER_SIZE + start - base)
-        data = f.read(end - start)
+        data = f.read(end - start)      # bounded: header_problem() limits end - base by the file's size
     if len(data) < end - start:
         d["problems"].append(f"the file holds {len(data)} of the {end - start} bytes from resolve to end "
                              "(torn by a crash?): the rest reads as zeros")
@@ -973,9 +981,9 @@ def _print_journal(d: dict, header: bool, records: bool) -> None:
 def _is_journal(path: str) -> bool:
     from logkit.backends.pipejournal import JOURNAL_MAGIC
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(safefs.open_file(path, os.O_RDONLY), "rb") as f:
             return f.read(4) == JOURNAL_MAGIC
-    except OSError:
+    except (OSError, LogkitError):
         return False
 
 
