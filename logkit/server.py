@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from logkit import config as _config
+from logkit import inject, safefs
 from logkit.errors import LogkitError
 
-__all__ = ["Server", "BufferWatch", "DEFAULT_MARGINS", "status_path", "read_status"]
+__all__ = ["Server", "BufferWatch", "DEFAULT_MARGINS", "status_path", "read_status", "write_status"]
 
 DEFAULT_MARGINS = (0.75, 0.90)
 # A mark fires when the fill reaches it and re-arms only when the fill drops
@@ -38,13 +39,54 @@ def status_path(buffer_path: str) -> str:
     return buffer_path + ".status"
 
 
+STATUS_MODE = 0o640       # of the status file, whatever the umask
+
+
 def read_status(buffer_path: str) -> dict | None:
-    """The server's status for a buffer, or None if no server wrote one."""
+    """The server's status for a buffer, or None if no server wrote one (or
+    the name is not a regular file: a link there is not followed)."""
     try:
-        with open(status_path(buffer_path), encoding="utf-8") as f:
+        fd = safefs.open_file(status_path(buffer_path), os.O_RDONLY)
+    except (OSError, LogkitError):
+        return None
+    try:
+        with os.fdopen(fd, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def write_status(buffer_path: str, data: dict) -> None:
+    """Replace the status file of a buffer with `data` (JSON) in one rename:
+    written to a temporary file with an unpredictable name (O_EXCL,
+    O_NOFOLLOW, relative to the directory: logkit.safefs), mode 0640 whatever
+    the umask.  A reader sees the old status or the new one, never a part.
+    DiskFull (the old status stays, no temporary is left), UnsafePath (the
+    directory is world-writable without the sticky bit), or LogkitError
+    naming the file."""
+    path = status_path(buffer_path)
+    d, name = os.path.split(os.path.abspath(path))
+    body = json.dumps(data).encode()
+    dfd = safefs.open_directory(d)
+    try:
+        fd, tmp = safefs.create_temporary(dfd, name, STATUS_MODE, path_dir=d)
+        try:
+            try:
+                view = memoryview(body)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            inject.point("server.status.written")     # the new status aside, the old in place
+            safefs.replace_in(dfd, tmp, name, path=path)
+        except OSError as e:
+            safefs.unlink_in(dfd, tmp)
+            raise safefs.translate_error(e, f"the status file {path}", "write") from None
+        except BaseException:
+            safefs.unlink_in(dfd, tmp)
+            raise
+    finally:
+        os.close(dfd)
 
 
 def _fill(storage) -> tuple[int, int]:
@@ -100,10 +142,7 @@ class BufferWatch:
                 "margins": [f"{m:g}" for m in self.margins],
                 "crossings": {f"{m:g}": n for m, n in self.crossings.items()},
                 "armed": {f"{m:g}": a for m, a in self.armed.items()}, **extra}
-        tmp = f"{status_path(self.path)}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, status_path(self.path))
+        write_status(self.path, data)
 
 
 def _check_margins(watch: BufferWatch, buffer, log_storage, what: str, log: str, say) -> int:
@@ -180,7 +219,9 @@ class _PartitionJob:
         return _check_margins(self.watch, self.storage, self.storage, "buffer", self.lc.name, self.say)
 
     def drain(self, everything: bool = True) -> int:
+        inject.point("server.drain.start")
         n = self.storage.drain(self.target, everything=everything)
+        inject.point("server.drain.done")         # copied; the count and status not yet saved
         self.drained += n
         return n
 
@@ -357,8 +398,11 @@ class Server:
         for j in self.jobs:
             try:
                 j.save()
-            except OSError as e:
+            except (OSError, LogkitError) as e:
+                # A status file is a report, not the log: a full disk or a
+                # refused directory is said, and draining goes on.
                 self.say(f"cannot write the status of {j.lc.name}: {e}")
+        inject.point("server.saved")
 
     def run_once(self) -> int:
         """Drain everything pending, once: partitions (both halves) and pipes
