@@ -1,0 +1,330 @@
+"""Fuzz targets: one per parser of bytes or text that logkit reads.
+
+Each target takes arbitrary bytes and drives one parser the way a reader
+does; `check(name, data)` runs it and enforces the rule every parser keeps:
+no crash, no hang (the runner bounds each input's time), and no exception
+other than a LogkitError whose message is not empty.  A broken rule raises
+RuleBroken (or the offending exception itself), which the runner (run.py)
+and atheris report as a failing input.
+
+The targets are plain functions so that atheris (coverage-guided, `run.py
+--engine atheris`), the built-in mutator (`--engine builtin`, no extra
+package) and pytest (tests/test_fuzz_targets.py) all run the same code.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+from logkit.errors import LogkitError
+
+__all__ = ["TARGETS", "check", "RuleBroken", "scratch_dir"]
+
+_SCRATCH: str | None = None
+NOW_NS = 1_764_720_000_000_000_000      # a fixed "now" (2025-12-03) so time expressions are repeatable
+
+
+class RuleBroken(AssertionError):
+    """A parser broke the fuzzing rule (not a LogkitError, or an empty message,
+    or an inconsistent result)."""
+
+
+def scratch_dir() -> str:
+    """A private directory for the files the targets write (one per process)."""
+    global _SCRATCH
+    if _SCRATCH is None or not os.path.isdir(_SCRATCH):
+        _SCRATCH = tempfile.mkdtemp(prefix="logkit-fuzz-")
+    return _SCRATCH
+
+
+def _put(name: str, data: bytes) -> str:
+    path = os.path.join(scratch_dir(), name)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def _touch_message(m) -> None:
+    """Read every field of a message the way a formatter would."""
+    m.sequence, m.time, m.severity, m.process_id, m.thread_id, m.offset, m.size
+    m.key_id, m.sealed
+    str(m.text)
+    bytes(m.text_bytes)
+    str(m.data_class)
+    bytes(m.data)
+    m.checksum_ok()
+    m.to_dict()
+
+
+# ---------------------------------------------------------------- segments
+
+def fuzz_segment(data: bytes) -> None:
+    """Segment.open read-only, iterate, touch every field; records(), scan(),
+    limits(), find(), header(), a strict iterator; display/verify's walk."""
+    from logkit import Segment, SegmentIterator
+    path = _put("f.seg", data)
+    try:
+        seg = Segment.open(path, readonly=True)
+    except LogkitError:
+        seg = None
+    if seg is not None:
+        with seg:
+            for m in seg:
+                _touch_message(m)
+            seg.header()
+            seg.stats()
+            seg.limits()
+            seg.scan()
+            recs = seg.records(whole_region=True)
+            for r in recs:
+                if r.offset < 0 or r.length <= 0 or r.offset + r.length > seg.size:
+                    raise RuleBroken(f"record {r} lies outside the region of {seg.size} bytes")
+            try:
+                seg.find(sequence=0)
+            except LogkitError:
+                pass
+            it = SegmentIterator(seg, strict=True)
+            for _ in range(10_000):
+                try:
+                    m = next(it)
+                    _touch_message(m)
+                except StopIteration:
+                    if it.pending is None or not it.skip_pending():
+                        break
+            else:
+                raise RuleBroken("a strict iterator did not end within 10,000 steps")
+    _walk_view(path)
+
+
+def _walk_view(path: str) -> None:
+    from logkit.cli import display_cmd as insp
+    from logkit.cli.verify_cmd import Report, verify_view
+    try:
+        view = insp.SegmentView.open_file(path, None)
+    except LogkitError:
+        return
+    with view:
+        if view.seg is not None:
+            insp.walk(view, texts=True, authenticate=True)
+            verify_view(view, Report(path))
+
+
+# ---------------------------------------------------------------- salvage
+
+def fuzz_salvage(data: bytes) -> None:
+    """salvage() a copy of the bytes; what it leaves must open and read."""
+    from logkit import Segment, salvage
+    path = _put("s.seg", data)
+    try:
+        rep = salvage(path, grace=0.0, settle=0.0)
+    except LogkitError:
+        return
+    str(rep)
+    try:
+        seg = Segment.open(path, readonly=True)
+    except LogkitError as e:
+        if len(data) >= 8192 and len(data) % 8 == 0:
+            raise RuleBroken(f"salvage returned ({rep.header_rebuilt=}) but the segment it left "
+                             f"does not open: {e}") from None
+        return
+    with seg:
+        n = 0
+        for m in seg:
+            _touch_message(m)
+            n += 1
+
+
+# ---------------------------------------------------------------- partitions
+
+def fuzz_partition(data: bytes) -> None:
+    """open_reader on a partition file: iterate, reverse, limits, seek; the
+    verify/display partition view."""
+    from logkit.backends.partition import open_reader
+    from logkit.cli.verify_cmd import verify_partition
+    path = _put("f.part", data)
+    try:
+        r = open_reader(path)
+    except LogkitError:
+        r = None
+    if r is not None:
+        try:
+            try:
+                for m in r:
+                    _touch_partition_message(m)
+                list(r.reverse())
+                r.limits()
+                r.count()
+                r.seek(sequence=1)
+            except LogkitError:
+                pass
+        finally:
+            r.partition.close()
+    for rep in verify_partition(path, None):
+        rep.lines()
+
+
+def _touch_partition_message(m) -> None:
+    m.sequence, m.time, m.severity, m.process_id, m.thread_id
+    str(m.text), str(m.data_class), bytes(m.data)
+    m.checksum_ok()
+    m.to_dict()
+
+
+# ---------------------------------------------------------------- pipe journal
+
+class ListStorage:
+    """A destination that keeps what it is given (the journal's storage)."""
+
+    def __init__(self):
+        self.records = []
+
+    def append(self, rec) -> int:
+        self.records.append(rec)
+        return len(self.records)
+
+
+def fuzz_journal(data: bytes) -> None:
+    """read_journal_header, and a PipeJournal opened on the file (recover(),
+    one pump of an empty pipe, expire, counters): what `drain --pipe` and
+    the server do at start-up."""
+    from logkit.backends.pipe import FrameDecoder
+    from logkit.backends.pipejournal import PipeJournal, read_journal_header
+    path = _put("f.journal", data)
+    try:
+        read_journal_header(path)
+    except LogkitError:
+        pass
+    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        try:
+            j = PipeJournal(path, rfd, ListStorage(), FrameDecoder())
+        except LogkitError:
+            return
+        try:
+            j.recover()
+            j.pump()
+            j.expire(force=True)
+            j.counters()
+        except LogkitError:
+            pass
+        finally:
+            j.close()
+    finally:
+        os.close(rfd)
+        os.close(wfd)
+
+
+def fuzz_journal_display(data: bytes) -> None:
+    """`logkit display` of a pipe journal: describe_journal with its records."""
+    from logkit.cli.display_cmd import describe_journal
+    describe_journal(_put("d.journal", data), records=True)
+
+
+# ---------------------------------------------------------------- pipe frames
+
+def fuzz_frames(data: bytes) -> None:
+    """FrameDecoder.feed on the bytes, cut in two at a point the first byte
+    picks (frames arrive in pieces); never raises, even LogkitError."""
+    from logkit.backends.pipe import FrameDecoder
+    dec = FrameDecoder()
+    cut = data[0] * 17 % (len(data) + 1) if data else 0
+    out = dec.feed(data[:cut]) + dec.feed(data[cut:])
+    for rec in out:
+        if not isinstance(rec.text, str) or not isinstance(rec.data_class, str):
+            raise RuleBroken(f"decoded record with non-str fields: {rec!r}")
+        if not -250 <= rec.severity <= 250:
+            raise RuleBroken(f"decoded record with severity {rec.severity}")
+    if dec.unresolved() > dec.base + len(dec.buf):
+        raise RuleBroken("unresolved() beyond the bytes fed")
+    dec.expire(force=True)
+    dec.counters()
+
+
+# ---------------------------------------------------------------- config
+
+def fuzz_config(data: bytes) -> None:
+    """logkit.config.parse on the bytes as text."""
+    from logkit.config import parse
+    text = data.decode("utf-8", "replace")
+    parse(text, file=os.path.join(scratch_dir(), "logkit.toml"))
+
+
+# ---------------------------------------------------------------- print's expressions
+
+def fuzz_select(data: bytes) -> None:
+    """print's time and selection expressions: parse_point, parse_span,
+    parse_severities, compile_patterns; a Selection built from what parsed,
+    applied to a few messages."""
+    from logkit import select as S
+    text = data.decode("utf-8", "replace")
+    parts = text.split("\x00")
+    a = parts[0]
+    b = parts[1] if len(parts) > 1 else a
+    got = {}
+    for key, fn in (("from_", lambda: S.parse_point(a, "--from", NOW_NS)),
+                    ("to", lambda: S.parse_point(b, "--to", NOW_NS)),
+                    ("for_", lambda: S.parse_span(b, "--for", NOW_NS)),
+                    ("last", lambda: S.parse_span(a, "--last", NOW_NS)),
+                    ("severities", lambda: S.parse_severities(a.split(","))),
+                    ("match", lambda: S.compile_patterns([b], "--match"))):
+        try:
+            got[key] = fn()
+        except LogkitError as e:
+            _message_of(e)
+    for p in ("from_", "to", "for_", "last"):
+        if p in got:
+            got[p].describe()
+    kw = {k: v for k, v in got.items() if k != "match" or not v.regexes}
+    for drop in ((), ("last",), ("for_", "last"), ("from_", "last", "for_")):
+        try:
+            sel = S.Selection(now_ns=NOW_NS, **{k: v for k, v in kw.items() if k not in drop})
+        except LogkitError as e:
+            _message_of(e)
+            continue
+        list(sel.apply(_MESSAGES))
+        list(S.Selection(now_ns=NOW_NS, reverse=True,
+                         **{k: v for k, v in kw.items() if k not in drop}).apply(_MESSAGES[::-1]))
+        break
+
+
+class _Msg:
+    def __init__(self, seq, time, sev, text):
+        self.sequence, self.time, self.severity, self.text = seq, time, sev, text
+        self.data, self.data_class, self.process_id, self.thread_id = b"", "", 1, 1
+
+
+_MESSAGES = [_Msg(i, NOW_NS - (10 - i) * 3_600_000_000_000, (i * 10) % 60, f"message {i}")
+             for i in range(1, 11)]
+
+
+# ---------------------------------------------------------------- the rule
+
+TARGETS = {
+    "segment": fuzz_segment,
+    "salvage": fuzz_salvage,
+    "partition": fuzz_partition,
+    "journal": fuzz_journal,
+    "journal_display": fuzz_journal_display,
+    "frames": fuzz_frames,
+    "config": fuzz_config,
+    "select": fuzz_select,
+}
+
+
+def _message_of(e: BaseException) -> str:
+    msg = str(e)
+    if not msg.strip():
+        raise RuleBroken(f"{type(e).__name__} with an empty message") from e
+    return msg
+
+
+def check(name: str, data: bytes) -> None:
+    """Run target `name` on `data`; raise unless it kept the rule."""
+    try:
+        TARGETS[name](data)
+    except LogkitError as e:
+        _message_of(e)
