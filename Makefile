@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.deps-installed
 SOURCES := $(wildcard pyx/logkit/*.pyx pyx/logkit/*.pxd pyx/include/*.h) setup.py
 
-.PHONY: all build debug test demo bench clean distclean
+.PHONY: all build debug test demo bench soak fuzz clean distclean
 
 all: build
 
@@ -16,7 +16,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet "setuptools>=64" "Cython>=3.0" wheel blake3 pycryptodome pytest hypothesis
+	$(PIP) install --quiet "setuptools>=64" "Cython>=3.0" wheel blake3 pycryptodome pytest hypothesis cryptography-vectors
 	touch $(STAMP)
 
 # An editable install builds the extension in place and registers the
@@ -40,6 +40,18 @@ demo: build
 
 bench: build
 	$(PY) bench/run_all.py
+
+# The long runs behind the bounded samples `make test` takes (docs/reliability.md).
+# soak: the crash matrix, 10,000 cases, a table by injection point.
+SOAK_CASES ?= 10000
+soak: build
+	$(PY) tests/soak.py --cases $(SOAK_CASES)
+
+# fuzz: every target, coverage-guided by atheris (installed here, not for `make test`).
+FUZZ_SECONDS ?= 600
+fuzz: build
+	$(PIP) install --quiet atheris
+	$(PY) tests/fuzz/run.py --engine atheris --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf build pyx/logkit/*.c logkit/*.so logkit/*.c demo-logs .pytest_cache .hypothesis
