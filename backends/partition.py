@@ -29,6 +29,7 @@ import errno
 import json
 import mmap
 import os
+import stat
 import struct
 import threading
 import time as _time
@@ -46,8 +47,10 @@ from logkit.errors import (
     SegmentDamaged,
     SegmentFull,
     SegmentNotFound,
+    UnsafePath,
     UnsupportedFormat,
 )
+from logkit import inject, safefs
 from logkit.registry import Option, Reader, StorageBackend
 from logkit.salvager import process_alive, salvage
 
@@ -264,8 +267,11 @@ class Partition:
         self.key = _KeyFile(key_file) if key_file is not None else None
         fd = None
         while fd is None:
+            # Never through a link (safefs: O_NOFOLLOW, a regular file only):
+            # a dangling link used to send this loop round for ever, each
+            # pass creating a temporary file the size of the partition.
             try:
-                fd = os.open(self.path, os.O_RDONLY if readonly else os.O_RDWR)
+                fd = safefs.open_file(self.path, os.O_RDONLY if readonly else os.O_RDWR)
             except FileNotFoundError:
                 if not create or readonly:
                     raise SegmentNotFound(f"no partition file {self.path}") from None
@@ -349,7 +355,17 @@ class Partition:
             try:
                 os.link(tmp, self.path)      # atomic: the name appears complete or not at all
             except FileExistsError:
-                pass                         # another process created it first: open that one
+                # Another process created it first: open that one -- unless the
+                # name is not a regular file (a link, dangling or not, or
+                # anything else): refuse it rather than loop.
+                try:
+                    st = os.lstat(self.path)
+                except FileNotFoundError:
+                    st = None                # gone again: the caller's loop retries
+                if st is not None and not stat.S_ISREG(st.st_mode):
+                    kind = "symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+                    raise UnsafePath(f"partition {self.path} is a {kind}: refusing to create or "
+                                     "open a partition through it") from None
         finally:
             os.close(fd)
             os.unlink(tmp)
