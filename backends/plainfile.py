@@ -35,8 +35,9 @@ import time as _time
 from datetime import datetime
 from typing import Any, Iterator
 
+from logkit import safefs
 from logkit._segment import Limits, crc32c, parse_size
-from logkit.errors import InvalidArgument, LogkitError, NoSuchMessage, SegmentNotFound
+from logkit.errors import DiskFull, InvalidArgument, LogkitError, NoSuchMessage, SegmentNotFound
 from logkit.registry import Option, Reader, StorageBackend
 
 __all__ = ["PlainFileStorage", "PlainFileReader", "PlainMessage", "open_reader",
@@ -300,10 +301,16 @@ def backups(path: str) -> list[tuple[int, str]]:
     return out
 
 
+def _open_read(path: str, buffering: int = -1):
+    """A binary file object on `path`, opened without following a link and
+    checked to be a regular file (logkit.safefs); FileNotFoundError if absent."""
+    return os.fdopen(safefs.open_file(path, os.O_RDONLY), "rb", buffering=buffering)
+
+
 def _count_lines(path: str) -> int:
     """Newline-terminated lines in the file (a partial last line is not one)."""
     n = 0
-    with open(path, "rb", buffering=0) as f:
+    with _open_read(path, buffering=0) as f:
         while True:
             chunk = f.read(1 << 20)
             if not chunk:
@@ -336,8 +343,8 @@ def _ends_in_partial_line(path: str, ident: tuple) -> bool:
     be visible in part (the kernel extends the size page by page), so a
     missing newline only counts once it persists."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+        fd = safefs.open_file(path, os.O_RDONLY)
+    except (OSError, LogkitError):
         return False
     try:
         if _ident(os.fstat(fd)) != ident:
@@ -356,7 +363,7 @@ def _read_header(path: str | None = None, fd: int | None = None) -> int | None:
     """The base in the header of the file at `path` (or open as `fd`)."""
     if fd is None:
         try:
-            fd2 = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd2 = safefs.open_file(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
         try:
@@ -382,7 +389,7 @@ class PlainFileStorage(StorageBackend):
                help="rotate when the live file reaches this size (0 or none: never)"),
         Option("backups", "int", None,
                help="keep at most this many rotated files (none: keep all)"),
-        Option("mode", "mode", 0o640, help="permissions of new files"),
+        Option("mode", "mode", 0o640, help="permissions of new files (directories created get 0750)"),
         Option("create_directory", "bool", False,
                help="create the file's directory if it does not exist"),
         Option("sync", "choice", "close", choices=SYNC_CHOICES,
@@ -423,7 +430,7 @@ class PlainFileStorage(StorageBackend):
                 raise SegmentNotFound(f"plainfile log '{log}': directory {directory} does not "
                                       f"exist (for {self.path}; set create_directory = true "
                                       "to create it)")
-            os.makedirs(directory, exist_ok=True)
+            safefs.make_directories(directory)        # 0750 each, whatever the umask
         if os.path.isdir(self.path):
             raise InvalidArgument(f"plainfile log '{log}': path {self.path} is a directory")
 
@@ -439,6 +446,7 @@ class PlainFileStorage(StorageBackend):
         self._lock_fd: int | None = None
         self._fd: int | None = None
         self._cur: tuple[int, int] | None = None    # (st_dev, st_ino) of what _fd is
+        self._partial = False     # a short write left a line that our next write must end
         with self._lock:
             self._reopen()
 
@@ -492,20 +500,42 @@ class PlainFileStorage(StorageBackend):
         if st is None or (st.st_dev, st.st_ino) != cur or (
                 self.max_size is not None and st.st_size >= self.max_size):
             self._slow_path()
-        n = os.write(self._fd, line)
+        if self._partial:
+            # An earlier record's write was cut short and its line could not
+            # be ended then (a full disk): end it now, in the same write, so
+            # this record does not run into it.
+            line = b"\n" + line
+        try:
+            n = os.write(self._fd, line)
+        except OSError as e:
+            raise safefs.translate_error(e, self.path, "append to") from None
+        self._partial = False
         if n != len(line):
             # A short write (disk full, file size limit) leaves a partial line:
-            # end it, so the next record does not run into it.
+            # end it, so the next record does not run into it; if even that
+            # fails, the next write ends it (_partial).
             try:
-                os.write(self._fd, b"\n")
+                self._partial = os.write(self._fd, b"\n") != 1
             except OSError:
-                pass
-            raise LogkitError(f"plainfile {self.path}: short write ({n} of {len(line)} bytes); "
-                              "the record is damaged")
+                self._partial = True
+            err = f"plainfile {self.path}: short write ({n} of {len(line)} bytes); the record is damaged"
+            if self._disk_full():
+                raise DiskFull(err + " (no space left on the device; writing resumes when space returns)")
+            raise LogkitError(err)
         self.written += 1
         self.bytes_written += n
         if self.sync == "always":
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as e:
+                raise safefs.translate_error(e, self.path, "sync") from None
+
+    def _disk_full(self) -> bool:
+        """True when the live file's file system has no free block left (why a write was short)."""
+        try:
+            return os.fstatvfs(self._fd).f_bavail == 0
+        except OSError:
+            return False
 
     def _slow_path(self) -> None:
         """Reopen after another writer's rotation, create a missing live file,
@@ -535,8 +565,7 @@ class PlainFileStorage(StorageBackend):
     def _flock(self, wait: bool) -> bool:
         """Take the sidecar lock; with wait, for up to ROTATION_WAIT s (else LogkitError)."""
         if self._lock_fd is None:
-            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.mode)
-            self._lock_fd = fd
+            self._lock_fd = safefs.open_file(self._lock_path, os.O_RDWR | os.O_CREAT, self.mode)
         deadline = None
         pause = 0.00005
         while True:
@@ -575,9 +604,21 @@ class PlainFileStorage(StorageBackend):
         `first`: this instance's first open (the only time it looks for a
         partial last line left by a truncation)."""
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            # No link followed, a regular file only: a name planted here by
+            # someone who can write the directory is refused (safefs).
+            fd = safefs.open_file(self.path, os.O_WRONLY | os.O_APPEND)
         except FileNotFoundError:
             return None
+        try:
+            return self._prepare(fd, locked, first)
+        except OSError as e:
+            os.close(fd)
+            raise safefs.translate_error(e, self.path, "write the header of") from None
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _prepare(self, fd: int, locked: bool, first: bool) -> int:
         st = os.fstat(fd)
         if st.st_size == 0:
             # Created by someone else (an administrator's `touch`): give it its header.
@@ -615,25 +656,27 @@ class PlainFileStorage(StorageBackend):
         """Install a new live file holding only its header (caller holds the lock).
         Written aside and linked into place, so no record can precede the header."""
         d, name = os.path.split(self.path)
-        tmp = os.path.join(d, f".{name}.{os.getpid()}.{_get_tid()}.new")
+        dfd = safefs.open_directory(d)
         try:
-            os.unlink(tmp)                     # left by a dead process with our pid
-        except FileNotFoundError:
-            pass
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.mode)
-        try:
-            os.fchmod(fd, self.mode)           # exactly `mode`, whatever the umask
-            os.write(fd, header_line(self.format, base))
-            if self.sync != "never":
-                os.fsync(fd)
+            # An unpredictable name, O_EXCL, exactly `mode` (safefs); removed
+            # whatever happens, so a full disk leaves nothing behind.
+            fd, tmp = safefs.create_temporary(dfd, name, self.mode, path_dir=d)
+            try:
+                try:
+                    os.write(fd, header_line(self.format, base))
+                    if self.sync != "never":
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+            except FileExistsError:
+                pass                           # someone did (cannot happen under the lock)
+            except OSError as e:
+                raise safefs.translate_error(e, self.path, "create") from None
+            finally:
+                safefs.unlink_in(dfd, tmp)
         finally:
-            os.close(fd)
-        try:
-            os.link(tmp, self.path)
-        except FileExistsError:
-            pass                               # someone did (cannot happen under the lock)
-        finally:
-            os.unlink(tmp)
+            os.close(dfd)
 
     def _rotate(self) -> bool:
         """Rotate the live file if it is still ours and full; False when another
@@ -652,10 +695,13 @@ class PlainFileStorage(StorageBackend):
             if base is None:
                 base = _derived_base(self.path, skip=self._cur)
             target = backup_name(self.path, base)
-            if os.path.exists(target):
+            if os.path.lexists(target):
                 # Cannot happen with files only this backend names; never overwrite one.
                 raise LogkitError(f"plainfile {self.path}: cannot rotate, {target} exists")
-            os.rename(self.path, target)
+            try:
+                os.rename(self.path, target)
+            except OSError as e:
+                raise safefs.translate_error(e, self.path, "rotate") from None
             # Count after the rename: only late lines can follow, and the next
             # base leaves LATE_LINE_ROOM numbers for them.
             self._create_live(_next_base(base, _count_lines(target)))
@@ -772,7 +818,7 @@ class PlainFileReader(Reader):
         rotated after that open is read once, as the live one, by its inode)."""
         live = None
         try:
-            fh = open(self.path, "rb")
+            fh = _open_read(self.path)
         except FileNotFoundError:
             fh = None
         if fh is not None:
@@ -807,7 +853,7 @@ class PlainFileReader(Reader):
         fh = src.fh
         if fh is None:
             try:
-                fh = open(src.path, "rb")
+                fh = _open_read(src.path)
             except FileNotFoundError:
                 return                          # deleted by retention meanwhile
         try:
