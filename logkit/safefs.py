@@ -63,6 +63,13 @@ def _kind_of(mode: int) -> str:
     return "special file"
 
 
+def _with_errno(err, code: int):
+    """`err` (an OSError subclass made from its message alone, so str() is
+    the message) carrying `code` as its errno, as callers of OSError expect."""
+    err.errno = code                  # (setting strerror too would make str() "[Errno N] ...")
+    return err
+
+
 def translate_error(e: OSError, path: str, doing: str) -> LogkitError:
     """A LogkitError for `e`, met while `doing` (e.g. "create") `path`:
     DiskFull, ReadOnlyFileSystem (naming the directory), UnsafePath for a
@@ -73,16 +80,12 @@ def translate_error(e: OSError, path: str, doing: str) -> LogkitError:
     code = e.errno
     if code in (errno.ENOSPC, errno.EDQUOT):
         what = "no space left on the device" if code == errno.ENOSPC else "disk quota exceeded"
-        err: LogkitError = DiskFull(code, f"cannot {doing} {path}: {what}; nothing was lost, "
-                                          "retry when space returns")
-        err.filename = path
-        return err
+        return _with_errno(DiskFull(f"cannot {doing} {path}: {what}; nothing was lost, retry when "
+                                    "space returns"), code)
     if code == errno.EROFS:
         d = os.path.dirname(path) or "."
-        err = ReadOnlyFileSystem(code, f"cannot {doing} {path}: its directory {d} is on a read-only "
-                                       "file system")
-        err.filename = path
-        return err
+        return _with_errno(ReadOnlyFileSystem(f"cannot {doing} {path}: its directory {d} is on a "
+                                              "read-only file system"), code)
     if code == errno.ELOOP:
         return UnsafePath(f"refusing to {doing} {path}: it is a symbolic link (logkit never follows a "
                           "link inside a log directory; someone who can write the directory may have "
@@ -138,7 +141,11 @@ def open_in(dir_fd: int, name: str, flags: int, mode: int = FILE_MODE, kind: str
         raise UnsafePath(f"{path or name}: {name!r} is not a plain file name inside the log directory")
     where = path or name
     doing = "create" if flags & os.O_CREAT else ("open for writing" if is_writing(flags) else "open")
-    base = flags | _NOFOLLOW | _CLOEXEC
+    # O_NONBLOCK for the open itself: a FIFO planted where a regular file is
+    # expected would otherwise block the open until someone opens its other
+    # end; the kind check below refuses it.  Cleared again afterwards unless
+    # the caller asked for it.
+    base = flags | _NOFOLLOW | _CLOEXEC | os.O_NONBLOCK
     made = False
     try:
         if flags & os.O_CREAT and not flags & os.O_EXCL:
@@ -158,14 +165,23 @@ def open_in(dir_fd: int, name: str, flags: int, mode: int = FILE_MODE, kind: str
     except FileExistsError:
         raise
     except OSError as e:
-        if e.errno == errno.ENXIO and kind == FIFO:
-            raise                                 # a FIFO with no reader: the caller's business
+        if e.errno == errno.ENXIO:
+            if kind == FIFO:
+                raise                             # a FIFO with no reader: the caller's business
+            # Only a FIFO (or a socket or device) gives ENXIO on open.
+            try:
+                found = _kind_of(os.lstat(name, dir_fd=dir_fd).st_mode)
+            except OSError:
+                found = "special file"
+            raise UnsafePath(f"{where} is a {found}, not a {kind}: refusing to use it") from None
         raise translate_error(e, where, doing) from None
     try:
         st = os.fstat(fd)
         test = _KIND_TEST.get(kind)
         if test is not None and not test(st.st_mode):
             raise UnsafePath(f"{where} is a {_kind_of(st.st_mode)}, not a {kind}: refusing to use it")
+        if not flags & os.O_NONBLOCK:
+            os.set_blocking(fd, True)
         if made:
             os.fchmod(fd, mode)
             if created is not None:
