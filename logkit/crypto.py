@@ -124,6 +124,14 @@ def _mode_problem(path: str, st: os.stat_result) -> str | None:
         return (f"key file {path} has mode {stat.S_IMODE(st.st_mode):04o}, which lets group or "
                 f"others read or write it; a key file must be mode 0600 or stricter "
                 f"(fix: chmod 600 {path})")
+    # Mode 0600 only protects a key if its owner is us: another user's 0600
+    # file is that user's to rewrite (a root logkit would otherwise take a
+    # key, or a key rotation, from whoever owns the file).
+    me = os.geteuid()
+    if st.st_uid not in (me, 0):
+        return (f"key file {path} is owned by uid {st.st_uid}, not by uid {me} (this process) or root: "
+                f"its owner could replace the key; a key file must belong to the user who runs logkit "
+                f"(fix: chown {me} {path})")
     return None
 
 
@@ -169,8 +177,9 @@ def _parse(path: str, text: str) -> KeyRing:
 
 def load_key_file(path: str | os.PathLike[str]) -> KeyRing:
     """Read a key file.  Raises KeyFileNotFound if it is missing,
-    KeyFilePermissions if its mode allows group or others anything (the check
-    is made on the opened file, so a swap after it does not matter), and
+    KeyFilePermissions if its mode allows group or others anything or it is
+    owned by another user than this process's (root may own it; the checks
+    are made on the opened file, so a swap after them does not matter), and
     KeyFileError, naming file and line, for anything malformed."""
     p = os.fspath(path)
     try:
