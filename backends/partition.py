@@ -52,7 +52,7 @@ from logkit.errors import (
 )
 from logkit import inject, safefs
 from logkit.registry import Option, Reader, StorageBackend
-from logkit.salvager import process_alive, salvage
+from logkit.salvager import process_alive, salvage, settle_counts
 
 __all__ = ["PartitionStorage", "PartitionReader", "PartitionMessage", "Partition", "open_reader",
            "PartitionSwapTimeout"]
@@ -110,7 +110,8 @@ STALL_TIMEOUT = 10.0     # a live holder whose token does not move for this long
 LIVE_STALL = 1.0         # an out-of-service half nobody claimed (its winner died at once)
 DRAIN_WAIT = 5.0         # a swapper waits this long for a live drainer of the half it must reuse
 RESERVATION_GRACE = 5.0  # salvage grace for a reservation left open in a full half
-SETTLE_TIMEOUT = 30.0    # longest a drain or reuse waits for a full half's reservations
+SETTLE_TIMEOUT = RESERVATION_GRACE + 3.0   # longest a drain or reuse waits for a full half's
+                                           # reservations (salvage abandons a stuck one after the grace)
 
 
 # Tokens held right now by threads of this process (token -> how many claims).
@@ -644,6 +645,9 @@ class PartitionStorage(StorageBackend):
         self._watch: dict[int, float] = {}       # token -> when first seen unchanged
         self.swaps_here = 0
         self.takeovers = 0
+        self.settle_timeouts = 0                 # settles that gave up (_settle)
+        self.count_mismatches = 0                # settled halves whose counters still disagree
+        self.problems: list[str] = []            # what went wrong, in words (bounded)
         self._repair()
         cur = self._p.current_index()
         self._cur = self._p.halves[cur if cur is not None else 0]
@@ -917,20 +921,46 @@ class PartitionStorage(StorageBackend):
     def _settle(self, h: Segment) -> bool:
         """Wait until every reservation in the out-of-service half `h` is
         finished or abandoned (salvage abandons those of dead writers, and
-        of stuck ones after RESERVATION_GRACE).  False on timeout."""
+        of stuck ones after RESERVATION_GRACE).  Decided by walking the
+        half's records (salvager.settle_counts), never by its counters: a
+        writer killed between its commit and the written counter, or a
+        damaged COUNT, leaves the counters unbalanced for ever, and used to
+        cost every drain and reuse the whole timeout.  Bounded by
+        SETTLE_TIMEOUT (a little more than the grace after which salvage
+        abandons a live but stuck reservation); a timeout, and counters
+        that stay unbalanced once the walk says settled, are noted in
+        `problems` and counted in stats() (never silence).  False on
+        timeout."""
+        i = self._p.halves.index(h)
         deadline = _time.monotonic() + SETTLE_TIMEOUT
         next_salvage = _time.monotonic() + 0.02
         while True:
-            st = h.stats()
-            if st["reserved"] <= st["written"] + st["abandoned"]:
+            if settle_counts(h):
+                st = h.stats()
+                if st["reserved"] != st["written"] + st["abandoned"]:
+                    self.count_mismatches += 1
+                    self._problem(f"partition {self.path}: half {i} at offset {self._p.offsets[i]}: its "
+                                  f"counters do not balance (reserved {st['reserved']}, written "
+                                  f"{st['written']}, abandoned {st['abandoned']}) though every record "
+                                  "in it is finished: the reservation word's COUNT is damaged; the walk "
+                                  "of its records decides")
                 return True
             now = _time.monotonic()
             if now >= next_salvage:
                 salvage(h, grace=RESERVATION_GRACE, settle=1.0)
                 next_salvage = now + 0.05
             if now > deadline:
+                self.settle_timeouts += 1
+                self._problem(f"partition {self.path}: half {i} at offset {self._p.offsets[i]}: "
+                              f"reservations still open after {SETTLE_TIMEOUT:g} s; went on without them")
                 return False
             _time.sleep(0.001)
+
+    def _problem(self, note: str) -> None:
+        """Note a problem once (the list is bounded: the newest 64)."""
+        if note not in self.problems:
+            self.problems.append(note)
+            del self.problems[:-64]
 
     def swap(self, reason: str = "request") -> bool:
         """Swap now if the current half holds messages and the other half is
@@ -1147,6 +1177,8 @@ class PartitionStorage(StorageBackend):
             "current": -1 if cur is None else cur,
             "half_size": p.half_size,
             "takeovers": self.takeovers,
+            "settle_timeouts": self.settle_timeouts,
+            "count_mismatches": self.count_mismatches,
         })
         return out
 
