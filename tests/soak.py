@@ -33,11 +33,12 @@ from crashmatrix import harness, points  # noqa: E402
 
 def parse_label(label: str) -> harness.Case:
     """The Case of a label printed by Case.label()."""
+    label, _, then = label.partition("/then=")
     layer, victim, rest = label.split("/", 2)
     rest, _, seed = rest.rpartition("/seed=")
     pt, _, act = rest.rpartition("/")
     action, _, hit = act.partition("@")
-    return harness.Case(layer, victim, "" if pt == "(timer)" else pt, action, int(hit), int(seed))
+    return harness.Case(layer, victim, "" if pt == "(timer)" else pt, action, int(hit), int(seed), then)
 
 
 def cycle(censuses, rng, stop_share):

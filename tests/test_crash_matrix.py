@@ -9,9 +9,9 @@ or at a timed instant.  Each case then checks: every acknowledged message
 read back exactly once and whole, readers exit 0, a fresh writer and a
 fresh server recover unaided, counters balance after salvage.
 
-The sample is seeded (CRASHMATRIX_SEED overrides; the failure message names
-the case label, which `python tests/soak.py --case LABEL` re-runs) and
-bounded in time per layer (CRASHMATRIX_BUDGET seconds, default 30).
+The sample is seeded (by the date; CRASHMATRIX_SEED overrides; a failure
+names the case label, which `python tests/soak.py --case LABEL` re-runs) and
+bounded in time per layer (CRASHMATRIX_BUDGET seconds, default 35).
 """
 from __future__ import annotations
 
@@ -29,8 +29,11 @@ if _TESTS not in sys.path:
 
 from crashmatrix import harness, points  # noqa: E402
 
-SEED = int(os.environ.get("CRASHMATRIX_SEED", "20261203"))
-BUDGET = float(os.environ.get("CRASHMATRIX_BUDGET", "30"))
+# The day's date by default: the sample changes from day to day (so CI covers
+# every point over time) but a failure re-runs the same on the day, and its
+# label re-runs it any day.
+SEED = int(os.environ.get("CRASHMATRIX_SEED") or time.strftime("%Y%m%d", time.gmtime()))
+BUDGET = float(os.environ.get("CRASHMATRIX_BUDGET", "35"))
 
 # Points the scenarios cannot reach, each with the reason a reader would accept.
 NOT_REACHABLE: dict[str, str] = {}
@@ -77,7 +80,7 @@ def test_every_point_call_in_the_source_names_its_point_readably():
         f"  {p}:{line}: {text}" for p, line, text in odd)
 
 
-# ------------------------------------------------------------------ census
+# ------------------------------------------------------------------ census and sample
 
 @pytest.fixture(scope="module")
 def censuses():
@@ -85,41 +88,10 @@ def censuses():
     return {layer: harness.census(layer, seed=SEED) for layer in harness.LAYERS}
 
 
-def test_fault_free_runs_of_every_scenario_pass_every_check(censuses):
-    bad = {layer: roles["_failures"] for layer, roles in censuses.items() if "_failures" in roles}
-    assert bad == {}
-
-
-def test_every_discovered_point_is_reached_by_some_scenario(censuses):
-    reached = {n for roles in censuses.values() for r, c in roles.items() if not r.startswith("_") for n in c}
-    found = points.discover()
-    missing = sorted(set(found) - reached - set(NOT_REACHABLE))
-    assert missing == [], "points no scenario reaches (add a scenario, or list them in NOT_REACHABLE " \
-        "with the reason):\n" + "\n".join(f"  {n} ({found[n][0].path}:{found[n][0].line})" for n in missing)
-    for pre, sites in points.prefixes().items():
-        assert any(n.startswith(pre) for n in reached) or pre in NOT_REACHABLE, \
-            f"no scenario reaches any point named {pre}* ({sites[0].path}:{sites[0].line})"
-    stale = sorted(set(NOT_REACHABLE) - set(found) - set(points.prefixes()))
-    assert stale == [], f"NOT_REACHABLE lists points that no longer exist: {stale}"
-    # the census only counts names the source declares (or an f-string makes)
-    undeclared = sorted(n for n in reached if not points.matches(n, found, points.prefixes()))
-    assert undeclared == []
-
-
-def test_every_layer_with_points_has_them_reached_in_its_own_scenario(censuses):
-    for layer, names in points.by_layer(points.discover()).items():
-        scenarios = SCENARIOS_OF_LAYER.get(layer)
-        if scenarios is None:
-            continue                  # a layer without a scenario of its own: the test above covers it
-        reached = {n for sc in scenarios for r, c in censuses[sc].items() if not r.startswith("_") for n in c}
-        assert reached & set(names), f"layer {layer}: none of {names} reached in the {scenarios} scenarios"
-
-
-# ------------------------------------------------------------------ the sample
-
-def _sample(censuses, layer, rng):
-    """Kills at every point of the layer (random visit), in a shuffled order,
-    then one stop at a named point, one random instant and one timed kill."""
+def _sample_cases(censuses, layer, rng):
+    """One stop at a named point, one random instant ("*") and one timed
+    kill per role, then kills at every point of the layer (random visit,
+    shuffled) for as long as the budget lasts."""
     named, extra = [], []
     for role, counts in censuses[layer].items():
         if role.startswith("_"):
@@ -139,21 +111,74 @@ def _sample(censuses, layer, rng):
     return extra + named
 
 
+@pytest.fixture(scope="module")
+def samples(censuses):
+    """layer -> outcomes of its sample.  Points a restarted server reaches
+    only in recovery (after the first fault) get a double fault: the case
+    that led there again, with the restarted server killed at that point."""
+    out = {}
+    for layer in harness.LAYERS:
+        rng = random.Random(f"{SEED}/{layer}")
+        start = time.monotonic()
+        ran = []
+        normal = {n for r, c in censuses[layer].items() if not r.startswith("_") for n in c}
+        todo = _sample_cases(censuses, layer, rng)
+        doubled = set()
+        while todo:
+            case = todo.pop(0)
+            if ran and time.monotonic() - start > BUDGET:
+                break
+            o = harness.run_case(case)
+            ran.append(o)
+            if case.victim == "server" and o.acted == "killed" and not case.then:
+                for name in sorted(set(o.recovery.get("server", {})) - normal - doubled):
+                    doubled.add(name)
+                    todo.insert(0, harness.Case(layer, "server", case.point, case.action, case.hit, case.seed,
+                                                then=f"{name}=kill@1"))
+        out[layer] = ran
+    return out
+
+
+def test_fault_free_runs_of_every_scenario_pass_every_check(censuses):
+    bad = {layer: roles["_failures"] for layer, roles in censuses.items() if "_failures" in roles}
+    assert bad == {}
+
+
 @pytest.mark.parametrize("layer", harness.LAYERS)
-def test_a_sample_of_kills_and_stops_loses_nothing_acknowledged_and_recovers(censuses, layer):
-    rng = random.Random(f"{SEED}/{layer}")
-    start = time.monotonic()
-    ran, failed = [], []
-    for case in _sample(censuses, layer, rng):
-        if ran and time.monotonic() - start > BUDGET:
-            break
-        o = harness.run_case(case)
-        ran.append(o)
-        if not o.ok:
-            failed.append(o)
+def test_a_sample_of_kills_and_stops_loses_nothing_acknowledged_and_recovers(samples, layer):
+    ran = samples[layer]
     assert any(o.acted in ("killed", "stopped") for o in ran), f"{layer}: no case injected a fault"
+    failed = [o for o in ran if not o.ok]
     assert failed == [], "\n".join(o.summary() for o in failed) + \
         "\n(re-run one with: python tests/soak.py --case LABEL)"
+
+
+def test_every_discovered_point_is_reached_by_some_scenario(censuses, samples):
+    """Reached in a fault-free run, or in recovery after a fault of the sample."""
+    reached = {n for roles in censuses.values() for r, c in roles.items() if not r.startswith("_") for n in c}
+    reached |= {n for ran in samples.values() for o in ran for c in o.recovery.values() for n in c}
+    found = points.discover()
+    missing = sorted(set(found) - reached - set(NOT_REACHABLE))
+    assert missing == [], "points no scenario reaches (add a scenario, or list them in NOT_REACHABLE " \
+        "with the reason):\n" + "\n".join(f"  {n} ({found[n][0].path}:{found[n][0].line})" for n in missing)
+    for pre, sites in points.prefixes().items():
+        assert any(n.startswith(pre) for n in reached) or pre in NOT_REACHABLE, \
+            f"no scenario reaches any point named {pre}* ({sites[0].path}:{sites[0].line})"
+    stale = sorted(set(NOT_REACHABLE) - set(found) - set(points.prefixes()))
+    assert stale == [], f"NOT_REACHABLE lists points that no longer exist: {stale}"
+    # the census only counts names the source declares (or an f-string makes)
+    undeclared = sorted(n for n in reached if not points.matches(n, found, points.prefixes()))
+    assert undeclared == []
+
+
+def test_every_layer_with_points_has_them_reached_in_its_own_scenario(censuses, samples):
+    for layer, names in points.by_layer(points.discover()).items():
+        scenarios = SCENARIOS_OF_LAYER.get(layer)
+        if scenarios is None:
+            continue                  # a layer without a scenario of its own: the test above covers it
+        reached = {n for sc in scenarios for r, c in censuses[sc].items() if not r.startswith("_") for n in c}
+        reached |= {n for sc in scenarios for o in samples[sc] for c in o.recovery.values() for n in c}
+        assert reached & set(names), f"layer {layer}: none of {names} reached in the {scenarios} scenarios"
 
 
 # Cases that failed deterministically (re-run before listing), each routed to

@@ -76,16 +76,20 @@ class Case:
     action: str = "kill"
     hit: int = 1
     seed: int = 0
+    then: str = ""        # "NAME=kill@N;NAME=kill@N...": armed in the 1st, 2nd... restart of a killed
+                          # server (faults in recovery: each restart is killed at the next one)
 
     def label(self) -> str:
         p = self.point or "(timer)"
-        return f"{self.layer}/{self.victim}/{p}/{self.action}@{self.hit}/seed={self.seed}"
+        then = f"/then={self.then}" if self.then else ""
+        return f"{self.layer}/{self.victim}/{p}/{self.action}@{self.hit}/seed={self.seed}{then}"
 
 
 @dataclass
 class Outcome:
     case: Case
     reached: str | None = None          # the point the victim acted at (None: not reached)
+    then_reached: list = field(default_factory=list)   # the points the restarted servers died at
     acted: str = ""                     # "killed", "stopped", "" or "gone" (nothing happened)
     failures: list = field(default_factory=list)
     notes: list = field(default_factory=list)
@@ -93,6 +97,8 @@ class Outcome:
     read: int = 0
     lost_counted: int = 0
     seconds: float = 0.0
+    recovery: dict = field(default_factory=dict)   # role -> {point: visits} after the fault (fresh
+                                                   # writers, restarted and --once servers)
 
     @property
     def ok(self) -> bool:
@@ -124,7 +130,7 @@ def _config(layer: str, d: str, scale: float) -> dict:
                    directory=os.path.join(d, "fam"), family="buf", pace=0.01)
     elif layer == "pipe":
         cfg.update(name="p", fifo=os.path.join(d, "p.fifo"), spill=os.path.join(d, "p.fifo.spill"),
-                   spill_size="256KiB", directory=os.path.join(d, "fam"), family="p")
+                   spill_size="1MiB", directory=os.path.join(d, "fam"), family="p")
     return cfg
 
 
@@ -249,13 +255,15 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
         from logkit import Segment
         Segment.create(cfg["path"], size=1 << 20, family="core").close()
     notify = os.path.join(d, "notify")
+    thens = [t for t in case.then.split(";") if t]
     census = census_names is not None
-    names = list(census_names or ())
+    names = list(census_names) if census else sorted(_points.discover())
     spec = None
     if not census and case.point:
         spec = f"{case.point}={case.action}@{case.hit}"
     log = os.path.join(d, "server.log")
     census_files = {}
+    recovery_files = []         # (role, census file) of every process started after the fault
     server = None
     kills = 0
     if layer in ("partition", "pipe"):
@@ -271,12 +279,14 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
         writers = []
         for w in range(WRITERS):
             acks = os.path.join(d, f"acks.{w}")
-            cf = os.path.join(d, f"census.writer{w}.json") if census else None
-            census_files[f"writer{w}"] = cf
+            cf = os.path.join(d, f"census.writer{w}.json")
+            if census:
+                census_files[f"writer{w}"] = cf
+            else:
+                recovery_files.append(("writer", cf))    # (what the others meet after the fault)
             armed = spec if (case.victim == "writer" and w == 0) else None
             with _Armed(armed, notify):
-                k = g.spawn(child_writer, layer, cfg, w, 0, count, acks, go,
-                            names if census else None, cf, name=f"writer-{w}")
+                k = g.spawn(child_writer, layer, cfg, w, 0, count, acks, go, names, cf, name=f"writer-{w}")
             writers.append(k)
         reader = None if census else g.spawn(child_reader, layer, cfg, name="reader")
         for k in writers + [reader] * (reader is not None):
@@ -297,8 +307,10 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
             victim is stopped (it must get through while the victim stalls),
             else once the fault is over."""
             w = FRESH_IDS[len(freshes)]
+            cf = os.path.join(d, f"census.fresh{w}.json")
+            recovery_files.append(("writer", cf))
             freshes.append((g.spawn(child_writer, layer, cfg, w, 0, FRESH, os.path.join(d, f"acks.{w}"),
-                                    None, None, None, name=f"fresh-writer-{w}"), time.monotonic(), w))
+                                    None, names, cf, name=f"fresh-writer-{w}"), time.monotonic(), w))
 
         def stall():
             """The victim is stopped: keep it so past every timeout while a
@@ -323,13 +335,60 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
             else:
                 out.notes.append(f"the fresh writer finished in {finished:.2f} s while the victim was stopped")
 
+        def supervised(k, kind, timeout):
+            """k.expect(kind), acting on the victim (and restarting a killed
+            server) meanwhile, as the main loop does."""
+            end = time.monotonic() + timeout
+            while True:
+                if k.conn.poll(0.01):
+                    msg = k.recv(1)
+                    if msg[0] == kind:
+                        return msg[1:]
+                    continue
+                if not census:
+                    nonlocal kills
+                    kills += fault()
+                if time.monotonic() > end:
+                    raise procs.ChildFailed(f"{k.name}: no {kind!r} within {timeout} s")
+                if k.process.exitcode is not None and not k.conn.poll(0):
+                    k.recv(1)       # raises ChildFailed with what it said, or that it died
+
+        def restart():
+            """The killed server's restart (as a supervisor would), at once,
+            armed with the next point of case.then if any."""
+            nonlocal server
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                out.failures.append("the killed server did not die")
+            cf = os.path.join(d, f"census.restart{len(recovery_files)}.json")
+            recovery_files.append(("server", cf))
+            i = len(out.then_reached)
+            arm = thens[i] if i < len(thens) else None
+            server = _server(toml, _env(scale, arm, f"{notify}.then{i}" if arm else None, cf, names), log)
+
+        def second() -> int:
+            """A restarted server that reached its point of case.then killed
+            itself: restart it again."""
+            i = len(out.then_reached)
+            hit = _notified(f"{notify}.then{i}") if i < len(thens) else None
+            if hit is None:
+                return 0
+            out.then_reached.append(hit[0])
+            restart()
+            return 1
+
         def fault() -> int:
             """Act on the victim if it reached its point (or its timer ran out); returns kills."""
+            if out.acted:
+                return second()
             hit = _notified(notify)
             if hit is not None:
                 out.reached = hit[0]
                 if case.action == "kill":
                     out.acted = "killed"
+                    if case.victim == "server":
+                        restart()
                     return 1
                 _wait_stopped(hit[1])
                 out.acted = "stopped"
@@ -346,6 +405,8 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
                     if case.action == "kill":
                         os.kill(victim_pid, signal.SIGKILL)
                         out.acted = "killed"
+                        if case.victim == "server":
+                            restart()
                         return 1
                     os.kill(victim_pid, signal.SIGSTOP)
                     _wait_stopped(victim_pid)
@@ -380,7 +441,7 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
                     if k.pid == victim_pid and case.action == "kill" and _notified(notify):
                         continue
                     out.failures.append(f"{k.name} exited ({k.process.exitcode}) before it was done")
-            if not census and not out.acted:
+            if not census:
                 kills += fault()
             if not pending:
                 break
@@ -392,12 +453,11 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
             # The server may reach its point only while it drains what the
             # writers left: give it that time.
             end = time.monotonic() + 10
-            while not out.acted and server.poll() is None and time.monotonic() < end:
+            while not (out.acted and len(out.then_reached) == len(thens)) and time.monotonic() < end:
+                if out.acted != "killed" and server.poll() is not None:
+                    break
                 kills += fault()
                 time.sleep(0.005)
-        if server is not None and case.victim == "server" and out.acted == "killed":
-            server.wait(10)
-            server = _server(toml, _env(scale, None, None, None), log)     # the server's restart
         if reader is not None:
             try:
                 reader.send("stop")
@@ -411,8 +471,9 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
             start_fresh()
         fresh, t_rec, fresh_w = freshes[0]
         try:
-            fresh.expect("ready", RECOVERY_S)
-            errors, _ = fresh.expect("done", RECOVERY_S)
+            errors, fresh_stats = supervised(fresh, "done", RECOVERY_S)
+            if layer == "pipe":
+                out.notes.append(f"fresh pipe writer: {fresh_stats}")
             if errors:
                 out.failures.append(f"recovery: the fresh writer had {errors} refused writes: "
                                     f"{read_acks(os.path.join(d, f'acks.{fresh_w}'))[1][:3]}")
@@ -421,17 +482,21 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
                                 f"{str(e)[-800:]}")
         out.notes.append(f"recovery {time.monotonic() - t_rec:.2f} s")
         # ---- drain everything, close the writers
-        if layer == "pipe":
-            _settle_pipe(d, cfg, out)
+        if layer == "pipe" and not _settle_pipe(d, cfg, out, lambda: fault() if not census else 0) \
+                and server is not None and server.poll() is None:
+            os.kill(server.pid, signal.SIGUSR1)      # its stacks, into server.log
+            time.sleep(0.2)
         _close_all(writers + [f[0] for f in freshes], layer, out)
         out.notes.append("pids: " + ", ".join(f"{k.name} {k.pid}" for k in g.children)
                          + (f", server {first_server}" if server is not None else ""))
         if server is not None:
-            if server.poll() is None:
-                server.send_signal(signal.SIGTERM)
+            termed = None
             end = time.monotonic() + 60
             while server.poll() is None and time.monotonic() < end:
-                if case.victim == "server" and not census and not out.acted:
+                if termed is not server:        # (a restart after a kill in its last drain is stopped too)
+                    server.send_signal(signal.SIGTERM)
+                    termed = server
+                if case.victim == "server" and not census and not (out.acted and len(out.then_reached) == len(thens)):
                     kills += fault()            # its point may come in the last drain
                 time.sleep(0.005)
             if server.poll() is None:
@@ -440,10 +505,20 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
             rc = server.wait()
             if case.victim == "server" and not census and not out.acted:
                 kills += fault()
+            i = len(out.then_reached)
+            if case.victim == "server" and not census and i < len(thens):
+                # the restarted one's point came as it stopped: record it
+                hit = _notified(f"{notify}.then{i}")
+                if hit is not None:
+                    out.then_reached.append(hit[0])
+                    rc = 0
+                    kills += 1
             if rc != 0 and not (case.victim == "server" and out.acted == "killed"):
                 out.failures.append(f"the server exited {rc}: {_tail(log)}")
             _close_all([f[0] for f in freshes], layer, out)     # one started while it stalled in its last drain
-            once = _server(toml, _env(scale), log, once=True)
+            cf = os.path.join(d, "census.once.json")
+            recovery_files.append(("server", cf))
+            once = _server(toml, _env(scale, None, None, cf, names), log, once=True)
             try:
                 rc = once.wait(120)
             except subprocess.TimeoutExpired:
@@ -462,6 +537,15 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
             except (OSError, ValueError, TypeError):
                 counts[role] = {}
         out.notes.insert(0, counts)
+    for role, cf in recovery_files:
+        try:
+            with open(cf) as f:
+                counts = json.load(f)
+        except (OSError, ValueError):
+            continue
+        mine = out.recovery.setdefault(role, {})
+        for n, v in counts.items():
+            mine[n] = mine.get(n, 0) + v
     # ---- read back and check
     _check(out, case, d, cfg, cfg_json, kills)
     out.seconds = time.monotonic() - t0
@@ -506,18 +590,20 @@ def _family_count(cfg) -> int:
         return -1
 
 
-def _settle_pipe(d, cfg, out) -> None:
+def _settle_pipe(d, cfg, out, supervise) -> bool:
     """Until the family holds every acknowledged record, or nothing new came for 5 s."""
     want = sum(len(read_acks(os.path.join(d, f"acks.{w}"))[0]) for w in list(range(WRITERS)) + list(FRESH_IDS))
     seen, since = -2, time.monotonic()
     while time.monotonic() - since < 5.0:
+        supervise()
         n = _family_count(cfg)
         if n >= want:
-            return
+            return True
         if n != seen:
             seen, since = n, time.monotonic()
         time.sleep(0.02)
     out.notes.append(f"pipe: the family stopped at {seen} of {want} acknowledged records")
+    return False
 
 
 _PRINTED = re.compile(r"\bw\d+:\d+:")
@@ -577,6 +663,13 @@ def _check(out: Outcome, case: Case, d: str, cfg: dict, cfg_json: str, kills: in
         room = ps["lost"] - sum(rep.get("lost", 0) for rep in got["loss_reports"])
         if len(missing) <= room:
             counted, missing = counted + len(missing), []
+    ss = got.get("spill_stats")
+    if ss is not None and missing and len(missing) <= ss["lost"]:
+        # A pipe writer with no reader spills; a spill that overflowed
+        # before a reader came counts what it lost (a pipe write returns
+        # no sequence, so the count is all there is to match).
+        counted, missing = counted + len(missing), []
+        out.notes.append(f"the spill partition lost {ss['lost']} records (counted)")
     out.acked, out.read, out.lost_counted = acked_total, sum(seen.values()), counted
     if missing:
         out.failures.append(f"lost: {len(missing)} acknowledged messages missing (writer, counter, sequence), "
@@ -619,6 +712,18 @@ def census(layer: str, scale: float = SCALE, seed: int = 0) -> dict[str, dict[st
     if o.failures:
         roles["_failures"] = o.failures
     return roles
+
+
+def chain(censuses: dict, layer: str) -> Case | None:
+    """One case that kills the layer's server at the first visit of each of
+    its points in turn (in the order the census first met them, so the
+    early steps die while the writers still write), restarting it after
+    each kill: the recovery from each runs (counted in Outcome.recovery).
+    The chain ends where a restart never reaches its point."""
+    pts = list(censuses.get(layer, {}).get("server", {}))     # in the order first visited
+    if not pts:
+        return None
+    return Case(layer, "server", pts[0], "kill", 1, 0, ";".join(f"{p}=kill@1" for p in pts[1:]))
 
 
 def plan(censuses: dict, rng: random.Random, actions=("kill",), per_point: int = 1,

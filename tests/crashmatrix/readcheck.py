@@ -116,6 +116,11 @@ def balance(layer, cfg, out):
         s = PartitionStorage(cfg["name"], path=cfg["path"])
         out["partition_stats"] = {k: v for k, v in s.stats().items() if isinstance(v, int)}
         s.close()
+    if layer == "pipe" and os.path.exists(cfg["spill"]):
+        from logkit.backends.partition import PartitionStorage
+        s = PartitionStorage(cfg["name"], path=cfg["spill"])
+        out["spill_stats"] = {k: v for k, v in s.stats().items() if isinstance(v, int)}
+        s.close()
 
 
 def main(argv):

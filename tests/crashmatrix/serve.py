@@ -18,6 +18,9 @@ if TESTS_DIR not in sys.path:
 from crashmatrix import runtime  # noqa: E402
 
 if __name__ == "__main__":
+    import faulthandler
+    import signal
+    faulthandler.register(signal.SIGUSR1, all_threads=True)   # the harness asks where a stuck server is
     names = os.environ.get("CRASHMATRIX_CENSUS_NAMES")
     path = os.environ.get(runtime.ENV_CENSUS)
     census = runtime.start(None, names.split(",") if (names is not None and path) else None)
