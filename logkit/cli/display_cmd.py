@@ -124,8 +124,12 @@ def file_kind(path: str) -> str:
     if os.path.isdir(path):
         raise InvalidArgument(f"{path} is a directory, not a segment or partition file")
     try:
-        with open(path, "rb") as f:
+        # No link followed, a regular file only (a FIFO would block the open):
+        # logkit.safefs raises UnsafePath naming it.
+        with os.fdopen(safefs.open_file(path, os.O_RDONLY), "rb") as f:
             head = f.read(24)
+    except LogkitError:
+        raise
     except OSError as e:
         raise LogkitError(f"{path}: cannot read the file: {e.strerror}") from None
     if head[:8] == PARTITION_MAGIC:
@@ -145,7 +149,9 @@ def map_file(path: str, private: bool = False) -> mmap.mmap:
     """The whole file mapped read-only (private=True: copy-on-write, so writes
     through it never reach the file).  LogkitError naming the file otherwise."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = safefs.open_file(path, os.O_RDONLY)       # no link followed, a regular file only
+    except LogkitError:
+        raise
     except OSError as e:
         raise LogkitError(f"{path}: cannot read the file: {e.strerror}") from None
     try:

@@ -7,10 +7,12 @@ is never written.
 """
 from __future__ import annotations
 
+import mmap
 import os
 
+from logkit import safefs
 from logkit._segment import Segment
-from logkit.errors import InvalidArgument, LogkitError
+from logkit.errors import InvalidArgument, LogkitError, UnsafePath
 from logkit.salvager import SalvageReport, salvage
 
 from . import display_cmd as insp
@@ -103,10 +105,32 @@ def _salvage_file(path: str, grace: float, settle: float, dry_run: bool) -> Salv
         need = "read" if dry_run else "read and write"
         raise LogkitError(f"{path}: permission denied (salvage needs to {need} the file)")
     if not dry_run:
+        # Opened here, not by name in salvage(): no link is followed and the
+        # file must be a regular file (logkit.safefs), so a name planted in a
+        # family directory that others can write never makes salvage rewrite
+        # the header of a file outside it.
         try:
-            return salvage(path, grace=grace, settle=settle)
+            fd = safefs.open_file(path, os.O_RDWR)
+        except FileNotFoundError:
+            raise LogkitError(f"{path}: no such file (rotated or removed meanwhile?)") from None
+        except LogkitError:
+            raise                             # UnsafePath (a link, a FIFO), DiskFull, ...: as they are
         except OSError as e:
             raise LogkitError(f"{path}: cannot open the file for salvage: {e.strerror}") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                raise LogkitError(f"{path}: the file is empty, not a segment")
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as e:
+            raise LogkitError(f"{path}: cannot map the file for salvage: {e.strerror}") from None
+        finally:
+            os.close(fd)
+        seg = Segment._attach(mm, 0, size, False, path, mm, check=False)
+        try:
+            return salvage(seg, grace=grace, settle=settle)
+        finally:
+            seg.close()
     mm = insp.map_file(path, private=True)
     try:
         seg = Segment._attach(mm, 0, len(mm), False, path, None, check=False)
@@ -127,6 +151,10 @@ def _salvage_partition(path: str, grace: float, settle: float, dry_run: bool) ->
     if not dry_run:
         if not os.access(path, os.R_OK | os.W_OK):
             raise LogkitError(f"{path}: permission denied (salvage needs to read and write the file)")
+        # Partition opens the file by name (backends/partition.py): refuse a
+        # link or another kind of file first (a swap after this check is
+        # left to Partition's own open).
+        os.close(safefs.open_file(path, os.O_RDONLY))
         try:
             p = Partition(path, create=False)
         except OSError as e:
@@ -190,13 +218,22 @@ def run(args) -> int:
         partition = kind == "partition"
         targets = [path]
     results: list[tuple[str, SalvageReport | str]] = []
+    refused: list[str] = []
     progress = Progress("salvage", total=len(targets))
     for t in targets:
-        size = os.path.getsize(t) if os.path.exists(t) else 0
+        size = os.lstat(t).st_size if os.path.lexists(t) else 0
         if partition:
             got = _salvage_partition(t, args.grace, args.settle, args.dry_run)
-        elif not os.path.exists(t):
+        elif not os.path.lexists(t):
             got = [(t, "skipped: it disappeared (rotated or removed by retention meanwhile)")]
+        elif len(targets) > 1:
+            # One refused name in a family directory (a planted link, a FIFO)
+            # is reported, and the other segments are still salvaged.
+            try:
+                got = [(t, _salvage_file(t, args.grace, args.settle, args.dry_run))]
+            except UnsafePath as e:
+                got = [(t, f"refused: {e}")]
+                refused.append(t)
         else:
             got = [(t, _salvage_file(t, args.grace, args.settle, args.dry_run))]
         for name, rep in got:
@@ -208,7 +245,7 @@ def run(args) -> int:
             results.append((name, rep))
         progress.step(size)
     progress.done()
-    found = [n for n, r in results if not isinstance(r, str) and found_something(r)]
+    found = [n for n, r in results if not isinstance(r, str) and found_something(r)] + refused
     what = "would find" if args.dry_run else "found"
     if found:
         print(f"salvage: {len(results)} segment(s); {what} something in {len(found)}")
