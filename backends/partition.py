@@ -93,6 +93,7 @@ H_INTENT_LOST = 208     # messages lost by that reuse
 H_INTENT_TOTAL = 216    # what H_LOST becomes once that reuse is done
 H_INTENT_FIRST = 224    # first and last sequence lost by that reuse
 H_INTENT_LAST = 232
+H_INTENT_EVENTS = 240   # what H_LOSS_EVENTS becomes once that reuse is done (0: not recorded)
 
 TOKEN_OFFSET = 456      # the half's segment-header word that holds its state token
 
@@ -810,6 +811,13 @@ class PartitionStorage(StorageBackend):
         O = p.halves[o]
         base = C.sequence_base + C.stats()["reserved"]   # frozen: C is out of service
         done = p.sound(o) and O.in_service and O.sequence_base == base
+        if done and p.intent_half() == o:
+            # A swapper died after formatting o and before its loss
+            # bookkeeping: finish that first (H_LOST, the report, H_INTENT),
+            # or the loss is never counted and readers keep treating o as
+            # being formatted.
+            if not self._finish_reuse(c, o, tok):
+                return False
         if not done:
             claimed = self._claim_for_reuse(o, c, tok)
             if claimed is None:
@@ -826,36 +834,74 @@ class PartitionStorage(StorageBackend):
         reporting what it held that no drain copied."""
         p = self._p
         C, O = p.halves[c], p.halves[o]
-        if p.intent_half() == o:
-            # A swapper died while reusing O: its loss is already reckoned.
-            n, total = p._u64(H_INTENT_LOST), p._u64(H_INTENT_TOTAL)
-            first, last = p._u64(H_INTENT_FIRST), p._u64(H_INTENT_LAST)
-        else:
+        # If intent names O, a swapper died while reusing it: its loss is
+        # already reckoned in the intent fields (_finish_reuse uses them).
+        if p.intent_half() != o:
             n, first, last = (0, 0, 0) if prev_phase == EMPTY else self._undrained(o, settle=True)
             total = p._u64(H_LOST) + n
             p._put(H_INTENT_LOST, n)
             p._put(H_INTENT_TOTAL, total)
             p._put(H_INTENT_FIRST, first)
             p._put(H_INTENT_LAST, last)
+            p._put(H_INTENT_EVENTS, p._u64(H_LOSS_EVENTS) + 1 if n else p._u64(H_LOSS_EVENTS))
             p._put(H_INTENT, o + 1)      # from here O's header may be torn: readers skip it
         if C._rotator() != tok:
             return False
         key = p.key.for_new_half() if p.key is not None else None
         Segment.format(p.mm, p.offsets[o], p.half_size, family=p.family[:63],
                        sequence_base=base, key=key).close()
+        inject.point("partition.swap.formatted")      # o formatted; its loss not yet recorded
         p.refresh_keys()                 # our object of half o derives its new key
+        if not self._finish_reuse(c, o, tok):
+            return False
+        return self._publish(c, o, tok, base)
+
+    def _finish_reuse(self, c: int, o: int, tok: int) -> bool:
+        """The bookkeeping of a reuse whose half o is formatted, from the
+        intent fields, each step repeatable by a taker-over: the loss report
+        (written unless o already holds it), `lost` and `loss events` (stored
+        from the intent fields: idempotent), then `intent = 0`.  False if
+        our swap token was taken meanwhile."""
+        p = self._p
+        C, O = p.halves[c], p.halves[o]
+        if p.intent_half() != o:
+            return True
+        n, total = p._u64(H_INTENT_LOST), p._u64(H_INTENT_TOTAL)
+        first, last = p._u64(H_INTENT_FIRST), p._u64(H_INTENT_LAST)
+        events = p._u64(H_INTENT_EVENTS) or p._u64(H_LOSS_EVENTS) + 1
         if n:
             text = (f"{n} messages lost: both halves of partition {p.path} were full before a drain "
                     f"(sequences {first}..{last})")
             data = json.dumps({"lost": n, "first_sequence": first, "last_sequence": last}).encode()
-            try:
-                O.write(text, LOSS_SEVERITY, data, "json")
-            except LogkitError:
-                pass                     # a swap must never fail for its report
-            p._put(H_LOSS_EVENTS, p._u64(H_LOSS_EVENTS) + 1)
+            if not self._holds_report(O, data):
+                if C._rotator() != tok:
+                    return False
+                try:
+                    O.write(text, LOSS_SEVERITY, data, "json")
+                except LogkitError:
+                    pass                 # a swap must never fail for its report
+            inject.point("partition.swap.reported")
+            p._put(H_LOSS_EVENTS, events)
+        if C._rotator() != tok:
+            return False
         p._put(H_LOST, total)            # idempotent: a taker stores the same total
+        inject.point("partition.swap.losses-recorded")
         p._put(H_INTENT, 0)
-        return self._publish(c, o, tok, base)
+        return True
+
+    @staticmethod
+    def _holds_report(h: Segment, data: bytes) -> bool:
+        """Does half h already hold the loss report with this data (a swapper
+        died after writing it)?  It is among the first messages, if there."""
+        try:
+            for k, m in enumerate(SegmentIterator(h)):
+                if m.severity == LOSS_SEVERITY and m.data_class == "json" and bytes(m.data) == data:
+                    return True
+                if k >= 64:
+                    break
+        except LogkitError:
+            pass
+        return False
 
     def _publish(self, c: int, o: int, tok: int, base: int) -> bool:
         """The swap's last step: the old half leaves SWAPPING (writers waiting
@@ -1007,10 +1053,13 @@ class PartitionStorage(StorageBackend):
                     continue
                 tok = p.token(i)
                 if _phase(tok) == SWAPPING and not process_alive(_holder(tok)):
-                    h, O = p.halves[i], p.halves[1 - i]
-                    base = h.sequence_base + h.stats()["reserved"]
-                    if p.sound(1 - i) and O.in_service and O.sequence_base == base and p.intent_half() is None:
-                        h._rotator_cas(tok, _token(FULL, _attempt(tok) + 1))
+                    # Finish the dead swapper's swap: every step is repeatable
+                    # (also its loss bookkeeping, which a plain "mark it full"
+                    # skipped when it died after formatting the new half).
+                    new = _token(SWAPPING, _attempt(tok) + 1)
+                    if _claim(p.halves[i], tok, new):
+                        self.takeovers += 1
+                        self._do_swap(i, new)
             if p.current_index() is None:
                 self._take_over_stalled()
 

@@ -105,3 +105,43 @@ def test_damaged_count_in_a_full_half_is_reported_not_waited_out(tmp_path):
         assert any("COUNT is damaged" in x and f"half {full}" in x for x in s.problems), s.problems
     finally:
         s.close()
+
+
+# ------------------------------------------------------------ #8 taking over a reuse
+
+@pytest.mark.parametrize("point", ["partition.swap.formatted@2",    # the 1st swap reuses the empty half
+                                   "partition.swap.reported@1"])
+def test_swapper_killed_after_formatting_a_reused_half_has_its_loss_recorded_by_the_taker(tmp_path, point):
+    """#8: a swapper killed between Segment.format of the reused half and its
+    loss bookkeeping: the process that finishes the swap records the loss
+    (lost, loss events, one report) and clears intent."""
+    path = str(tmp_path / "p.part")
+    PartitionStorage("t", path=path, size="8KiB").close()
+    c = Child(tmp_path, f"""
+        from logkit.backends.partition import PartitionStorage
+        s = PartitionStorage("t", path={path!r})
+        for i in range(400):
+            s.write(f"message {{i:04d}} " + "x" * 60)
+        raise SystemExit("never reused a half")
+    """, points=point.replace("@", "=kill@"))
+    c.wait_point(point.split("@")[0])
+    c.kill()
+    p = part.Partition(path, create=False, readonly=True)
+    assert p.intent_half() is not None                 # the window held: killed mid-reuse
+    p.close()
+    s = PartitionStorage("t", path=path)
+    try:
+        st = s.stats()
+        assert s.partition.intent_half() is None
+        msgs = list(s.reader())
+        reports = [m for m in msgs if m.severity == part.LOSS_SEVERITY]
+        texts = [m.text for m in msgs if m.severity != part.LOSS_SEVERITY]
+        assert len(reports) == 1, [m.text for m in reports]
+        first_kept = int(texts[0].split()[1])
+        info = __import__("json").loads(reports[0].data)
+        assert st["lost"] == info["lost"] == first_kept > 0, (st, info, texts[:2])
+        assert st["loss_events"] == 1
+        assert (info["first_sequence"], info["last_sequence"]) == (1, first_kept)
+        assert texts == [f"message {i:04d} " + "x" * 60 for i in range(first_kept, first_kept + len(texts))]
+    finally:
+        s.close()
