@@ -55,12 +55,19 @@ def cycle(censuses, rng, stop_share):
             if total:
                 slots.append((layer, role, "*", total))
             slots.append((layer, role, "", harness.COUNT[layer] - 1 if role == "writer" else 1500))
+    chains = [c for c in (harness.chain(censuses, layer) for layer in censuses) if c is not None]
     while True:
         rng.shuffle(slots)
         for layer, role, name, visits in slots:
             action = "stop" if rng.random() < stop_share else "kill"
+            then = ""
+            server_points = list(censuses[layer].get("server", {}))
+            if role == "server" and action == "kill" and server_points and rng.random() < 0.15:
+                # a fault in recovery too: the restarted server dies at another point
+                then = f"{rng.choice(server_points)}=kill@1"
             yield harness.Case(layer, role, name, action, rng.randint(1, max(1, visits * 3 // 4)),
-                               rng.randrange(1 << 30))
+                               rng.randrange(1 << 30), then)
+        yield from chains
 
 
 def table(rows) -> str:
@@ -128,6 +135,11 @@ def main(argv=None) -> int:
             key = o.reached if o.reached and o.reached != "(timer)" else (
                 "(timer)" if not case.point else case.point)
             row = rows[f"{case.layer}/{case.victim}: {key}"]
+            for again in o.then_reached:          # faults in recovery have rows of their own
+                r2 = rows[f"{case.layer}/{case.victim}: {again} (in recovery)"]
+                r2[0] += 1
+                r2[1] += 1
+                r2[4] += not o.ok
             row[0] += 1
             row[1] += o.acted == "killed"
             row[2] += o.acted == "stopped"

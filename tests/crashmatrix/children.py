@@ -58,14 +58,50 @@ def pipe_text(writer, i):
     return base + "|" + ("%d." % i) * 1200 if i % 7 == 3 else base
 
 
-def _open(layer, cfg):
+def handler_level(writer, i):
+    """The logging level a message goes out at through logkit.Handler (its severity)."""
+    return max(1, abs(message_severity(writer, i)))
+
+
+def hows(layer):
+    """How a writer of this layer writes message i: hows(layer)[i % len(...)]."""
+    return ("write", "write_as", "reserve", "handler") if layer == "family" else HOWS
+
+
+class _Handled:
+    """A family writer plus a logging.Logger whose logkit.Handler writes into
+    the same family (the Handler's own Cython path, FamilySink)."""
+
+    def __init__(self, cfg, writer):
+        import logging
+        import logkit
+        self.w = logkit.open_writer(cfg["directory"], family=cfg["family"], segment_size=cfg["segment_size"],
+                                    rotation_timeout=cfg["rotation_timeout"], wait_timeout=cfg["wait_timeout"])
+        self.handler = logkit.Handler(log=cfg["family"], storage="family", directory=cfg["directory"],
+                                      family=cfg["family"], segment_size=cfg["segment_size"],
+                                      create_directory=True, rotation_timeout=cfg["rotation_timeout"],
+                                      wait_timeout=cfg["wait_timeout"])
+        self.logger = logging.getLogger(f"crashmatrix-{writer}")
+        self.logger.propagate = False
+        self.logger.setLevel(1)
+        self.logger.addHandler(self.handler)
+        self.write, self.write_as, self.reserve = self.w.write, self.w.write_as, self.w.reserve
+
+    def log(self, level, text):
+        self.logger.log(level, "%s", text)
+        return -1
+
+    def close(self):
+        self.handler.close()
+        self.w.close()
+
+
+def _open(layer, cfg, writer=0):
     if layer == "core":
         from logkit import Segment
         return Segment.open(cfg["path"])
     if layer == "family":
-        import logkit
-        return logkit.open_writer(cfg["directory"], family=cfg["family"], segment_size=cfg["segment_size"],
-                                  rotation_timeout=cfg["rotation_timeout"], wait_timeout=cfg["wait_timeout"])
+        return _Handled(cfg, writer)
     if layer == "partition":
         from logkit.backends.partition import PartitionStorage
         return PartitionStorage(cfg["name"], path=cfg["path"], size=cfg["size"])
@@ -82,6 +118,8 @@ def _write(w, layer, writer, i, how, foreign_pid):
     if layer == "pipe":
         return w.write(pipe_text(writer, i), sev, data, cls)
     text = message_text(writer, i)
+    if how == "handler":
+        return w.log(handler_level(writer, i), text)
     if how == "write" or layer == "partition" and how == "reserve":
         return w.write(text, severity=sev, data=data, data_class=cls)
     if how == "write_as" and layer == "partition":
@@ -118,7 +156,8 @@ def child_writer(conn, layer, cfg, writer, first, count, acks_path, go, census_n
     ("done", errors, stats) and, for a pipe writer, wait for "close"."""
     from logkit.errors import LogkitError
     census = runtime.start(cfg.get("scale"), census_names)
-    w = _open(layer, cfg)
+    w = _open(layer, cfg, writer)
+    how = hows(layer)
     acks = Acks(acks_path)
     conn.send(("ready",))
     if go is not None and not go.wait(TIMEOUT):
@@ -127,7 +166,7 @@ def child_writer(conn, layer, cfg, writer, first, count, acks_path, go, census_n
     pace = cfg.get("pace", 0.0)
     for i in range(first, first + count):
         try:
-            seq = _write(w, layer, writer, i, HOWS[i % 3], cfg.get("foreign_pid", 0))
+            seq = _write(w, layer, writer, i, how[i % len(how)], cfg.get("foreign_pid", 0))
         except LogkitError as e:
             acks.error(i, e)
             errors += 1

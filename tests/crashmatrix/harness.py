@@ -190,10 +190,16 @@ class _Armed:
         os.environ.pop(inject.ENV_NOTIFY, None)
 
 
+_started: list = []         # every server process of the case running now (killed if the case is cut short)
+
+
 def _server(cfg_toml: str, env: dict, log: str, once: bool = False) -> subprocess.Popen:
     args = [PY, os.path.join(HERE, "serve.py"), "server", "-c", cfg_toml]
     args += ["--once"] if once else ["--interval", "0.3"]
-    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "ab"), cwd=TESTS_DIR)
+    with open(log, "ab") as err:
+        p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=err, cwd=TESTS_DIR)
+    _started.append(p)
+    return p
 
 
 def _notified(notify: str):
@@ -236,6 +242,11 @@ def run_case(case: Case, workdir: str | None = None, scale: float = SCALE, censu
     try:
         return _run(case, d, scale, census_names)
     finally:
+        while _started:                 # (each one by its own pid)
+            p = _started.pop()
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         if own and not keep:
             import shutil
             shutil.rmtree(d, ignore_errors=True)
@@ -341,7 +352,7 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
             end = time.monotonic() + timeout
             while True:
                 if k.conn.poll(0.01):
-                    msg = k.recv(1)
+                    msg = k.recv(max(0.5, end - time.monotonic()))     # (a "hello" first, handled by recv)
                     if msg[0] == kind:
                         return msg[1:]
                     continue
