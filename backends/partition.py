@@ -1022,13 +1022,17 @@ class PartitionStorage(StorageBackend):
                 return False
             if not C.take_out_of_service():
                 return False
-            if p.phase(1 - cur) != EMPTY:    # changed under us: give the half back
-                C.put_in_service()
-                return False
+            inject.point("partition.swap.out-of-service")   # elected, the swap not yet claimed
             tok = _token(SWAPPING, 1)
             if not _claim(C, 0, tok):
-                C.put_in_service()
+                # Taken over while we stalled past LIVE_STALL: the swap is
+                # the taker's now.  Never put the half back in service: it
+                # may be full, draining or reused by now (duplicate sequences).
                 return False
+            # The swap is ours and is finished whatever the other half holds:
+            # it can only have stopped being empty if C was swapped out and
+            # reused since the check above (the partition is overflowing),
+            # and giving C back could not be made atomic with our token.
             return self._do_swap(cur, tok)
 
     def _periodic(self) -> None:

@@ -145,3 +145,46 @@ def test_swapper_killed_after_formatting_a_reused_half_has_its_loss_recorded_by_
         assert texts == [f"message {i:04d} " + "x" * 60 for i in range(first_kept, first_kept + len(texts))]
     finally:
         s.close()
+
+
+# ------------------------------------------------------------ #10 a swapper that lost its claim
+
+def test_swapper_stalled_past_live_stall_never_puts_the_taken_over_half_back_in_service(tmp_path):
+    """#10: swap() elected (half out of service), then stalled past
+    LIVE_STALL; another process took the swap over and made the other half
+    current.  The resumed swapper must not give its half back: it is full
+    now, and writers in both halves would get duplicate sequences."""
+    path = str(tmp_path / "p.part")
+    PartitionStorage("t", path=path, size="64KiB").close()
+    c = Child(tmp_path, f"""
+        from logkit.backends.partition import PartitionStorage
+        s = PartitionStorage("t", path={path!r})
+        for i in range(3):
+            s.write(f"m{{i}}")
+        print("swapped:", s.swap())
+        s.close()
+    """, points="partition.swap.out-of-service=wait")
+    c.wait_point("partition.swap.out-of-service")
+    p = part.Partition(path, create=False)
+    old = next(i for i in (0, 1) if p.halves[i].stats()["written"] == 3)
+    oos = p.halves[old].out_of_service_time
+    assert oos is not None and p.current_index() is None
+    wait_until(lambda: time.time_ns() - oos >= part.LIVE_STALL * 1e9, what="LIVE_STALL to pass")
+    p.close()
+    s = PartitionStorage("t", path=path)           # opening takes the stalled swap over
+    try:
+        assert s.takeovers == 1
+        for i in range(3, 6):
+            s.write(f"m{i}")
+        c.go()
+        out = c.finish()
+        assert "swapped: False" in out, out
+        p = s.partition
+        assert not p.halves[old].in_service and p.phase(old) == part.FULL
+        assert p.current_index() == 1 - old
+        s.write("m6")
+        seqs = [m.sequence for m in s.reader()]
+        assert [m.text for m in s.reader()] == [f"m{i}" for i in range(7)]
+        assert seqs == sorted(set(seqs))
+    finally:
+        s.close()
