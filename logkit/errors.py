@@ -90,3 +90,10 @@ class UnsafePath(LogkitError, PermissionError):
 class ReadOnlyFileSystem(LogkitError, OSError):
     """A file could not be created or written because its directory is on a
     read-only file system; the message names the directory."""
+
+
+class ReservationWordDamaged(SegmentDamaged, OutOfService):
+    """A write found the segment's reservation word (header offset 512)
+    scribbled: nothing was written through it, and the write took the segment
+    out of service, so a family rotates past it (it is an OutOfService too);
+    salvage repairs the word later."""

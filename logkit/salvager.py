@@ -11,10 +11,12 @@ import os
 import time as _time
 from dataclasses import dataclass, field
 
-from logkit._segment import HEADER_SIZE, Segment
+from logkit import inject
+from logkit._segment import HEADER_SIZE, Segment, identity_gone, process_start
 from logkit.errors import SegmentDamaged
 
-__all__ = ["salvage", "SalvageReport", "process_alive"]
+__all__ = ["salvage", "SalvageReport", "process_alive", "process_identity", "identity_alive",
+           "settle_counts"]
 
 
 @dataclass
@@ -82,6 +84,47 @@ def process_alive(pid: int) -> bool:
         return True
 
 
+def process_identity(pid: int | None = None) -> tuple[int, int]:
+    """(pid, start) of a process (default: this one): its pid and its start
+    time as logkit records it (low 32 bits of /proc/PID/stat field 22, 0
+    mapped to 1; 0 when it cannot be read).  Store both wherever a token or
+    slot names its holder, and judge it with identity_alive(): a pid alone is
+    fooled by pid reuse and by pid namespaces (docs/security.md, "Sharing a
+    log across containers")."""
+    if pid is None:
+        pid = os.getpid()
+    return pid, process_start(pid)
+
+
+def identity_alive(pid: int, start: int) -> bool:
+    """True unless the process recorded as (pid, start) certainly runs no
+    more: no process has that pid, or it is a zombie, or the process that has
+    it started at another time (the pid was reused, or it belongs to another
+    pid namespace).  start 0 (not recorded) judges by the pid alone."""
+    if pid <= 0 or pid > 0x7FFFFFFF:
+        return False
+    return not identity_gone(pid, start & 0xFFFFFFFF)
+
+
+def settle_counts(seg: Segment) -> bool:
+    """True when every reservation made in `seg` so far is committed or
+    abandoned, judged by walking the segment (Segment.unfinished_claims),
+    not by the counters: a writer killed between its commit and the written
+    counter leaves reserved > written + abandoned for ever, and a settle that
+    waits for the counters to balance then waits out its whole timeout.
+    When the segment is out of service and settled, the written counter is
+    corrected to the committed messages found, so the counters balance
+    again.  Partition settling and rotation use this."""
+    if seg.unfinished_claims():
+        return False
+    if not seg.in_service and not seg.readonly:
+        st = seg.stats()
+        if st["reserved"] != st["written"] + st["abandoned"]:
+            kept = sum(1 for r in seg.records() if r.kind == "committed")
+            seg._set_written_count(kept)
+    return True
+
+
 def salvage(target, grace: float = 60.0, settle: float = 1.0) -> SalvageReport:
     """Salvage a segment file (path) or an open writable Segment.
 
@@ -104,10 +147,31 @@ def salvage(target, grace: float = 60.0, settle: float = 1.0) -> SalvageReport:
             seg.close()
 
 
+def _header_problem_settled(seg: Segment):
+    """The header's problem, looked at again after a short pause if there is
+    one: a concurrent set_previous() (migrate) or format rewrites the identity
+    block and its CRC in two steps, so one look can catch it half-written
+    (Segment._attach retries the same way)."""
+    problem = seg._header_problem()
+    for delay in (0.001, 0.01, 0.05):
+        if problem is None:
+            break
+        _time.sleep(delay)
+        problem = seg._header_problem()
+    return problem
+
+
 def _salvage(seg: Segment, path, grace: float, settle: float) -> SalvageReport:
     rep = SalvageReport(path=path)
-    problem = seg._header_problem()
+    problem = _header_problem_settled(seg)
     if problem is not None:
+        # Out of service FIRST: a writer reserving while the sequence base is
+        # rebuilt would get a number already used under the same UUID (nonce
+        # reuse in a sealed segment, a duplicate otherwise).  The CAS [O1]
+        # orders every earlier claim before the rebuild; none can follow it.
+        if seg._fix_word(HEADER_SIZE, 0, True):
+            rep.taken_out_of_service = True
+        inject.point("salvage.header.rebuilding")
         base = seg._probe_sequence_base() or 1
         seg._rebuild_identity(base, seg._probe_sealed())
         rep.header_rebuilt = True
@@ -117,13 +181,10 @@ def _salvage(seg: Segment, path, grace: float, settle: float) -> SalvageReport:
             # never put back in service for sealed writes (it is rotated).
             rep.notes.append("header: the segment is sealed (format version 2) and stays so; "
                              "it must not be written again (rotate it)")
-        if seg._fix_word(HEADER_SIZE, 0, True):
-            rep.taken_out_of_service = True
     if seg._header_problem() is not None:   # pragma: no cover - rebuild always succeeds
         raise SegmentDamaged(f"{path}: header could not be rebuilt")
 
     base = seg.sequence_base
-    now_ns = _time.time_ns()
     records = seg.records(whole_region=True)
     hdr = seg.header()
     word_next = hdr["next_offset"] if HEADER_SIZE <= hdr["next_offset"] <= seg.size else HEADER_SIZE
@@ -156,12 +217,17 @@ def _salvage(seg: Segment, path, grace: float, settle: float) -> SalvageReport:
                 first = rec
             last = rec
         elif rec.kind == "reserved":
-            pid, t = seg._message_pid(rec.offset)
-            if not process_alive(pid) or (now_ns - t) > grace * 1e9:
+            # Judged by the HOLDER of the reservation (a copy's stub names the
+            # copier, not the original writer), pid and start time together.
+            holder = seg.reservation_holder(rec.offset)
+            pid = holder[0] if holder else 0
+            if holder is not None and not seg.reservation_alive(rec.offset, grace):
                 if seg._abandon(rec.offset):
                     rep.abandoned += 1
                 else:   # its writer finished it meanwhile
                     rep.kept += 1
+            elif holder is None:    # finished (or abandoned) since the walk saw it
+                rep.kept += 1 if seg._word_at(rec.offset) >> 32 == 2 else 0
             else:
                 rep.open.append((rec.offset, rec.sequence, pid))
         else:
@@ -208,6 +274,11 @@ def _salvage(seg: Segment, path, grace: float, settle: float) -> SalvageReport:
 
     abandoned_total = rep.abandoned_before + rep.abandoned + sum(n for _, _, n in rep.filled)
     seg._set_abandoned_count(abandoned_total)
+    # The written counter: a writer killed between its commit [W2] and the
+    # counter [W5] left it one short for ever.  Recount it from the walk once
+    # nobody can add to it (out of service, no open reservation, no gap).
+    if settled and not rep.open and not seg.unfinished_claims():
+        seg._set_written_count(rep.kept)
     if first is not None:
         seg._set_limits(first.sequence, seg._message_pid(first.offset)[1],
                         last.sequence, seg._message_pid(last.offset)[1], last.offset)

@@ -599,6 +599,25 @@ static inline int lk_seal_message(const uint8_t seg_key[32], uint8_t *msg, uint6
     return lk_aead_seal_v(seg_key, nonce, aad, 2, pt, 2, tag);
 }
 
+/* Seal a message being written, from the writer's own values only
+ * (lk_segment.h, lk_finish_claim): the nonce from `sequence` (the writer's
+ * reservation result, never the +16 bytes of the mapping, which a process
+ * without the key could rewrite to a used one), the additional data from
+ * `hdr` (the writer's private copy of header bytes 8..55, which it then
+ * stores) and `cls` (the class name it passed), text and data at `text` and
+ * `data` with the lengths it reserved, the tag to `tag`.  The mapping is
+ * touched only where the ciphertext and tag go. */
+static inline int lk_seal_claim(const uint8_t seg_key[32], uint64_t sequence,
+                                const uint8_t *hdr, const uint8_t *cls, size_t cl,
+                                uint8_t *text, size_t tl, uint8_t *data, size_t dl,
+                                uint8_t tag[16]) {
+    uint8_t nonce[12];
+    lk_span aad[2] = {{(uint8_t *)hdr, LK_SEAL_AAD_END - LK_SEAL_AAD_START}, {(uint8_t *)cls, cl}};
+    lk_span pt[2] = {{text, tl}, {data, dl}};
+    lk_seal_nonce(nonce, sequence);
+    return lk_aead_seal_v(seg_key, nonce, aad, 2, pt, 2, tag);
+}
+
 /* Verify and decrypt a sealed message in place; on LK_SEAL_BAD_TAG the
  * message is left as it was.  (A reader that must not change the mapping
  * copies the message out first and opens the copy.) */

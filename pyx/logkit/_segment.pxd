@@ -92,6 +92,41 @@ cdef extern from "lk_segment.h" nogil:
     uint64_t LK_NEXT_MASK
     uint64_t LK_MAX_REGION
 
+    # The writer's record of its claim (lk_segment.h): every step after the
+    # reservation takes its values from here, never from the mapping.
+    ctypedef struct lk_claim:
+        uint64_t at
+        uint64_t seq
+        uint64_t total
+        uint32_t tl
+        uint32_t dl
+        uint32_t pid
+        uint32_t tid
+        uint16_t cl
+        uint16_t kid
+        const uint8_t *cls
+        uint8_t uuid[16]
+    ctypedef void (*lk_step_hook)(void *arg, int step) noexcept
+    enum:
+        LK_STEP_CLAIMED
+        LK_STEP_STUB
+        LK_STEP_COPIED
+        LK_STEP_COMMITTED
+    int lk_claim_space(uint8_t *base, uint64_t size, uint64_t text_len, uint64_t data_len,
+                       const void *cls, uint64_t cls_len, int64_t now, uint32_t pid, uint32_t tid,
+                       uint16_t kid, lk_claim *c, lk_step_hook hook, void *arg)
+    int lk_claim_held(const uint8_t *base, const lk_claim *c)
+    int lk_claim_copy(uint8_t *base, const lk_claim *c, const void *text, const void *data,
+                      lk_step_hook hook, void *arg)
+    int lk_finish_claim(uint8_t *base, uint64_t size, const lk_claim *c, int16_t severity,
+                        int64_t time_ns, const uint8_t *seg_key, lk_step_hook hook, void *arg)
+    int lk_abandon_claim(uint8_t *base, const lk_claim *c)
+    int lk_write_steps(uint8_t *base, uint64_t size, const void *text, uint64_t text_len,
+                       const void *data, uint64_t data_len, const void *cls, uint64_t cls_len,
+                       int16_t severity, int64_t time_ns, int64_t now, uint32_t pid, uint32_t tid,
+                       uint16_t kid, const uint8_t *seg_key, const uint8_t *key_uuid, uint64_t *seq,
+                       lk_step_hook hook, void *arg)
+
     ctypedef struct lk_rec:
         int kind
         uint64_t offset
@@ -205,6 +240,9 @@ cdef extern from "lk_crc32c.h" nogil:
 cdef extern from "lk_sys.h" nogil:
     void lk_sys_setup()
     uint32_t lk_process_id()
+    uint32_t lk_process_start()
+    uint32_t lk_proc_start(uint32_t pid)
+    int lk_identity_gone(uint32_t pid, uint32_t start)
     uint32_t lk_thread_id()
     int64_t lk_now_ns()
 
@@ -295,6 +333,8 @@ cdef class Reservation:
     cdef readonly Segment segment
     cdef readonly uint64_t offset
     cdef readonly uint64_t sequence
+    cdef lk_claim _claim        # the claim as reserved: finish and abandon use only this
+    cdef bytes _cls             # keeps _claim.cls alive
     cdef uint64_t _text_len
     cdef uint64_t _data_len
     cdef uint64_t _cls_len

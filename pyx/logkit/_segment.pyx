@@ -100,6 +100,20 @@ def store_word(buffer, Py_ssize_t offset, uint64_t value):
     lk_word_store_release(<uint64_t *>&v[offset], value)
 
 
+def process_start(uint32_t pid):
+    """The start time of process `pid` as logkit records it next to a pid
+    (low 32 bits of /proc/PID/stat field 22, 0 mapped to 1), or 0 if it
+    cannot be read.  logkit.salvager.process_identity() is the public face."""
+    return lk_proc_start(pid)
+
+
+def identity_gone(uint32_t pid, uint32_t start):
+    """True only if the process recorded as (pid, start) certainly runs no
+    more (lk_identity_gone in lk_sys.h).  logkit.salvager.identity_alive()
+    is the public face."""
+    return bool(lk_identity_gone(pid, start))
+
+
 def crc32c_uses_hardware():
     """True when the SSE4.2 instruction computes the checksum on this machine."""
     return bool(lk_crc32c_using_hardware())
@@ -881,7 +895,10 @@ cdef class Segment:
         if rc == LK_OUT_OF_SERVICE:
             raise OutOfService(f"{where}: segment is out of service")
         if rc == LK_DAMAGED:
-            raise SegmentDamaged(f"{where}: reservation word at offset {LK_H_RESERVATION} is damaged")
+            from logkit.errors import ReservationWordDamaged
+            raise ReservationWordDamaged(f"{where}: reservation word at offset {LK_H_RESERVATION} is damaged; "
+                                         "nothing was written and the segment is now out of service "
+                                         "(a family rotates; salvage repairs the word)")
         if rc == LK_LOST:
             raise MessageLost(f"{where}: the reservation was abandoned by salvage before it was finished")
         raise SegmentDamaged(f"{where}: unexpected status {rc}")
@@ -987,6 +1004,62 @@ cdef class Segment:
             self._raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if self.sealed else 0), dn, cn))
         return PyLong_FromUnsignedLongLong(seq)
 
+    def write_stepwise(self, text, severity=20, data=b"", data_class="", time=None,
+                       stop_at=None, action="stop", notify=None, process_id=None, thread_id=None):
+        """TEST ONLY: write() (or write_as() with process_id/thread_id) through
+        the same inline C writer, with a hook after each step: "claimed"
+        (space and sequence ours, no stub), "stub" (stub published),
+        "copied" (payload copied) and "committed" (the commit CAS done, the
+        written counter not yet).  At each step it calls
+        logkit.inject.point(f"core.write.{step}"), so those points can be
+        armed from the environment; `stop_at` arms that step here with
+        `action` ("stop", "kill", "exit", "wait"; see logkit.inject) and
+        `notify`.  Production writes pass a constant NULL hook, which the
+        compiler removes.  Returns the sequence number; raises as write()."""
+        from logkit import inject
+        if stop_at is not None and stop_at not in _STEP_NAMES.values():
+            raise InvalidArgument(f"stop_at must be one of {sorted(_STEP_NAMES.values())}, not {stop_at!r}")
+        self._check_writable()
+        cdef long sev = _severity(severity)
+        if isinstance(text, str):
+            text = (<str>text).encode("utf-8", "surrogatepass")
+        data = bytes(data or b"")
+        cls = (data_class or "").encode("utf-8")
+        cdef const char *tp = text
+        cdef const char *dp = data
+        cdef const char *cp = cls
+        cdef int64_t now = lk_now_ns()
+        cdef int64_t t = now if time is None else time
+        cdef uint32_t pid = lk_process_id() if process_id is None else process_id
+        cdef uint32_t tid = lk_thread_id() if thread_id is None else thread_id
+        cdef uint64_t seq
+        cdef int rc
+        ctx = [None]
+        if stop_at is not None:
+            inject.arm(f"core.write.{stop_at}", action, 1, notify)
+        try:
+            while True:
+                if self.sealed:
+                    self._seal_ready()
+                    rc = lk_write_steps(self.base, self.size, tp, len(text), dp, len(data), cp, len(cls),
+                                        <int16_t>sev, t, now, pid, tid, self.seal_key_id, self.seal_key,
+                                        self.seal_uuid, &seq, _step_hook, <void *>ctx)
+                else:
+                    rc = lk_write_steps(self.base, self.size, tp, len(text), dp, len(data), cp, len(cls),
+                                        <int16_t>sev, t, now, pid, tid, 0, NULL, NULL, &seq,
+                                        _step_hook, <void *>ctx)
+                if rc != LK_REKEY:
+                    break
+        finally:
+            if stop_at is not None:
+                inject.disarm(f"core.write.{stop_at}")
+        if ctx[0] is not None:
+            raise ctx[0]
+        if rc != LK_OK:
+            self._raise_status(rc, lk_message_size(len(text) + (LK_TAG_SIZE if self.sealed else 0),
+                                                   len(data), len(cls)))
+        return PyLong_FromUnsignedLongLong(seq)
+
     def reserve(self, Py_ssize_t text_len, Py_ssize_t data_len=0, data_class=""):
         """Claim space for a message; fill r.text and r.data, then r.finish().
 
@@ -1001,29 +1074,31 @@ cdef class Segment:
         if text_len < 0 or data_len < 0:
             raise InvalidArgument(f"lengths must be >= 0 (text_len={text_len}, data_len={data_len})")
         cls = data_class.encode("utf-8") if data_class else b""
-        cdef uint64_t off, seq
+        cdef Reservation r = Reservation.__new__(Reservation)
         cdef const char *cp = cls
         cdef int rc
         if self.sealed:
             self._seal_ready()
         if not self.sealed:
-            rc = lk_reserve(self.base, self.size, text_len, data_len, cp, len(cls), &off, &seq)
+            rc = lk_claim_space(self.base, self.size, text_len, data_len, cp, len(cls), lk_now_ns(),
+                                lk_process_id(), lk_thread_id(), 0, &r._claim, NULL, NULL)
         else:
             while True:
-                rc = lk_reserve_kid(self.base, self.size, text_len, data_len, cp, len(cls), lk_now_ns(),
-                                    lk_process_id(), lk_thread_id(), self.seal_key_id, &off, &seq)
-                if rc != LK_OK or memcmp(self.base + LK_H_UUID, self.seal_uuid, 16) == 0:  # [K1]
+                rc = lk_claim_space(self.base, self.size, text_len, data_len, cp, len(cls), lk_now_ns(),
+                                    lk_process_id(), lk_thread_id(), self.seal_key_id, &r._claim, NULL, NULL)
+                if rc != LK_OK or memcmp(r._claim.uuid, self.seal_uuid, 16) == 0:  # [K1]
                     break
-                lk_abandon_reserved(self.base, self.size, off, 1)   # reformatted: the key changed
+                lk_abandon_claim(self.base, &r._claim)   # reformatted: the key changed
                 self._seal_ready()
         if rc != LK_OK:
             self._raise_status(rc, lk_message_size(text_len + (LK_TAG_SIZE if self.sealed else 0),
                                                    data_len, len(cls)))
-        cdef Reservation r = Reservation.__new__(Reservation)
+        r._cls = cls
+        r._claim.cls = <const uint8_t *>PyBytes_AS_STRING(cls)
         r._sealed = self.sealed
         r.segment = self
-        r.offset = off
-        r.sequence = seq
+        r.offset = r._claim.at
+        r.sequence = r._claim.seq
         r._text_len = text_len
         r._data_len = data_len
         r._cls_len = len(cls)
@@ -1455,8 +1530,8 @@ cdef class Segment:
         if start % 8 or end % 8 or start < LK_HEADER_SIZE or end > self.size or end < start + LK_MSG_HEADER:
             return False
         cdef const uint8_t *m = self.base + start
-        if _u64(m, 0) != 0 or _u32(m, 60) != 0:
-            return False      # a state was published, or a checksum written: not a bare claim
+        if _u64(m, 0) != 0:
+            return False      # a state was published: not a bare claim (+60 is the holder's start)
         cdef uint64_t tl = _u32(m, 40), dl = _u32(m, 44), cl = _u16(m, 48)
         cdef uint64_t cls_a = 0, cls_b = 0
         cdef uint64_t tag = LK_TAG_SIZE if _u16(m, 50) else 0
@@ -1472,6 +1547,78 @@ cdef class Segment:
     def _message_pid(self, uint64_t offset):
         self._check_open()
         return _u32(self.base, offset + 32), <int64_t>_u64(self.base, offset + 24)
+
+    # ------------------------------------------------------------ who holds a reservation
+
+    def reservation_holder(self, offset):
+        """(pid, start, reserved_ns) of the process that holds the reservation
+        at `offset`, or None if no reservation is open there (committed,
+        abandoned, or not a record).  pid and start identify the holder: the
+        process that made the reservation and will finish it, also when the
+        message is a copy (write_as) whose own pid names another process;
+        start is its start time as logkit records it (0: not recorded, a file
+        written before 0.x; see docs/format.md, "Who holds a reservation");
+        reserved_ns is when it reserved (ns since the epoch)."""
+        self._check_open()
+        cdef uint64_t at = offset
+        cdef uint32_t total, span, state
+        cdef uint64_t seq
+        cdef const uint8_t *m
+        if at % 8 or at < LK_HEADER_SIZE or at + LK_MSG_HEADER > self.size:
+            return None
+        m = self.base + at
+        if lk_state_load_acquire(<const uint64_t *>m) != lk_state_word(LK_STATE_RESERVED):  # [A1]
+            return None
+        # One read of each field after [A1]; the stub checksum vouches for the
+        # pid (+32), not for the start time (+60) or the time (+24).
+        cdef uint32_t pid = _u32(m, 32), start = _u32(m, 60)
+        cdef int64_t t = <int64_t>_u64(m, 24)
+        if not lk_plausible_shape(self.base, self.size, at, &total, &seq, &span, &state) \
+                or _u32(m, 56) != lk_stub_checksum(m) or _u32(m, 32) != pid:
+            return None
+        return (pid, start, t)
+
+    def reservation_alive(self, offset, grace=None):
+        """True while the reservation at `offset` may still be finished: it is
+        open and its holder (reservation_holder) still runs -- the same
+        process, not merely a process with its pid (pid reuse, another pid
+        namespace) -- and, when `grace` (seconds) is given, it was reserved
+        less than `grace` ago.  False when nothing is open there, or its
+        holder is gone, or the grace has passed.  THE liveness test for a
+        reservation: salvage, followers and partition settling all use it."""
+        h = self.reservation_holder(offset)
+        if h is None:
+            return False
+        pid, start, t = h
+        if lk_identity_gone(pid, start):
+            return False
+        if grace is not None and lk_now_ns() - t > grace * 1e9:
+            return False
+        return True
+
+    def unfinished_claims(self):
+        """Claims not yet finished nor abandoned, found by walking the
+        segment up to its allocation end: a list of (offset, end, kind) with
+        kind "reserved" (a stub) or "gap" (claimed, stub not yet published,
+        or a writer killed before publishing it).  Empty means every
+        reservation made so far is committed or abandoned, whatever the
+        written counter says (a writer killed between its commit and the
+        counter leaves it one short for ever: docs/format.md, "Counters").
+        Damaged ranges are not listed: they are no claim that can finish."""
+        out = []
+        for rec in self.records():
+            if rec.kind in ("reserved", "gap"):
+                out.append((rec.offset, rec.offset + rec.length, rec.kind))
+        return out
+
+    def _set_written_count(self, uint64_t n):
+        """Salvage: the written counter (the sum of its shards) set to n, the
+        finished messages a walk found.  Only for a segment out of service
+        with no unfinished claim (nobody can add to it any more)."""
+        self._check_writable()
+        cdef int i
+        for i in range(LK_WRITTEN_SHARDS):
+            lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_WRITTEN_SHARDS + 64 * i), n if i == 0 else 0)
 
     def _abandon(self, uint64_t offset):
         """CAS a reserved stub to abandoned ([S1]); True if this call did it."""
@@ -1531,6 +1678,14 @@ cdef class Segment:
                 nxt = min_next
             nxt = max(nxt, min_next)
             cnt = max(cnt, min_count)
+            if cnt > LK_COUNT_MASK:
+                # A record far ahead in sequence (damage that passed its
+                # checksum): COUNT saturates instead of wrapping into the
+                # flag bit or to a small number, which would give the next
+                # segment a base below sequences already used.  The segment
+                # is full of sequence numbers: out of service.
+                cnt = LK_COUNT_MASK
+                out_of_service = True
             nw = (w & LK_IN_SERVICE) | (cnt << 32) | (nxt // 8)
             if out_of_service:
                 nw &= ~LK_IN_SERVICE
@@ -1593,6 +1748,23 @@ cdef class Segment:
             return None
         # Python ints: no unsigned wrap-around.
         return max(1, <object>_u64(self.base, q + 16) - (<object>q - LK_HEADER_SIZE) // LK_MSG_HEADER)
+
+
+_STEP_NAMES = {LK_STEP_CLAIMED: "claimed", LK_STEP_STUB: "stub",
+               LK_STEP_COPIED: "copied", LK_STEP_COMMITTED: "committed"}
+
+
+cdef void _step_hook(void *arg, int step) noexcept with gil:
+    """Segment.write_stepwise's hook: the injection point of each step.  An
+    exception (action "raise") cannot cross the C writer: it is kept and
+    raised once the write returns."""
+    cdef list ctx = <list>arg
+    try:
+        from logkit import inject
+        inject.point(f"core.write.{_STEP_NAMES[step]}")
+    except BaseException as e:
+        if ctx[0] is None:
+            ctx[0] = e
 
 
 cdef class SegmentIterator:
@@ -1891,16 +2063,21 @@ cdef class Reservation:
         cdef int rc
         cdef Segment seg = self.segment
         if not self._sealed:
-            rc = lk_finish(seg.base, self.offset, <int16_t>sev, t)
+            rc = lk_finish_claim(seg.base, seg.size, &self._claim, <int16_t>sev, t, NULL, NULL, NULL)
         else:
             if not seg.has_key:     # closed and reopened meanwhile: never seal without the key
+                lk_abandon_claim(seg.base, &self._claim)    # and leave no plaintext behind
                 seg._refuse_unkeyed()
-            if memcmp(seg.base + LK_H_UUID, seg.seal_uuid, 16) != 0:
-                raise MessageLost(f"{seg.path or 'segment'}: the region was formatted again (a partition "
-                                  f"half reused) while reservation {self.sequence} was open; it is lost")
-            rc = lk_finish_sealed(seg.base, seg.size, self.offset, <int16_t>sev, t, seg.seal_key)
+            if memcmp(self._claim.uuid, seg.seal_uuid, 16) != 0:
+                lk_abandon_claim(seg.base, &self._claim)
+                raise MessageLost(f"{seg.path or 'segment'}: the segment key changed while reservation "
+                                  f"{self.sequence} was open; it is lost")
+            # lk_finish_claim re-proves the claim ([P1]): a region formatted
+            # again meanwhile (a partition half reused) gives LK_LOST.
+            rc = lk_finish_claim(seg.base, seg.size, &self._claim, <int16_t>sev, t, seg.seal_key, NULL, NULL)
         if rc != LK_OK:
             self.segment._raise_status(rc, 0)
+        _sigbus_check(seg)        # finished in a page the file lost: not acknowledged (lk_sigbus.h)
         return self.sequence
 
     def abandon(self):
@@ -1909,7 +2086,8 @@ cdef class Reservation:
             return
         self._release_views()
         self._done = True
-        self.segment._abandon(self.offset)
+        self.segment._check_writable()
+        lk_abandon_claim(self.segment.base, &self._claim)   # [P1], then [S1]; a sealed payload is wiped
 
     @property
     def finished(self):
