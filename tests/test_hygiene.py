@@ -558,3 +558,20 @@ def test_a_read_only_user_reads_a_log_and_changes_nothing():
         assert snapshot() == before
     finally:
         subprocess.run(["rm", "-rf", str(d)], check=False)
+
+
+@pytest.mark.parametrize("command", [["server", "--once"], ["drain", "--pipe", "--once", "p"]])
+def test_the_cli_reports_an_implausible_journal_at_once_without_a_traceback(tmp_path, command):
+    fifo, path = make_journal(tmp_path)
+    fifo.close()
+    set_words(path, end=1 << 40, batch=1 << 40)
+    cfg = tmp_path / "logkit.toml"
+    cfg.write_text(f'[log.p]\nstorage = "family"\ndirectory = "{tmp_path / "fam"}"\nfamily = "p"\n'
+                   f'create_directory = true\ntransport = "pipe"\nfifo = "{fifo.path}"\n')
+    r = bounded_python(f"""
+        import sys, logkit.cli
+        sys.exit(logkit.cli.main({[*command, "-c", str(cfg)]!r}))
+    """)
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.returncode != 0
+    assert f"pipe journal {path} is damaged: word end at offset 24 is {1 << 40}" in r.stderr, r.stderr
