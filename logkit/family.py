@@ -18,7 +18,7 @@ import weakref
 from datetime import datetime, timezone
 from typing import Iterable, Iterator, Sequence
 
-from logkit._segment import Limits, Message, Segment, SegmentIterator, parse_size
+from logkit._segment import Limits, Message, Segment, SegmentIterator, check_mapping, parse_size
 from logkit.errors import (
     InvalidArgument,
     LogkitError,
@@ -195,6 +195,7 @@ class FamilyWriter:
         self.path = os.path.join(self.directory, self.family)
         self.rotations = 0                    # rotations this writer performed
         self.takeovers = 0                    # rotations it finished for a dead rotator
+        self.damaged_retired = 0              # live segments retired because their file shrank
         self._lock = threading.Lock()
         self._closed = False
         if not os.path.isdir(self.directory):
@@ -280,12 +281,16 @@ class FamilyWriter:
             return seg.write(text, severity, data, data_class, time)
         except (SegmentFull, OutOfService):
             pass
+        except SegmentDamaged:
+            self._retire(seg)
         while True:
             seg = self._advance(seg)
             try:
                 return seg.write(text, severity, data, data_class, time)
             except (SegmentFull, OutOfService):
                 continue
+            except SegmentDamaged:
+                self._retire(seg)
 
     def write_as(self, text, severity: int, data, data_class: str, time: int,
                  process_id: int, thread_id: int) -> int:
@@ -297,6 +302,9 @@ class FamilyWriter:
             try:
                 return seg.write_as(text, severity, data, data_class, time, process_id, thread_id)
             except (SegmentFull, OutOfService):
+                seg = self._advance(seg)
+            except SegmentDamaged:
+                self._retire(seg)
                 seg = self._advance(seg)
 
     def append(self, message) -> int:
@@ -314,6 +322,21 @@ class FamilyWriter:
                 return seg.reserve(text_len, data_len, data_class)
             except (SegmentFull, OutOfService):
                 seg = self._advance(seg)
+
+    def _retire(self, seg: Segment) -> None:
+        """A write into `seg` was refused as damaged (its file shrank under the
+        mapping: the message landed in a page the file no longer has, so it
+        was not acknowledged).  Take it out of service, so that _advance()
+        rotates it and this writer and every other one moves on to a new
+        live segment; what was finished in the pages the file still has stays
+        readable in history.  A header page that was lost too reads as zeros
+        (already out of service): _advance() then takes the rotation over as
+        from a dead rotator."""
+        try:
+            seg.take_out_of_service()
+        except LogkitError:
+            pass
+        self.damaged_retired += 1
 
     def _advance(self, seg: Segment) -> Segment:
         """`seg` refused a write: rotate it, or wait for the new live segment."""
@@ -409,10 +432,13 @@ class FamilyWriter:
             salvage(old, grace=self.rotation_timeout, settle=0)
         hist = self._link_history(old)
         _hook("linked")
-        lim = old.limits()
-        if lim is not None:
-            old._set_limits(lim.first_sequence, lim.first_time, lim.last_sequence, lim.last_time,
-                            old.find(sequence=lim.last_sequence).offset)
+        try:
+            lim = old.limits()
+            if lim is not None:
+                old._set_limits(lim.first_sequence, lim.first_time, lim.last_sequence, lim.last_time,
+                                old.find(sequence=lim.last_sequence).offset)
+        except SegmentDamaged:
+            pass                              # its file shrank: no hints, readers walk what is left
         base = old.sequence_base + old.stats()["reserved"]
         tmp = os.path.join(self.directory, f".{self.family}.{os.getpid()}.{_uuid.uuid4().hex[:8]}.live")
         new = Segment.create(tmp, size=self.segment_size, family=self.family, previous=_previous_field(hist),
@@ -618,6 +644,14 @@ class FamilyReader:
                    "the two overlap (a segment copied back?)")
         self._note_once(("chain", seg.path), msg)
 
+    def _note_damage(self, seg: Segment, e: Exception) -> None:
+        """A walk of `seg` ended on damage found while reading (its file shrank
+        under the mapping): report it once and count the segment damaged."""
+        if seg.path not in self._damaged:
+            self._damaged.add(seg.path)
+            self.damaged_segments = len(self._damaged)
+        self._note_once(("damaged", seg.path), f"{e}; reading goes on with the next segment")
+
     def _note_once(self, key, msg: str) -> None:
         """Report `msg` once per `key` (a path, or a (kind, path) pair)."""
         if key not in self._noted:
@@ -641,18 +675,26 @@ class FamilyReader:
                 start = None
             else:
                 it = SegmentIterator(seg)
-            for m in it:
-                s = m.sequence
-                if s > last:
-                    last = s
-                    yield m
+            try:
+                for m in it:
+                    s = m.sequence
+                    if s > last:
+                        last = s
+                        yield m
+            except SegmentDamaged as e:        # its file shrank under the mapping
+                self._note_damage(seg, e)
 
     def reverse(self) -> Iterator[Message]:
         """Finished messages newest first (exactly the forward order reversed)."""
         segs = list(self._segments())
         last_seq = None
         for seg in reversed(segs):
-            msgs = list(SegmentIterator(seg))
+            msgs = []
+            try:
+                for m in SegmentIterator(seg):
+                    msgs.append(m)
+            except SegmentDamaged as e:
+                self._note_damage(seg, e)
             for m in reversed(msgs):
                 s = m.sequence
                 if last_seq is None or s < last_seq:
@@ -802,12 +844,27 @@ class FamilyReader:
         while True:
             out_before_pass = not seg.in_service
             got = False
-            for m in it:
-                got = True
-                s = m.sequence
-                if s > last:
-                    last = s
-                    yield m
+            try:
+                for m in it:
+                    got = True
+                    s = m.sequence
+                    if s > last:
+                        last = s
+                        yield m
+            except SegmentDamaged as e:
+                # Its file shrank under the mapping: what is left was read;
+                # writers retire it (FamilyWriter._retire), so go on with the
+                # segment that follows it as soon as there is one.
+                self._note_damage(seg, e)
+                out_before_pass = True
+            if it.pending is not None and not out_before_pass:
+                try:
+                    check_mapping(seg)     # held back by zeros where the file shrank?
+                except SegmentDamaged as e:
+                    self._note_damage(seg, e)
+                    out_before_pass = True
+            if out_before_pass and seg.path in self._damaged:
+                it.pending = None          # nothing there will ever be finished
             if got:
                 idle_since = _time.monotonic()
             if (stop is not None and stop.is_set()) or self._stopped.is_set():

@@ -18,7 +18,7 @@ import warnings
 from typing import Callable
 
 from logkit import formatters as F
-from logkit.errors import LogkitError
+from logkit.errors import LogkitError, SegmentDamaged
 from logkit.select import Selection, add_arguments, merge_by_time
 
 from .sources import check_key_file, load_config_quietly, log_specs, resolve_all
@@ -250,7 +250,18 @@ def _fast(src, sel: Selection, disp: Display, out: Output, show_paths: bool,
 
     def fallback(seg, off, prev):
         m = _scan.message_at(seg, off)
-        return disp.line(m, prev), m.text
+        try:
+            return disp.line(m, prev), m.text
+        except SegmentDamaged as e:          # rewritten under us since the walk: say so, go on
+            _warn(f"{e}; passed over")
+            return None
+
+    def rest(seg, off):
+        try:
+            return _rest(sel, _scan.message_at(seg, off), expand)
+        except SegmentDamaged as e:
+            _warn(f"{e}; passed over")
+            return False
 
     printer = _scan.Printer(disp.fmt, disp.colour, disp.dups, disp.expand, fallback)
     for_n = sel.for_.value if sel.for_ is not None and sel.for_.kind == "count" else None
@@ -267,15 +278,17 @@ def _fast(src, sel: Selection, disp: Display, out: Output, show_paths: bool,
     else:
         segments = ((path, _open_single(src, path)) for path in src.segment_paths())
     for path, seg in segments:
-        scan.walk(seg)
-        for off, nxt, kind in scan.problems:
-            _warn(f"{path}: {kind} bytes {off}..{nxt} passed over")
+        try:
+            scan.walk(seg)
+        except SegmentDamaged as e:             # the file shrank under us: what came before stands
+            _warn(str(e))
+        _warn_problems(path, scan.problems)
         undecided = scan.undecided() if (scan.needs_python or seg.sealed) else []
         if undecided:
             offs = scan.offsets()
             und = set(undecided)
             scan.keep_only([i for i in range(len(offs))
-                            if i not in und or _rest(sel, _scan.message_at(seg, offs[i]), expand)])
+                            if i not in und or rest(seg, offs[i])])
         if for_n is not None:
             scan.truncate(for_n - printed)
         n = scan.count()
@@ -367,12 +380,22 @@ def _report_damage(examined: dict) -> None:
         return
     from logkit import _scan
     for path, seg in examined.items():
+        scan = _scan.Scan(Selection())
         try:
-            scan = _scan.Scan(Selection())
             scan.walk(seg)
+        except SegmentDamaged as e:
+            _warn(str(e))
         except (ValueError, LogkitError):
             continue
-        for off, nxt, kind in scan.problems:
+        _warn_problems(path, scan.problems)
+
+
+def _warn_problems(path, problems) -> None:
+    for off, nxt, kind in problems:
+        if kind == "changed":
+            _warn(f"{path}: the message at bytes {off}..{nxt} changed after its checksum was verified "
+                  "(another process wrote into it): passed over")
+        else:
             _warn(f"{path}: {kind} bytes {off}..{nxt} passed over")
 
 

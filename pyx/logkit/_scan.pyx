@@ -37,6 +37,8 @@ from logkit._segment cimport (
     LK_REC_COMMITTED, LK_REC_END, LK_REC_RESERVED, LK_REC_ABANDONED, LK_REC_GAP,
 )
 
+from logkit._segment import check_mapping as _check_mapping
+
 cdef extern from "<sys/mman.h>":
     int madvise(void *addr, size_t length, int advice) nogil
 
@@ -79,6 +81,7 @@ cdef enum:
     R_TAKE = 1        # selected, decided in C
     R_UNDECIDED = 2   # passed steps 1-5 (and the plain parts of 6-7); Python decides the rest
     R_STOP = 3        # steps 1 or 3 or 4 (reverse) end the walk
+    R_CHANGED = 4     # its fields no longer agree with what the walk validated: passed over
 
 DEF MAX_NEEDLES = 64
 
@@ -201,10 +204,20 @@ cdef class Scan:
         """True if some records will be left undecided (regexes, data tests)."""
         return self.python_tests
 
-    cdef inline int _test(self, const uint8_t *m, uint64_t seq) noexcept nogil:
-        """Steps 1-7 for the committed record at m (sequence seq)."""
+    cdef inline int _test(self, const uint8_t *m, uint64_t seq, uint64_t total) noexcept nogil:
+        """Steps 1-7 for the committed record at m (sequence seq, `total`
+        bytes long as the walk validated it).  Another process can rewrite
+        the record at any moment, so each field is read ONCE into a local,
+        checked, and only the local used (severity indexes a table, the text
+        length bounds a search): a field out of range gives R_CHANGED."""
         cdef int64_t t
+        cdef int16_t sev
+        cdef uint32_t tl
         memcpy(&t, m + 24, 8)
+        memcpy(&sev, m + 12, 2)
+        memcpy(&tl, m + 40, 4)
+        if sev < -250 or sev > 250 or LK_MSG_HEADER + <uint64_t>tl > total:
+            return R_CHANGED
         if self.has_to:                                                        # 1
             if (seq > self.to_v_seq) if self.to_seq else (t > self.to_v_time):
                 self.done = True
@@ -224,16 +237,12 @@ cdef class Scan:
             if t < self.last_time:
                 return R_SKIP
             self.last_started = True
-        cdef int16_t sev
-        memcpy(&sev, m + 12, 2)
         if self.has_sev and not self.sev_mask[<int>sev + 250]:                 # 5
             return R_SKIP
         cdef uint16_t kid
         memcpy(&kid, m + 50, 2)
         if kid != 0:
             return R_UNDECIDED          # sealed: the text in the mapping is ciphertext
-        cdef uint32_t tl
-        memcpy(&tl, m + 40, 4)
         cdef const uint8_t *text = m + LK_MSG_HEADER
         cdef int i
         for i in range(self.n_ex):                                             # 6 (plain)
@@ -282,7 +291,11 @@ cdef class Scan:
         after `limit` records selected (0: no limit), or, if `strict` (a
         follower), at a reservation still open or a claim not yet published,
         which may still be finished.  Returns the position where a later
-        walk of the same segment continues."""
+        walk of the same segment continues.  A record whose fields changed
+        after its checksum was verified is passed over, listed in `problems`
+        as "changed".  SegmentDamaged (after the walk, its selection kept)
+        if the file shrank under the mapping (pages past its end read as
+        zeros; see pyx/include/lk_sigbus.h)."""
         if seg.base == NULL:
             raise ValueError("segment is closed")
         cdef const uint8_t *base = seg.base
@@ -315,9 +328,14 @@ cdef class Scan:
                     continue
                 self.last_seq = r.sequence
                 self.examined += 1
-                res = self._test(base + r.offset, r.sequence)
+                res = self._test(base + r.offset, r.sequence, r.next - r.offset)
                 if res == R_STOP:
                     break
+                if res == R_CHANGED:
+                    self.damaged_ranges += 1
+                    self.damaged_bytes += r.next - r.offset
+                    self.problems.append((r.offset, r.next, "changed"))
+                    continue
                 if res != R_SKIP:
                     self._push(r.offset, <uint8_t>res)
                     if limit and self.n >= limit:
@@ -337,6 +355,10 @@ cdef class Scan:
                 self.damaged_bytes += r.next - r.offset
                 self.problems.append((r.offset, r.next, "damaged"))
         self.next_min_seq = min_seq
+        # Zeros where the file shrank under the mapping end a walk like free
+        # space: say so (SegmentDamaged naming the file; what the walk selected
+        # before stays selected).
+        _check_mapping(seg)
         return pos
 
     def count(self):
@@ -497,9 +519,27 @@ cdef class Printer:
         for off in offsets:
             self._one(seg, off)
 
+    cdef int _fallback(self, Segment seg, uint64_t off) except -1:
+        """Format the record at `off` in Python; the callback returns None for
+        a record it reported instead (one that changed under the reader)."""
+        res = self.fallback(seg, off, self.prev_text if self.dups else None)
+        self.fallbacks += 1
+        if res is not None:
+            line, txt = res
+            self.add_line(line, txt)
+        return 0
+
     cdef int _one(self, Segment seg, uint64_t off) except -1:
+        # Every field is read ONCE from the mapping into a local and checked
+        # there (another process can rewrite the record after the walk
+        # validated it); the text is copied into the output buffer first and
+        # tested there, so what is printed is what was tested.
+        if seg.base == NULL:
+            raise ValueError("segment is closed")
+        if off < LK_HEADER_SIZE or off + LK_MSG_HEADER > seg.size:
+            raise ValueError(f"offset {off} is no message position in the {seg.size}-byte segment")
         cdef const uint8_t *m = seg.base + off
-        cdef uint32_t tl, dl
+        cdef uint32_t total, tl, dl
         cdef uint16_t kid
         cdef int16_t sev
         cdef int64_t t, us, sec
@@ -507,45 +547,30 @@ cdef class Printer:
         cdef const uint8_t *text = m + LK_MSG_HEADER
         cdef uint32_t k
         cdef bint plain = self.text_fmt or self.short_fmt
+        memcpy(&total, m + 8, 4)
+        memcpy(&sev, m + 12, 2)
+        memcpy(&seq, m + 16, 8)
+        memcpy(&t, m + 24, 8)
         memcpy(&tl, m + 40, 4)
         memcpy(&dl, m + 44, 4)
         memcpy(&kid, m + 50, 2)
-        if plain and kid == 0 and not (self.expand_any and dl):
-            for k in range(tl):
-                if text[k] < 0x20 or text[k] > 0x7e:
-                    plain = False
-                    break
-        else:
-            plain = False
-        if not plain:
-            line, txt = self.fallback(seg, off, self.prev_text if self.dups else None)
-            self.add_line(line, txt)
-            self.fallbacks += 1
-            return 0
-        memcpy(&sev, m + 12, 2)
-        memcpy(&t, m + 24, 8)
-        memcpy(&seq, m + 16, 8)
+        if (<uint64_t>total > seg.size - off or LK_MSG_HEADER + <uint64_t>tl > total
+                or sev < -250 or sev > 250):
+            return self._fallback(seg, off)      # changed since the walk: Python says what
+        if not plain or kid != 0 or (self.expand_any and dl) or t < 0:
+            return self._fallback(seg, off)
         us = t // 1000
         sec = us // 1000000
-        if t < 0:
-            line, txt = self.fallback(seg, off, self.prev_text if self.dups else None)
-            self.add_line(line, txt)
-            self.fallbacks += 1
-            return 0
         if not self.clock_ok or sec != self.clock_sec:
             try:
                 self._clock(sec)
             except (OverflowError, OSError, ValueError):
                 self.clock_ok = False
-                line, txt = self.fallback(seg, off, self.prev_text if self.dups else None)
-                self.add_line(line, txt)
-                self.fallbacks += 1
-                return 0
+                return self._fallback(seg, off)
+        cdef size_t start = self.len
         cdef bint dup = False
         cdef bytes prev
-        if self.dups and self._prev is not None:
-            prev = <bytes>self._prev
-            dup = <size_t>PyBytes_GET_SIZE(prev) == tl and memcmp(PyBytes_AS_STRING(prev), text, tl) == 0
+        cdef char *copy
         cdef bytes sp = <bytes>self.sev_padded[sev + 250]
         cdef bytes col = <bytes>self.sev_colour[sev + 250] if self.colour else b""
         cdef char num[32]
@@ -583,12 +608,22 @@ cdef class Printer:
             self._put(" ", 1)
             self._put(PyBytes_AS_STRING(sp), PyBytes_GET_SIZE(sp))
             self._put(" ", 1)
+        # The text: copied once, then tested and compared in the copy.
+        copy = self.buf + self.len
+        memcpy(copy, text, tl)
+        for k in range(tl):
+            if <uint8_t>copy[k] < 0x20 or <uint8_t>copy[k] > 0x7e:
+                self.len = start                 # not printable ASCII: Python formats it
+                return self._fallback(seg, off)
+        if self.dups and self._prev is not None:
+            prev = <bytes>self._prev
+            dup = <size_t>PyBytes_GET_SIZE(prev) == tl and memcmp(PyBytes_AS_STRING(prev), copy, tl) == 0
         if dup:
             self._put("=", 1)
         else:
-            self._put(<const char *>text, tl)
             if self.dups:
-                self._prev = PyBytes_FromStringAndSize(<const char *>text, tl)
+                self._prev = PyBytes_FromStringAndSize(copy, tl)
+            self.len += tl
         if PyBytes_GET_SIZE(col):
             self._put("\x1b[0m", 4)
         self._put("\n", 1)

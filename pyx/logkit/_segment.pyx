@@ -3,7 +3,7 @@
 # explains the reservation word, the message states and every ordering).
 # Everything above this module (families, handler, tools) goes through it.
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int64_t, UINT64_MAX
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int64_t, uintptr_t, UINT64_MAX
 from libc.string cimport memcmp, memcpy, memset
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -38,8 +38,19 @@ cdef extern from "sys/mman.h" nogil:
 cdef extern from "errno.h":
     int errno
 
+# A file truncated under its mapping (pyx/include/lk_sigbus.h): included here
+# only, since it keeps the process's table of mappings in static variables.
+cdef extern from "lk_sigbus.h" nogil:
+    int lk_sigbus_install()
+    int lk_sigbus_watch(const void *start, uint64_t length, uintptr_t tag)
+    void lk_sigbus_unwatch(uintptr_t tag)
+    uint64_t lk_sigbus_hits(uintptr_t tag, uintptr_t *first, uintptr_t *mstart)
+    uint64_t lk_sigbus_events
+    uint64_t lk_sigbus_chained
+
 lk_crc32c_setup()
 lk_sys_setup()
+lk_sigbus_install()
 
 MAGIC = b"LOGKITSG"
 FORMAT_VERSION = LK_FORMAT_VERSION
@@ -380,6 +391,7 @@ cdef class Segment:
         self.seal_key_id = 0
 
     def __dealloc__(self):
+        _sigbus_unwatch(self)
         memset(self.seal_key, 0, 32)
         if self.base != NULL and self._slot >= 0 and self._slot_waits == 0:
             self._release_slot(self._hdr)
@@ -422,6 +434,7 @@ cdef class Segment:
         seg.base = <uint8_t *>seg._view.buf + offset
         seg.size = n
         seg._region_offset = offset
+        _sigbus_watch(seg, seg._view.buf, total)     # the whole buffer: SIGBUS, see lk_sigbus.h
         if check:
             try:
                 _check_version(seg.base, where)
@@ -694,6 +707,7 @@ cdef class Segment:
                 self._release_after_wait = True     # the waiting thread gives it back
             else:
                 self._release_slot(self._hdr)
+        _sigbus_unwatch(self)
         self.base = NULL
         self._hdr = NULL
         memset(self.seal_key, 0, 32)
@@ -959,6 +973,7 @@ cdef class Segment:
                                     lk_process_id(), lk_thread_id(), &seq)
         if rc != LK_OK:
             self._raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if self.sealed else 0), dn, cn))
+        _sigbus_check(self)       # written into a page the file lost: not acknowledged (lk_sigbus.h)
         return PyLong_FromUnsignedLongLong(seq)
 
     def write_as(self, text, int severity, data, data_class, int64_t time,
@@ -1002,6 +1017,7 @@ cdef class Segment:
                                     process_id, thread_id, &seq)
         if rc != LK_OK:
             self._raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if self.sealed else 0), dn, cn))
+        _sigbus_check(self)       # written into a page the file lost: not acknowledged (lk_sigbus.h)
         return PyLong_FromUnsignedLongLong(seq)
 
     def write_stepwise(self, text, severity=20, data=b"", data_class="", time=None,
@@ -1151,6 +1167,7 @@ cdef class Segment:
         self._has_wake_view = True
         self._wake_mmap = mm
         self._hdr = <uint8_t *>self._wake_view.buf
+        _sigbus_watch(self, self._hdr, LK_HEADER_SIZE)     # SIGBUS: see lk_sigbus.h
         return self._hdr
 
     cdef int _claim_slot(self, uint64_t min_interval_ns) except -2:
@@ -1832,6 +1849,7 @@ cdef class SegmentIterator:
                     lk_next_record(seg.base, seg.size, self.pos, self.bound, self.min_seq, self.min_pos, &r)
                     if r.kind != LK_REC_END:
                         continue
+                _sigbus_check(seg)    # the end, or zeros where the file shrank (lk_sigbus.h)?
                 raise StopIteration
             if self.strict and (r.kind == LK_REC_RESERVED or r.kind == LK_REC_GAP):
                 # A follower must not pass a message that may still be finished:
@@ -1854,6 +1872,106 @@ cdef class SegmentIterator:
                 self.min_seq = r.sequence + r.span
                 self.min_pos = r.next
             self.pos = r.next
+
+
+# ---------------------------------------------------------------- SIGBUS
+# A Segment registers the buffer it is attached to with lk_sigbus.h while it
+# is open (and the header page it maps for waiting, if any); a fault there
+# (the file was truncated under the mapping) reads zeros instead of killing
+# the process, and _sigbus_check raises SegmentDamaged naming the file.
+
+cdef int _sigbus_watch(Segment seg, const void *start, uint64_t length) noexcept:
+    lk_sigbus_install()          # again, if faulthandler or another took SIGBUS over since
+    return lk_sigbus_watch(start, length, <uintptr_t><void *>seg)
+
+
+cdef void _sigbus_unwatch(Segment seg) noexcept:
+    lk_sigbus_unwatch(<uintptr_t><void *>seg)
+
+
+cdef int _sigbus_check(Segment seg) except -1:
+    """SegmentDamaged if a page of `seg`'s mapping was lost (its file shrank)
+    since it was attached.  One atomic load when no fault ever happened."""
+    cdef uintptr_t first, mstart
+    cdef uint64_t n = lk_sigbus_hits(<uintptr_t><void *>seg, &first, &mstart)
+    if n == 0:
+        return 0
+    where = seg.path or "segment"
+    raise SegmentDamaged(
+        f"{where}: the file shrank under its mapping (truncated by some process?): "
+        f"{n} access(es) past its end read zeros, the first at byte {first - mstart} of the "
+        "mapping; what lay there is lost, what is still in the file can be salvaged "
+        "(logkit salvage)")
+
+
+def check_mapping(Segment seg not None):
+    """Raise SegmentDamaged (naming the file and the first byte lost) if the
+    file under `seg` shrank while it was mapped: pages past the new end read
+    as zeros in this process instead of killing it with SIGBUS (see
+    pyx/include/lk_sigbus.h).  A reader calls it when its walk ends; a
+    writer after a write it is about to acknowledge."""
+    _sigbus_check(seg)
+
+
+def sigbus_counts():
+    """(faults absorbed in logkit mappings, SIGBUS passed on) in this process."""
+    return (lk_sigbus_events, lk_sigbus_chained)
+
+
+cdef struct _Shape:
+    uint32_t tl         # text bytes
+    uint16_t cl         # class-name bytes
+    uint32_t dl         # data bytes
+    bint sealed         # read from the opened private copy (or no key: nothing to read)
+
+
+cdef const uint8_t *_shape(Message m, _Shape *sh) except? NULL:
+    """The payload lengths of `m`, each read ONCE from the mapping into a
+    local and checked there, and the base the caller reads the payload at.
+
+    The walk validated the message, but any process that can write the file
+    can rewrite its lengths afterwards; a length re-read from the mapping
+    would then be used as a raw pointer length (an over-read).  So: one read
+    of each field, a check that they agree with the total (also read once)
+    and that the total lies inside the region, and only those locals used.
+    A sealed message is read from its opened private copy, whose lengths
+    were authenticated and bounded by lk_open_message (NULL: no key).
+    SegmentDamaged, naming the file and offset, when they do not agree."""
+    cdef const uint8_t *p = m._ptr()
+    cdef Segment seg = m.segment
+    cdef uint32_t total, tl, dl
+    cdef uint16_t cl, kid
+    memcpy(&total, p + 8, 4)
+    memcpy(&tl, p + 40, 4)
+    memcpy(&dl, p + 44, 4)
+    memcpy(&cl, p + 48, 2)
+    memcpy(&kid, p + 50, 2)
+    _sigbus_check(seg)
+    if kid != 0 or seg.sealed:
+        plain = m._opened()
+        sh.sealed = True
+        if plain is None:
+            sh.tl = sh.cl = sh.dl = 0
+            return NULL
+        q = <const uint8_t *><char *>plain
+        memcpy(&sh.tl, q + 40, 4)
+        memcpy(&sh.dl, q + 44, 4)
+        memcpy(&sh.cl, q + 48, 2)
+        # lk_open_message checked these against the copy's length; say so again
+        # here, where a reader can see it, before they become pointer lengths.
+        if LK_MSG_HEADER + <uint64_t>sh.tl + sh.cl + sh.dl + LK_TAG_SIZE > <uint64_t>len(plain):
+            raise SegmentDamaged(f"{seg.path or 'segment'}: sealed message at offset {m.offset}: "
+                                 "its lengths do not fit the opened message")
+        return q
+    if (<uint64_t>total > seg.size - m.offset
+            or lk_message_size(tl, dl, cl) != total):
+        raise SegmentDamaged(
+            f"{seg.path or 'segment'}: message at offset {m.offset} changed after it was read "
+            f"(total {total}, text {tl}, class {cl}, data {dl} bytes no longer agree, or pass the "
+            f"end of the {seg.size}-byte region): another process wrote into it")
+    sh.sealed = False
+    sh.tl, sh.cl, sh.dl = tl, cl, dl
+    return p
 
 
 cdef class Message:
@@ -1889,8 +2007,15 @@ cdef class Message:
 
     @property
     def severity(self):
+        """-250..250; SegmentDamaged if it changed to anything else since the
+        walk validated the message (formatters index tables by it)."""
         cdef int16_t s
         memcpy(&s, self._ptr() + 12, 2)
+        if s < LK_SEVERITY_MIN or s > LK_SEVERITY_MAX:
+            raise SegmentDamaged(
+                f"{self.segment.path or 'segment'}: message at offset {self.offset} changed after it "
+                f"was read (severity {s} is outside {LK_SEVERITY_MIN}..{LK_SEVERITY_MAX}): another "
+                "process wrote into it")
         return s
 
     @property
@@ -1927,9 +2052,11 @@ cdef class Message:
                                   "stands where a sealed one should")
         if not seg.has_key:
             return None
+        # The length is read ONCE into a local, bounded by the region, and only
+        # the local is used: another process can rewrite +8 at any moment.
         cdef uint64_t total = _u32(p, 8)
         cdef int rc
-        if kid != seg.seal_key_id or total > seg.size - self.offset:
+        if kid != seg.seal_key_id or total < LK_MSG_HEADER or total > seg.size - self.offset:
             rc = LK_SEAL_BAD_TAG
         else:
             buf = bytearray((<const char *>p)[:total])
@@ -1949,50 +2076,49 @@ cdef class Message:
     @property
     def text(self):
         """The text, decoded from UTF-8 (undecodable bytes become U+FFFD).
-        Sealed: decrypted if the segment has its key, else "[encrypted]"."""
-        cdef const uint8_t *p = self._ptr()
-        if _u16(p, 50) != 0 or self.segment.sealed:
-            plain = self._opened()
-            if plain is None:
-                return "[encrypted]"
-            return PyUnicode_DecodeUTF8(<const char *><char *>plain + LK_MSG_HEADER, _u32(p, 40), "replace")
-        return PyUnicode_DecodeUTF8(<const char *>(p + LK_MSG_HEADER), _u32(p, 40), "replace")
+        Sealed: decrypted if the segment has its key, else "[encrypted]".
+        SegmentDamaged if the message's lengths changed since it was read."""
+        cdef _Shape sh
+        cdef const uint8_t *p = _shape(self, &sh)
+        if sh.sealed:
+            return "[encrypted]" if p == NULL else PyUnicode_DecodeUTF8(
+                <const char *>(p + LK_MSG_HEADER), sh.tl, "replace")
+        return PyUnicode_DecodeUTF8(<const char *>(p + LK_MSG_HEADER), sh.tl, "replace")
 
     @property
     def text_bytes(self):
         """The text as a read-only memoryview into the segment (zero-copy);
         sealed: into the decrypted private copy (empty without the key)."""
-        cdef const uint8_t *p = self._ptr()
-        if _u16(p, 50) != 0 or self.segment.sealed:
-            plain = self._opened()
-            if plain is None:
+        cdef _Shape sh
+        cdef const uint8_t *p = _shape(self, &sh)
+        if sh.sealed:
+            if p == NULL:
                 return memoryview(b"")
-            return memoryview(plain)[LK_MSG_HEADER:LK_MSG_HEADER + _u32(p, 40)].toreadonly()
+            return memoryview(self._plain)[LK_MSG_HEADER:LK_MSG_HEADER + sh.tl].toreadonly()
         cdef uint64_t a = self.segment._region_offset + self.offset + LK_MSG_HEADER
-        return self.segment._memoryview()[a:a + _u32(p, 40)].toreadonly()
+        return self.segment._memoryview()[a:a + sh.tl].toreadonly()
 
     @property
     def data_class(self):
-        cdef const uint8_t *p = self._ptr()
-        cdef uint64_t n = _u16(p, 48)
-        if n == 0:
+        cdef _Shape sh
+        cdef const uint8_t *p = _shape(self, &sh)
+        if sh.cl == 0 or p == NULL:
             return ""
-        return PyUnicode_DecodeUTF8(<const char *>(p + LK_MSG_HEADER + _u32(p, 40)), n, "replace")
+        return PyUnicode_DecodeUTF8(<const char *>(p + LK_MSG_HEADER + sh.tl), sh.cl, "replace")
 
     @property
     def data(self):
         """The binary data as a read-only memoryview into the segment (zero-copy);
         sealed: into the decrypted private copy (empty without the key)."""
-        cdef const uint8_t *p = self._ptr()
-        cdef uint64_t d
-        if _u16(p, 50) != 0 or self.segment.sealed:
-            plain = self._opened()
-            if plain is None:
+        cdef _Shape sh
+        cdef const uint8_t *p = _shape(self, &sh)
+        cdef uint64_t d = LK_MSG_HEADER + <uint64_t>sh.tl + sh.cl
+        if sh.sealed:
+            if p == NULL:
                 return memoryview(b"")
-            d = LK_MSG_HEADER + _u32(p, 40) + _u16(p, 48)
-            return memoryview(plain)[d:d + _u32(p, 44)].toreadonly()
-        cdef uint64_t a = self.segment._region_offset + self.offset + LK_MSG_HEADER + _u32(p, 40) + _u16(p, 48)
-        return self.segment._memoryview()[a:a + _u32(p, 44)].toreadonly()
+            return memoryview(self._plain)[d:d + sh.dl].toreadonly()
+        cdef uint64_t a = self.segment._region_offset + self.offset + d
+        return self.segment._memoryview()[a:a + sh.dl].toreadonly()
 
     def checksum_ok(self):
         """Verify the checksum again (the reader already did when it yielded this)."""
