@@ -183,7 +183,9 @@ def load_key_file(path: str | os.PathLike[str]) -> KeyRing:
     KeyFileError, naming file and line, for anything malformed."""
     p = os.fspath(path)
     try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # O_NONBLOCK: a FIFO at the key file's name would otherwise block the
+        # open; the kind check below refuses it.
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise KeyFileNotFound(f"key file {p} does not exist (make one with "
                               f"logkit.crypto.generate_key_file)") from None

@@ -392,6 +392,19 @@ def test_a_key_file_owned_by_another_user_is_refused(tmp_path):
         load_key_file(kf)
 
 
+def test_a_key_file_that_is_a_fifo_is_refused_without_blocking(tmp_path):
+    kf = tmp_path / "log.key"
+    os.mkfifo(kf, 0o600)
+    r = bounded_python(f"""
+        from logkit.crypto import KeyFileError, load_key_file
+        try:
+            load_key_file({str(kf)!r})
+        except KeyFileError as e:
+            print("REFUSED", e)
+    """, timeout=20)
+    assert r.stdout.startswith("REFUSED") and "is not a regular file" in r.stdout, (r.stdout, r.stderr)
+
+
 # ================================================================ #21 and "Disk full"
 
 def test_a_plainfile_on_a_full_disk_is_diskfull_loses_nothing_and_resumes():
