@@ -441,9 +441,16 @@ def test_a_plainfile_on_a_read_only_file_system_names_the_directory():
     with tmpfs() as fs:
         d = fs / "logs"
         d.mkdir()
+        s = PlainFileStorage("old", path=str(d / "old.log"))
+        s.write("written before")
+        s.close()
         subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
         with pytest.raises(ReadOnlyFileSystem, match=rf"its directory {d} is on a read-only file system"):
             PlainFileStorage("app", path=str(d / "app.log"))
+        with pytest.raises(ReadOnlyFileSystem, match=rf"old\.log: its directory {d} is on a read-only file "
+                                                    "system"):
+            PlainFileStorage("old", path=str(d / "old.log"))
+        assert [m.text for m in PlainFileReader(str(d / "old.log"))] == ["written before"]
 
 
 def test_the_pipe_journal_on_a_full_disk_is_diskfull_loses_nothing_and_resumes(tmp_path):
@@ -588,3 +595,43 @@ def test_the_cli_reports_an_implausible_journal_at_once_without_a_traceback(tmp_
     assert "Traceback" not in r.stderr, r.stderr[-2000:]
     assert r.returncode != 0
     assert f"pipe journal {path} is damaged: word end at offset 24 is {1 << 40}" in r.stderr, r.stderr
+
+
+# ================================================================ logkit.safefs itself
+
+def test_safefs_refuses_names_that_leave_the_directory_and_makes_unguessable_temporaries(tmp_path):
+    dfd = safefs.open_directory(str(tmp_path))
+    try:
+        for bad in ("../escape", "a/b", "..", ".", ""):
+            with pytest.raises(UnsafePath, match="is not a plain file name inside the log directory"):
+                safefs.open_in(dfd, bad, os.O_RDONLY)
+        names = set()
+        for _ in range(3):
+            fd, name = safefs.create_temporary(dfd, "x.status", 0o640)
+            os.close(fd)
+            assert name.startswith(f".x.status.{os.getpid()}.") and name.endswith(".tmp")
+            assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o640
+            names.add(name)
+        assert len(names) == 3
+        made: list = []
+        fd = safefs.open_in(dfd, "new", os.O_RDWR | os.O_CREAT, 0o600, created=made)
+        os.close(fd)
+        fd = safefs.open_in(dfd, "new", os.O_RDWR | os.O_CREAT, 0o644, created=made)   # exists: mode kept
+        os.close(fd)
+        assert made == [True] and stat.S_IMODE(os.stat(tmp_path / "new").st_mode) == 0o600
+    finally:
+        os.close(dfd)
+
+
+def test_safefs_errors_name_the_file_and_say_what_is_wrong(tmp_path):
+    p = str(tmp_path / "f")
+    full = safefs.translate_error(OSError(errno.ENOSPC, "x"), p, "append to")
+    assert isinstance(full, DiskFull) and isinstance(full, OSError) and full.errno == errno.ENOSPC
+    assert str(full) == f"cannot append to {p}: no space left on the device; nothing was lost, retry when " \
+                        "space returns"
+    ro = safefs.translate_error(OSError(errno.EROFS, "x"), p, "create")
+    assert isinstance(ro, ReadOnlyFileSystem) and str(ro) == \
+        f"cannot create {p}: its directory {tmp_path} is on a read-only file system"
+    with pytest.raises(UnsafePath, match=f"{tmp_path / 'file'} is not a directory"):
+        (tmp_path / "file").write_text("")
+        safefs.check_directory(str(tmp_path / "file"))
