@@ -11,7 +11,7 @@ fresh server recover unaided, counters balance after salvage.
 
 The sample is seeded (by the date; CRASHMATRIX_SEED overrides; a failure
 names the case label, which `python tests/soak.py --case LABEL` re-runs) and
-bounded in time per layer (CRASHMATRIX_BUDGET seconds, default 35).
+bounded in time per layer (CRASHMATRIX_BUDGET seconds, default 25).
 """
 from __future__ import annotations
 
@@ -33,17 +33,23 @@ from crashmatrix import harness, points  # noqa: E402
 # every point over time) but a failure re-runs the same on the day, and its
 # label re-runs it any day.
 SEED = int(os.environ.get("CRASHMATRIX_SEED") or time.strftime("%Y%m%d", time.gmtime()))
-BUDGET = float(os.environ.get("CRASHMATRIX_BUDGET", "35"))
+BUDGET = float(os.environ.get("CRASHMATRIX_BUDGET", "25"))
 
 # Points the scenarios cannot reach, each with the reason a reader would accept.
-NOT_REACHABLE: dict[str, str] = {}
+NOT_REACHABLE: dict[str, str] = {
+    "salvage.header.rebuilding": "salvage rebuilds a segment header only when its identity checksum is bad; "
+                                 "no crash or stop of a writer, rotator, drain or server damages the header "
+                                 "(its identity is written once, when the segment is formatted), so no crash "
+                                 "scenario reaches it (tests/test_salvage.py and the power-loss tests damage "
+                                 "headers on purpose)",
+}
 
 # Layers that are expected to have named points (issue 13: "named injection
 # points at every step of reserve, copy, finish, rotation, partition swap,
 # drain, pipe journal and server copy").
 SCENARIOS_OF_LAYER = {"core": ("core", "family"), "family": ("family", "partition", "pipe"),
-                      "partition": ("partition",), "pipejournal": ("pipe",), "pipe": ("pipe",),
-                      "server": ("partition", "pipe")}
+                      "handler": ("family",), "partition": ("partition", "overflow"),
+                      "pipejournal": ("pipe",), "pipe": ("pipe",), "server": ("partition", "overflow", "pipe")}
 
 
 # ------------------------------------------------------------------ discovery
@@ -88,10 +94,16 @@ def censuses():
     return {layer: harness.census(layer, seed=SEED) for layer in harness.LAYERS}
 
 
+def _reached(roles) -> set:
+    """Points a census saw, in every role (the reader's too)."""
+    return {n for r, c in roles.items() if r != "_failures" for n in c}
+
+
 def _sample_cases(censuses, layer, rng):
-    """One stop at a named point, one random instant ("*") and one timed
-    kill per role, then kills at every point of the layer (random visit,
-    shuffled) for as long as the budget lasts."""
+    """The chain (the server killed at each of its points in turn, each
+    restart at the next), one stop at a named point, one random instant
+    ("*") and one timed kill per role, then kills at every point of the
+    layer (random visit, shuffled) for as long as the budget lasts."""
     named, extra = [], []
     for role, counts in censuses[layer].items():
         if role.startswith("_"):
@@ -108,7 +120,8 @@ def _sample_cases(censuses, layer, rng):
     if named:
         s = rng.choice(named)
         extra.insert(0, harness.Case(layer, s.victim, s.point, "stop", s.hit, rng.randrange(1 << 30)))
-    return extra + named
+    chain = harness.chain(censuses, layer)
+    return [chain] * (chain is not None) + extra + named
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +168,7 @@ def test_a_sample_of_kills_and_stops_loses_nothing_acknowledged_and_recovers(sam
 
 def test_every_discovered_point_is_reached_by_some_scenario(censuses, samples):
     """Reached in a fault-free run, or in recovery after a fault of the sample."""
-    reached = {n for roles in censuses.values() for r, c in roles.items() if not r.startswith("_") for n in c}
+    reached = {n for roles in censuses.values() for n in _reached(roles)}
     reached |= {n for ran in samples.values() for o in ran for c in o.recovery.values() for n in c}
     found = points.discover()
     missing = sorted(set(found) - reached - set(NOT_REACHABLE))
@@ -176,7 +189,7 @@ def test_every_layer_with_points_has_them_reached_in_its_own_scenario(censuses, 
         scenarios = SCENARIOS_OF_LAYER.get(layer)
         if scenarios is None:
             continue                  # a layer without a scenario of its own: the test above covers it
-        reached = {n for sc in scenarios for r, c in censuses[sc].items() if not r.startswith("_") for n in c}
+        reached = {n for sc in scenarios for n in _reached(censuses[sc])}
         reached |= {n for sc in scenarios for o in samples[sc] for c in o.recovery.values() for n in c}
         assert reached & set(names), f"layer {layer}: none of {names} reached in the {scenarios} scenarios"
 

@@ -191,7 +191,7 @@ def child_writer(conn, layer, cfg, writer, first, count, acks_path, go, census_n
     conn.send(("closed",))
 
 
-def child_reader(conn, layer, cfg):
+def child_reader(conn, layer, cfg, census_names=None, census_path=None):
     """Read everything the layer's reader gives, again and again, while the
     writers work and one of them is killed or stopped, until the parent
     sends "stop"; report ("read", passes, messages seen, problems).  A
@@ -201,7 +201,7 @@ def child_reader(conn, layer, cfg):
     import collections
     import logkit
     from crashmatrix import readcheck
-    runtime.start(cfg.get("scale"))
+    census = runtime.start(cfg.get("scale"), census_names)
     conn.send(("ready",))
     passes = seen = 0
     problems = []
@@ -230,4 +230,5 @@ def child_reader(conn, layer, cfg):
         seen += len(out["read"])
         time.sleep(0.05)
     conn.recv()
+    runtime.dump_census(census, census_path)
     conn.send(("read", passes, seen, problems))
