@@ -46,7 +46,16 @@ class Handler(logging.Handler):
     (clamped to -250..250), formatted message -> text, created -> time,
     process/thread -> the message's ids (the writing process's own),
     exc_info/stack_info -> data of class 'traceback', extra fields -> data
-    of class 'json'.
+    of class 'json'.  A lone surrogate (a file name from os.fsdecode, say)
+    cannot be UTF-8: it is written as its escape, ``\\udcXX``, as
+    logging.basicConfig's default errors='backslashreplace' does (in 'json'
+    data the escape reads back as the same string); the record is never
+    refused for it.
+
+    close() may run while other threads log (dictConfig replacing the
+    handler, logging.shutdown at exit): a record that races it is either
+    written or reported through handleError as "closed"; records logged
+    before close() began are all in the log.
     """
 
     def __init__(self, log: str | None = None, config: str | os.PathLike | None = None,
@@ -86,8 +95,9 @@ class Handler(logging.Handler):
 
     def flush(self) -> None:
         """Make written records durable as the log's sync policy says."""
-        if self.transport is not None:
-            self.transport.flush()
+        t = self.transport               # once: close() may clear it from another thread
+        if t is not None:
+            t.flush()
 
     def close(self) -> None:
         """Flush and stop writing; records already written stay in the log."""

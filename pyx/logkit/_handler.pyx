@@ -17,15 +17,23 @@
 from libc.stdint cimport uint64_t, int64_t, int16_t
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_Format
 from cpython.long cimport PyLong_FromUnsignedLongLong
+from cpython.exc cimport PyErr_Clear
+
+cdef extern from "Python.h":
+    # PyUnicode_AsUTF8AndSize without Cython's exception check: NULL (with
+    # UnicodeEncodeError set) for a str holding a lone surrogate.
+    const char *_utf8_or_null "PyUnicode_AsUTF8AndSize" (object, Py_ssize_t *)
 
 from logkit._segment cimport (
-    Segment, lk_write, lk_write_sealed, lk_now_ns, lk_process_id, lk_thread_id, LK_REKEY,
-    LK_OK, LK_FULL, LK_OUT_OF_SERVICE, LK_SEVERITY_MIN, LK_SEVERITY_MAX,
+    Segment, lk_write, lk_write_sealed, lk_now_ns, lk_process_id, lk_thread_id, lk_message_size, LK_REKEY,
+    LK_OK, LK_FULL, LK_OUT_OF_SERVICE, LK_SEVERITY_MIN, LK_SEVERITY_MAX, LK_TAG_SIZE,
 )
 
 import json
 import logging
 import traceback
+
+from logkit import inject
 
 # The attributes every LogRecord has; anything more came from `extra=`.
 # (Python 3.12 adds taskName; the set is taken from a real record, so it is
@@ -38,13 +46,20 @@ _Formatter_format = logging.Formatter.format
 
 
 cdef class FamilySink:
-    """Writes records into a FamilyWriter's live segment from C."""
+    """Writes records into a FamilyWriter's live segment from C.
+
+    Lifetime (a Handler may be closed, or replaced by dictConfig, while other
+    threads are in the middle of a write): every caller holds its own strong
+    reference to the sink for the whole call (Emitter._emit takes one before
+    it starts), and put() holds one to the Segment it writes into, so
+    dropping the handler's references frees nothing a write in progress
+    still touches.  The mapping itself: see [H1] in put()."""
     cdef public object writer       # logkit.family.FamilyWriter (slow path, rotation)
     cdef Segment seg                # the writer's live segment when last seen
 
     def __init__(self, writer):
         self.writer = writer
-        self.seg = writer._seg
+        self.seg = writer.segment
 
     cpdef object write(self, text, int severity, data, data_class, int64_t time):
         """One message; returns its sequence number."""
@@ -61,7 +76,7 @@ cdef class FamilySink:
         # The cached segment stays right until it refuses a write (full or
         # out of service: rotated); the slow path then moves the writer on
         # and the cache follows it.
-        cdef Segment seg = self.seg
+        cdef Segment seg = self.seg     # a strong reference for the whole call
         cdef const char *tp
         cdef Py_ssize_t tn
         cdef const char *cp = NULL
@@ -69,15 +84,23 @@ cdef class FamilySink:
         cdef const char *dp = NULL
         cdef Py_ssize_t dn = 0
         cdef int rc
-        if seg.base == NULL or seg.readonly or type(text) is not str or (data and type(data) is not bytes):
+        if type(text) is not str or (data and type(data) is not bytes):
             return 1
         tp = PyUnicode_AsUTF8AndSize(text, &tn)
-        if tp == NULL:
-            return -1
         if data:
             dp = <bytes>data
             dn = len(<bytes>data)
             cp = PyUnicode_AsUTF8AndSize(data_class, &cn)
+        # [H1] From this load of seg.base to the end of lk_write no Python
+        # code runs (the conversions above may allocate, and so run the GC
+        # and finalizers, which may switch threads: they are done first) and
+        # the GIL is held, so Segment.close() in another thread, which needs
+        # the GIL, cannot unmap the region or wipe the key in between; after
+        # a close, base is NULL and the slow path reports it.  Releasing the
+        # GIL around lk_write would need a buffer view on the mapping held
+        # across the call (the core's "a view keeps the mapping" rule).
+        if seg.base == NULL or seg.readonly:
+            return 1
         if not seg.sealed:
             rc = lk_write(seg.base, seg.size, tp, tn, dp, dn, cp, cn, <int16_t>severity, time, lk_now_ns(), seq)
         elif seg.has_key:
@@ -92,12 +115,14 @@ cdef class FamilySink:
             return 0
         if rc == LK_FULL or rc == LK_OUT_OF_SERVICE or rc == LK_REKEY:
             return 1                     # the slow path rotates (or derives the new key)
-        seg._raise_status(rc, 0)
+        # The size the segment refused, as Segment.write reports it.
+        seg._raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if seg.sealed else 0), dn, cn))
         return -1
 
     cdef object _slow(self, text, int severity, data, data_class, int64_t time):
+        inject.point("handler.sink.slow")
         seq = self.writer.write(text, severity, data, data_class, time)
-        self.seg = self.writer._seg
+        self.seg = self.writer.segment
         return seq
 
 
@@ -155,12 +180,14 @@ def _extras(record):
     if record.stack_info:
         tb = (tb + "\n" if tb else "") + record.stack_info
     extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+    # A lone surrogate (a file name from os.fsdecode, say) is kept as its
+    # escape: in JSON, \udcXX reads back as the same surrogate.
     if extra:
         if tb is not None:
             extra["traceback"] = tb
-        return json.dumps(extra, default=repr, ensure_ascii=False).encode("utf-8"), "json"
+        return json.dumps(extra, default=repr, ensure_ascii=False).encode("utf-8", "backslashreplace"), "json"
     if tb is not None:
-        return tb.encode("utf-8", "replace"), "traceback"
+        return tb.encode("utf-8", "backslashreplace"), "traceback"
     return b"", ""
 
 
@@ -173,7 +200,7 @@ cdef class Emitter:
     cdef public object handler
     cdef public list filters
     cdef public object formatter
-    cdef public object sink          # FamilySink, or None
+    cdef public FamilySink sink      # or None (the handler is closed, or writes through `write`)
     cdef public object write         # the transport's write, used when sink is None
     cdef public bint emit_only       # emit(): skip the filters
 
@@ -219,13 +246,23 @@ cdef class Emitter:
         cdef object text, data = b"", cls = ""
         cdef int64_t t
         text = _message_text(self.formatter, record, d)
+        if type(text) is str and _utf8_or_null(text, NULL) == NULL:
+            # A lone surrogate cannot be UTF-8: written as its escape (\udcXX),
+            # as logging.basicConfig's errors='backslashreplace' does, never
+            # refused (the UTF-8 form is cached in the str: the write reuses it).
+            PyErr_Clear()
+            text = (<str>text).encode("utf-8", "backslashreplace").decode("utf-8")
         if len(d) > _STANDARD_LEN or d["exc_info"] or d["stack_info"]:
             data, cls = _extras(record)
         t = <int64_t>(<double>d["created"] * 1000000000.0)
         cdef uint64_t seq
         cdef int sev = _severity(d["levelno"])
-        if self.sink is not None:
-            if (<FamilySink>self.sink).put(text, sev, data, cls, t, &seq):
-                (<FamilySink>self.sink)._slow(text, sev, data, cls, t)
+        # A local (strong) reference: close() may set self.sink to None from
+        # another thread at any point of this call, which must not free the
+        # sink under it (nor turn the second use into a call on None).
+        cdef FamilySink sink = self.sink
+        if sink is not None:
+            if sink.put(text, sev, data, cls, t, &seq):
+                sink._slow(text, sev, data, cls, t)
             return None
         return self.write(text, sev, data, cls, t)
