@@ -98,9 +98,12 @@ H_INTENT_EVENTS = 240   # what H_LOSS_EVENTS becomes once that reuse is done (0:
 TOKEN_OFFSET = 456      # the half's segment-header word that holds its state token
 
 # half states (token bits 61..63); bits 32..60 an attempt counter, 0..31 a pid
-LIVE, SWAPPING, FULL, DRAINING, EMPTY, REUSING = range(6)
+LIVE, SWAPPING, FULL, DRAINING, EMPTY, REUSING, COPYING = range(7)
 PHASE_NAMES = {LIVE: "live", SWAPPING: "swapping", FULL: "full", DRAINING: "draining",
-               EMPTY: "empty", REUSING: "reusing"}
+               EMPTY: "empty", REUSING: "reusing", COPYING: "copying"}
+# COPYING is DRAINING with one message in flight: the drainer holds a copy of
+# the first finished message above H_PROGRESS, taken while the half was
+# provably its own, and is appending it to the destination.
 _ATTEMPT_MASK = (1 << 29) - 1
 
 LOSS_SEVERITY = 40
@@ -208,25 +211,44 @@ class PartitionSwapTimeout(LogkitError):
 
 
 class PartitionMessage:
-    """A message read from a partition: a copy (a half is reused, so readers
-    never hold views into it).  Has the fields of a logkit.Message."""
-    __slots__ = ("sequence", "time", "severity", "process_id", "thread_id", "text", "data_class", "data")
+    """A message read from a partition: a private copy (a half is reused, so
+    readers never hold views into it).  Has the fields of a logkit.Message.
+    checksum_ok() is real: the source message's checksum as verified when the
+    copy was taken, and a CRC-32C of the copied fields taken then, checked
+    again now."""
+    __slots__ = ("sequence", "time", "severity", "process_id", "thread_id", "text", "data_class", "data",
+                 "_source_ok", "_crc")
 
-    def __init__(self, sequence, time, severity, process_id, thread_id, text, data_class, data):
+    def __init__(self, sequence, time, severity, process_id, thread_id, text, data_class, data,
+                 source_ok: bool = True):
         self.sequence, self.time, self.severity = sequence, time, severity
         self.process_id, self.thread_id = process_id, thread_id
         self.text, self.data_class, self.data = text, data_class, data
+        self._source_ok = bool(source_ok)
+        self._crc = self._fields_crc()
 
     @classmethod
-    def copy_of(cls, m) -> "PartitionMessage":
-        return cls(m.sequence, m.time, m.severity, m.process_id, m.thread_id, m.text, m.data_class,
-                   bytes(m.data))
+    def copy_of(cls, m, sequence: int | None = None) -> "PartitionMessage":
+        """Copy every field of `m` (a Message in a half) now.  `sequence`: the
+        sequence the caller already read from it (read once, never again)."""
+        text, data_class, data = m.text, m.data_class, bytes(m.data)
+        return cls(m.sequence if sequence is None else sequence, m.time, m.severity, m.process_id,
+                   m.thread_id, text, data_class, data, m.checksum_ok())
+
+    def _fields_crc(self) -> int:
+        head = struct.pack("<QQQQQ", *(int(v) & 0xFFFFFFFFFFFFFFFF for v in (
+            self.sequence, self.time, self.severity, self.process_id, self.thread_id)))
+        return crc32c(bytes(self.data), crc32c((self.data_class or "").encode("utf-8", "surrogatepass") + b"\0",
+                                               crc32c(str(self.text).encode("utf-8", "surrogatepass") + b"\0",
+                                                      crc32c(head))))
 
     def checksum_ok(self) -> bool:
-        return True                     # checked when it was read from its half
+        """The source's checksum was good when copied, and no field of this
+        copy changed since."""
+        return self._source_ok and self._crc == self._fields_crc()
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__slots__}
+        return {k: getattr(self, k) for k in self.__slots__ if not k.startswith("_")}
 
     def __repr__(self) -> str:
         return f"PartitionMessage(sequence={self.sequence}, severity={self.severity}, text={self.text!r:.60})"
@@ -503,6 +525,10 @@ class Partition:
 
 # ====================================================================== reading
 
+class _Reformatted(Exception):
+    """A half was reformatted while a reader copied it (internal)."""
+
+
 class PartitionReader(Reader):
     """The undrained messages of both halves in sequence order (registry.Reader).
 
@@ -517,7 +543,7 @@ class PartitionReader(Reader):
         self._start: int | None = None
         self.problems: list[str] = []
 
-    def _snapshot(self) -> list[PartitionMessage]:
+    def _snapshot_once(self) -> list[PartitionMessage]:
         p = self.partition
         p.check()
         p.refresh_keys()
@@ -544,12 +570,40 @@ class PartitionReader(Reader):
         out = []
         last = progress
         for h in halves:
-            for m in SegmentIterator(h):
-                s = m.sequence
-                if s > last:
-                    last = s
-                    out.append(PartitionMessage.copy_of(m))
+            # Private copies, kept only if the half was not reformatted while
+            # they were taken (a swapper claims it, REUSING, before it formats
+            # it, and the format gives it a new UUID): a torn or foreign
+            # message never reaches the caller.
+            k = p.halves.index(h)
+            before = h.uuid
+            if p.phase(k) == REUSING:
+                raise _Reformatted()
+            copies = []
+            try:
+                for m in SegmentIterator(h):
+                    s = m.sequence
+                    if s > last:
+                        inject.point("partition.read.message")      # its sequence read, the rest not yet
+                        copies.append(PartitionMessage.copy_of(m, s))
+                        last = s
+            except SegmentDamaged:
+                if h.uuid == before and p.phase(k) != REUSING and p.intent_half() != k:
+                    raise                # damage, not a reuse under us
+                raise _Reformatted() from None
+            inject.point("partition.read.copied")
+            if h.uuid != before or p.phase(k) == REUSING or p.intent_half() == k:
+                raise _Reformatted()
+            out.extend(copies)
         return out
+
+    def _snapshot(self) -> list[PartitionMessage]:
+        for _ in range(8):
+            try:
+                return self._snapshot_once()
+            except _Reformatted:
+                continue                 # a half was reused while we read it: look again
+        raise SegmentDamaged(f"{self.partition.path}: a half was reformatted under every one of 8 "
+                             "reads in a row (the partition overflows faster than it can be read)")
 
     def __iter__(self) -> Iterator[PartitionMessage]:
         msgs = self._snapshot()
@@ -837,7 +891,8 @@ class PartitionStorage(StorageBackend):
         # If intent names O, a swapper died while reusing it: its loss is
         # already reckoned in the intent fields (_finish_reuse uses them).
         if p.intent_half() != o:
-            n, first, last = (0, 0, 0) if prev_phase == EMPTY else self._undrained(o, settle=True)
+            n, first, last = (0, 0, 0) if prev_phase == EMPTY else self._undrained(
+                o, settle=True, in_flight=prev_phase == COPYING)
             total = p._u64(H_LOST) + n
             p._put(H_INTENT_LOST, n)
             p._put(H_INTENT_TOTAL, total)
@@ -933,7 +988,7 @@ class PartitionStorage(StorageBackend):
             take = False
             if ph in (FULL, EMPTY, LIVE, SWAPPING):
                 take = True
-            elif ph in (DRAINING, REUSING):
+            elif ph in (DRAINING, COPYING, REUSING):
                 holder = _holder(tok)
                 take = (_abandoned_here(tok) or (holder != os.getpid() and not process_alive(holder))
                         or _time.monotonic() - t0 > DRAIN_WAIT)
@@ -946,8 +1001,12 @@ class PartitionStorage(StorageBackend):
                 continue
             _time.sleep(0.001)
 
-    def _undrained(self, i: int, settle: bool) -> tuple[int, int, int]:
-        """(count, first, last) of the finished messages of half i not yet copied out."""
+    def _undrained(self, i: int, settle: bool, in_flight: bool = False) -> tuple[int, int, int]:
+        """(count, first, last) of the finished messages of half i not yet
+        copied out.  in_flight: the half was taken from a drainer in COPYING,
+        which holds a proved copy of the first message above progress and
+        appends it: that one counts as copied (recorded here, so progress
+        covers it whichever of us stores it first; the same value)."""
         p = self._p
         if not p.sound(i):
             return 0, 0, 0
@@ -959,6 +1018,11 @@ class PartitionStorage(StorageBackend):
         for m in SegmentIterator(h):
             s = m.sequence
             if s > progress:
+                if in_flight:
+                    in_flight = False
+                    progress = s
+                    p._put(H_PROGRESS, s)
+                    continue
                 n += 1
                 first = first or s
                 last = s
@@ -1102,67 +1166,109 @@ class PartitionStorage(StorageBackend):
             h = p.halves[i]
             tok = h._rotator()
             ph = _phase(tok)
-            if ph == FULL or (ph == DRAINING and (_abandoned_here(tok) or (
+            if ph == FULL or (ph in (DRAINING, COPYING) and (_abandoned_here(tok) or (
                     _holder(tok) != os.getpid() and not process_alive(_holder(tok))))):
                 new = _token(DRAINING, _attempt(tok) + 1)
                 if _claim(h, tok, new):
                     try:
-                        n += self._copy_half(i, new, into)
+                        n += self._copy_half(i, new, into, in_flight=ph == COPYING)
                     finally:
                         _unhold(new)
         return n
 
-    def _copy_half(self, i: int, tok: int, into) -> int:
+    def _copy_half(self, i: int, tok: int, into, in_flight: bool = False) -> int:
+        """Copy half i (ours: DRAINING `tok`) out.  Each message is copied
+        privately while the half is provably ours (the CAS from DRAINING to
+        COPYING after the copy proves no swapper took it during the copy:
+        a reuser must CAS the token before it formats), appended from that
+        copy, and recorded with the sequence it was copied under, never
+        one re-read from the mapping.  in_flight: we resume a drainer that
+        died in COPYING, so the first message above progress may already be
+        in the destination (_reconcile)."""
         p = self._p
         h = p.halves[i]
         p.require_key(i)
         self._settle(h)
         progress = p._u64(H_PROGRESS)
-        msgs = [m for m in SegmentIterator(h) if m.sequence > progress]
+        copying = _token(COPYING, _attempt(tok), _holder(tok))
         count = 0
-        if msgs:
-            progress = self._reconcile(into, msgs[0], progress)
-            p._put(H_MARK, destination_next(into))
-        for m in msgs:
-            if m.sequence <= progress:
+        mark = None
+        for m in SegmentIterator(h):
+            s = m.sequence
+            if s <= progress:
                 continue
-            if h._rotator() != tok:
-                return count                 # a swapper reused the half (overflow): stop
-            fseq = into.append(m)
+            pm = PartitionMessage.copy_of(m, s)
+            inject.point("partition.drain.copied")         # a private copy, not yet proved
+            if in_flight:
+                in_flight = False
+                if self._reconcile(into, pm):
+                    progress = s
+                    continue
+            if mark is None:
+                mark = destination_next(into)
+                p._put(H_MARK, mark)
+            _hold(copying)
+            if not h._rotator_cas(tok, copying):
+                _unhold(copying)
+                break                # a swapper took the half (overflow): the copy may be torn; s is its loss
+            try:
+                fseq = into.append(pm)
+            except BaseException:
+                _unhold(copying)     # left COPYING: the next drain resumes it (_reconcile)
+                raise
+            inject.point("partition.drain.appended")       # in the destination, not yet recorded
+            if h._rotator() != copying:
+                # Taken from COPYING while we appended: the swapper counted
+                # s as copied and recorded it; only the count is ours.
+                _unhold(copying)
+                p._put(H_DRAINED, p._u64(H_DRAINED) + 1)
+                count += 1
+                break
             # Progress first, then the mark: a kill between them leaves an older
             # mark, which only makes the next reconcile search further back.
-            p._put(H_PROGRESS, m.sequence)
-            if isinstance(fseq, int) and fseq > 0:    # else (plainfile) the mark taken before the loop stays
-                p._put(H_MARK, fseq + 1)
+            p._put(H_PROGRESS, s)
+            mark = fseq + 1 if isinstance(fseq, int) and fseq > 0 else mark + 1 if mark else 0
+            p._put(H_MARK, mark)
             p._put(H_DRAINED, p._u64(H_DRAINED) + 1)
+            progress = s
             count += 1
+            back = h._rotator_cas(copying, tok)
+            _unhold(copying)
+            if not back:
+                break                # taken after we recorded s: nothing in flight
+        else:
+            _flush_destination(into)
+            h._rotator_cas(tok, _token(EMPTY, _attempt(tok)))
+            return count
         _flush_destination(into)
-        h._rotator_cas(tok, _token(EMPTY, _attempt(tok)))
         return count
 
-    def _reconcile(self, into, first, progress: int) -> int:
-        """A drain killed between copying `first` and recording it: if the
-        destination already holds its copy (at or after the mark), record it."""
+    def _reconcile(self, into, first: "PartitionMessage") -> bool:
+        """Resuming a drainer killed in COPYING with `first` in flight: if
+        the destination holds its copy at or after the mark (the position
+        right after the previous copy), record it as copied and return True.
+        Consulted only for that one message (identity: it was in flight, at
+        that position), never for a message that was not: content alone
+        never makes a message count as copied."""
         p = self._p
         mark = p._u64(H_MARK)
         if not mark:
-            return progress
+            return False
         r = _destination_reader(into)
         if r is None:
-            return progress
+            return False
         try:
             r.seek(sequence=mark)
         except (NoSuchMessage, LogkitError, OSError):
-            return progress
+            return False
         want = _key(first)
         for fm in r:
             if _key(fm) == want:
                 p._put(H_PROGRESS, first.sequence)
                 p._put(H_MARK, fm.sequence + 1)
                 p._put(H_DRAINED, p._u64(H_DRAINED) + 1)
-                return first.sequence
-        return progress
-
+                return True
+        return False
 
     def open_drain_target(self):
         """The destination family storage (backends/family.py) built from the

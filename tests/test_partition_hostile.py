@@ -188,3 +188,114 @@ def test_swapper_stalled_past_live_stall_never_puts_the_taken_over_half_back_in_
         assert seqs == sorted(set(seqs))
     finally:
         s.close()
+
+
+# ------------------------------------------------------------ #1 a drain or a reader racing a reuse
+
+def _fill_full_half(s, prefix, n):
+    """Write n messages, then swap them out: that half is FULL, the other current."""
+    seqs = {}
+    for i in range(n):
+        t = f"{prefix} {i:04d} " + "y" * 40
+        seqs[s.write(t)] = t
+    assert s.swap()
+    return seqs
+
+
+def _overflow_until_reused(s, prefix, written):
+    """Write until a full half is reused (loss_events rises), then 5 more."""
+    i = 0
+    events = s.stats()["loss_events"]
+    while s.stats()["loss_events"] == events:
+        t = f"{prefix} {i:04d} " + "z" * 40
+        written[s.write(t)] = t
+        i += 1
+        assert i < 10000
+    for _ in range(5):
+        t = f"{prefix} {i:04d} " + "z" * 40
+        written[s.write(t)] = t
+        i += 1
+
+
+@pytest.mark.parametrize("where,copied", [("partition.drain.copied", 2),      # proved copy not yet claimed
+                                          ("partition.drain.appended", 3)])   # in flight (COPYING)
+def test_drain_stalled_while_its_half_is_reused_copies_only_proved_messages_and_counts_exactly(
+        tmp_path, monkeypatch, where, copied):
+    """#1: a drain that ran past DRAIN_WAIT has its half reformatted under it.
+    It must never append a message read from the reformatted bytes, never
+    record a progress taken from them, and every message of the old half is
+    either copied or counted lost -- exactly one of the two."""
+    monkeypatch.setattr(part, "DRAIN_WAIT", 0.2)
+    path = str(tmp_path / "p.part")
+    s = PartitionStorage("t", path=path, size="16KiB")
+    try:
+        old = _fill_full_half(s, "old", 40)
+        c = Child(tmp_path, f"""
+            from logkit.backends.partition import PartitionStorage
+            from logkit.backends.family import FamilyStorage
+            s = PartitionStorage("t", path={path!r})
+            fam = FamilyStorage("t", directory={str(tmp_path / "fam")!r}, family="t",
+                                create_directory=True, segment_size="64KiB")
+            print("drained", s.drain(into=fam))
+            fam.close()
+            s.close()
+        """, points=f"{where}=wait@3")
+        c.wait_point(where)
+        new = {}
+        _overflow_until_reused(s, "new", new)       # reuses the half the drain is in
+        c.go()
+        out = c.finish()
+        got = _family_texts(tmp_path)
+        old_texts = [old[k] for k in sorted(old)]
+        # The old half's proved prefix, then (the drain goes on to the other
+        # half, full by now) messages of the new generation, each once, in order.
+        assert [t for t in got if t.startswith("old")] == old_texts[:copied], (out, got[:5])
+        seq_of = {t: q for q, t in {**old, **new}.items()}
+        assert all(t in seq_of for t in got), [t for t in got if t not in seq_of][:3]
+        copied_seqs = [seq_of[t] for t in got]
+        assert copied_seqs == sorted(set(copied_seqs))
+        st = s.stats()
+        assert st["lost"] == len(old) - copied, st                     # exactly: copied or lost, never both
+        assert st["drained"] == len(got), st
+        assert st["drain_progress"] == copied_seqs[-1], st             # a sequence it copied, never re-read
+        msgs = {m.sequence: m.text for m in s.reader()}
+        assert all(new[q] == t for q, t in msgs.items() if q in new)
+    finally:
+        s.close()
+
+
+def test_reader_racing_a_reuse_never_pairs_a_sequence_with_another_message(tmp_path):
+    """#1 (reader side): PartitionReader copied lazily from a half that a
+    swapper reformatted under it: a sequence of the old half came back with
+    the bytes of the new one.  Copies are now kept only if the half was not
+    reformatted meanwhile, and checksum_ok() really checks."""
+    import threading
+    from logkit import inject
+    path = str(tmp_path / "p.part")
+    s = PartitionStorage("t", path=path, size="16KiB")
+    try:
+        written = _fill_full_half(s, "old", 40)
+        notify = str(tmp_path / "reader.notify")
+        inject.arm("partition.read.message", "wait", 5, notify=notify)
+        result = []
+        t = threading.Thread(target=lambda: result.append(list(s.reader())))
+        t.start()
+        try:
+            inject.wait_for_point(notify, "partition.read.message", 30)
+            inject.disarm("partition.read.message")
+            _overflow_until_reused(s, "new", written)
+        finally:
+            open(notify + ".go", "w").close()
+            t.join(30)
+        assert result, "the reader did not finish"
+        msgs = result[0]
+        assert msgs and all(m.checksum_ok() for m in msgs)
+        bad = [(m.sequence, m.text[:12]) for m in msgs
+               if m.severity != part.LOSS_SEVERITY and written.get(m.sequence) != m.text]
+        assert bad == []
+        m = msgs[-1]
+        m.text = "forged"
+        assert not m.checksum_ok()
+    finally:
+        inject.disarm()
+        s.close()
