@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from logkit import config as _config
 from logkit import inject, safefs
-from logkit.errors import LogkitError
+from logkit.errors import DiskFull, LogkitError
 
 __all__ = ["Server", "BufferWatch", "DEFAULT_MARGINS", "status_path", "read_status", "write_status"]
 
@@ -32,6 +32,7 @@ REARM_BELOW = 0.05
 # The least time between two futex wake-ups of the server (see Server._sleep).
 WAKE_INTERVAL = 0.02
 WATCH_TIMEOUT = 0.25      # longest a partition's watcher sleeps before it looks again
+DISK_RETRY = 1.0          # seconds between a pipe reader's tries while its journal's disk is full
 
 
 def status_path(buffer_path: str) -> str:
@@ -274,11 +275,23 @@ class _PipeJob:
         from logkit.backends.pipe import drain_pipe
 
         def run():
-            try:
-                self.stored += drain_pipe(self.fifo, self.storage, stop=self.stop, spill=self.spill,
-                                          stats=self.stats, journal=self.journal)
-            except BaseException as e:      # reported by the main loop
-                self.error = e
+            # A full disk is waited out, not fatal: the bytes are still in
+            # the FIFO (the journal had not taken them), the writers spill
+            # meanwhile, and the reader starts again once space returns.
+            full = False
+            while not self.stop.is_set():
+                try:
+                    self.stored += drain_pipe(self.fifo, self.storage, stop=self.stop, spill=self.spill,
+                                              stats=self.stats, journal=self.journal)
+                    return
+                except DiskFull as e:
+                    if not full:
+                        self.say(f"pipe of log {self.lc.name}: {e}; trying again every {DISK_RETRY:g} s")
+                    full = True
+                    self.stop.wait(DISK_RETRY)
+                except BaseException as e:      # reported by the main loop
+                    self.error = e
+                    return
         self.thread = threading.Thread(target=run, name=f"logkit-pipe-{self.lc.name}", daemon=True)
         self.thread.start()
 

@@ -495,6 +495,60 @@ def test_a_new_pipe_journal_on_a_full_disk_is_diskfull_not_a_crash(tmp_path):
         assert texts(tmp_path / "fam") == ["record 00000"]
 
 
+def wait_until(cond, what: str, timeout: float = TIMEOUT) -> None:
+    import time
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_the_server_waits_out_a_full_disk_under_its_pipe_journal_and_resumes(tmp_path):
+    import threading
+
+    from logkit.server import Server
+    with tmpfs() as fs:
+        fifo = Fifo(fs)
+        cfg = tmp_path / "logkit.toml"
+        cfg.write_text(f'[log.p]\nstorage = "family"\ndirectory = "{tmp_path / "fam"}"\nfamily = "p"\n'
+                       f'create_directory = true\ntransport = "pipe"\nfifo = "{fifo.path}"\n')
+        said: list[str] = []
+        stop = threading.Event()
+        srv = Server(str(cfg), interval=0.05, say=said.append)
+        result: list = []
+
+        def serve():
+            try:
+                result.append(srv.serve(stop))
+            except BaseException as e:
+                result.append(e)
+        t = threading.Thread(target=serve)
+        t.start()
+
+        def count():
+            try:
+                return len(texts(tmp_path / "fam"))
+            except LogkitError:
+                return 0
+        try:
+            fifo.send([record(i) for i in range(10)])
+            wait_until(lambda: count() == 10, "the first 10 records")
+            filler = fill(fs)
+            fifo.send([record(i) for i in range(10, 210)])       # more than the journal's page holds
+            wait_until(lambda: any("no space left on the device" in m for m in said) or result,
+                       "the server to say the disk is full")
+            assert not result, f"the server stopped: {result}"
+            os.unlink(filler)
+            wait_until(lambda: count() == 210, "the records sent while the disk was full")
+        finally:
+            stop.set()
+            t.join(TIMEOUT)
+            fifo.close()
+        assert not isinstance(result[0], BaseException), result
+        assert texts(tmp_path / "fam") == [f"record {i:05d}" for i in range(210)]
+
+
 def test_the_servers_status_on_a_full_disk_is_diskfull_keeps_the_old_one_and_resumes():
     with tmpfs() as fs:
         buf = str(fs / "b.part")
