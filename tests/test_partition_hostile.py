@@ -299,3 +299,38 @@ def test_reader_racing_a_reuse_never_pairs_a_sequence_with_another_message(tmp_p
     finally:
         inject.disarm()
         s.close()
+
+
+# ------------------------------------------------------------ #11 resuming by identity
+
+@pytest.mark.parametrize("dest", ["plainfile", "family"])
+def test_drain_interrupted_before_an_identical_message_resumes_without_losing_it(tmp_path, dest):
+    """#11: two identical messages (same time, pid, tid, severity, text,
+    data); the drain stops after copying the first and before the second.
+    Matching by content made the resume count the second as copied (with a
+    plain file, any identical message of the batch did): it was lost."""
+    from logkit import inject
+    s = PartitionStorage("t", path=str(tmp_path / "p.part"), size="64KiB")
+    if dest == "plainfile":
+        from logkit.backends.plainfile import PlainFileStorage
+        out = PlainFileStorage("t", path=str(tmp_path / "out.log"))
+    else:
+        out = _family_into(tmp_path)
+    try:
+        t = time.time_ns()
+        texts = ["a", "same", "same", "b"]
+        for x in texts:
+            s.write(x, time=t)
+        inject.arm("partition.drain.copied", "raise", 3)     # before the 3rd message is appended
+        with pytest.raises(inject.Injected):
+            s.drain(out, everything=True)
+        inject.disarm()
+        assert [m.text for m in out.reader()] == ["a", "same"]
+        assert s.drain(out, everything=True) == 2
+        assert [m.text for m in out.reader()] == texts
+        st = s.stats()
+        assert st["drained"] == 4 and st["lost"] == 0
+    finally:
+        inject.disarm()
+        out.close()
+        s.close()
