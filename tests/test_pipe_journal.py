@@ -459,3 +459,46 @@ def test_logkit_display_shows_a_journal_and_the_frames_it_holds(tmp_path):
     d = json.loads(display("--json"))
     assert d["kind"] == "pipe journal" and [f["kind"] for f in d["frames"]][:2] == ["record", "fragment"]
     assert "frames from" not in display("--header-only") and "applied" not in display("--records-only")
+
+
+CYCLE_POINTS = ["pipejournal.peeked", "pipejournal.written", "pipejournal.journaled", "pipejournal.consumed",
+                "pipejournal.confirmed", "pipejournal.apply.appended", "pipejournal.apply.progress",
+                "pipejournal.applied", "pipejournal.settled", "pipejournal.settle.based"]
+# A reader killed with a batch journaled but not confirmed settles it at start-up.
+RECOVERS = {"pipejournal.journaled": ("pipejournal.recover.reconsumed", "pipejournal.recover.confirmed"),
+            "pipejournal.consumed": ("pipejournal.recover.confirmed",)}
+
+
+@pytest.mark.parametrize("point", CYCLE_POINTS)
+def test_a_reader_killed_at_each_named_step_of_the_cycle_stores_every_record_once(tmp_path, point):
+    """The journal's injection points (docs/pipe-format.md, "Injection
+    points"), armed in a child through LOGKIT_INJECT: SIGKILL there, then a
+    new reader stores every record exactly once."""
+    import subprocess
+    import sys
+
+    from logkit import inject
+    fifo = Fifo(tmp_path)
+    try:
+        fifo.send([record(i) for i in range(60)])
+        code = (f"from logkit.backends.family import FamilyStorage\n"
+                f"from logkit.backends.pipe import drain_pipe\n"
+                f"s = FamilyStorage('p', directory={str(tmp_path / 'fam')!r}, family='p', create_directory=True)\n"
+                f"drain_pipe({fifo.path!r}, s, spill=False, idle_timeout=0)\n")
+        env = dict(os.environ, LOGKIT_INJECT=f"{point}=kill@1")
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           timeout=procs.TIMEOUT)
+        assert r.returncode == -9, f"not killed at {point}: exit {r.returncode} {r.stderr[-500:]}"
+        fifo.send([record(i) for i in range(60, 80)])
+        for name in RECOVERS.get(point, ()):
+            inject.arm(name, "raise", hit=1 << 30)      # counted, never acted on
+        try:
+            drain_rest(tmp_path, fifo)
+            reached = inject.hits()
+        finally:
+            inject.disarm()
+    finally:
+        fifo.close()
+    assert texts(tmp_path) == [f"record {i:05d}" for i in range(80)]
+    for name in RECOVERS.get(point, ()):
+        assert reached.get(name) == 1, (name, reached)
