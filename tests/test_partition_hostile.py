@@ -334,3 +334,63 @@ def test_drain_interrupted_before_an_identical_message_resumes_without_losing_it
         inject.disarm()
         out.close()
         s.close()
+
+
+# ------------------------------------------------------------ #6 a writer stopped while its half is reused
+
+def _stopped(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        st = f.read()
+    return st[st.rindex(")") + 2] == "T"
+
+
+@pytest.mark.parametrize("step", ["claimed", "stub", "copied"])
+def test_writer_stopped_mid_write_while_its_half_is_reused_overwrites_nothing(tmp_path, monkeypatch, step):
+    """#6: a writer SIGSTOPped inside a write (space claimed; stub published;
+    payload copied) past every grace; its half is taken out of service, its
+    reservation abandoned, the half reformatted (new UUID) and refilled.  On
+    SIGCONT it must not write through its old offset: no message of the new
+    half is overwritten and nothing torn or stale is published."""
+    monkeypatch.setattr(part, "RESERVATION_GRACE", 0.3)
+    path = str(tmp_path / "p.part")
+    PartitionStorage("t", path=path, size="16KiB").close()
+    notify = str(tmp_path / "w.notify")
+    c = Child(tmp_path, f"""
+        from logkit.backends.partition import PartitionStorage
+        from logkit.errors import LogkitError
+        s = PartitionStorage("t", path={path!r})
+        p = s.partition
+        h = p.halves[p.current_index()]
+        try:
+            seq = h.write_stepwise("STALE " + "s" * 300, stop_at={step!r}, action="stop",
+                                   notify={notify!r})
+            print("write returned", seq)
+        except LogkitError as e:
+            print("refused:", type(e).__name__, e)
+    """)
+    inject_name = f"core.write.{step}"
+    from logkit import inject
+    inject.wait_for_point(notify, inject_name, 60, proc=c.proc)
+    wait_until(lambda: _stopped(c.pid), what="the writer to stop")
+    s = PartitionStorage("t", path=path)
+    try:
+        written = {}
+        _overflow_until_reused(s, "new", written)       # fills the writer's half, swaps, reuses it
+        for i in range(40):                              # refill well past the stale offset
+            t = f"after {i:03d} " + "w" * 30
+            written[s.write(t)] = t
+        c.cont()
+        out = c.finish()
+        msgs = list(s.reader())
+        assert not [m for m in msgs if "STALE" in m.text], out
+        assert all(m.checksum_ok() for m in msgs)
+        for m in msgs:
+            if m.severity != part.LOSS_SEVERITY:
+                assert written[m.sequence] == m.text, (m.sequence, m.text[:20], out)
+        kept = {m.sequence for m in msgs}
+        assert {q for q, t in written.items() if t.startswith("after")} <= kept
+        for i in (0, 1):
+            kinds = {r.kind for r in s.partition.halves[i].records()}
+            assert kinds <= {"committed", "abandoned", "filler"}, (i, kinds, out)
+    finally:
+        s.close()
