@@ -17,7 +17,9 @@ formats):
   set with fchmod/chmod after the create, so the umask does not matter;
 * a directory that others can write without the sticky bit (mode o+w, no
   +t) is refused for writing with UnsafePath naming it: in one, anyone can
-  rename or delete our files and put their own in their place;
+  rename or delete our files and put their own in their place; in one with
+  the sticky bit (like /tmp), an existing file is written only if it
+  belongs to us (or root), since anyone could have created it first;
 * an OSError becomes a LogkitError that names the file and what is wrong:
   DiskFull for ENOSPC/EDQUOT, ReadOnlyFileSystem for EROFS (naming the
   directory), UnsafePath for a link or a wrong kind of file.
@@ -180,6 +182,13 @@ def open_in(dir_fd: int, name: str, flags: int, mode: int = FILE_MODE, kind: str
         test = _KIND_TEST.get(kind)
         if test is not None and not test(st.st_mode):
             raise UnsafePath(f"{where} is a {_kind_of(st.st_mode)}, not a {kind}: refusing to use it")
+        if not made and is_writing(flags) and st.st_uid not in (os.geteuid(), 0):
+            # In a directory every user can write (sticky, or it was refused
+            # above), a file of another user may have been planted before we
+            # created ours: we would write the log into a file they own.
+            if os.fstat(dir_fd).st_mode & stat.S_IWOTH:
+                raise UnsafePath(f"{where} belongs to uid {st.st_uid}, in a directory every user can "
+                                 "write: it may have been planted there; refusing to write it")
         if not flags & os.O_NONBLOCK:
             os.set_blocking(fd, True)
         if made:

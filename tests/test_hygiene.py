@@ -327,6 +327,13 @@ def test_a_world_writable_directory_without_the_sticky_bit_is_refused(tmp_path):
         fifo.close()
     os.chmod(d, 0o1777)                                          # like /tmp: accepted
     PlainFileStorage("app", path=str(d / "app.log")).close()
+    if os.geteuid() == 0:
+        # ... but there, a file someone else created first is not ours to write.
+        (d / "theirs.log").write_text("")
+        os.chown(d / "theirs.log", 65534, 65534)
+        with pytest.raises(UnsafePath, match=r"theirs\.log belongs to uid 65534, in a directory every user "
+                                             "can write"):
+            PlainFileStorage("theirs", path=str(d / "theirs.log"))
 
 
 def test_created_files_and_directories_get_their_modes_whatever_the_umask(tmp_path):
