@@ -1347,6 +1347,45 @@ class PartitionStorage(StorageBackend):
         sealed = f", sealed with {self.key_file}" if self.key_file else ""
         return f"partition {self.path} (two halves of {self.size} bytes; {dest}{sealed})"
 
+    @classmethod
+    def check_options(cls, log, options, writing=True):
+        """What opening would refuse, named by option, found without opening
+        (logkit.config runs it for `logkit config check` and the Handler
+        alike): a path that is not a partition file or has no directory, a
+        half too big, a bad family name, segment size or key file."""
+        from logkit.registry import (REGULAR_FILE, directory_problem, family_name_problem,
+                                     key_file_problem, path_problem, segment_size_problem)
+        o = options
+        path = os.fspath(o["path"])
+        out = [("path", path_problem(path, REGULAR_FILE, writing))]
+        if out[0][1] is None and os.path.exists(path):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+                try:
+                    size, head = os.fstat(fd).st_size, os.pread(fd, len(MAGIC), 0)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                out.append(("path", f"{path} cannot be read: {e.strerror}"))
+            else:
+                if size < HEADER_SIZE:
+                    out.append(("path", f"{path} is {size} bytes, shorter than the {HEADER_SIZE}-byte "
+                                        "partition header: not a partition file"))
+                elif head != MAGIC:
+                    out.append(("path", f"{path} is not a partition file (it does not start with {MAGIC!r})"))
+        try:
+            _half_size(o.get("size") or "1MiB")
+        except InvalidArgument as e:
+            out.append(("size", str(e)))
+        out.append(("family", family_name_problem(o.get("family") or log)))
+        if o.get("segment_size") is not None:
+            out.append(("segment_size", segment_size_problem(o["segment_size"])))
+        if o.get("key_file") is not None:
+            out.append(("key_file", key_file_problem(o["key_file"])))
+        if writing and o.get("directory") is not None:
+            out.append(("directory", directory_problem(os.fspath(o["directory"]), create=True)))
+        return [(key, problem) for key, problem in out if problem]
+
 
 def _destination_reader(into):
     """A reader over what `into` stores, if it has one."""
