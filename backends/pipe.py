@@ -524,6 +524,21 @@ class PipeTransport(TransportBackend):
                 "opens": self.opens, "reader_gone": self.reader_gone, "pipe_full": self.pipe_full,
                 "connected": int(self._fd is not None and not self._reader_absent)}
 
+    @classmethod
+    def check_options(cls, log, options, writing=True):
+        """What opening would refuse, named by option, found without opening
+        (logkit.config runs it for `logkit config check` and the Handler
+        alike): a fifo path that is not a named pipe or has no directory,
+        and the spill partition's problems."""
+        from logkit.registry import NAMED_PIPE, path_problem
+        o = options
+        fifo = os.path.abspath(os.fspath(o["fifo"]))
+        out = [("fifo", path_problem(fifo, NAMED_PIPE, writing))]
+        spill = {"path": o.get("spill") or fifo + ".spill", "size": o.get("spill_size") or "1MiB"}
+        for key, problem in PartitionStorage.check_options(log, spill, writing):
+            out.append(({"path": "spill", "size": "spill_size"}.get(key, key), problem))
+        return [(key, problem) for key, problem in out if problem]
+
 
 # ====================================================================== the reader
 

@@ -774,6 +774,17 @@ class PlainFileStorage(StorageBackend):
         keep = "all" if self.backups is None else str(self.backups)
         return f"plain {self.format} lines in {self.path} ({rot}, keeping {keep} rotated files)"
 
+    @classmethod
+    def check_options(cls, log, options, writing=True):
+        """What opening would refuse, named by option, found without opening
+        (logkit.config runs it for `logkit config check` and the Handler
+        alike): a path that is not a regular file, or whose directory is
+        missing (without create_directory) or not writable."""
+        from logkit.registry import REGULAR_FILE, path_problem
+        problem = path_problem(os.fspath(options["path"]), REGULAR_FILE, writing,
+                               create_directory=bool(options.get("create_directory")))
+        return [("path", problem)] if problem else []
+
 
 def _as_str(value, what: str) -> str:
     if isinstance(value, (bytes, bytearray, memoryview)):
