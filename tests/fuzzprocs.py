@@ -3,11 +3,12 @@
 Run as `python tests/fuzzprocs.py ROLE ARGS...`, each a separate process so
 that a crash (a signal) or a hang in one is seen from outside:
 
-* mutate PATH SECONDS SEED [fields]: flips random bytes of the file
-  through a shared mapping for SECONDS: random bytes anywhere after the
-  header's identity block, and (with
-  `fields`) the length, severity and state fields of the messages it finds
-  set to boundary values -- what a co-writer that scribbles does.
+* mutate PATH SECONDS SEED [bytes|fields|toggle]: scribbles on the file
+  through a shared mapping for SECONDS: random bits anywhere after the
+  header's identity block; with `fields` also the length, severity and
+  state fields of the messages it finds set to boundary values; with
+  `toggle` only length and severity fields flipped to a huge value and
+  straight back, over and over -- what a co-writer that scribbles does.
 * read PATH SECONDS: opens the segment read-only again and again, walks
   it, touches every field of every message (Segment.open, iteration,
   records(), find, limits).
@@ -37,7 +38,7 @@ SENTINEL = b"\xff\xfeLK"
 BOUNDARY32 = (0, 1, 0x7FFFFFFF, 0xFFFFFFFF, 0x10000, 4096, 64)
 
 
-def mutate(path: str, seconds: float, seed: int, fields: bool = False) -> int:
+def mutate(path: str, seconds: float, seed: int, mode: str = "bytes") -> int:
     rng = random.Random(seed)
     fd = os.open(path, os.O_RDWR)
     try:
@@ -53,6 +54,23 @@ def mutate(path: str, seconds: float, seed: int, fields: bool = False) -> int:
     print(f"READY {len(starts)}", flush=True)
     end = time.monotonic() + seconds
     n = 0
+    if mode == "toggle":
+        # Validate once, read twice: a length or severity field of every
+        # message flips to a huge value and back, again and again, so a
+        # reader that reads it a second time after checking it sees the
+        # other value (issue 13 #7).
+        fields_ = [(m + off, sz) for m in starts for off, sz in ((40, 4), (44, 4), (48, 2), (12, 2), (8, 4))]
+        while time.monotonic() < end:
+            for _ in range(1000):
+                at, sz = rng.choice(fields_)
+                old = mm[at:at + sz]
+                mm[at:at + sz] = b"\xf0" + b"\xff" * (sz - 1)
+                mm[at:at + sz] = old
+                n += 1
+        mm.close()
+        print(f"MUTATIONS {n}", flush=True)
+        return 0
+    fields = mode == "fields"
     while time.monotonic() < end:
         if fields and starts and rng.random() < 0.7:
             m = rng.choice(starts)
@@ -167,7 +185,7 @@ def read_held(path: str) -> int:
 if __name__ == "__main__":
     role, args = sys.argv[1], sys.argv[2:]
     if role == "mutate":
-        sys.exit(mutate(args[0], float(args[1]), int(args[2]), len(args) > 3 and args[3] == "fields"))
+        sys.exit(mutate(args[0], float(args[1]), int(args[2]), args[3] if len(args) > 3 else "bytes"))
     if role == "read":
         sys.exit(read(args[0], float(args[1])))
     if role == "read-held":

@@ -55,17 +55,17 @@ def finish(p: subprocess.Popen, what: str) -> str:
     return out
 
 
-def start_mutator(path, seed, fields):
-    m = spawn("mutate", path, str(RACE_SECONDS), str(seed), *(["fields"] if fields else []))
+def start_mutator(path, seed, mode):
+    m = spawn("mutate", path, str(RACE_SECONDS), str(seed), mode)
     line = m.stdout.readline()
     assert line.startswith("READY"), (line, m.stderr.read() if m.poll() is not None else "")
     return m
 
 
-@pytest.mark.parametrize("fields", [False, True], ids=["random-bytes", "length-fields"])
-def test_segment_reader_survives_a_concurrent_mutator(tmp_path, fields):
+@pytest.mark.parametrize("mode", ["bytes", "fields", "toggle"])
+def test_segment_reader_survives_a_concurrent_mutator(tmp_path, mode):
     path = make_family(str(tmp_path))
-    m = start_mutator(path, 11, fields)
+    m = start_mutator(path, 11, mode)
     readers = [spawn("read", path, str(RACE_SECONDS)) for _ in range(2)]
     for i, r in enumerate(readers):
         out = finish(r, f"reader {i}")
@@ -74,10 +74,10 @@ def test_segment_reader_survives_a_concurrent_mutator(tmp_path, fields):
     finish(m, "mutator")
 
 
-@pytest.mark.parametrize("fields", [False, True], ids=["random-bytes", "length-fields"])
-def test_logkit_print_survives_a_concurrent_mutator(tmp_path, fields):
+@pytest.mark.parametrize("mode", ["bytes", "fields", "toggle"])
+def test_logkit_print_survives_a_concurrent_mutator(tmp_path, mode):
     path = make_family(str(tmp_path))
-    m = start_mutator(path, 12, fields)
+    m = start_mutator(path, 12, mode)
     runs = 0
     end = time.monotonic() + RACE_SECONDS
     while time.monotonic() < end or runs < 2:
@@ -92,11 +92,11 @@ def test_logkit_print_survives_a_concurrent_mutator(tmp_path, fields):
     assert runs >= 3
 
 
-@pytest.mark.parametrize("fields", [False, True], ids=["random-bytes", "length-fields"])
-def test_follow_survives_a_concurrent_mutator(tmp_path, fields):
+@pytest.mark.parametrize("mode", ["bytes", "fields", "toggle"])
+def test_follow_survives_a_concurrent_mutator(tmp_path, mode):
     path = make_family(str(tmp_path))
     f = spawn("follow", str(tmp_path), "race", str(RACE_SECONDS + 1))
-    m = start_mutator(path, 13, fields)
+    m = start_mutator(path, 13, mode)
     finish(m, "mutator")
     out = finish(f, "follow reader")
     assert "FOLLOWED" in out
