@@ -11,7 +11,7 @@ fresh server recover unaided, counters balance after salvage.
 
 The sample is seeded (by the date; CRASHMATRIX_SEED overrides; a failure
 names the case label, which `python tests/soak.py --case LABEL` re-runs) and
-bounded in time per layer (CRASHMATRIX_BUDGET seconds, default 25).
+bounded in time per layer (CRASHMATRIX_BUDGET seconds, default 20).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from crashmatrix import harness, points  # noqa: E402
 # every point over time) but a failure re-runs the same on the day, and its
 # label re-runs it any day.
 SEED = int(os.environ.get("CRASHMATRIX_SEED") or time.strftime("%Y%m%d", time.gmtime()))
-BUDGET = float(os.environ.get("CRASHMATRIX_BUDGET", "25"))
+BUDGET = float(os.environ.get("CRASHMATRIX_BUDGET", "20"))
 
 # Points the scenarios cannot reach, each with the reason a reader would accept.
 NOT_REACHABLE: dict[str, str] = {

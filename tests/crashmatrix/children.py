@@ -65,7 +65,11 @@ def handler_level(writer, i):
 
 def hows(layer):
     """How a writer of this layer writes message i: hows(layer)[i % len(...)]."""
-    return ("write", "write_as", "reserve", "handler") if layer == "family" else HOWS
+    if layer == "family":
+        return ("write", "write_as", "reserve", "handler")
+    if layer == "core":
+        return ("write", "write_as", "reserve", "stepwise")
+    return HOWS
 
 
 class _Handled:
@@ -120,6 +124,10 @@ def _write(w, layer, writer, i, how, foreign_pid):
     text = message_text(writer, i)
     if how == "handler":
         return w.log(handler_level(writer, i), text)
+    if how == "stepwise":
+        # the C writer with an injection point after each of its steps
+        # (core.write.*), armed from the environment like any other point
+        return w.write_stepwise(text, sev, data, cls)
     if how == "write" or layer == "partition" and how == "reserve":
         return w.write(text, severity=sev, data=data, data_class=cls)
     if how == "write_as" and layer == "partition":
