@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 
 from logkit.family import FamilyWriter, open_reader
-from logkit.registry import Option, StorageBackend
+from logkit.registry import (
+    Option, StorageBackend, directory_problem, family_name_problem, key_file_problem, segment_size_problem,
+)
 
 SYNC_CHOICES = ("never", "close", "always")
 
@@ -30,6 +32,21 @@ class FamilyStorage(StorageBackend):
         Option("key_file", "path", None,
                help="seal (encrypt and authenticate) every message with this key file's current key"),
     )
+
+    @classmethod
+    def check_options(cls, log, options, writing=True):
+        """The family name, segment size, key file and (writing) directory
+        FamilyWriter would refuse, named by option."""
+        o = options
+        checks = [
+            ("family", family_name_problem(o.get("family") or log)),
+            ("segment_size", segment_size_problem(o.get("segment_size") or 0)),
+            ("key_file", key_file_problem(o["key_file"]) if o.get("key_file") is not None else None),
+        ]
+        if writing and o.get("directory") is not None:
+            checks.append(("directory", directory_problem(os.fspath(o["directory"]),
+                                                          create=bool(o.get("create_directory")))))
+        return [(key, problem) for key, problem in checks if problem]
 
     def __init__(self, log: str, **options):
         super().__init__(log, **options)

@@ -234,7 +234,24 @@ def _backend_options(kind: str, cls, given: dict[str, Any], file, table, base_di
     return out
 
 
-def _resolve_log(name: str, table: Any, file: str | None, base_dir: str) -> tuple[LogConfig | None, list[Problem]]:
+def _check_backend(kind: str, cls, log: str, options: dict, writing: bool, file, table, subtables,
+                   problems: list) -> None:
+    """The backend's own checks (cls.check_options), each as a Problem naming
+    file, table and key: the one validation `logkit config check` and
+    logkit.Handler share."""
+    try:
+        found = cls.check_options(log, options, writing=writing)
+    except Exception as e:                  # a third-party backend's bug must not look like a crash here
+        problems.append(Problem(file, table, None, f"{kind} backend '{cls.name}': check_options failed: "
+                                f"{type(e).__name__}: {e}"))
+        return
+    for key, message in found:
+        t = f"{table}.{kind}" if kind in subtables and key in subtables[kind] else table
+        problems.append(Problem(file, t, key, message))
+
+
+def _resolve_log(name: str, table: Any, file: str | None, base_dir: str,
+                 writing: bool = False) -> tuple[LogConfig | None, list[Problem]]:
     problems: list[Problem] = []
     tname = f"log.{name}"
     if name is not None and not isinstance(name, str):
@@ -288,12 +305,19 @@ def _resolve_log(name: str, table: Any, file: str | None, base_dir: str) -> tupl
     storage_opts = opts["storage"]
     if "family" in storage_opts and storage_opts["family"] is None:
         storage_opts["family"] = name
+    for kind, cls in classes.items():
+        _check_backend(kind, cls, name, opts[kind], writing, file, tname, subtables, problems)
+    if problems:
+        return None, problems
     return LogConfig(name, file, classes["storage"].name, classes["transport"].name,
                      storage_opts, opts["transport"]), []
 
 
-def parse(text: str, file: str | None = None) -> Config:
-    """A Config from TOML text (file names the source in errors)."""
+def parse(text: str, file: str | None = None, *, writing: bool = False) -> Config:
+    """A Config from TOML text (file names the source in errors).  Every
+    backend's check_options runs on every log; `writing` adds the checks only
+    a writer needs (its files can be created: not on a read-only file
+    system), as for logkit.Handler and `logkit config check`."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -310,7 +334,7 @@ def parse(text: str, file: str | None = None) -> Config:
         problems.append(Problem(file, None, "log", "must be a table of [log.NAME] tables"))
         logs_table = {}
     for name, table in logs_table.items():
-        lc, probs = _resolve_log(name, table, file, base_dir)
+        lc, probs = _resolve_log(name, table, file, base_dir, writing)
         problems += probs
         if lc is not None:
             logs[name] = lc
@@ -319,9 +343,10 @@ def parse(text: str, file: str | None = None) -> Config:
     return Config(file, logs)
 
 
-def load(path: str | os.PathLike | None = None) -> Config:
+def load(path: str | os.PathLike | None = None, *, writing: bool = False) -> Config:
     """Read and validate a config file (default: the first of search_path()).
-    Raises ConfigError listing every problem, or naming the places searched."""
+    Raises ConfigError listing every problem, or naming the places searched.
+    `writing`: as for parse()."""
     if path is None:
         path = find_config()
         if path is None:
@@ -335,21 +360,24 @@ def load(path: str | os.PathLike | None = None) -> Config:
         raise ConfigError([Problem(path, None, None, "config file does not exist")]) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError([Problem(path, None, None, f"cannot be read: {e}")]) from None
-    return parse(text, path)
+    return parse(text, path, writing=writing)
 
 
-def from_options(log: str, **options: Any) -> LogConfig:
+def from_options(log: str, *, writing: bool = False, **options: Any) -> LogConfig:
     """A LogConfig from keyword options, checked exactly as a [log.NAME] table
     would be (`storage` and `transport` name the backends; other keys are
-    their options; relative paths are taken from the current directory)."""
-    lc, problems = _resolve_log(log, dict(options), None, os.getcwd())
+    their options; relative paths are taken from the current directory).
+    `writing`: as for parse()."""
+    lc, problems = _resolve_log(log, dict(options), None, os.getcwd(), writing)
     if problems:
         raise ConfigError(problems)
     return lc
 
 
-def resolve(log: str | None = None, config: str | os.PathLike | None = None, **options: Any) -> LogConfig:
-    """The configuration a Handler (or a tool) uses.
+def resolve(log: str | None = None, config: str | os.PathLike | None = None, *, writing: bool = True,
+            **options: Any) -> LogConfig:
+    """The configuration a Handler (or a tool) uses, checked for writing
+    unless `writing` is False (see parse()).
 
     * config given: that file; the log `log` in it (or its only log), with
       any keyword options laid over its table.
@@ -357,15 +385,17 @@ def resolve(log: str | None = None, config: str | os.PathLike | None = None, **o
     * neither: the first file of search_path(); ConfigError if there is none.
     """
     if config is None and options:
-        return from_options(log or "default", **options)
+        return from_options(log or "default", writing=writing, **options)
     cfg = load(config)
     lc = cfg.get(log)
-    if options:
+    if options or writing:
+        # This log alone is checked for writing (another log of the file may
+        # be one this process only reads, on a read-only archive, say).
         with open(cfg.path, "rb") as f:
             table = dict(tomllib.load(f)["log"][lc.name])
         table.update(options)
         base_dir = os.path.dirname(os.path.abspath(cfg.path))
-        merged, problems = _resolve_log(lc.name, table, cfg.path, base_dir)
+        merged, problems = _resolve_log(lc.name, table, cfg.path, base_dir, writing)
         if problems:
             raise ConfigError(problems)
         return merged

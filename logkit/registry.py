@@ -8,6 +8,8 @@ defines the small interface each implements (docs/backends.md).
 from __future__ import annotations
 
 import difflib
+import os
+import stat
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Iterator
 
@@ -16,6 +18,8 @@ from logkit.errors import LogkitError
 __all__ = [
     "Option", "StorageBackend", "TransportBackend", "Reader", "BackendInfo",
     "BackendNotFound", "GROUPS", "STORAGE_GROUP", "TRANSPORT_GROUP", "available", "load", "suggest",
+    "OptionProblems", "REGULAR_FILE", "NAMED_PIPE", "path_problem", "directory_problem", "read_only_problem",
+    "segment_size_problem", "family_name_problem", "key_file_problem",
 ]
 
 STORAGE_GROUP = "logkit.storage"
@@ -135,6 +139,20 @@ class StorageBackend:
         """One line naming where the messages go (for `logkit config check`)."""
         return f"{self.name} storage for log {self.log}"
 
+    @classmethod
+    def check_options(cls, log: str, options: dict[str, Any], writing: bool = True) -> "OptionProblems":
+        """What __init__ would refuse in these options, found without opening
+        anything: a list of (option name, message), empty when they are fine.
+
+        logkit.config calls it for every log after converting the options, so
+        `logkit config check` and logkit.Handler report the same problems,
+        each as a ConfigError naming file, table and key.  `writing`: also
+        check what only a writer needs (a directory it can create files in,
+        not on a read-only file system).  Must not create or change anything;
+        the helpers below (path_problem, ...) do the common checks.
+        Default: nothing beyond what the option kinds already check."""
+        return []
+
 
 class TransportBackend:
     """How messages get from the logging process to the storage.
@@ -166,6 +184,142 @@ class TransportBackend:
 
     def stats(self) -> dict[str, int]:
         return {}
+
+    @classmethod
+    def check_options(cls, log: str, options: dict[str, Any], writing: bool = True) -> "OptionProblems":
+        """As StorageBackend.check_options, for the transport's options."""
+        return []
+
+
+# ------------------------------------------------------- option checks for backends
+#
+# Each returns a message naming the thing and what is wrong, or None.  They
+# look (stat, statvfs, read) and never create, so `logkit config check` can
+# run them on a production config.
+
+OptionProblems = list  # of (option name or None, message)
+REGULAR_FILE = "regular file"
+NAMED_PIPE = "named pipe"
+_KINDS = ((stat.S_ISREG, REGULAR_FILE), (stat.S_ISFIFO, NAMED_PIPE), (stat.S_ISDIR, "directory"),
+          (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+
+
+def _kind(mode: int) -> str:
+    for test, name in _KINDS:
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _existing_ancestor(path: str) -> str:
+    p = os.path.abspath(path)
+    while not os.path.lexists(p):
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    return p
+
+
+def read_only_problem(path: str) -> str | None:
+    """`path` (or, if missing, the directory it would be made in) is on a
+    read-only file system."""
+    where = _existing_ancestor(path)
+    try:
+        ro = os.statvfs(where).f_flag & os.ST_RDONLY
+    except OSError:
+        return None                  # cannot tell: the open will say
+    if ro:
+        return f"{path} is on a read-only file system ({where} is mounted read-only); nothing can be written there"
+    return None
+
+
+def _writable_directory_problem(directory: str) -> str | None:
+    from logkit import safefs       # the same refusal the backends' opens make
+    try:
+        safefs.check_directory(directory)
+    except LogkitError as e:
+        return str(e)
+    except OSError:
+        return None
+    return read_only_problem(directory)
+
+
+def directory_problem(path: str, create: bool = False, writing: bool = True) -> str | None:
+    """`path` must be a directory, or (with `create`) be creatable: its nearest
+    existing ancestor a directory.  `writing`: and on a writable file system,
+    not writable by every user without the sticky bit."""
+    if os.path.isdir(path):
+        return _writable_directory_problem(path) if writing else None
+    if os.path.lexists(path):
+        return f"{path} is not a directory"
+    if not create:
+        return f"directory {path} does not exist"
+    anc = _existing_ancestor(path)
+    if not os.path.isdir(anc):
+        return f"directory {path} cannot be created: {anc} is not a directory"
+    return read_only_problem(path) if writing else None
+
+
+def path_problem(path: str, kind: str = REGULAR_FILE, writing: bool = True,
+                 create_directory: bool = False) -> str | None:
+    """A file the backend opens or creates at `path`: if it exists it must be
+    a `kind` (REGULAR_FILE or NAMED_PIPE); its directory must exist (or, with
+    `create_directory`, be creatable); `writing`: see directory_problem."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        return f"{path} cannot be examined: {e.strerror}"
+    if st is not None and _kind(st.st_mode) != kind:
+        return f"{path} is a {_kind(st.st_mode)}, not a {kind}"
+    d = os.path.dirname(os.path.abspath(path))
+    if st is None and not os.path.isdir(d):
+        if os.path.lexists(d):
+            return f"{d} (the directory of {path}) is not a directory"
+        if not create_directory:
+            return f"directory {d} (for {path}) does not exist"
+    return directory_problem(d, create=create_directory, writing=True) if writing else None
+
+
+def segment_size_problem(size: int | str) -> str | None:
+    """A segment size (bytes, or a string like '8MiB') out of the core's
+    range (logkit.MIN_SEGMENT_SIZE .. MAX_SEGMENT_SIZE, a multiple of 8
+    bytes: docs/format.md)."""
+    from logkit._segment import MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, parse_size
+    try:
+        size = parse_size(size)
+    except LogkitError as e:
+        return str(e)
+    if size < MIN_SEGMENT_SIZE:
+        return f"{size} bytes is below the minimum segment size of {MIN_SEGMENT_SIZE} bytes"
+    if size > MAX_SEGMENT_SIZE:
+        return f"{size} bytes is above the maximum segment size of {MAX_SEGMENT_SIZE} bytes (32 GiB)"
+    if size % 8:
+        return f"{size} bytes is not a multiple of 8 bytes (segment sizes are; e.g. {size - size % 8})"
+    return None
+
+
+def family_name_problem(name: str) -> str | None:
+    """A family name the family layer refuses (it names files in the log
+    directory: 1-63 letters, digits, '_' or '-', not starting with '-')."""
+    from logkit.family import history_segments
+    try:
+        history_segments([], name)    # checks the name exactly as every family function does
+    except LogkitError as e:
+        return str(e)
+    return None
+
+
+def key_file_problem(path: str) -> str | None:
+    """A key file that cannot be used: missing, not mode 0600, malformed."""
+    from logkit.crypto import load_key_file
+    try:
+        load_key_file(path)
+    except LogkitError as e:
+        return str(e)
+    return None
 
 
 @dataclass(frozen=True)

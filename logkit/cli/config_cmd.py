@@ -16,8 +16,11 @@ def add_parser(sub) -> None:
                         description="Validate a config file and print each log's resolved storage and "
                                     "transport with every option (defaults filled in).  Without FILE, "
                                     "the file found by the search order ($LOGKIT_CONFIG, ./logkit.toml, "
-                                    "~/.config/logkit/logkit.toml, /etc/logkit/logkit.toml).  Exit 0 if "
-                                    "valid, 1 if not (each problem on its own line).")
+                                    "~/.config/logkit/logkit.toml, /etc/logkit/logkit.toml).  Valid means "
+                                    "a logkit.Handler would accept each log (the same checks: sizes, "
+                                    "names, key files, paths and their directories, a writable file "
+                                    "system).  Exit 0 if valid, 1 if not (each problem on its own line, "
+                                    "naming file, table and key).")
     c.add_argument("file", nargs="?", help="the config file (default: the search order)")
     c.add_argument("--json", action="store_true", help="print the resolved configuration as JSON")
     c.set_defaults(run=run_check)
@@ -35,7 +38,10 @@ def _fmt(v, key="") -> str:
 
 def run_check(args) -> int:
     try:
-        cfg = _config.load(args.file)
+        # Checked for writing, as logkit.Handler checks its log: valid here
+        # means a Handler accepts it (directories exist and are writable,
+        # key files load, sizes and names are in range).
+        cfg = _config.load(args.file, writing=True)
     except _config.ConfigError as e:
         for p in e.problems:
             print(f"error: {p}", file=sys.stderr)
