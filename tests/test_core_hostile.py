@@ -435,3 +435,20 @@ def test_write_stepwise_reaches_every_step_and_writes_as_write_does(tmp_path):
         with pytest.raises(Exception, match="stop_at"):
             seg.write_stepwise("x", stop_at="nowhere")
         assert [m.text for m in seg] == ["claimed", "stub", "copied", "committed", "plain"]
+
+
+def test_fillable_tells_a_claims_holder_start_from_a_finished_messages_checksum(tmp_path):
+    """+60 of a claim holds its holder's start time: a claim whose state word
+    was never published is still fillable, a finished empty message whose
+    state word was zeroed (its checksum at +60 valid) is not."""
+    path = str(tmp_path / "s")
+    with Segment.create(path, size=65536) as seg:
+        seg.write("")
+        r = seg.reserve(0)
+        with open(path, "r+b") as f:
+            for off in (HEADER, r.offset):
+                f.seek(off)
+                f.write(bytes(8))                          # state words zeroed
+        assert seg._word_at(r.offset + 56) >> 32 != 0      # the holder's start is there
+        assert not seg._fillable(HEADER, HEADER + 64)
+        assert seg._fillable(r.offset, r.offset + 64)

@@ -1555,6 +1555,11 @@ cdef class Segment:
         if lk_message_size(tl + tag, dl, cl) == _u32(m, 8) and _u32(m, 8) <= end - start:
             cls_a = LK_MSG_HEADER + tl
             cls_b = cls_a + cl
+            # +60 of a claim holds its holder's start time, so a non-zero word
+            # there no longer tells a finished message from a claim: its
+            # checksum does (a finished message whose state word was zeroed).
+            if _u32(m, 60) != 0 and _u32(m, 60) == lk_message_checksum(m):
+                return False
         cdef uint64_t i
         for i in range(LK_MSG_HEADER, end - start, 8):
             if _u64(m, i) != 0 and not (i + 8 > cls_a and i < cls_b):
