@@ -1217,9 +1217,13 @@ class PartitionStorage(StorageBackend):
                 _unhold(copying)     # left COPYING: the next drain resumes it (_reconcile)
                 raise
             inject.point("partition.drain.appended")       # in the destination, not yet recorded
-            if h._rotator() != copying:
+            if h._rotator() != copying or p._u64(H_PROGRESS) != progress:
                 # Taken from COPYING while we appended: the swapper counted
-                # s as copied and recorded it; only the count is ours.
+                # s as copied and recorded it; only the count is ours.  (And
+                # never store a progress over one that moved meanwhile: it
+                # would go backwards.  Header words have no CAS, so a stall
+                # between this check and the store below is the one window
+                # left: docs/partition-format.md, "Draining".)
                 _unhold(copying)
                 p._put(H_DRAINED, p._u64(H_DRAINED) + 1)
                 count += 1
