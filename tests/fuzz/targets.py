@@ -60,13 +60,87 @@ def _touch_message(m) -> None:
     m.to_dict()
 
 
+# ---------------------------------------------------------------- checksums
+
+# Most mutated inputs fail a checksum at once, and a fuzzer cannot learn to
+# forge CRC-32C.  So for half of the inputs (chosen by a hash of the input,
+# so each input is treated the same way every time) the targets first put
+# right the checksums a careless or hostile writer could also compute: the
+# segment and partition identity CRCs, the stub and message checksums of
+# every record that looks like one, and pipe frame CRCs.  What lies behind
+# the checksums gets fuzzed too.
+
+SENTINEL = b"\xff\xfeLK"
+
+
+def _wants_fixups(data: bytes) -> bool:
+    import zlib
+    return bool(zlib.crc32(data) & 1)
+
+
+def _u32(b, at):
+    return int.from_bytes(b[at:at + 4], "little")
+
+
+def fix_segment_checksums(b: bytearray, base: int = 0, size: int | None = None) -> None:
+    """Recompute the identity CRC of the segment region at `base` and the two
+    checksums of every record in it whose lengths fit (docs/format.md)."""
+    from logkit import crc32c
+    end = len(b) if size is None else min(len(b), base + size)
+    if base + 388 <= end:
+        b[base + 384:base + 388] = crc32c(bytes(b[base:base + 384])).to_bytes(4, "little")
+    at = b.find(SENTINEL, base + 4096, end)
+    while 0 <= at and at + 64 <= end:
+        total, tl, dl = _u32(b, at + 8), _u32(b, at + 40), _u32(b, at + 44)
+        cl = int.from_bytes(b[at + 48:at + 50], "little")
+        if 64 <= total <= end - at and 64 + tl + cl + dl <= total:
+            stub = crc32c(bytes(b[at + 32:at + 56]), crc32c(bytes(b[at + 16:at + 24]), crc32c(bytes(b[at + 8:at + 12]))))
+            b[at + 56:at + 60] = stub.to_bytes(4, "little")
+            full = crc32c(bytes(b[at + 64:at + 64 + tl + cl + dl]), crc32c(bytes(b[at + 8:at + 60])))
+            b[at + 60:at + 64] = full.to_bytes(4, "little")
+        at = b.find(SENTINEL, at + 8, end)
+
+
+def fix_partition_checksums(b: bytearray) -> None:
+    from logkit import crc32c
+    if len(b) >= 116:
+        b[112:116] = crc32c(bytes(b[:112])).to_bytes(4, "little")
+    half = int.from_bytes(b[16:24], "little") if len(b) >= 24 else 0
+    for k in (24, 32):
+        off = int.from_bytes(b[k:k + 8], "little") if len(b) >= k + 8 else 0
+        if 0 < off < len(b) and 0 < half <= len(b):
+            fix_segment_checksums(b, off, half)
+
+
+def fix_frame_checksums(b: bytearray, start: int = 0) -> None:
+    """Recompute the CRC of every pipe frame found by its magic (docs/pipe-format.md)."""
+    from logkit import crc32c
+    at = b.find(b"LKPF", start)
+    while at >= 0 and at + 16 <= len(b):
+        total = _u32(b, at + 8)
+        if 40 <= total <= len(b) - at:
+            crc = crc32c(bytes(b[at + 16:at + total]), crc32c(bytes(b[at:at + 12])))
+            b[at + 12:at + 16] = crc.to_bytes(4, "little")
+            at = b.find(b"LKPF", at + total)     # not a record's own header inside a fragment
+            continue
+        at = b.find(b"LKPF", at + 4)
+
+
+def _fixed(data: bytes, fix) -> bytes:
+    if not _wants_fixups(data):
+        return data
+    b = bytearray(data)
+    fix(b)
+    return bytes(b)
+
+
 # ---------------------------------------------------------------- segments
 
 def fuzz_segment(data: bytes) -> None:
     """Segment.open read-only, iterate, touch every field; records(), scan(),
     limits(), find(), header(), a strict iterator; display/verify's walk."""
     from logkit import Segment, SegmentIterator
-    path = _put("f.seg", data)
+    path = _put("f.seg", _fixed(data, fix_segment_checksums))
     try:
         seg = Segment.open(path, readonly=True)
     except LogkitError:
@@ -118,7 +192,7 @@ def _walk_view(path: str) -> None:
 def fuzz_salvage(data: bytes) -> None:
     """salvage() a copy of the bytes; what it leaves must open and read."""
     from logkit import Segment, salvage
-    path = _put("s.seg", data)
+    path = _put("s.seg", _fixed(data, fix_segment_checksums))
     try:
         rep = salvage(path, grace=0.0, settle=0.0)
     except LogkitError:
@@ -145,7 +219,7 @@ def fuzz_partition(data: bytes) -> None:
     verify/display partition view."""
     from logkit.backends.partition import open_reader
     from logkit.cli.verify_cmd import verify_partition
-    path = _put("f.part", data)
+    path = _put("f.part", _fixed(data, fix_partition_checksums))
     try:
         r = open_reader(path)
     except LogkitError:
@@ -193,7 +267,7 @@ def fuzz_journal(data: bytes) -> None:
     the server do at start-up."""
     from logkit.backends.pipe import FrameDecoder
     from logkit.backends.pipejournal import PipeJournal, read_journal_header
-    path = _put("f.journal", data)
+    path = _put("f.journal", _fixed(data, lambda b: fix_frame_checksums(b, 4096)))
     try:
         read_journal_header(path)
     except LogkitError:
@@ -221,7 +295,7 @@ def fuzz_journal(data: bytes) -> None:
 def fuzz_journal_display(data: bytes) -> None:
     """`logkit display` of a pipe journal: describe_journal with its records."""
     from logkit.cli.display_cmd import describe_journal
-    describe_journal(_put("d.journal", data), records=True)
+    describe_journal(_put("d.journal", _fixed(data, lambda b: fix_frame_checksums(b, 4096))), records=True)
 
 
 # ---------------------------------------------------------------- pipe frames
@@ -230,6 +304,7 @@ def fuzz_frames(data: bytes) -> None:
     """FrameDecoder.feed on the bytes, cut in two at a point the first byte
     picks (frames arrive in pieces); never raises, even LogkitError."""
     from logkit.backends.pipe import FrameDecoder
+    data = _fixed(data, fix_frame_checksums)
     dec = FrameDecoder()
     cut = data[0] * 17 % (len(data) + 1) if data else 0
     out = dec.feed(data[:cut]) + dec.feed(data[cut:])
