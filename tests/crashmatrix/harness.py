@@ -137,8 +137,10 @@ def _config(layer: str, d: str, scale: float) -> dict:
         cfg.update(name="buf", path=os.path.join(d, "buf.part"), size="32KiB",
                    directory=os.path.join(d, "fam"), family="buf", pace=0.01)
     elif layer == "pipe":
+        # paced so the writing lasts about two seconds: a server killed and
+        # restarted (again and again in a chain) still finds records coming
         cfg.update(name="p", fifo=os.path.join(d, "p.fifo"), spill=os.path.join(d, "p.fifo.spill"),
-                   spill_size="1MiB", directory=os.path.join(d, "fam"), family="p")
+                   spill_size="1MiB", directory=os.path.join(d, "fam"), family="p", pace=0.15)
     return cfg
 
 
@@ -474,7 +476,7 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
         if server is not None and case.victim == "server" and not census:
             # The server may reach its point only while it drains what the
             # writers left: give it that time.
-            end = time.monotonic() + 10
+            end = time.monotonic() + (3 if out.acted else 10)
             while not (out.acted and len(out.then_reached) == len(thens)) and time.monotonic() < end:
                 if out.acted != "killed" and server.poll() is not None:
                     break
