@@ -927,10 +927,12 @@ def describe_journal(path: str, records: bool = True) -> dict:
     with os.fdopen(fd, "rb") as f:
         f.seek(J.HEADER_SIZE + start - base)
         data = f.read(end - start)      # bounded: header_problem() limits end - base by the file's size
-    if len(data) < end - start:
+    torn = end - start - len(data)
+    if torn > 0:
+        # Shown as one entry, never padded and walked: it can be up to
+        # TORN_LIMIT bytes (docs/pipe-format.md, "Bounds").
         d["problems"].append(f"the file holds {len(data)} of the {end - start} bytes from resolve to end "
                              "(torn by a crash?): the rest reads as zeros")
-        data += bytes(end - start - len(data))
     pos, junk = 0, None
     while pos < len(data):
         fr = None
@@ -951,12 +953,18 @@ def describe_journal(path: str, records: bool = True) -> dict:
             if junk is None:
                 junk = {"position": start + pos, "length": 0, "kind": "damaged or partial bytes"}
                 d["frames"].append(junk)
-            junk["length"] += 1
-            pos += 1
+            # On to the next candidate magic in one step, not byte by byte.
+            nxt = data.find(P.MAGIC, pos + 1)
+            nxt = len(data) if nxt < 0 else nxt
+            junk["length"] += nxt - pos
+            pos = nxt
             continue
         junk = None
         d["frames"].append(fr)
         pos += fr["length"]
+    if torn > 0:
+        d["frames"].append({"position": start + len(data), "length": torn,
+                            "kind": "torn bytes (missing from the file, read as zeros)"})
     return d
 
 
