@@ -52,7 +52,7 @@ from logkit.errors import (
 )
 from logkit import inject, safefs
 from logkit.registry import Option, Reader, StorageBackend
-from logkit.salvager import process_alive, salvage, settle_counts
+from logkit.salvager import identity_alive, process_alive, process_identity, salvage, settle_counts
 
 __all__ = ["PartitionStorage", "PartitionReader", "PartitionMessage", "Partition", "open_reader",
            "PartitionSwapTimeout"]
@@ -94,6 +94,7 @@ H_INTENT_TOTAL = 216    # what H_LOST becomes once that reuse is done
 H_INTENT_FIRST = 224    # first and last sequence lost by that reuse
 H_INTENT_LAST = 232
 H_INTENT_EVENTS = 240   # what H_LOSS_EVENTS becomes once that reuse is done (0: not recorded)
+H_HOLDER = (256, 264)   # per half: (pid << 32) | start of the last process to claim its token
 
 TOKEN_OFFSET = 456      # the half's segment-header word that holds its state token
 
@@ -155,9 +156,21 @@ def _abandoned_here(tok: int) -> bool:
 
 
 def _forget_held_in_child() -> None:
-    global _held_lock
+    global _held_lock, _me
     _held_lock = threading.Lock()        # a fork taken while another thread held it
     _held.clear()                        # the parent's threads are not ours
+    _me = None
+
+
+_me: int | None = None                   # this process's holder word (see Partition.note_holder)
+
+
+def _my_holder_word() -> int:
+    global _me
+    if _me is None:
+        pid, start = process_identity()
+        _me = ((pid & 0xFFFFFFFF) << 32) | (start & 0xFFFFFFFF)
+    return _me
 
 
 os.register_at_fork(after_in_child=_forget_held_in_child)
@@ -501,6 +514,23 @@ class Partition:
                     best = i
         return best
 
+    def note_holder(self, i: int) -> None:
+        """Before claiming half i's token: record who we are, pid and start
+        time (docs/partition-format.md, "Who holds a token")."""
+        self._put(H_HOLDER[i], _my_holder_word())
+
+    def holder_alive(self, i: int, tok: int) -> bool:
+        """Does the process named by half i's token `tok` still run?  Judged
+        with its start time when the holder word names the same pid (a pid
+        alone is fooled by pid reuse and by pid namespaces), else by the pid
+        alone (a claimer whose word a racing loser overwrote, or a file
+        written before the word existed)."""
+        pid = _holder(tok)
+        w = self._u64(H_HOLDER[i])
+        if w >> 32 == pid and w & 0xFFFFFFFF:
+            return identity_alive(pid, w & 0xFFFFFFFF)
+        return process_alive(pid)
+
     def intent_half(self) -> int | None:
         v = self._u64(H_INTENT)
         return v - 1 if v in (1, 2) else None
@@ -780,7 +810,7 @@ class PartitionStorage(StorageBackend):
                     if seg.take_out_of_service():  # the election: exactly one caller swaps
                         i = p.halves.index(seg)
                         tok = _token(SWAPPING, 1)
-                        if _claim(seg, 0, tok):
+                        if self._claim_half(i, 0, tok):
                             self._do_swap(i, tok)
                 cur = self._ready_current()
                 if cur is not None and (cur is not seg or seg.in_service):
@@ -794,6 +824,11 @@ class PartitionStorage(StorageBackend):
                 _time.sleep(pause)
                 pause = min(pause * 2, 0.005)
 
+    def _claim_half(self, i: int, old: int, new: int) -> bool:
+        """_claim() of half i's token, our identity recorded first (note_holder)."""
+        self._p.note_holder(i)
+        return _claim(self._p.halves[i], old, new)
+
     def _ready_current(self) -> Segment | None:
         """The current half once its swap is published (the old half has left SWAPPING)."""
         p = self._p
@@ -806,14 +841,14 @@ class PartitionStorage(StorageBackend):
         p = self._p
         return ", ".join(f"{i}: {PHASE_NAMES.get(p.phase(i), '?')}" for i in (0, 1))
 
-    def _stale(self, tok: int) -> bool:
-        """Is the step this token holds abandoned?  Its holder is dead, or is
-        this process but no thread of it holds it (see _held), or it has not
-        moved for STALL_TIMEOUT."""
+    def _stale(self, i: int, tok: int) -> bool:
+        """Is the step half i's token holds abandoned?  Its holder is dead, or
+        is this process but no thread of it holds it (see _held), or it has
+        not moved for STALL_TIMEOUT."""
         holder = _holder(tok)
         if holder == os.getpid():
             return tok not in _held
-        if not process_alive(holder):
+        if not self._p.holder_alive(i, tok):
             return True
         now = _time.monotonic()
         since = self._watch.setdefault(tok, now)
@@ -830,9 +865,9 @@ class PartitionStorage(StorageBackend):
                 continue
             tok = h._rotator()
             ph = _phase(tok)
-            if ph == SWAPPING and self._stale(tok):
+            if ph == SWAPPING and self._stale(i, tok):
                 new = _token(SWAPPING, _attempt(tok) + 1)
-                if _claim(h, tok, new):
+                if self._claim_half(i, tok, new):
                     self.takeovers += 1
                     self._do_swap(i, new)
                     return True
@@ -841,7 +876,7 @@ class PartitionStorage(StorageBackend):
                 oos = h.out_of_service_time
                 if oos is not None and (_time.time_ns() - oos) / 1e9 >= LIVE_STALL:
                     new = _token(SWAPPING, 1)
-                    if _claim(h, 0, new):
+                    if self._claim_half(i, 0, new):
                         self.takeovers += 1
                         self._do_swap(i, new)
                         return True
@@ -990,13 +1025,13 @@ class PartitionStorage(StorageBackend):
                 take = True
             elif ph in (DRAINING, COPYING, REUSING):
                 holder = _holder(tok)
-                take = (_abandoned_here(tok) or (holder != os.getpid() and not process_alive(holder))
+                take = (_abandoned_here(tok) or (holder != os.getpid() and not p.holder_alive(o, tok))
                         or _time.monotonic() - t0 > DRAIN_WAIT)
             else:
                 take = True                  # a damaged token: the half is ours to reformat
             if take:
                 new = _token(REUSING, _attempt(tok) + 1)
-                if _claim(O, tok, new):
+                if self._claim_half(o, tok, new):
                     return ph, new
                 continue
             _time.sleep(0.001)
@@ -1088,7 +1123,7 @@ class PartitionStorage(StorageBackend):
                 return False
             inject.point("partition.swap.out-of-service")   # elected, the swap not yet claimed
             tok = _token(SWAPPING, 1)
-            if not _claim(C, 0, tok):
+            if not self._claim_half(cur, 0, tok):
                 # Taken over while we stalled past LIVE_STALL: the swap is
                 # the taker's now.  Never put the half back in service: it
                 # may be full, draining or reused by now (duplicate sequences).
@@ -1120,12 +1155,12 @@ class PartitionStorage(StorageBackend):
                 if not p.sound(i):
                     continue
                 tok = p.token(i)
-                if _phase(tok) == SWAPPING and not process_alive(_holder(tok)):
+                if _phase(tok) == SWAPPING and not p.holder_alive(i, tok):
                     # Finish the dead swapper's swap: every step is repeatable
                     # (also its loss bookkeeping, which a plain "mark it full"
                     # skipped when it died after formatting the new half).
                     new = _token(SWAPPING, _attempt(tok) + 1)
-                    if _claim(p.halves[i], tok, new):
+                    if self._claim_half(i, tok, new):
                         self.takeovers += 1
                         self._do_swap(i, new)
             if p.current_index() is None:
@@ -1167,9 +1202,9 @@ class PartitionStorage(StorageBackend):
             tok = h._rotator()
             ph = _phase(tok)
             if ph == FULL or (ph in (DRAINING, COPYING) and (_abandoned_here(tok) or (
-                    _holder(tok) != os.getpid() and not process_alive(_holder(tok))))):
+                    _holder(tok) != os.getpid() and not p.holder_alive(i, tok)))):
                 new = _token(DRAINING, _attempt(tok) + 1)
-                if _claim(h, tok, new):
+                if self._claim_half(i, tok, new):
                     try:
                         n += self._copy_half(i, new, into, in_flight=ph == COPYING)
                     finally:

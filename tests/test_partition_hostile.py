@@ -394,3 +394,52 @@ def test_writer_stopped_mid_write_while_its_half_is_reused_overwrites_nothing(tm
             assert kinds <= {"committed", "abandoned", "filler"}, (i, kinds, out)
     finally:
         s.close()
+
+
+# ------------------------------------------------------------ liveness by pid and start time
+
+def test_a_token_whose_pid_now_names_another_process_is_taken_over_at_once(tmp_path):
+    """Issue 13 #13 (partition tokens): a drainer died and its pid now names
+    another live process (pid reuse, or a pid of another namespace).  The
+    holder word records the claimer's start time, so the token is judged
+    abandoned at once instead of waiting for a process that will never
+    finish it."""
+    import subprocess
+    import sys
+    from logkit.salvager import process_identity
+    s = PartitionStorage("t", path=str(tmp_path / "p.part"), size="64KiB")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        for i in range(5):
+            s.write(f"m{i}")
+        full = s.partition.current_index()
+        assert s.swap()
+        p = s.partition
+        pid, start = process_identity(other.pid)
+        assert start
+        tok = part._token(part.DRAINING, 1, pid)
+        assert p.halves[full]._rotator_cas(p.token(full), tok)
+        p._put(part.H_HOLDER[full], (pid << 32) | ((start + 12345) & 0xFFFFFFFF))   # "its" start: another one
+        into = _family_into(tmp_path)
+        try:
+            assert s.drain(into=into) == 5
+        finally:
+            into.close()
+        assert p.phase(full) == part.EMPTY
+        # The same token with the true start time is a live holder: left alone.
+        for i in range(5):
+            s.write(f"n{i}")
+        cur = p.current_index()
+        assert s.swap()
+        assert p.halves[cur]._rotator_cas(p.token(cur), tok)
+        p._put(part.H_HOLDER[cur], (pid << 32) | start)
+        into = _family_into(tmp_path)
+        try:
+            assert s.drain(into=into) == 0
+        finally:
+            into.close()
+        assert p.phase(cur) == part.DRAINING
+    finally:
+        other.kill()
+        other.wait()
+        s.close()
