@@ -204,33 +204,26 @@ def child_reader(conn, layer, cfg, census_names=None, census_path=None):
     writers work and one of them is killed or stopped, until the parent
     sends "stop"; report ("read", passes, messages seen, problems).  A
     message yielded whole-looking but wrong (checksum, contents, a duplicate
-    within one pass) is a problem; an exception ends the child (the parent
-    sees it as a crash)."""
+    within one pass) is a problem; a LogkitError is a refusal (noted in
+    reader.refused beside the case's files); any other exception ends the
+    child (the parent sees it as a crash)."""
     import collections
     import logkit
-    from crashmatrix import readcheck
     census = runtime.start(cfg.get("scale"), census_names)
     conn.send(("ready",))
-    passes = seen = 0
-    problems = []
+    passes = seen = refused = 0
+    problems, problems_note = [], ""
     while not conn.poll(0):
-        out = {"read": [], "loss_reports": [], "problems": [], "notes": [], "notices": 0}
-        if layer == "core":
-            seg = logkit.Segment.open(cfg["path"], readonly=True)
-            for m in seg:
-                readcheck.check(m, layer, out)
-            seg.close()
-        elif layer == "partition" and passes % 2:
-            from logkit.backends.partition import open_reader as partition_reader
-            try:
-                r = partition_reader(cfg["path"])
-            except logkit.SegmentNotFound:
-                r = ()
-            for m in r:
-                readcheck.check(m, layer, out)
-        elif os.path.exists(os.path.join(cfg["directory"], cfg["family"])):
-            for m in logkit.open_reader(cfg["directory"], cfg["family"]):
-                readcheck.check(m, layer, out)
+        try:
+            out = _read_once(layer, cfg, passes)
+        except logkit.LogkitError as e:
+            # a clear refusal (e.g. a partition that overflows faster than
+            # it can be read) is not a crash; anything else ends the child
+            refused += 1
+            if refused == 1:
+                problems_note = f"{type(e).__name__}: {e}"
+            time.sleep(0.05)
+            continue
         twice = [k for k, n in collections.Counter((w, i) for w, i, _ in out["read"]).items() if n > 1]
         problems += out["problems"][:3] + [f"read twice in one pass: {twice[:3]}"] * bool(twice)
         problems = problems[:10]
@@ -239,4 +232,32 @@ def child_reader(conn, layer, cfg, census_names=None, census_path=None):
         time.sleep(0.05)
     conn.recv()
     runtime.dump_census(census, census_path)
+    if refused:                     # beside the case's files, for the parent's notes
+        where = os.path.dirname(cfg.get("path") or cfg["directory"])
+        with open(os.path.join(where, "reader.refused"), "w") as f:
+            f.write(f"{refused} passes refused, the first with {problems_note}")
     conn.send(("read", passes, seen, problems))
+
+
+def _read_once(layer, cfg, passes):
+    """One pass of the layer's reader: readcheck's record of what it gave."""
+    import logkit
+    from crashmatrix import readcheck
+    out = {"read": [], "loss_reports": [], "problems": [], "notes": [], "notices": 0}
+    if layer == "core":
+        seg = logkit.Segment.open(cfg["path"], readonly=True)
+        for m in seg:
+            readcheck.check(m, layer, out)
+        seg.close()
+    elif layer == "partition" and passes % 2:
+        from logkit.backends.partition import open_reader as partition_reader
+        try:
+            r = partition_reader(cfg["path"])
+        except logkit.SegmentNotFound:
+            r = ()
+        for m in r:
+            readcheck.check(m, layer, out)
+    elif os.path.exists(os.path.join(cfg["directory"], cfg["family"])):
+        for m in logkit.open_reader(cfg["directory"], cfg["family"]):
+            readcheck.check(m, layer, out)
+    return out

@@ -488,6 +488,9 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
                 passes, n, problems = reader.expect("read", 120)
                 out.failures += [f"concurrent reader: {p}" for p in problems]
                 out.notes.append(f"concurrent reader: {passes} passes, {n} messages")
+                if os.path.exists(os.path.join(d, "reader.refused")):
+                    with open(os.path.join(d, "reader.refused")) as f:
+                        out.notes.append(f"concurrent reader: {f.read()}")
             except (procs.ChildFailed, OSError) as e:
                 out.failures.append(f"concurrent reader crashed: {str(e)[-1500:]}")
         # ---- recovery: a fresh writer, unaided
@@ -682,12 +685,18 @@ def _check(out: Outcome, case: Case, d: str, cfg: dict, cfg_json: str, kills: in
                 continue
             missing.append((w, i, seq))
     ps = got.get("partition_stats")
+    uncounted = ""
     if ps is not None and missing:
         # Losses a report no longer names (a later overflow lost the report
         # too) are still counted in the partition's `lost`.
-        room = ps["lost"] - sum(rep.get("lost", 0) for rep in got["loss_reports"])
+        named = sum(rep.get("lost", 0) for rep in got["loss_reports"])
+        room = ps["lost"] - named
         if len(missing) <= room:
             counted, missing = counted + len(missing), []
+        else:
+            uncounted = (f"; the partition counts {ps['lost']} lost in all ({named} named by the loss reports "
+                         f"read, which cover {counted} of the missing): at least {len(missing) - max(room, 0)} "
+                         f"acknowledged messages vanished uncounted")
     ss = got.get("spill_stats")
     if ss is not None and missing and len(missing) <= ss["lost"]:
         # A pipe writer with no reader spills; a spill that overflowed
@@ -698,7 +707,7 @@ def _check(out: Outcome, case: Case, d: str, cfg: dict, cfg_json: str, kills: in
     out.acked, out.read, out.lost_counted = acked_total, sum(seen.values()), counted
     if missing:
         out.failures.append(f"lost: {len(missing)} acknowledged messages missing (writer, counter, sequence), "
-                            f"e.g. {missing[:5]}")
+                            f"e.g. {missing[:5]}{uncounted}")
     unknown = [k for k in seen if k[0] not in range(WRITERS) and k[0] not in FRESH_IDS]
     if unknown:
         out.failures.append(f"read messages no writer wrote: {unknown[:5]}")
