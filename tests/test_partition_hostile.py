@@ -443,3 +443,38 @@ def test_a_token_whose_pid_now_names_another_process_is_taken_over_at_once(tmp_p
         other.kill()
         other.wait()
         s.close()
+
+
+@pytest.mark.parametrize("where", ["partition.drain.copied", "partition.drain.appended"])
+def test_drainer_killed_around_an_append_resumes_exactly_once(tmp_path, where):
+    """A drainer SIGKILLed with a proved copy not yet claimed (copied) or with
+    the message in flight in the destination (appended, token COPYING): the
+    next drain copies every message exactly once (the resume check is made
+    only for the in-flight one)."""
+    path = str(tmp_path / "p.part")
+    s = PartitionStorage("t", path=path, size="64KiB")
+    try:
+        texts = [f"m{i:02d}" for i in range(10)]
+        for t in texts:
+            s.write(t)
+        assert s.swap()
+        c = Child(tmp_path, f"""
+            from logkit.backends.partition import PartitionStorage
+            from logkit.backends.family import FamilyStorage
+            s = PartitionStorage("t", path={path!r})
+            fam = FamilyStorage("t", directory={str(tmp_path / "fam")!r}, family="t",
+                                create_directory=True, segment_size="64KiB")
+            s.drain(into=fam)
+        """, points=f"{where}=kill@4")
+        c.wait_point(where)
+        c.kill()
+        into = _family_into(tmp_path)
+        try:
+            s.drain(into=into)
+        finally:
+            into.close()
+        assert _family_texts(tmp_path) == texts
+        st = s.stats()
+        assert st["drained"] == 10 and st["lost"] == 0
+    finally:
+        s.close()
