@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +26,7 @@ from logkit.errors import LogkitError
 from tests.fuzz import seeds
 from tests.fuzz.targets import ListStorage, check
 
-SETTINGS = settings(max_examples=int(os.environ.get("LOGKIT_STRUCTURED_EXAMPLES", "60")), deadline=None,
+SETTINGS = settings(max_examples=int(os.environ.get("LOGKIT_STRUCTURED_EXAMPLES", "40")), deadline=None,
                     derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                              HealthCheck.too_slow])
 
@@ -80,20 +81,35 @@ def key(m) -> tuple:
     return (m.sequence, m.time, m.severity, str(m.text), str(m.data_class), bytes(m.data))
 
 
-def read_segment(path: str) -> list[tuple]:
+def read_plain(path: str) -> list[tuple]:
     with Segment.open(path, readonly=True) as seg:
+        return [key(m) for m in seg]
+
+
+def read_sealed(path: str) -> list[tuple]:
+    """Every message of a sealed segment opened with its key; one that fails
+    authentication raises (a LogkitError), so it is never taken as read."""
+    with Segment.open(path, readonly=True, key=seeds.SEAL_KEY) as seg:
         return [key(m) for m in seg]
 
 
 # ---------------------------------------------------------------- segments
 
+# The UUID (24..39), key check and key id (464..481) of a sealed segment:
+# their damage is the case of the two xfail tests below.
+SEALED_HEADER = [f for f in SEG_HEADER if f[0] not in (24, 464, 480)]
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["plain", "sealed"])
 @SETTINGS
-@given(muts=st.lists(st.one_of(st.tuples(st.just("h"), mutation(SEG_HEADER)),
-                               st.tuples(st.just("m"), mutation(MSG_FIELDS))), min_size=1, max_size=3))
-def test_mutated_segment_keeps_the_rule_and_every_intact_message(tmp_path_factory, muts):
+@given(data=st.data())
+def test_mutated_segment_keeps_the_rule_and_every_intact_message(tmp_path_factory, data, sealed):
+    muts = data.draw(st.lists(st.one_of(st.tuples(st.just("h"), mutation(SEALED_HEADER if sealed else SEG_HEADER)),
+                                        st.tuples(st.just("m"), mutation(MSG_FIELDS))), min_size=1, max_size=3))
     d = tmp_path_factory.mktemp("seg")
     orig = str(d / "orig.seg")
-    recs = seeds.make_segment(orig, n=8, open_reservation=True)
+    recs = seeds.make_segment(orig, n=8, open_reservation=True, sealed=sealed)
+    read_segment = read_sealed if sealed else read_plain
     originals = read_segment(orig)
     by_seq = {k[0]: k for k in originals}
     with open(orig, "rb") as f:
@@ -131,6 +147,36 @@ def test_mutated_segment_keeps_the_rule_and_every_intact_message(tmp_path_factor
     missing = intact - {k[0] for k in after}
     assert not missing, (f"after salvage, messages {sorted(missing)} lie outside the damaged bytes {damaged} "
                          f"but were not read")
+
+
+@pytest.mark.xfail(strict=True, reason="a sealed segment whose key check (header 464..479, outside the identity "
+                   "CRC) is damaged: Segment.open(key=...) raises WrongKey for the right key, and logkit.salvage "
+                   "leaves the key check as it is, so all 8 intact, authenticable messages stay unreadable "
+                   "(salvager.py/_segment.pyx: the check could be rebuilt once a message authenticates)")
+def test_sealed_segment_with_a_damaged_key_check_is_read_after_salvage(tmp_path):
+    path = str(tmp_path / "sealed.seg")
+    seeds.make_segment(path, n=8, sealed=True)
+    originals = read_sealed(path)
+    with open(path, "r+b") as f:
+        f.seek(464)
+        f.write(bytes(16))
+    salvage(path, grace=0.0, settle=0.0)
+    assert read_sealed(path) == originals
+
+
+@pytest.mark.xfail(strict=True, reason="a sealed segment whose UUID (header 24..39) is damaged: the segment key is "
+                   "derived from the UUID, salvage's _rebuild_identity keeps the UUID bytes as found, so every "
+                   "message (8 here, none of them touched) fails with WrongKey for good; the UUID is stored once "
+                   "(a format question for docs/format.md / lk_seal.h: keep a copy, or record it per message)")
+def test_sealed_segment_with_a_damaged_uuid_is_read_after_salvage(tmp_path):
+    path = str(tmp_path / "sealed.seg")
+    seeds.make_segment(path, n=8, sealed=True)
+    originals = read_sealed(path)
+    with open(path, "r+b") as f:
+        f.seek(24)
+        f.write(bytes(8))
+    salvage(path, grace=0.0, settle=0.0)
+    assert read_sealed(path) == originals
 
 
 # ---------------------------------------------------------------- partitions

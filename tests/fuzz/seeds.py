@@ -28,12 +28,15 @@ def messages(n: int, tag: str = "m"):
     return out
 
 
+SEAL_KEY = (1, bytes(range(32)))      # (key id, log key) of the sealed seeds: a test key, public on purpose
+
+
 def make_segment(path: str, n: int = 6, size: int = SEG_SIZE, open_reservation: bool = False,
-                 base: int = 1) -> list[tuple[int, int, int]]:
-    """A segment file with n messages; returns [(sequence, offset, length)]
-    of its finished messages."""
+                 base: int = 1, sealed: bool = False) -> list[tuple[int, int, int]]:
+    """A segment file with n messages (sealed under SEAL_KEY if asked);
+    returns [(sequence, offset, length)] of its finished messages."""
     from logkit import Segment
-    seg = Segment.create(path, size=size, family="fuzz", sequence_base=base)
+    seg = Segment.create(path, size=size, family="fuzz", sequence_base=base, key=SEAL_KEY if sealed else None)
     try:
         for i, (text, sev, data, cls) in enumerate(messages(n)):
             seg.write(text, sev, data, cls, time=1_700_000_000_000_000_000 + i * 1000)
@@ -144,7 +147,7 @@ def write_corpus() -> dict[str, int]:
                 return f.read()
 
         for name, kw in (("six", {}), ("open", {"open_reservation": True}), ("empty", {"n": 0}),
-                         ("base", {"n": 3, "base": 1 << 40})):
+                         ("base", {"n": 3, "base": 1 << 40}), ("sealed", {"sealed": True})):
             p = os.path.join(tmp, name + ".seg")
             make_segment(p, **kw)
             save("segment", name, read(p))

@@ -172,6 +172,26 @@ def fuzz_segment(data: bytes) -> None:
             else:
                 raise RuleBroken("a strict iterator did not end within 10,000 steps")
     _walk_view(path)
+    _read_sealed(path)
+
+
+def _read_sealed(path: str) -> None:
+    """A sealed segment read with its key: every message opened (decrypted,
+    authenticated) or refused with a LogkitError."""
+    from logkit import Segment
+    from tests.fuzz.seeds import SEAL_KEY
+    try:
+        seg = Segment.open(path, readonly=True, key=SEAL_KEY)
+    except LogkitError:
+        return
+    with seg:
+        if not seg.sealed:
+            return
+        for m in seg:
+            try:
+                _touch_message(m)
+            except LogkitError as e:
+                _message_of(e)
 
 
 def _walk_view(path: str) -> None:
