@@ -34,11 +34,13 @@ from crashmatrix import harness, points  # noqa: E402
 def parse_label(label: str) -> harness.Case:
     """The Case of a label printed by Case.label()."""
     label, _, then = label.partition("/then=")
+    late = label.endswith("/late")
+    label = label[:-len("/late")] if late else label
     layer, victim, rest = label.split("/", 2)
     rest, _, seed = rest.rpartition("/seed=")
     pt, _, act = rest.rpartition("/")
     action, _, hit = act.partition("@")
-    return harness.Case(layer, victim, "" if pt == "(timer)" else pt, action, int(hit), int(seed), then)
+    return harness.Case(layer, victim, "" if pt == "(timer)" else pt, action, int(hit), int(seed), late, then)
 
 
 def cycle(censuses, rng, stop_share):
@@ -66,7 +68,7 @@ def cycle(censuses, rng, stop_share):
                 # a fault in recovery too: the restarted server dies at another point
                 then = f"{rng.choice(server_points)}=kill@1"
             yield harness.Case(layer, role, name, action, rng.randint(1, max(1, visits * 3 // 4)),
-                               rng.randrange(1 << 30), then)
+                               rng.randrange(1 << 30), then=then)
         yield from chains
 
 

@@ -196,7 +196,14 @@ def test_every_layer_with_points_has_them_reached_in_its_own_scenario(censuses, 
 
 # Cases that failed deterministically (re-run before listing), each routed to
 # the defect it shows.  strict: when the defect is fixed the test says so.
-KNOWN: list[tuple[str, str]] = []    # (case label, what goes wrong)
+KNOWN: list[tuple[str, str]] = [    # (case label, what goes wrong)
+    ("pipe/server/pipejournal.peeked/kill@5/seed=1/late",
+     "pipe transport + logkit server: the server SIGKILLed at pipejournal.peeked (a batch peeked from the FIFO, "
+     "not yet journaled) and restarted only after the writers closed and exited: the records the writers had "
+     "already written into the FIFO (acknowledged: PipeTransport.write returned and counted them 'sent') vanish "
+     "with the pipe's buffer when the last process holding the FIFO closes it; 16 to 48 acknowledged records "
+     "lost in 3 of 3 runs, counted nowhere (neither journal nor spill)"),
+]
 
 
 if KNOWN:

@@ -78,13 +78,16 @@ class Case:
     action: str = "kill"
     hit: int = 1
     seed: int = 0
+    late: bool = False    # a killed server is restarted only once every writer has closed (a
+                          # supervisor that restarts late, writers that exit meanwhile)
     then: str = ""        # "NAME=kill@N;NAME=kill@N...": armed in the 1st, 2nd... restart of a killed
                           # server (faults in recovery: each restart is killed at the next one)
 
     def label(self) -> str:
         p = self.point or "(timer)"
         then = f"/then={self.then}" if self.then else ""
-        return f"{self.layer}/{self.victim}/{p}/{self.action}@{self.hit}/seed={self.seed}{then}"
+        late = "/late" if self.late else ""
+        return f"{self.layer}/{self.victim}/{p}/{self.action}@{self.hit}/seed={self.seed}{late}{then}"
 
 
 @dataclass
@@ -411,7 +414,7 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
                 out.reached = hit[0]
                 if case.action == "kill":
                     out.acted = "killed"
-                    if case.victim == "server":
+                    if case.victim == "server" and not case.late:
                         restart()
                     return 1
                 _wait_stopped(hit[1])
@@ -429,7 +432,7 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
                     if case.action == "kill":
                         os.kill(victim_pid, signal.SIGKILL)
                         out.acted = "killed"
-                        if case.victim == "server":
+                        if case.victim == "server" and not case.late:
                             restart()
                         return 1
                     os.kill(victim_pid, signal.SIGSTOP)
@@ -516,6 +519,10 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
         _close_all(writers + [f[0] for f in freshes], layer, out)
         out.notes.append("pids: " + ", ".join(f"{k.name} {k.pid}" for k in g.children)
                          + (f", server {first_server}" if server is not None else ""))
+        if server is not None and case.late and out.acted == "killed":
+            restart()                           # only now, the writers gone
+            if layer == "pipe":
+                _settle_pipe(d, cfg, out, lambda: 0)
         if server is not None:
             termed = None
             end = time.monotonic() + 60
@@ -760,7 +767,7 @@ def chain(censuses: dict, layer: str) -> Case | None:
     pts = list(censuses.get(layer, {}).get("server", {}))     # in the order first visited
     if not pts:
         return None
-    return Case(layer, "server", pts[0], "kill", 1, 0, ";".join(f"{p}=kill@1" for p in pts[1:]))
+    return Case(layer, "server", pts[0], "kill", 1, 0, then=";".join(f"{p}=kill@1" for p in pts[1:]))
 
 
 def plan(censuses: dict, rng: random.Random, actions=("kill",), per_point: int = 1,
