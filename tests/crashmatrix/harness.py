@@ -3,28 +3,41 @@ killed (SIGKILL) or stopped (SIGSTOP for longer than every timeout the code
 uses, then SIGCONT) at a named injection point or at a random instant, then
 the checks.
 
-A case is (layer, victim role, point, action, hit, seed):
+A case is (layer, victim role, point, action, hit, seed[, late, then]):
 
-* layer "core": writers share one segment (write, write_as, reserve/finish);
+* layer "core": writers share one segment (write, write_as, reserve/finish,
+  and Segment.write_stepwise, whose C steps are the core.write.* points);
   "family": writers share a family of 8 KiB segments that rotate all the
-  time; "partition": writers fill a two-half partition of 8 KiB halves that
-  `logkit server` drains (and swaps, and reuses when it overflows) into a
-  family; "pipe": writers log through a FIFO that `logkit server` reads,
-  journals and stores into a family (spilling when nobody reads).
+  time (write, write_as, reserve/finish, and logging through logkit.Handler);
+  "partition": writers fill a two-half partition of 32 KiB halves that
+  `logkit server` drains (and swaps) into a family; "overflow": the same
+  with 8 KiB halves, so undrained halves are reused (loss reports, loss
+  counters) all the time; "pipe": writers log through a FIFO that
+  `logkit server` reads, journals and stores into a family (spilling when
+  nobody reads).  A reader process reads throughout every case.
 * victim "writer" (writer 0) or "server" (the `logkit server` process).
 * point: a name found by points.discover(), "*" (the hit-th point reached,
-  whatever its name: a random instant) or "" (no point: SIGKILL once the
-  victim has acknowledged `hit` messages, or, for the server, after `hit`
-  milliseconds: random instants that need no point at all).
+  whatever its name: a random instant) or "" (no point: the parent kills
+  or stops the victim once it has acknowledged `hit` messages, or, for the
+  server, after `hit` milliseconds).
+* late: a killed server is restarted only after every writer has exited
+  (else at once, as a supervisor would); then: points at which the 1st,
+  2nd, ... restart of a killed server is killed in turn (faults in recovery;
+  chain() builds one that visits every server point of a layer).
 
 The checks (Outcome.failures lists each one that did not hold):
 
 * every acknowledged message is read back exactly once, whole (checksum,
-  text, severity, data); in a partition, one missing only if a loss report
-  counts it; nothing is read twice, nothing unknown is read;
-* the readers (a subprocess: readcheck.py) exit 0;
+  text, severity, data); in a partition (or a pipe's spill), one missing
+  only if the loss counters count it; nothing is read twice, nothing
+  unknown is read;
+* the readers never crash: the reader process that reads throughout, the
+  final reader (a subprocess: readcheck.py) and `logkit print` exit cleanly
+  (a LogkitError is a refusal, noted), and print shows what the reader reads;
 * the next writer recovers unaided: a fresh writer process writes its
-  messages within RECOVERY_S and they are read back; a fresh server drains;
+  messages within RECOVERY_S (while a stopped victim is still stopped) and
+  they are read back; the other writers get no refusal; a fresh server
+  (`logkit server --once`) drains and exits 0;
 * counters balance: after salvage, every segment's reserved sequence numbers
   are finished or abandoned, nothing open or damaged, the written counter
   lags the finished messages by at most the number of processes killed; a
