@@ -115,6 +115,7 @@ STALL_TIMEOUT = 10.0     # a live holder whose token does not move for this long
 LIVE_STALL = 1.0         # an out-of-service half nobody claimed (its winner died at once)
 DRAIN_WAIT = 5.0         # a swapper waits this long for a live drainer of the half it must reuse
 RESERVATION_GRACE = 5.0  # salvage grace for a reservation left open in a full half
+READ_PATIENCE = 2.0       # how long a reader waits for a half being formatted
 SETTLE_TIMEOUT = RESERVATION_GRACE + 3.0   # longest a drain or reuse waits for a full half's
                                            # reservations (salvage abandons a stuck one after the grace)
 
@@ -573,7 +574,7 @@ class PartitionReader(Reader):
         self._start: int | None = None
         self.problems: list[str] = []
 
-    def _snapshot_once(self) -> list[PartitionMessage]:
+    def _snapshot_once(self, last_try: bool) -> list[PartitionMessage]:
         p = self.partition
         p.check()
         p.refresh_keys()
@@ -601,13 +602,14 @@ class PartitionReader(Reader):
         last = progress
         for h in halves:
             # Private copies, kept only if the half was not reformatted while
-            # they were taken (a swapper claims it, REUSING, before it formats
+            # they were taken (a swapper sets `intent` to it before it formats
             # it, and the format gives it a new UUID): a torn or foreign
-            # message never reaches the caller.
+            # message never reaches the caller.  Until intent is set, a half
+            # being claimed for reuse (REUSING) is intact.
             k = p.halves.index(h)
             before = h.uuid
-            if p.phase(k) == REUSING:
-                raise _Reformatted()
+            if p.intent_half() == k and not last_try:
+                raise _Reformatted()     # being formatted right now: wait for it
             copies = []
             try:
                 for m in SegmentIterator(h):
@@ -617,23 +619,38 @@ class PartitionReader(Reader):
                         copies.append(PartitionMessage.copy_of(m, s))
                         last = s
             except SegmentDamaged:
-                if h.uuid == before and p.phase(k) != REUSING and p.intent_half() != k:
+                if h.uuid == before and p.intent_half() != k:
                     raise                # damage, not a reuse under us
                 raise _Reformatted() from None
             inject.point("partition.read.copied")
-            if h.uuid != before or p.phase(k) == REUSING or p.intent_half() == k:
+            if h.uuid != before or (p.intent_half() == k and not last_try):
                 raise _Reformatted()
+            if p.intent_half() == k:
+                note = (f"{p.path}: half {k} at offset {p.offsets[k]} is still named by intent (a swapper "
+                        "stopped or died while reusing it); read as found")
+                if note not in self.problems:
+                    self.problems.append(note)
             out.extend(copies)
         return out
 
     def _snapshot(self) -> list[PartitionMessage]:
-        for _ in range(8):
+        # A reuse formats a half in well under a second; a half still named by
+        # intent after READ_PATIENCE is read as found (its UUID stable over
+        # the read), one reformatted under every read raises.
+        deadline = _time.monotonic() + READ_PATIENCE
+        pause = 0.001
+        reformatted = 0
+        while True:
+            last_try = _time.monotonic() >= deadline
             try:
-                return self._snapshot_once()
+                return self._snapshot_once(last_try)
             except _Reformatted:
-                continue                 # a half was reused while we read it: look again
-        raise SegmentDamaged(f"{self.partition.path}: a half was reformatted under every one of 8 "
-                             "reads in a row (the partition overflows faster than it can be read)")
+                reformatted += 1         # a half was reused while we read it: look again
+            if last_try and reformatted > 64:
+                raise SegmentDamaged(f"{self.partition.path}: a half was reformatted under {reformatted} reads "
+                                     "in a row (the partition overflows faster than it can be read)")
+            _time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def __iter__(self) -> Iterator[PartitionMessage]:
         msgs = self._snapshot()
@@ -963,6 +980,7 @@ class PartitionStorage(StorageBackend):
             text = (f"{n} messages lost: both halves of partition {p.path} were full before a drain "
                     f"(sequences {first}..{last})")
             data = json.dumps({"lost": n, "first_sequence": first, "last_sequence": last}).encode()
+            p.refresh_keys()             # a sealed o formatted by a dead swapper: derive its key
             if not self._holds_report(O, data):
                 if C._rotator() != tok:
                     return False

@@ -109,27 +109,33 @@ def test_damaged_count_in_a_full_half_is_reported_not_waited_out(tmp_path):
 
 # ------------------------------------------------------------ #8 taking over a reuse
 
+@pytest.mark.parametrize("sealed", [False, True])
 @pytest.mark.parametrize("point", ["partition.swap.formatted@2",    # the 1st swap reuses the empty half
                                    "partition.swap.reported@1"])
-def test_swapper_killed_after_formatting_a_reused_half_has_its_loss_recorded_by_the_taker(tmp_path, point):
+def test_swapper_killed_after_formatting_a_reused_half_has_its_loss_recorded_by_the_taker(tmp_path, point, sealed):
     """#8: a swapper killed between Segment.format of the reused half and its
     loss bookkeeping: the process that finishes the swap records the loss
     (lost, loss events, one report) and clears intent."""
+    key = None
+    if sealed:
+        from logkit.crypto import generate_key_file
+        key = str(tmp_path / "log.keys")
+        generate_key_file(key)
     path = str(tmp_path / "p.part")
-    PartitionStorage("t", path=path, size="8KiB").close()
+    PartitionStorage("t", path=path, size="8KiB", key_file=key).close()
     c = Child(tmp_path, f"""
         from logkit.backends.partition import PartitionStorage
-        s = PartitionStorage("t", path={path!r})
+        s = PartitionStorage("t", path={path!r}, key_file={key!r})
         for i in range(400):
             s.write(f"message {{i:04d}} " + "x" * 60)
         raise SystemExit("never reused a half")
     """, points=point.replace("@", "=kill@"))
     c.wait_point(point.split("@")[0])
     c.kill()
-    p = part.Partition(path, create=False, readonly=True)
+    p = part.Partition(path, create=False, readonly=True, key_file=key)
     assert p.intent_half() is not None                 # the window held: killed mid-reuse
     p.close()
-    s = PartitionStorage("t", path=path)
+    s = PartitionStorage("t", path=path, key_file=key)
     try:
         st = s.stats()
         assert s.partition.intent_half() is None
