@@ -122,6 +122,18 @@ def store_word(buffer: WriteableBuffer, offset: int, value: int) -> None:
     """Store the 8-byte word at `offset` of a shared buffer, one atomic store (release)."""
 def crc32c_uses_hardware() -> bool:
     """True when the SSE4.2 instruction computes the checksum on this machine."""
+def process_start(pid: int) -> int:
+    """The start time of `pid` as logkit records it beside a pid (low 32 bits
+    of /proc/PID/stat field 22, 0 mapped to 1), or 0 if unreadable.  Public
+    face: logkit.salvager.process_identity()."""
+def identity_gone(pid: int, start: int) -> bool:
+    """True only if the process recorded as (pid, start) certainly runs no
+    more.  Public face: logkit.salvager.identity_alive()."""
+def check_mapping(seg: Segment) -> None:
+    """Raise SegmentDamaged if the file under `seg` shrank while mapped
+    (pages past its end read as zeros instead of SIGBUS)."""
+def sigbus_counts() -> tuple[int, int]:
+    """(faults absorbed in logkit mappings, SIGBUS passed on) in this process."""
 
 def _crc32c_force_software(force: bool) -> None: ...
 def _wait_force_poll(force: bool) -> None: ...
@@ -267,8 +279,11 @@ class Segment:
     ) -> int:
         """Append one message and return its sequence number.
 
-        Raises SegmentFull, MessageTooBig, OutOfService, SegmentDamaged (a
-        damaged reservation word), InvalidArgument (a severity that is not an
+        Raises SegmentFull, MessageTooBig, OutOfService,
+        ReservationWordDamaged (a damaged reservation word: nothing written,
+        the segment taken out of service; a SegmentDamaged and an
+        OutOfService), MessageLost (the claim was abandoned or its region
+        formatted again while this writer was paused), InvalidArgument (a severity that is not an
         int -- float, NaN, Decimal are refused, never truncated -- or an int
         outside -250..250; text not str or bytes; a true data_class that is
         not a str).
@@ -281,7 +296,37 @@ class Segment:
         write() raises; InvalidArgument for a negative length or a data_class
         that is neither a str nor None (None means no class).
         """
+    def write_stepwise(
+        self,
+        text: str | bytes,
+        severity: int = 20,
+        data: ReadableBuffer | None = b"",
+        data_class: str | None = "",
+        time: int | None = None,
+        stop_at: str | None = None,
+        action: str = "stop",
+        notify: str | None = None,
+        process_id: int | None = None,
+        thread_id: int | None = None,
+    ) -> int:
+        """TEST ONLY: write() through the same inline C writer with an
+        injection point after each step ("claimed", "stub", "copied",
+        "committed": logkit.inject point "core.write.<step>"); `stop_at` arms
+        that step with `action` and `notify`."""
     def sync(self) -> None: ...
+
+    # who holds a reservation (docs/format.md, "Who holds a reservation")
+    def reservation_holder(self, offset: int) -> tuple[int, int, int] | None:
+        """(pid, start, reserved_ns) of the process holding the open
+        reservation at `offset`, or None if none is open there."""
+    def reservation_alive(self, offset: int, grace: float | None = None) -> bool:
+        """True while the reservation at `offset` may still be finished: open,
+        its holder (pid and start time) still running, and (with `grace`)
+        reserved less than `grace` seconds ago.  The one liveness test."""
+    def unfinished_claims(self) -> list[tuple[int, int, str]]:
+        """(offset, end, "reserved" | "gap") of every claim not yet finished
+        nor abandoned, found by walking; empty: settled, whatever the counters say."""
+    def _set_written_count(self, n: int) -> None: ...
 
     # waiting (docs/api.md, "Waiting for messages")
     def wait(self, offset: int, timeout: float | None = None, poll_interval: float = 0.01) -> bool:
@@ -339,9 +384,10 @@ class Segment:
     def _word_at(self, offset: int) -> int: ...
     def _fillable(self, start: int, end: int) -> bool:
         """True if [start, end) holds nothing but unpublished claims: first word
-        zero, bytes 60..63 (the full checksum) zero, every other byte zero
-        except bytes 8..59 of a partly stored stub and the data-class name that
-        stub stores.  Salvage fills only such gaps."""
+        zero, bytes 60..63 not the record's valid checksum (a claim keeps its
+        holder's start time there), every other byte zero except bytes 8..63
+        of a partly stored stub and the data-class name that stub stores.
+        Salvage fills only such gaps."""
     def _message_pid(self, offset: int) -> tuple[int, int]: ...
     def _abandon(self, offset: int) -> bool: ...
     def _write_filler(self, offset: int, length: int, sequence: int, span: int) -> None: ...

@@ -101,7 +101,7 @@ def identity_alive(pid: int, start: int) -> bool:
     more: no process has that pid, or it is a zombie, or the process that has
     it started at another time (the pid was reused, or it belongs to another
     pid namespace).  start 0 (not recorded) judges by the pid alone."""
-    if pid <= 0 or pid > 0x7FFFFFFF:
+    if pid <= 0 or pid > 4194304:     # beyond Linux's largest pid_max: a damaged field
         return False
     return not identity_gone(pid, start & 0xFFFFFFFF)
 

@@ -131,8 +131,10 @@ static inline uint32_t lk_process_start(void) {
  * at another time (the pid was reused, or it is another pid namespace's
  * process: docs/security.md, "Sharing a log across containers").  start 0
  * (not recorded) falls back to the pid alone.  EPERM counts as alive. */
+#define LK_PID_MAX 4194304u        /* Linux's largest pid_max: a larger pid field is damage */
+
 static inline int lk_identity_gone(uint32_t pid, uint32_t start) {
-    if (pid == 0 || pid > (uint32_t)INT_MAX)
+    if (pid == 0 || pid > LK_PID_MAX)
         return 1;
     if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
         return 1;
