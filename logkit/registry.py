@@ -264,8 +264,10 @@ def directory_problem(path: str, create: bool = False, writing: bool = True) -> 
 def path_problem(path: str, kind: str = REGULAR_FILE, writing: bool = True,
                  create_directory: bool = False) -> str | None:
     """A file the backend opens or creates at `path`: if it exists it must be
-    a `kind` (REGULAR_FILE or NAMED_PIPE); its directory must exist (or, with
-    `create_directory`, be creatable); `writing`: see directory_problem."""
+    a `kind` (REGULAR_FILE or NAMED_PIPE).  `writing`: its directory must
+    exist (or, with `create_directory`, be creatable), see directory_problem;
+    a tool that only reads does not need it (a /run directory made when the
+    service starts, say)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -278,7 +280,7 @@ def path_problem(path: str, kind: str = REGULAR_FILE, writing: bool = True,
     if st is None and not os.path.isdir(d):
         if os.path.lexists(d):
             return f"{d} (the directory of {path}) is not a directory"
-        if not create_directory:
+        if writing and not create_directory:
             return f"directory {d} (for {path}) does not exist"
     return directory_problem(d, create=create_directory, writing=True) if writing else None
 

@@ -123,7 +123,7 @@ def test_a_valid_config_of_every_backend_passes_both(tmp_path):
         logkit.Handler(config=cfg).close()
 
 
-def test_a_read_only_log_is_still_readable_through_the_config(tmp_path):
+def test_reading_through_the_config_skips_only_the_writers_checks(tmp_path):
     # Only writers are refused a read-only file system: load() (readers, print)
     # does not check for writing.
     d = tmp_path / "logs"
@@ -133,6 +133,12 @@ def test_a_read_only_log_is_still_readable_through_the_config(tmp_path):
         lkconfig.load(cfg)                 # a bad name is bad for readers too
     cfg = write_config(tmp_path / "logkit.toml", family(d))
     assert lkconfig.load(cfg).get("app").storage_options["family"] == "app"
+    # A fifo in a directory made only when the service starts (/run/app):
+    # writers are refused, a reader of the storage is not.
+    cfg = write_config(tmp_path / "logkit.toml", pipe(d, tmp_path / "run" / "app.fifo"))
+    assert lkconfig.load(cfg).get("app").transport == "pipe"
+    with pytest.raises(lkconfig.ConfigError, match="does not exist"):
+        lkconfig.load(cfg, writing=True)
 
 
 # ---------------------------------------------------------------- read-only file systems
