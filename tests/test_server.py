@@ -14,6 +14,7 @@ import pytest
 
 import logkit
 from logkit.backends.partition import PartitionStorage
+from logkit.inject import wait_for_point
 from logkit.server import Server, read_status
 from partprocs import child_partition_write
 from procs import CTX, Group, TIMEOUT, message_text, recv_all
@@ -52,9 +53,10 @@ def family_texts(tmp_path, name="buf"):
     return [m.text for m in logkit.open_reader(str(tmp_path / "family"), name)]
 
 
-def server_process(cfg, *extra):
+def server_process(cfg, *extra, env=None):
     return subprocess.Popen([sys.executable, "-m", "logkit", "server", "-c", cfg, "--interval", "0.05", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=None if env is None else dict(os.environ, **env))
 
 
 def test_messages_logged_with_no_server_are_drained_later_in_order_exactly_once(tmp_path):
@@ -111,9 +113,15 @@ def test_server_killed_at_random_points_during_copies_loses_and_duplicates_nothi
 def test_sigterm_finishes_the_copy_and_exits_0_and_a_restart_resumes(tmp_path):
     before = fill_partition(tmp_path, writers=2, count=20_000)
     cfg = partition_config(tmp_path)
-    p = server_process(cfg)
-    time.sleep(0.6)
+    # Stop the server in the middle of its copy (the 500th message appended),
+    # then SIGTERM it there: a fixed sleep could land before its handlers were
+    # installed on a loaded machine (the server then died of the signal).
+    notify = str(tmp_path / "points")
+    p = server_process(cfg, env={"LOGKIT_INJECT": "partition.drain.appended=stop@500",
+                                 "LOGKIT_INJECT_NOTIFY": notify})
+    wait_for_point(notify, "partition.drain.appended", proc=p, timeout=TIMEOUT)
     p.send_signal(signal.SIGTERM)
+    p.send_signal(signal.SIGCONT)
     out, err = p.communicate(timeout=TIMEOUT)
     assert p.returncode == 0, err
     assert "stopped after" in err
