@@ -40,7 +40,7 @@
  *     14  u16 flags    (0 in version 1 except LK_FLAG_FILLER)
  *     16  u64 sequence
  *     24  i64 time, ns since the epoch (reservation time until finish)
- *     32  u32 process id
+ *     32  u32 process id (in a stub: the holder's)
  *     36  u32 thread id
  *     40  u32 text length
  *     44  u32 binary data length
@@ -52,6 +52,7 @@
  *                   fields fixed at reservation), so a stub that never gets
  *                   the full checksum is still protected against damage
  *     60  u32 checksum: CRC-32C of bytes 8..59 followed by the payload
+ *                   (in a claim or stub: the holder's start time, lk_sys.h)
  *     64  text, data-class name, binary data; zero padding to a multiple of 8
  *
  * Sealed messages (format version 2 only): key id != 0, flags has
@@ -59,8 +60,9 @@
  * Poly1305 tag follows the binary data, counted in total (lk_payload_len).
  * Both checksums work exactly as in version 1 over the bytes as stored
  * (ciphertext and tag), so a reader without the key still validates,
- * resynchronises and salvages.  lk_finish_sealed seals after storing
- * severity and time and before the checksum and the commit CAS.
+ * resynchronises and salvages.  lk_finish_claim seals (nonce, lengths and
+ * additional data from the writer's claim, lk_seal_claim) before the
+ * checksum, the final header and the commit CAS.
  *
  * Bytes 0..7 are read and written as one 64-bit word, the "state word"
  * (sentinel | state << 32), so a reader sees sentinel and state together.
@@ -69,9 +71,13 @@
  * States of a message and who moves them
  * ======================================================================
  *   (zeros) --CAS on reservation word--> claimed   [writer owns the bytes]
- *   claimed --stub fields, then state word release--> reserved
- *   reserved --payload, checksum, state word release--> committed   (final)
- *   reserved --salvage CAS, writer dead or past grace--> abandoned  (final)
+ *   claimed --stub fields, then CAS 0 -> RESERVED [W1]--> reserved
+ *   reserved --payload, final header, CAS [W2]--> committed          (final)
+ *   reserved --salvage CAS [S1], holder gone or past grace--> abandoned (final)
+ *
+ * A stub names its HOLDER (+32 pid, +60 start time until the checksum goes
+ * there): the process that reserved and will finish it, also for a copy
+ * (write_as) whose own pid is stored only with the final header.
  *
  * "claimed" has no published state word: bytes 0..7 are still zero (the stub
  * fields after them may be partly stored).  A writer killed there leaves a
@@ -88,12 +94,20 @@
  *      stores into its claimed bytes happen after it owns them.  Release:
  *      pairs with [O1], so taking the segment out of service observes every
  *      claim made before it.
- * [W1] stub publish: release store of (sentinel|RESERVED); everything in the
- *      stub (length, sequence, lengths, pid, tid) is stored before it.
- *      Pairs with [A1].
+ * [W1] stub publish: CAS 0 -> (sentinel|RESERVED), seq_cst (lk_state_cas;
+ *      its release half is what publishes); everything in the stub (length,
+ *      sequence, lengths, holder pid and start time, tid) is stored before
+ *      it.  Pairs with [A1].  A CAS rather than a store so that a writer
+ *      paused since [R1] never overwrites a filler salvage wrote meanwhile.
+ * [P1] ownership re-proof, before each step that writes the mapping (stub,
+ *      copy, seal, final header): acquire load of the state word (pairs with
+ *      [W1]/[S1]/a format's stores) and a compare of the header UUID with
+ *      the one read after [R1] (lk_claim_held).  Leaves a window of a few
+ *      instructions per step (docs/format.md, "Stalled writers").
  * [W2] commit publish: CAS RESERVED -> COMMITTED of the state word, seq_cst
  *      (release would publish; seq_cst is for [W3]), after every payload
- *      byte and the checksum.  Pairs with [A1].  A reader that sees
+ *      byte and the final header (bytes 8..63, built privately from the
+ *      writer's claim).  Pairs with [A1].  A reader that sees
  *      COMMITTED sees the whole message; a reader that sees RESERVED never
  *      reads the payload.
  * [A1] reader: acquire load of the state word before reading any field.
@@ -111,6 +125,9 @@
  * [W2], [S1] (the same CAS) and [O1] are seq_cst, not merely acq_rel: each
  * is also the store half of the wake-up handshake below ([W3], [O2]).  On
  * x86 (LOCK CMPXCHG) and AArch64 (CASAL) that is the same instruction.
+ * [W5] written counter: relaxed add after [W2].  A writer killed between
+ *      [W2] and [W5] leaves it one short: settling walks instead
+ *      (Segment.unfinished_claims), and salvage recounts it.
  * Counters and hints are relaxed: they order nothing, readers validate them.
  *
  * ======================================================================
