@@ -28,6 +28,7 @@ from logkit.errors import (
     SegmentFull,
     SegmentNotFound,
 )
+from logkit import inject, safefs
 from logkit.crypto import MissingKey, WrongKey, load_key_file
 from logkit.salvager import process_alive, salvage
 
@@ -45,6 +46,10 @@ _PHASE_DONE = 3
 
 # Test hook: called as _rotation_hook(stage) at "out-of-service", "linked",
 # "created" and "installing".  Tests use it to stop a rotator mid-rotation.
+# Each stage is also an injection point (logkit.inject), named
+# family.rotate.<stage> with "_" for "-", plus family.rotate.installed (after
+# the rename, before the token says done) and family.rotate.adopted (a
+# takeover that installs a stalled rotator's new segment).
 _rotation_hook = None
 
 # follow(): while a rotation is under way (the segment it read is out of
@@ -353,6 +358,7 @@ class FamilyWriter:
                 if seg.in_service and not seg.closed:
                     # Full but still in service: try to take it out (the election).
                     if seg.take_out_of_service():
+                        inject.point("family.rotate.out_of_service")
                         _hook("out-of-service")
                         self._rotate(seg, takeover=False)
                 if self._live_moved():
@@ -405,9 +411,17 @@ class FamilyWriter:
             return None
         if token == 0 or not _alive_token(token):
             return token
-        # A live rotator past "installing" is about to rename its segment into
-        # place and cannot be stopped from doing so: never take that over.
-        if phase != _PHASE_INSTALLING and now - watch[1] >= self.rotation_timeout:
+        # A live rotator stuck this long is taken over, whatever its phase.
+        # ROTATING: it will find its token gone and back out.  INSTALLING: it
+        # may still rename its new segment into place when it resumes (a
+        # SIGSTOP, a debugger, a frozen cgroup), so the takeover installs
+        # that same segment (_stalled_new_segment) and the resumed rename
+        # finds nothing; if a file of the stalled rotator cannot be vouched
+        # for, nobody installs anything and the writers' wait ends with
+        # RotationTimeout naming the family.  Recovery then: resume or kill
+        # the stalled process (`kill -CONT PID` / `kill PID`), or remove its
+        # `.FAMILY.PID.*.live` file; the next write rotates.
+        if now - watch[1] >= self.rotation_timeout:
             return token
         return None
 
@@ -431,6 +445,7 @@ class FamilyWriter:
             # Abandon what dead writers left open, account for their claims.
             salvage(old, grace=self.rotation_timeout, settle=0)
         hist = self._link_history(old)
+        inject.point("family.rotate.linked")
         _hook("linked")
         try:
             lim = old.limits()
@@ -440,23 +455,75 @@ class FamilyWriter:
         except SegmentDamaged:
             pass                              # its file shrank: no hints, readers walk what is left
         base = old.sequence_base + old.stats()["reserved"]
-        tmp = os.path.join(self.directory, f".{self.family}.{os.getpid()}.{_uuid.uuid4().hex[:8]}.live")
-        new = Segment.create(tmp, size=self.segment_size, family=self.family, previous=_previous_field(hist),
-                             sequence_base=base, mode=self.mode, key=self._key_for_new_segment())
-        new.close()
+        tmp = None
+        if observed >> 62 == _PHASE_INSTALLING and _alive_token(observed):
+            # Taking over from a rotator stalled after it claimed the install
+            # (stopped, not dead): it may still rename its new segment into
+            # place when it resumes, so install THAT segment now instead of
+            # making another one; when it resumes, its rename finds nothing.
+            # (A dead one can rename nothing: a fresh segment is made, and its
+            # temporary is removed by _cleanup_temporaries later.)
+            tmp = self._stalled_new_segment(observed & 0xFFFFFFFF, base, hist)
+            if tmp is None:
+                return                        # one we cannot vouch for is there: leave it
+            if tmp:
+                inject.point("family.rotate.adopted")
+        if not tmp:
+            tmp = os.path.join(self.directory, f".{self.family}.{os.getpid()}.{_uuid.uuid4().hex[:8]}.live")
+            new = Segment.create(tmp, size=self.segment_size, family=self.family,
+                                 previous=_previous_field(hist), sequence_base=base, mode=self.mode,
+                                 key=self._key_for_new_segment())
+            new.close()
+        inject.point("family.rotate.created")
         _hook("created")
         installing = (_PHASE_INSTALLING << 62) | (token & ((1 << 62) - 1))
         if not old._rotator_cas(token, installing):
-            os.unlink(tmp)                    # taken over meanwhile: the other one installs
+            if os.path.basename(tmp).startswith(f".{self.family}.{os.getpid()}."):
+                os.unlink(tmp)                # taken over meanwhile: the other one installs
             return
+        inject.point("family.rotate.installing")
         _hook("installing")
-        os.rename(tmp, self.path)             # atomic: FAMILY is never missing
+        try:
+            os.rename(tmp, self.path)         # atomic: FAMILY is never missing
+        except FileNotFoundError:
+            # Stalled here past rotation_timeout, a writer took over and
+            # installed this very file (_stalled_new_segment): nothing to do.
+            pass
         _fsync_dir(self.directory)
+        inject.point("family.rotate.installed")
         old._rotator_cas(installing, (_PHASE_DONE << 62) | (token & ((1 << 62) - 1)))
         self.rotations += 1
         self._cleanup_temporaries()
         if any(v is not None for v in self.retention.values()):
             retain(self.directory, self.family, **self.retention)
+
+    def _stalled_new_segment(self, pid: int, base: int, hist: str) -> str | None:
+        """The new live segment a rotator (process `pid`) stalled in the
+        INSTALLING phase made: its temporary `.FAMILY.PID.*.live`, verified
+        to be exactly what that rotation creates (sequence base `base`,
+        previous `hist`, nothing reserved yet).  "" when it has none (it can
+        never install anything then: a fresh segment is safe), None when
+        there is a file of that rotator this cannot vouch for."""
+        prefix = f".{self.family}.{pid}."
+        found = []
+        for n in os.listdir(self.directory):
+            if not (n.startswith(prefix) and n.endswith(".live")):
+                continue
+            p = os.path.join(self.directory, n)
+            try:
+                with Segment.open(p, readonly=True) as s:
+                    ok = (s.sequence_base == base and s.previous == _previous_field(hist)
+                          and s.stats()["reserved"] == 0 and s.family == self.family)
+            except FileNotFoundError:
+                continue                      # renamed into place or cleaned up meanwhile
+            except (LogkitError, OSError):
+                ok = False
+            if not ok:
+                return None
+            found.append(p)
+        if len(found) > 1:
+            return None
+        return found[0] if found else ""
 
     def _link_history(self, old: Segment) -> str:
         """Give the live file its history name (a second hard link; FAMILY keeps
@@ -540,7 +607,7 @@ class FamilyReader:
         self.family = _check_family(family)
         self.damaged_segments = 0               # distinct segments found damaged
         self.problems: list[str] = []
-        self._start: tuple[str, int] | None = None     # (segment uuid, offset) set by seek()
+        self._start: tuple | None = None     # (segment file identity, offset) set by seek()
         self._start_name = ""                           # its history name then ("" if live)
         self._damaged: set[str] = set()
         self._noted: set = set()                # what was reported once: sealed segments without their key, chain breaks
@@ -591,13 +658,23 @@ class FamilyReader:
                 self._damaged.add(path)
                 self.damaged_segments = len(self._damaged)
                 msg = f"skipping segment {path}: {e}"
+                if isinstance(e, SegmentDamaged):
+                    # Say plainly what is lost now and what is not: the
+                    # messages are still in the file, salvage finds them by
+                    # walking the records themselves and rebuilds the header.
+                    msg += (f"; none of its messages are read until `logkit salvage "
+                            f"{os.path.dirname(path)}` rebuilds its header (they are not lost: "
+                            "salvage finds each by its own checksum)")
                 self.problems.append(msg)
                 warnings.warn(msg, RuntimeWarning, stacklevel=3)
             return None
 
     def _segments(self, after: str = "") -> Iterator[Segment]:
         """Open segments in order, each once (a segment seen under two names
-        during a rotation is read once, by its uuid).  History named before
+        during a rotation is read once, by its file: (st_dev, st_ino), never
+        by its UUID, which salvage may have had to rebuild as all zeros, and
+        which a copy repeats: a zero or repeated UUID hides no segment).
+        History named before
         `after` is not even opened (where a seek() landed)."""
         live = self._open_live()
         seen = set()
@@ -609,15 +686,15 @@ class FamilyReader:
             if seg is None:
                 prev = None                     # damaged (reported) or just removed: no chain to check
                 continue
-            if live is not None and seg.uuid == live.uuid:
+            if live is not None and seg.file_id == live.file_id:
                 continue                        # rotated since we opened it: read it last
-            if seg.uuid in seen:
+            if seg.file_id in seen:
                 continue
-            seen.add(seg.uuid)
+            seen.add(seg.file_id)
             self.check_chain(prev, seg)
             prev = seg
             yield seg
-        if live is not None and live.uuid not in seen:
+        if live is not None and live.file_id not in seen:
             self.check_chain(prev, live)
             yield live
 
@@ -626,7 +703,7 @@ class FamilyReader:
         where `prev`, the segment before it, ended: a segment of the family
         was removed or lost from the middle (its sequences are missing), or
         two overlap.  Retention removes the oldest only, which is no gap."""
-        if prev is None or prev.uuid == seg.uuid:    # the same one under two names (a rotation)
+        if prev is None or prev.file_id == seg.file_id:    # the same one under two names (a rotation)
             return
         try:
             end = prev.sequence_base + prev.stats()["reserved"]
@@ -667,7 +744,7 @@ class FamilyReader:
         start = self._start
         for seg in self._segments(self._start_name if start is not None else ""):
             if start is not None:
-                if str(seg.uuid) != start[0]:
+                if seg.file_id != start[0]:
                     continue
                 it = SegmentIterator(seg)
                 it.pos, it.min_pos = start[1], start[1]
@@ -767,7 +844,7 @@ class FamilyReader:
                 m = seg.find(sequence=sequence) if sequence is not None else seg.find(time=time)
             except NoSuchMessage:
                 continue
-            self._start = (str(seg.uuid), m.offset)
+            self._start = (seg.file_id, m.offset)
             self._start_seq = m.sequence
             name = os.path.basename(paths[i])
             self._start_name = "" if name == self.family else name
@@ -807,9 +884,15 @@ class FamilyReader:
         """Every finished message once, in sequence order: the existing ones,
         then new ones as writers finish them, across rotations.
 
-        A reservation still being written holds the follower back (order);
-        one whose writer died, or that stays open past `pending_grace`
-        seconds, is passed over.  While idle it sleeps in Segment.wait() on
+        A reservation still being written holds the follower back (order)
+        for as long as the process holding it runs (judged by that process,
+        pid and start time, never by the pid inside a copied message); once
+        it is gone the reservation is passed over.  A claim whose stub was
+        never published (no holder to ask) is passed over after
+        `pending_grace` seconds.  Each one passed over is listed in
+        .problems.  A damaged segment (its file shrank under the mapping) is
+        reported there too, and following goes on with the next segment.
+        While idle it sleeps in Segment.wait() on
         the live segment, woken by the next finished message or by the
         segment leaving service (rotation); `poll_interval` seconds bound
         each wait (the polling interval where wait() cannot sleep on a
@@ -825,7 +908,7 @@ class FamilyReader:
         it = None
         # Start: the segment seek() chose, else the oldest.
         for s in self._segments(self._start_name if self._start is not None else ""):
-            if self._start is not None and str(s.uuid) != self._start[0]:
+            if self._start is not None and s.file_id != self._start[0]:
                 continue
             seg = s
             break
@@ -874,10 +957,14 @@ class FamilyReader:
                 # Wait for the writer to finish, unless it is gone.
                 now = _time.monotonic()
                 pending_since = pending_since or now
-                w = it.pending_writer()
-                dead = w is not None and not process_alive(w[0])
-                if dead or now - pending_since > pending_grace:
-                    it.skip_pending()
+                why = self._pass_over(seg, it.pending, now - pending_since, pending_grace)
+                if why is not None:
+                    p = it.pending
+                    if it.skip_pending():
+                        self.problems.append(
+                            f"follow: passed over the {p.kind} record at offset {p.offset} of {seg.path}"
+                            + (f" (sequence {p.sequence})" if p.sequence is not None else "")
+                            + f": {why}; its message, if it is ever finished, is not followed")
                     pending_since = None
                     continue
             else:
@@ -900,7 +987,7 @@ class FamilyReader:
             limit = poll_interval
             if idle_timeout is not None:
                 limit = min(limit, idle_since + idle_timeout - now)
-            if pending_since is not None:
+            if pending_since is not None and pending_since + pending_grace > now:
                 limit = min(limit, pending_since + pending_grace - now)
             limit = max(limit, 0.0)
             if successor_due:
@@ -921,6 +1008,25 @@ class FamilyReader:
                     seg.wait(it.pos, timeout=limit, poll_interval=wait_poll)
                 finally:
                     self._waiting_on = None
+
+    @staticmethod
+    def _pass_over(seg: Segment, pending, waited: float, grace: float) -> str | None:
+        """Why follow() may pass over the record it is held back by, or None
+        to keep waiting.  A reservation is judged by the process that HOLDS it
+        (Segment.reservation_alive: pid and start time of the holder, which
+        for a copy made by a drain or the pipe reader is the copier, not the
+        process named in the message): it is never passed over while that
+        process runs, however long it takes.  A claim with no stub yet (a
+        gap) names no holder: it is waited for `grace` seconds."""
+        if pending.kind == "reserved":
+            if seg.reservation_alive(pending.offset):
+                return None
+            if seg.reservation_holder(pending.offset) is None:
+                return None                     # finished or abandoned meanwhile: the walk takes it
+            return "the process holding the reservation is gone"
+        if waited > grace:
+            return f"no writer published its stub within {grace:g} s"
+        return None
 
     def _wait_first_segment(self, poll_interval, stop, idle_timeout):
         t0 = _time.monotonic()
@@ -1039,6 +1145,57 @@ def retain(directory, family: str, max_age=None, max_count: int | None = None, m
     return removed
 
 
+def _migrate_one(src_fd: int, dst_fd: int, name: str, path: str, new: str) -> None:
+    """Move history segment `name` from the directory src_fd to dst_fd: a
+    hard link where both are on one file system, else a copy into an
+    unpredictable O_EXCL temporary that is then linked to `name` (link(2)
+    never replaces), fsynced before the source goes."""
+    try:
+        os.link(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+        safefs.unlink_in(src_fd, name)
+        return
+    except FileExistsError:
+        a = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
+        b = os.stat(name, dir_fd=dst_fd, follow_symlinks=False)
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+            raise LogkitError(f"cannot migrate {path}: {new} already exists (a different file "
+                              "of the same name); nothing was overwritten") from None
+        safefs.unlink_in(src_fd, name)           # an interrupted migrate linked it already: resume
+        return
+    except OSError as e:
+        if e.errno != 18:                        # EXDEV: another file system
+            raise safefs.translate_error(e, new, "link") from None
+    src = safefs.open_in(src_fd, name, os.O_RDONLY, path=path)
+    try:
+        st = os.fstat(src)
+        out, tmp = safefs.create_temporary(dst_fd, name, mode=st.st_mode & 0o777, path_dir=os.path.dirname(new))
+        try:
+            try:
+                while True:
+                    chunk = os.read(src, 1 << 20)
+                    if not chunk:
+                        break
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(out, view):]
+                os.fsync(out)
+            finally:
+                os.close(out)
+            try:
+                os.link(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+            except FileExistsError:
+                raise LogkitError(f"cannot migrate {path}: {new} already exists; nothing was "
+                                  "overwritten") from None
+        finally:
+            safefs.unlink_in(dst_fd, tmp)
+    except OSError as e:
+        raise safefs.translate_error(e, new, "copy to") from None
+    finally:
+        os.close(src)
+    os.fsync(dst_fd)
+    safefs.unlink_in(src_fd, name)
+
+
 def migrate(directory, family: str, destination) -> list[str]:
     """Move the family's history segments from `directory` to `destination`
     (created if needed) and update previous-segment links, so that
@@ -1047,36 +1204,25 @@ def migrate(directory, family: str, destination) -> list[str]:
     _check_family(family)
     directory = os.path.abspath(os.fspath(directory))
     destination = os.path.abspath(os.fspath(destination))
-    os.makedirs(destination, exist_ok=True)
+    safefs.make_directories(destination)
     moved = {}
-    for p in history_segments(directory, family):
-        new = os.path.join(destination, os.path.basename(p))
+    # Every name is opened relative to its directory's descriptor, never
+    # following a link (safefs): a name planted in either directory (a link
+    # to /etc/shadow where the copy is written) is refused, never written
+    # through.  Nothing already at the destination is ever replaced.
+    src_fd = safefs.open_directory(directory, writing=True)
+    try:
+        dst_fd = safefs.open_directory(destination, writing=True)
         try:
-            os.link(p, new)                     # never replaces a file already there
-            os.unlink(p)
-        except FileExistsError:
-            if not os.path.samefile(p, new):
-                raise LogkitError(f"cannot migrate {p}: {new} already exists (a different segment "
-                                  "of the same name); nothing was overwritten") from None
-            os.unlink(p)                        # an interrupted migrate linked it already: resume
-        except OSError as e:
-            if e.errno != 18:                   # EXDEV: another file system
-                raise
-            if os.path.exists(new):
-                raise LogkitError(f"cannot migrate {p}: {new} already exists; nothing was overwritten") from None
-            tmp = new + ".migrating"
-            with open(p, "rb") as src, open(tmp, "wb") as dst:
-                while True:
-                    chunk = src.read(1 << 20)
-                    if not chunk:
-                        break
-                    dst.write(chunk)
-                dst.flush()
-                os.fsync(dst.fileno())
-            os.chmod(tmp, os.stat(p).st_mode & 0o777)
-            os.rename(tmp, new)
-            os.unlink(p)
-        moved[p] = new
+            for p in history_segments(directory, family):
+                name = os.path.basename(p)
+                new = os.path.join(destination, name)
+                _migrate_one(src_fd, dst_fd, name, p, new)
+                moved[p] = new
+        finally:
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
     _fsync_dir(destination)
     _fsync_dir(directory)
     # Links: any segment (moved or live) whose previous was a moved one.

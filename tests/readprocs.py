@@ -109,7 +109,11 @@ def case_sigbus_read(path: str, keep: str) -> None:
     """Read a segment, have another process truncate it to `keep` bytes,
     read again: the messages still in the file, then SegmentDamaged naming
     it; a Message taken before the cut whose page is gone reads as damage."""
-    from logkit._segment import sigbus_counts
+    try:
+        from logkit._segment import sigbus_counts
+    except ImportError:                       # a build without it: let the truncate show what happens
+        def sigbus_counts():
+            return (0, 0)
     seg = Segment.open(path, readonly=True)
     before = list(seg)
     print("OK", len(before), flush=True)
@@ -166,6 +170,33 @@ def case_sigbus_write(directory: str, keep: str, follow: str) -> None:
         fmissing = [x for x in after if x not in followed]
         print("OK followed-missing", len(fmissing), fmissing[:3], flush=True)
         print("OK problems", any("shrank" in p for p in reader.problems), flush=True)
+    w.close()
+
+
+def case_stub_copy(path: str, dead_pid: str, notify: str) -> None:
+    """A copy (write_as, as a drain or the pipe reader makes) of a message
+    whose writer, `dead_pid`, has exited: reserved and copied, then held at
+    the injection point core.write.copied until `notify`.go exists."""
+    seg = Segment.open(path)
+    seq = seg.write_stepwise("copied message", 20, process_id=int(dead_pid), thread_id=1,
+                             stop_at="copied", action="wait", notify=notify)
+    print("OK", seq, flush=True)
+
+
+def case_rotate_writer(directory: str, count: str, tag: str) -> None:
+    """Write `count` messages into family "log" (8 KiB segments); the
+    environment may arm family.rotate.* injection points (stop there).
+    Prints every acknowledged text, then the rotations and takeovers."""
+    import json
+    from logkit import open_writer
+    w = open_writer(directory, "log", segment_size=8192, rotation_timeout=0.5, wait_timeout=30)
+    acked = []
+    for i in range(int(count)):
+        text = f"{tag} {i:05d}"
+        w.write(text)
+        acked.append(text)
+    print("ACK", json.dumps(acked), flush=True)
+    print("OK", w.rotations, w.takeovers, flush=True)
     w.close()
 
 
