@@ -200,6 +200,26 @@ def case_rotate_writer(directory: str, count: str, tag: str) -> None:
     w.close()
 
 
+def case_sigbus_foreign(path: str, how: str) -> None:
+    """With logkit's SIGBUS handler installed (and a segment open), a SIGBUS
+    that is not logkit's must still end the process: a truncated file mapped
+    by someone else (how=mmap), or a SIGBUS sent with kill (how=kill)."""
+    import signal
+    seg = Segment.create(path + ".seg", size=8192)
+    seg.write("a logkit mapping is registered")
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGBUS)
+    else:
+        with open(path, "wb") as f:
+            f.write(b"x" * 16384)
+        f = open(path, "r+b")
+        mm = mmap.mmap(f.fileno(), 16384)
+        _truncate_elsewhere(path, 0)
+        print("OK touching", flush=True)
+        mm[8192]                                # past the end of a file that is not a segment
+    print("OK survived", flush=True)
+
+
 def main(argv: list[str]) -> int:
     case = globals()["case_" + argv[0]]
     case(*argv[1:])

@@ -350,3 +350,19 @@ def test_migrate_across_file_systems_refuses_a_link_planted_at_the_destination_n
         assert history_segments(src, "log") == hist          # the source is kept
     finally:
         shutil.rmtree(dest, ignore_errors=True)
+
+
+@pytest.mark.parametrize("how", ["mmap", "kill"])
+@pytest.mark.parametrize("faulthandler", [False, True], ids=["default", "faulthandler"])
+def test_a_sigbus_outside_logkit_mappings_still_kills_the_process(tmp_path, how, faulthandler):
+    """The handler absorbs only faults inside a mapping a Segment is attached
+    to; any other SIGBUS (a real bug, a signal sent with kill) goes to the
+    previous handler (faulthandler's traceback) or the default action: the
+    process dies of SIGBUS."""
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1" if faulthandler else ""}
+    p = subprocess.run([sys.executable, READPROCS, "sigbus_foreign", str(tmp_path / "f"), how],
+                       capture_output=True, text=True, timeout=CHILD_TIMEOUT, cwd=TESTS_DIR, env=env)
+    assert p.returncode == -7, (p.returncode, p.stdout, p.stderr[-2000:])
+    assert "OK survived" not in p.stdout
+    if faulthandler:
+        assert "Bus error" in p.stderr, p.stderr[-2000:]      # the previous handler ran
