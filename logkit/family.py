@@ -721,6 +721,14 @@ class FamilyReader:
                    "the two overlap (a segment copied back?)")
         self._note_once(("chain", seg.path), msg)
 
+    def _limits_of(self, seg: Segment) -> Limits | None:
+        """seg.limits(), or None (reported) when its file shrank under the mapping."""
+        try:
+            return seg.limits()
+        except SegmentDamaged as e:
+            self._note_damage(seg, e)
+            return None
+
     def _note_damage(self, seg: Segment, e: Exception) -> None:
         """A walk of `seg` ended on damage found while reading (its file shrank
         under the mapping): report it once and count the segment damaged."""
@@ -815,7 +823,7 @@ class FamilyReader:
                 return seg.sequence_base
             t = seg.header()["first_time_hint"]
             if t == 0 or seg.header()["first_sequence_hint"] == 0:
-                lim = seg.limits()
+                lim = self._limits_of(seg)
                 return None if lim is None else lim.first_time
             return t
 
@@ -844,6 +852,9 @@ class FamilyReader:
                 m = seg.find(sequence=sequence) if sequence is not None else seg.find(time=time)
             except NoSuchMessage:
                 continue
+            except SegmentDamaged as e:        # its file shrank under the mapping
+                self._note_damage(seg, e)
+                continue
             self._start = (seg.file_id, m.offset)
             self._start_seq = m.sequence
             name = os.path.basename(paths[i])
@@ -864,12 +875,12 @@ class FamilyReader:
         first = last = None
         for get in segs:
             seg = get()
-            first = seg.limits() if seg is not None else None
+            first = self._limits_of(seg) if seg is not None else None
             if first is not None:
                 break
         for get in reversed(segs):
             seg = get()
-            last = seg.limits() if seg is not None else None
+            last = self._limits_of(seg) if seg is not None else None
             if last is not None:
                 break
         if first is None or last is None:

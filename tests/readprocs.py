@@ -220,6 +220,27 @@ def case_sigbus_foreign(path: str, how: str) -> None:
     print("OK survived", flush=True)
 
 
+def case_sigbus_limits(directory: str) -> None:
+    """limits() and seek() of a family whose live segment another process
+    truncated: the reader opens it again, finds it shorter than its header
+    says and skips it, saying salvage reads it; no crash."""
+    from logkit import open_reader, open_writer
+    from logkit.errors import NoSuchMessage
+    with open_writer(directory, "log", segment_size="64KiB") as w:
+        for i in range(400):
+            w.write(f"message {i:04d} " + "y" * 40)
+    r = open_reader(directory, "log")
+    print("OK", r.limits().last_sequence, flush=True)
+    _truncate_elsewhere(os.path.join(directory, "log"), 8192)
+    lim = r.limits()
+    print("OK", None if lim is None else lim.first_sequence, flush=True)
+    try:
+        print("OK", r.seek(sequence=390).sequence, flush=True)
+    except NoSuchMessage:
+        print("OK no such message", flush=True)
+    print("OK problems", any("logkit salvage" in p for p in r.problems), flush=True)
+
+
 def main(argv: list[str]) -> int:
     case = globals()["case_" + argv[0]]
     case(*argv[1:])

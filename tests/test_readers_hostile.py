@@ -366,3 +366,11 @@ def test_a_sigbus_outside_logkit_mappings_still_kills_the_process(tmp_path, how,
     assert "OK survived" not in p.stdout
     if faulthandler:
         assert "Bus error" in p.stderr, p.stderr[-2000:]      # the previous handler ran
+
+
+def test_limits_and_seek_of_a_family_whose_live_segment_shrank(tmp_path):
+    out = _child("sigbus_limits", str(tmp_path))
+    assert out[0] == "OK 400", out
+    assert out[1] == "OK None", out                  # the only segment is skipped until salvaged
+    assert out[2] == "OK no such message", out       # 390 lay in the pages lost
+    assert out[3] == "OK problems True", out
