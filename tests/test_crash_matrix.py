@@ -166,11 +166,40 @@ def test_a_sample_of_kills_and_stops_loses_nothing_acknowledged_and_recovers(sam
         "\n(re-run one with: python tests/soak.py --case LABEL)"
 
 
+PROBE_BUDGET = float(os.environ.get("CRASHMATRIX_PROBE_BUDGET", "90"))
+
+
+def _probe(censuses, name, deadline):
+    """A case after whose fault `name` is reached (in recovery), or None:
+    stop, then kill, the victim at each point of the scenarios of its layer,
+    the later steps first (a takeover usually follows a stall late in a step
+    sequence), until one does or the deadline passes."""
+    layer = points.layer_of(name)
+    for sc in SCENARIOS_OF_LAYER.get(layer, harness.LAYERS):
+        for role, counts in censuses[sc].items():
+            if role.startswith("_"):
+                continue
+            for p in reversed(list(counts)):
+                for action in ("stop", "kill"):
+                    if time.monotonic() > deadline:
+                        return None
+                    o = harness.run_case(harness.Case(sc, role, p, action, 1, SEED))
+                    if any(name in c for c in o.recovery.values()):
+                        return o
+    return None
+
+
 def test_every_discovered_point_is_reached_by_some_scenario(censuses, samples):
-    """Reached in a fault-free run, or in recovery after a fault of the sample."""
+    """Reached in a fault-free run, or in recovery after a fault of the
+    sample, or after a fault the probe finds (bounded: PROBE_BUDGET s)."""
     reached = {n for roles in censuses.values() for n in _reached(roles)}
     reached |= {n for ran in samples.values() for o in ran for c in o.recovery.values() for n in c}
     found = points.discover()
+    deadline = time.monotonic() + PROBE_BUDGET
+    for name in sorted(set(found) - reached - set(NOT_REACHABLE)):
+        o = _probe(censuses, name, deadline)
+        if o is not None:
+            reached |= {n for c in o.recovery.values() for n in c}
     missing = sorted(set(found) - reached - set(NOT_REACHABLE))
     assert missing == [], "points no scenario reaches (add a scenario, or list them in NOT_REACHABLE " \
         "with the reason):\n" + "\n".join(f"  {n} ({found[n][0].path}:{found[n][0].line})" for n in missing)
