@@ -452,3 +452,17 @@ def test_fillable_tells_a_claims_holder_start_from_a_finished_messages_checksum(
         assert seg._word_at(r.offset + 56) >> 32 != 0      # the holder's start is there
         assert not seg._fillable(HEADER, HEADER + 64)
         assert seg._fillable(r.offset, r.offset + 64)
+
+
+def test_a_dropped_sealed_reservation_leaves_no_plaintext(tmp_path):
+    """A sealed Reservation dropped without finish() or abandon() is given up
+    when it is collected, and its plaintext wiped."""
+    path = str(tmp_path / "s")
+    secret = b"SECRET-" + os.urandom(8).hex().encode()
+    with Segment.create(path, size=65536, key=KEY) as seg:
+        r = seg.reserve(len(secret))
+        r.text[:] = secret
+        off = r.offset
+        del r
+        assert [x.kind for x in seg.records()] == ["abandoned"] and seg.records()[0].offset == off
+    assert secret not in open(path, "rb").read()

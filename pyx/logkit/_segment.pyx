@@ -2149,6 +2149,15 @@ cdef class Reservation:
         self.segment = None
         self._done = True     # a Reservation not made by Segment.reserve() is inert
 
+    def __dealloc__(self):
+        # A sealed reservation dropped unfinished may hold plaintext its owner
+        # copied in: give it up now ([P1], [S1], wipe) rather than leave the
+        # plaintext on disk until salvage (docs/security.md).  Unsealed ones
+        # are left open, as before (salvage abandons them).
+        if not self._done and self._sealed and self.segment is not None \
+                and self.segment.base != NULL and not self.segment.readonly:
+            lk_abandon_claim(self.segment.base, &self._claim)
+
     @property
     def text(self):
         """Writable memoryview of exactly text_len bytes (UTF-8 text goes here)."""
