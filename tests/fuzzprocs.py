@@ -15,6 +15,9 @@ that a crash (a signal) or a hang in one is seen from outside:
 * follow DIRECTORY FAMILY SECONDS: FamilyReader.follow() over the family
   for SECONDS (stopped from a timer thread), touching every field.
 
+* change-then-touch PATH OFFSET: walks the segment, then (itself, through
+  a second mapping, as a co-writer would) sets the field at OFFSET of its
+  second message to 0xFF..F0, then calls every accessor of that message.
 * read-held PATH: opens the segment read-only, says OPEN, waits for a line
   on stdin (the parent truncates the file meanwhile), then walks it.
 
@@ -182,12 +185,44 @@ def read_held(path: str) -> int:
     return _guard(walk)
 
 
+def change_then_touch(path: str, offset: int) -> int:
+    from logkit import Segment
+    from logkit.errors import LogkitError
+
+    def run():
+        refused = 0
+        with Segment.open(path, readonly=True) as seg:
+            m = list(seg)[1]
+            fd = os.open(path, os.O_RDWR)
+            try:
+                mm = mmap.mmap(fd, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+            size = 2 if offset in (12, 48) else 4
+            mm[m.offset + offset:m.offset + offset + size] = b"\xf0" + b"\xff" * (size - 1)
+            for name in ("text", "text_bytes", "data_class", "data", "checksum_ok", "to_dict", "size"):
+                try:
+                    v = getattr(m, name)
+                    v = v() if callable(v) else v
+                    bytes(v) if isinstance(v, memoryview) else str(v)
+                except LogkitError as e:
+                    if not str(e).strip():
+                        raise AssertionError(f"{name}: {type(e).__name__} with an empty message") from e
+                    refused += 1
+            mm.close()
+        print(f"TOUCHED refused={refused}", flush=True)
+        return 0
+    return _guard(run)
+
+
 if __name__ == "__main__":
     role, args = sys.argv[1], sys.argv[2:]
     if role == "mutate":
         sys.exit(mutate(args[0], float(args[1]), int(args[2]), args[3] if len(args) > 3 else "bytes"))
     if role == "read":
         sys.exit(read(args[0], float(args[1])))
+    if role == "change-then-touch":
+        sys.exit(change_then_touch(args[0], int(args[1])))
     if role == "read-held":
         sys.exit(read_held(args[0]))
     if role == "follow":

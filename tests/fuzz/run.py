@@ -38,7 +38,13 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 CORPUS = os.path.join(HERE, "corpus")
-CRASHES = os.environ.get("LOGKIT_FUZZ_CRASHES") or os.path.join(HERE, "crashes")
+DEFAULT_CRASHES = os.path.join(HERE, "crashes")
+
+
+def crashes_dir() -> str:
+    """Where failing inputs go: $LOGKIT_FUZZ_CRASHES (read at each use, so a
+    test can point parent and children elsewhere), else tests/fuzz/crashes."""
+    return os.environ.get("LOGKIT_FUZZ_CRASHES") or DEFAULT_CRASHES
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
@@ -106,8 +112,8 @@ def mutate(rng: random.Random, data: bytes, corpus: list[bytes]) -> bytes:
 
 
 def _save(target: str, data: bytes, why: str) -> str:
-    os.makedirs(CRASHES, exist_ok=True)
-    path = os.path.join(CRASHES, f"{target}-{hashlib.sha1(data).hexdigest()[:12]}")
+    os.makedirs(crashes_dir(), exist_ok=True)
+    path = os.path.join(crashes_dir(), f"{target}-{hashlib.sha1(data).hexdigest()[:12]}")
     with open(path, "wb") as f:
         f.write(data)
     with open(path + ".txt", "w") as f:
@@ -120,8 +126,8 @@ def worker_builtin(target: str, runs: int | None, seconds: float | None, timeout
     from tests.fuzz.targets import check
     corpus = load_corpus(target)
     rng = random.Random(seed)
-    current = os.path.join(CRASHES, f".current-{target}-{os.getpid()}")
-    os.makedirs(CRASHES, exist_ok=True)
+    current = os.path.join(crashes_dir(), f".current-{target}-{os.getpid()}")
+    os.makedirs(crashes_dir(), exist_ok=True)
     failures: dict[str, str] = {}
     n = 0
     deadline = time.monotonic() + seconds if seconds else None
@@ -173,10 +179,10 @@ def worker_atheris(target: str, runs: int | None, seconds: float | None, timeout
     if not grow and os.path.isdir(src):
         for name in os.listdir(src):
             shutil.copy(os.path.join(src, name), work)
-    os.makedirs(CRASHES, exist_ok=True)
+    os.makedirs(crashes_dir(), exist_ok=True)
     argv = [sys.argv[0], work, f"-timeout={int(max(1, timeout))}", f"-max_len={MAX_LEN}",
             f"-seed={seed}", f"-rss_limit_mb={MEMORY_LIMIT >> 20}",
-            f"-artifact_prefix={os.path.join(CRASHES, target)}-", "-print_final_stats=1"]
+            f"-artifact_prefix={os.path.join(crashes_dir(), target)}-", "-print_final_stats=1"]
     if runs is not None:
         argv.append(f"-runs={runs}")
     if seconds:
@@ -259,9 +265,10 @@ def run_target(target: str, engine: str, runs, seconds, timeout, seed, grow, qui
 
 
 def _currents(target: str) -> list[str]:
-    if not os.path.isdir(CRASHES):
+    d = crashes_dir()
+    if not os.path.isdir(d):
         return []
-    return [os.path.join(CRASHES, n) for n in os.listdir(CRASHES) if n.startswith(f".current-{target}-")]
+    return [os.path.join(d, n) for n in os.listdir(d) if n.startswith(f".current-{target}-")]
 
 
 def main(argv=None) -> int:
