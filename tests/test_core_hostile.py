@@ -466,3 +466,23 @@ def test_a_dropped_sealed_reservation_leaves_no_plaintext(tmp_path):
         del r
         assert [x.kind for x in seg.records()] == ["abandoned"] and seg.records()[0].offset == off
     assert secret not in open(path, "rb").read()
+
+
+def test_a_family_rotates_past_a_scribbled_reservation_word(tmp_path):
+    """#12 end to end: the live segment's reservation word is scribbled; the
+    next write goes to a new segment instead of failing until salvage."""
+    from logkit.family import open_reader, open_writer
+    w = open_writer(str(tmp_path), "app", segment_size="64KiB")
+    try:
+        w.write("before")
+        (live,) = [p for p in os.listdir(tmp_path) if p.endswith(".seg") or "app" in p]
+        path = os.path.join(tmp_path, live)
+        with open(path, "r+b") as f:
+            f.seek(WORD)
+            v = struct.unpack("<Q", f.read(8))[0]
+            f.seek(WORD)
+            f.write(struct.pack("<Q", (v & ~0xFFFFFFFF) | 1))     # NEXT inside the header
+        w.write("after")
+    finally:
+        w.close()
+    assert [m.text for m in open_reader(str(tmp_path), "app")] == ["before", "after"]
