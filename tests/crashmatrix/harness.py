@@ -508,7 +508,13 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
                     with open(os.path.join(d, "reader.refused")) as f:
                         out.notes.append(f"concurrent reader: {f.read()}")
             except (procs.ChildFailed, OSError) as e:
-                out.failures.append(f"concurrent reader crashed: {str(e)[-1500:]}")
+                why = str(e)
+                if isinstance(e, OSError):           # it died before the order: what did it say?
+                    try:
+                        reader.recv(5)
+                    except procs.ChildFailed as said:
+                        why = str(said)
+                out.failures.append(f"concurrent reader crashed: {why[-1500:]}")
         # ---- recovery: a fresh writer, unaided
         if not freshes:
             start_fresh()
