@@ -65,8 +65,11 @@ def start_mutator(path, seed, mode):
 CHECKSUM_REREAD = ("pyx/logkit/_segment.pyx Message.checksum_ok(): re-reads the text/data/class lengths (+40/+44/+48) from the mapping after the walk validated them (validate once, read twice, issue 13 #7); a co-writer raising one makes it read past the mapping: the reader dies of SIGBUS/SIGSEGV. text, data, data_class and to_dict refuse with SegmentDamaged ('changed after it was read')")
 
 
+# The toggle race meets CHECKSUM_REREAD most runs but not all (it is a race):
+# not strict here; test_message_accessors_after_a_field_changed_under_them is
+# its deterministic, strict form.
 @pytest.mark.parametrize("mode", ["bytes", "fields",
-                                  pytest.param("toggle", marks=pytest.mark.xfail(strict=True, reason=CHECKSUM_REREAD))])
+                                  pytest.param("toggle", marks=pytest.mark.xfail(strict=False, reason=CHECKSUM_REREAD))])
 def test_segment_reader_survives_a_concurrent_mutator(tmp_path, mode):
     path = make_family(str(tmp_path))
     m = start_mutator(path, 11, mode)
