@@ -84,6 +84,11 @@ static inline uint64_t lk_state_load_acquire(const uint64_t *w) {
  * waiter count must not be ordered before it.  On x86 this is the same
  * LOCK CMPXCHG as acq_rel; on AArch64 the same CASAL.  Failure: acquire, so a
  * loser sees the winner's stores. */
+/* The same CAS publishes a stub ([W1]: 0 -> reserved), so that a writer that
+ * paused between its claim and its stub never overwrites the state of a
+ * filler salvage wrote meanwhile: the release half of its success ordering
+ * publishes the stub fields stored before it (pairs with
+ * lk_state_load_acquire, [A1]); seq_cst costs nothing more on x86/AArch64. */
 static inline int lk_state_cas(uint64_t *w, uint64_t *expected, uint64_t desired) {
     return __atomic_compare_exchange_n(w, expected, desired, 0,
                                        __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE);
@@ -173,6 +178,18 @@ static inline uint32_t lk_listener_flags_or(uint32_t *f, uint32_t bits) {
 }
 static inline uint32_t lk_listener_flags_and(uint32_t *f, uint32_t bits) {
     return __atomic_fetch_and(f, bits, __ATOMIC_RELAXED);
+}
+
+/* [L1] The owner's start time in its listener slot (+24): stored relaxed by
+ * the owner after its pid CAS won, read relaxed by a reclaimer.  No ordering
+ * is needed: a reclaimer that pairs a pid with another owner's start time
+ * only misjudges the owner of the pid it read, and its CAS on that pid fails
+ * once the slot changed hands. */
+static inline void lk_listener_start_store_relaxed(uint32_t *s, uint32_t v) {
+    __atomic_store_n(s, v, __ATOMIC_RELAXED);
+}
+static inline uint32_t lk_listener_start_load_relaxed(const uint32_t *s) {
+    return __atomic_load_n(s, __ATOMIC_RELAXED);
 }
 
 /* Listener slot fields other than pid and flags (interval, last wake-up):

@@ -1237,7 +1237,7 @@ static inline int lk_listener_sweep(uint8_t *hdr, uint32_t self) {
             continue;
         if (!(__atomic_load_n(LK_U32(slot, LK_LS_FLAGS), __ATOMIC_RELAXED) & LK_LISTENER_WAITING))
             continue;
-        if (!lk_identity_gone(p, __atomic_load_n(LK_U32(slot, LK_LS_START), __ATOMIC_RELAXED)))
+        if (!lk_identity_gone(p, lk_listener_start_load_relaxed(LK_U32(slot, LK_LS_START))))
             continue;
         if (lk_listener_pid_cas(LK_U32(slot, LK_LS_PID), &p, self)) {              /* [L1] */
             lk_listener_settle(hdr, slot);
@@ -1273,7 +1273,7 @@ static inline int lk_listener_claim(uint8_t *hdr, uint32_t self, uint64_t min_in
         uint8_t *slot = lk_listener_slot(hdr, i);
         uint32_t p = lk_listener_pid_load_acquire(LK_U32(slot, LK_LS_PID));
         if (p != 0 && p != self &&
-            lk_identity_gone(p, __atomic_load_n(LK_U32(slot, LK_LS_START), __ATOMIC_RELAXED)) &&
+            lk_identity_gone(p, lk_listener_start_load_relaxed(LK_U32(slot, LK_LS_START))) &&
             lk_listener_pid_cas(LK_U32(slot, LK_LS_PID), &p, self)) {               /* [L1] */
             lk_listener_settle(hdr, slot);
             got = (int)i;
@@ -1282,7 +1282,7 @@ static inline int lk_listener_claim(uint8_t *hdr, uint32_t self, uint64_t min_in
     if (got >= 0) {
         uint8_t *slot = lk_listener_slot(hdr, (uint32_t)got);
         lk_listener_field_store_relaxed(LK_U64(slot, LK_LS_MIN_INTERVAL), min_interval_ns);
-        __atomic_store_n(LK_U32(slot, LK_LS_START), lk_process_start(), __ATOMIC_RELAXED);  /* [L1] */
+        lk_listener_start_store_relaxed(LK_U32(slot, LK_LS_START), lk_process_start());  /* [L1] */
     }
     return got;
 }
@@ -1298,7 +1298,7 @@ static inline int lk_listener_release(uint8_t *hdr, uint32_t i, uint32_t self) {
     lk_listener_flags_and(LK_U32(slot, LK_LS_FLAGS), 0);
     lk_listener_field_store_relaxed(LK_U64(slot, LK_LS_MIN_INTERVAL), 0);
     lk_listener_field_store_relaxed(LK_U64(slot, LK_LS_LAST_WAKE), 0);
-    __atomic_store_n(LK_U32(slot, LK_LS_START), 0u, __ATOMIC_RELAXED);
+    lk_listener_start_store_relaxed(LK_U32(slot, LK_LS_START), 0u);
     lk_listener_pid_store_release(LK_U32(slot, LK_LS_PID), 0);                      /* [L2] */
     return 1;
 }
