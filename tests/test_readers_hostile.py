@@ -374,3 +374,13 @@ def test_limits_and_seek_of_a_family_whose_live_segment_shrank(tmp_path):
     assert out[1] == "OK None", out                  # the only segment is skipped until salvaged
     assert out[2] == "OK no such message", out       # 390 lay in the pages lost
     assert out[3] == "OK problems True", out
+
+
+@pytest.mark.parametrize("field,value,expected", [(48, 0xFFFF, "ERR SegmentDamaged:"), (40, 0x7FFFFFF0, "ERR SegmentDamaged:"),
+                                                  (12, 20, "OK 'klass'")])
+def test_sealed_message_without_its_key_reads_its_class_name_with_checked_lengths(tmp_path, field, value, expected):
+    """Without the key only the class name (authenticated, not encrypted) is
+    read, from the mapping: its lengths are read once and checked too."""
+    path = _segment(tmp_path, sealed=True)
+    out = _child("message", path, field, value, "data_class", "0")
+    assert out[0].startswith(expected), out

@@ -1956,7 +1956,16 @@ cdef const uint8_t *_shape(Message m, _Shape *sh) except? NULL:
         plain = m._opened()
         sh.sealed = True
         if plain is None:
-            sh.tl = sh.cl = sh.dl = 0
+            # No key: only the class name (authenticated, not encrypted) can
+            # be read, in the mapping, with the lengths read above once and
+            # checked here (the tag counts in a sealed message's total).
+            if (<uint64_t>total > seg.size - m.offset
+                    or lk_message_size(<uint64_t>tl + LK_TAG_SIZE, dl, cl) != total):
+                raise SegmentDamaged(
+                    f"{seg.path or 'segment'}: message at offset {m.offset} changed after it was read "
+                    f"(total {total}, text {tl}, class {cl}, data {dl} bytes no longer agree): another "
+                    "process wrote into it")
+            sh.tl, sh.cl, sh.dl = tl, cl, dl
             return NULL
         q = <const uint8_t *><char *>plain
         memcpy(&sh.tl, q + 40, 4)
@@ -2105,10 +2114,14 @@ cdef class Message:
 
     @property
     def data_class(self):
+        """The name of the formatter of the data (sealed: readable without the
+        key, it is authenticated but not encrypted)."""
         cdef _Shape sh
         cdef const uint8_t *p = _shape(self, &sh)
-        if sh.cl == 0 or p == NULL:
+        if sh.cl == 0:
             return ""
+        if p == NULL:
+            p = self._ptr()                  # sealed, no key: the mapping, lengths checked by _shape
         return PyUnicode_DecodeUTF8(<const char *>(p + LK_MSG_HEADER + sh.tl), sh.cl, "replace")
 
     @property
