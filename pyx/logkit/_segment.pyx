@@ -1810,7 +1810,10 @@ cdef class SegmentIterator:
         return self
 
     def pending_writer(self):
-        """(pid, reservation time ns) of the pending reserved record, or None."""
+        """(pid, reservation time ns) of the HOLDER of the pending reserved
+        record (the process that will finish it, also for a copy), or None.
+        To judge it, use seg.reservation_alive(it.pending.offset), which also
+        checks the holder's start time (pid reuse, pid namespaces)."""
         if self.pending is None or self.pending.kind != "reserved":
             return None
         return self.seg._message_pid(self.pending.offset)
