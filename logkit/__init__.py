@@ -27,12 +27,15 @@ from logkit.errors import (
     MessageTooBig,
     NoSuchMessage,
     OutOfService,
+    ReadOnlyFileSystem,
     ReadOnlySegment,
+    ReservationWordDamaged,
     SegmentClosed,
     SegmentDamaged,
     SegmentExists,
     SegmentFull,
     SegmentNotFound,
+    UnsafePath,
     UnsupportedFormat,
 )
 from logkit.family import (
@@ -83,4 +86,5 @@ __all__ = [
     "LogkitError", "InvalidArgument", "SegmentFull", "SegmentDamaged", "OutOfService",
     "NoSuchMessage", "MessageTooBig", "MessageLost", "SegmentClosed", "SegmentNotFound",
     "SegmentExists", "DiskFull", "ReadOnlySegment", "UnsupportedFormat",
+    "UnsafePath", "ReadOnlyFileSystem", "ReservationWordDamaged",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "UnsupportedFormat",
     "UnsafePath",
     "ReadOnlyFileSystem",
+    "ReservationWordDamaged",
 ]
 
 

@@ -415,7 +415,7 @@ def test_salvage_of_a_sealed_segment_keeps_it_sealed_and_readable(tmp_path, keyf
     with Segment.create(path, size=65536, key=(1, ring.key(1))) as seg:
         for i in range(5):
             seg.write(f"m{i}", data=b"d")
-        seg.reserve(10, 2, data_class="k")                     # a stub whose writer "died"
+        stub = seg.reserve(10, 2, data_class="k")              # a stub whose writer "died" (kept: a dropped one abandons itself)
         seg.write("last")
     region = bytearray(path.read_bytes())
     region[100] ^= 0xFF                                       # damage the identity (family name area)
