@@ -274,6 +274,7 @@ def _random_segment(rnd: random.Random, key=None) -> bytes:
     (sealed, format version 2, when `key` is a (key_id, log_key) pair)."""
     buf = bytearray(16384)
     seg = logkit.Segment.format(buf, sequence_base=rnd.choice([1, 1000, 1 << 40]), key=key)
+    held = []       # open reservations stay open while held (a dropped sealed one abandons itself)
     try:
         for _ in range(rnd.randint(1, 25)):
             k = rnd.random()
@@ -282,7 +283,8 @@ def _random_segment(rnd: random.Random, key=None) -> bytes:
                     seg.write(rnd.randbytes(rnd.randint(0, 100)), data=b"\xff\xfeLK" * rnd.randint(0, 30),
                               data_class=rnd.choice(["", "c", "json"]))
                 elif k < 0.75:
-                    seg.reserve(rnd.randint(0, 150), rnd.randint(0, 50), data_class=rnd.choice(["", "xy"]))
+                    held.append(seg.reserve(rnd.randint(0, 150), rnd.randint(0, 50),
+                                            data_class=rnd.choice(["", "xy"])))
                 elif k < 0.85:
                     seg.reserve(rnd.randint(0, 150)).abandon()
                 else:   # claims whose writers died before their stubs, COUNT perhaps jumping ahead
