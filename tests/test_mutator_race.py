@@ -62,14 +62,9 @@ def start_mutator(path, seed, mode):
     return m
 
 
-CHECKSUM_REREAD = ("pyx/logkit/_segment.pyx Message.checksum_ok(): re-reads the text/data/class lengths (+40/+44/+48) from the mapping after the walk validated them (validate once, read twice, issue 13 #7); a co-writer raising one makes it read past the mapping: the reader dies of SIGBUS/SIGSEGV. text, data, data_class and to_dict refuse with SegmentDamaged ('changed after it was read')")
-
-
-# The toggle race meets CHECKSUM_REREAD most runs but not all (it is a race):
-# not strict here; test_message_accessors_after_a_field_changed_under_them is
-# its deterministic, strict form.
-@pytest.mark.parametrize("mode", ["bytes", "fields",
-                                  pytest.param("toggle", marks=pytest.mark.xfail(strict=False, reason=CHECKSUM_REREAD))])
+# "toggle" flips length fields to a huge value and straight back: it found
+# Message.checksum_ok() re-reading lengths after the walk (SIGBUS/SIGSEGV).
+@pytest.mark.parametrize("mode", ["bytes", "fields", "toggle"])
 def test_segment_reader_survives_a_concurrent_mutator(tmp_path, mode):
     path = make_family(str(tmp_path))
     m = start_mutator(path, 11, mode)
@@ -125,8 +120,7 @@ def test_reader_survives_the_file_being_truncated_under_it(tmp_path):
 
 
 @pytest.mark.parametrize("offset", [8, 12,
-                                    pytest.param(40, marks=pytest.mark.xfail(strict=True, reason=CHECKSUM_REREAD)),
-                                    pytest.param(44, marks=pytest.mark.xfail(strict=True, reason=CHECKSUM_REREAD)),
+                                40, 44,   # checksum_ok() re-read these and read past the mapping, before
                                     48],       # 0xFFF0 more bytes still lie inside this 256 KiB mapping
                          ids=["total", "severity", "text-length", "data-length", "class-length"])
 def test_message_accessors_after_a_field_changed_under_them(tmp_path, offset):

@@ -987,10 +987,18 @@ static inline int lk_valid_record(const uint8_t *base, uint64_t size, uint64_t a
         uint32_t stored; int16_t sev; uint16_t fl, kid;
         memcpy(&stored, m + 60, 4); memcpy(&sev, m + 12, 2);
         memcpy(&fl, m + 14, 2); memcpy(&kid, m + 50, 2);
+        /* The payload length is read ONCE here and bounded by the total that
+         * lk_plausible_shape checked against the region: another process may
+         * have rewritten the lengths since that check, and lk_message_checksum
+         * would read them again and over-read past the mapping.  A length
+         * that no longer agrees fails the checksum (or this bound). */
+        uint64_t payload = lk_payload_len(m);
+        if (payload > (uint64_t)*total - LK_MSG_HEADER)
+            return 0;
         /* the sealed flag is set exactly when the key id is non-zero */
         return *span == 1 && sev >= LK_SEVERITY_MIN && sev <= LK_SEVERITY_MAX &&
                ((fl & LK_MSG_FLAG_SEALED) != 0) == (kid != 0) &&
-               stored == lk_message_checksum(m);
+               stored == lk_message_checksum_n(m, payload);
     }
     uint32_t stub; uint16_t flags;
     memcpy(&stub, m + 56, 4); memcpy(&flags, m + 14, 2);

@@ -140,6 +140,7 @@ cdef extern from "lk_segment.h" nogil:
     uint64_t lk_state_word(uint32_t state)
     uint64_t lk_message_size(uint64_t text_len, uint64_t data_len, uint64_t cls_len)
     uint32_t lk_message_checksum(const uint8_t *m)
+    uint32_t lk_message_checksum_n(const uint8_t *m, uint64_t payload)
     uint64_t lk_payload_len(const uint8_t *m)
     uint32_t lk_identity_crc(const uint8_t *base)
     uint32_t lk_stub_checksum(const uint8_t *m)

@@ -1558,7 +1558,7 @@ cdef class Segment:
             # +60 of a claim holds its holder's start time, so a non-zero word
             # there no longer tells a finished message from a claim: its
             # checksum does (a finished message whose state word was zeroed).
-            if _u32(m, 60) != 0 and _u32(m, 60) == lk_message_checksum(m):
+            if _u32(m, 60) != 0 and _u32(m, 60) == lk_message_checksum_n(m, tl + tag + dl + cl):   # lengths read once
                 return False
         cdef uint64_t i
         for i in range(LK_MSG_HEADER, end - start, 8):
@@ -1745,7 +1745,9 @@ cdef class Segment:
             if _u32(self.base, q) == LK_SENTINEL and lk_plausible_shape(
                     self.base, self.size, q, &total, &seq, &span, &state) \
                     and state == LK_STATE_COMMITTED \
-                    and _u32(self.base, q + 60) == lk_message_checksum(self.base + q):
+                    and lk_payload_len(self.base + q) <= total - LK_MSG_HEADER \
+                    and _u32(self.base, q + 60) == lk_message_checksum_n(
+                        self.base + q, min(lk_payload_len(self.base + q), total - LK_MSG_HEADER)):
                 return <int64_t>q
             q += 8
         return -1
@@ -2143,8 +2145,26 @@ cdef class Message:
 
     def checksum_ok(self):
         """Verify the checksum again (the reader already did when it yielded this)."""
+        # Every length read ONCE into a local and bounded by the total and the
+        # region before it becomes the checksum's length (a co-writer may have
+        # rewritten +40/+44 since the walk: re-reading them over-read past the
+        # mapping).  Lengths that no longer agree: the checksum does not hold.
         cdef const uint8_t *p = self._ptr()
-        return _u32(p, 60) == lk_message_checksum(p)
+        cdef Segment seg = self.segment
+        cdef uint32_t total, tl, dl, stored
+        cdef uint16_t cl, kid
+        memcpy(&total, p + 8, 4)
+        memcpy(&tl, p + 40, 4)
+        memcpy(&dl, p + 44, 4)
+        memcpy(&cl, p + 48, 2)
+        memcpy(&kid, p + 50, 2)
+        memcpy(&stored, p + 60, 4)
+        _sigbus_check(seg)
+        cdef uint64_t payload = <uint64_t>tl + dl + cl + (LK_TAG_SIZE if kid else 0)
+        if (<uint64_t>total > seg.size - self.offset
+                or lk_message_size(<uint64_t>tl + (LK_TAG_SIZE if kid else 0), dl, cl) != total):
+            return False
+        return stored == lk_message_checksum_n(p, payload)
 
     def to_dict(self):
         """A copy of every field, independent of the segment."""
