@@ -420,9 +420,9 @@ def test_an_unreadable_segment_is_named_by_every_tool():
             [["verify", d], ["display", paths[0]], ["stats", d], ["salvage", paths[0]]])
         assert verify[0] == 1
         assert f"{paths[0]}: NOT VERIFIED" in verify[1]
-        assert f"error: {paths[0]}: cannot read the file: Permission denied" in verify[1]
+        assert f"error: cannot open {paths[0]}: Permission denied" in verify[1]     # logkit.safefs names it
         assert f"{paths[1]}: 153 messages good" in verify[1]
-        assert display[0] == 2 and display[2] == f"logkit display: {paths[0]}: cannot read the file: Permission denied\n"
+        assert display[0] == 2 and display[2] == f"logkit display: cannot open {paths[0]}: Permission denied\n"
         assert stats[0] == 1 and "cannot be read: " in stats[1] and "Permission denied" in stats[1]
         assert salvage[0] == 2 and "Permission denied" in salvage[2]
     finally:
