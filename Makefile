@@ -16,7 +16,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet "setuptools>=64" "Cython>=3.0" wheel blake3 pycryptodome pytest hypothesis cryptography-vectors
+	$(PIP) install --quiet "setuptools>=64" "Cython>=3.0" wheel blake3 pycryptodome pytest pytest-xdist hypothesis cryptography-vectors
 	touch $(STAMP)
 
 # An editable install builds the extension in place and registers the
@@ -32,8 +32,10 @@ build: $(VENV)/.built
 debug: $(STAMP)
 	CFLAGS="-O0 -g -UNDEBUG" $(PY) setup.py build_ext --inplace --force
 
+# Three workers, one test file each at a time (module fixtures stay whole):
+# most tests wait on real processes, so this fits two cores.
 test: build
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 3 --dist loadfile tests
 
 demo: build
 	$(PY) demo/demo.py
