@@ -190,9 +190,16 @@ class FrameDecoder:
             if version != FORMAT_VERSION or _crc(frame) != crc or flags & ~FLAG_FRAGMENT:
                 self.damaged += 1
                 nxt = pos + total
-                # Skip the frame by its length only if a frame starts right after it;
-                # otherwise the length itself may be what is damaged: rescan.
-                pos = nxt if buf[nxt:nxt + 4] == MAGIC else self._resync(buf, pos + 1)
+                # Skip the frame by its length when no frame can start inside it
+                # (no magic there) or a frame starts right after it; otherwise the
+                # length itself may be what is damaged: rescan from inside.  The
+                # choice must not depend on where a read() happened to end (the
+                # bytes after the frame may not have arrived yet), or the same
+                # stream would be counted differently from run to run.
+                if buf.find(MAGIC, pos + 1, nxt) < 0 or buf[nxt:nxt + 4] == MAGIC:
+                    pos = nxt
+                else:
+                    pos = self._resync(buf, pos + 1)
                 continue
             self._at = self.base + pos
             pos += total

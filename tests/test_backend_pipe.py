@@ -199,6 +199,30 @@ def test_a_damaged_frame_is_counted_and_skipped(tmp_path):
     fam.close()
 
 
+def test_a_damaged_frame_is_counted_the_same_wherever_the_reads_end():
+    """Regression (CI, stop 21): a frame whose body is damaged was skipped by its
+    length when the next frame's magic was already in the buffer, and rescanned
+    byte by byte (its bytes counted in skipped_bytes) when the read had ended
+    right after it: the same stream gave other counters from run to run."""
+    frames = [pipe.encode_record(f"r{i}".encode() * (i + 1), 20, b"d" * i, b"c" if i % 2 else b"",
+                                 1000 + i, 42, 43) for i in range(6)]
+    garbage = b"\x00garbage without any magic\xff"
+    for bad_at in range(len(frames)):
+        for bit in (pipe.BODY_OFFSET, len(frames[bad_at]) - 1, 16):
+            parts = [bytearray(f) for f in frames]
+            parts[bad_at][bit] ^= 0x20
+            parts.insert(3, bytearray(garbage))
+            whole, by_frame, by_byte = FrameDecoder(), FrameDecoder(), FrameDecoder()
+            got_whole = [r.text for r in whole.feed(b"".join(parts))]
+            got_by_frame = [r.text for p in parts for r in by_frame.feed(bytes(p))]
+            got_by_byte = [r.text for b in b"".join(parts) for r in by_byte.feed(bytes([b]))]
+            want = [f"r{i}" * (i + 1) for i in range(6) if i != bad_at]
+            case = f"frame {bad_at} damaged at byte {bit}"
+            assert got_whole == got_by_frame == got_by_byte == want, case
+            assert whole.counters() == by_frame.counters() == by_byte.counters(), case
+            assert whole.damaged == 1 and whole.skipped_bytes == len(garbage), case
+
+
 def test_the_decoder_never_raises_nor_invents_records_on_damaged_streams():
     rnd = random.Random(1234)
     recs = []
