@@ -34,9 +34,9 @@ from __future__ import annotations
 import base64
 import json as _json
 import re
-import sys
 import time as _time
 from typing import Any, Callable, Collection, Iterable
+from logkit.console import say
 
 __all__ = [
     "GROUP", "BUILTINS", "Formatter", "available", "get", "expand", "format_message", "clear_cache",
@@ -150,8 +150,7 @@ def _report(name: str, what: str) -> None:
     if name in _reported:
         return
     _reported.add(name)
-    print(f"logkit: warning: {_where(name)} {what}; its messages are shown in hex",
-          file=sys.stderr)
+    say(f"logkit: warning: {_where(name)} {what}; its messages are shown in hex")
 
 
 def _load(name: str) -> Formatter | None:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import threading
 import time as _time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from logkit import config as _config
-from logkit import inject, safefs
+from logkit import console, inject, safefs
 from logkit.errors import DiskFull, LogkitError
 
 __all__ = ["Server", "BufferWatch", "DEFAULT_MARGINS", "status_path", "read_status", "write_status"]
@@ -338,7 +337,7 @@ class Server:
             if not 0 < m <= 1:
                 raise LogkitError(f"margin {m!r}: a high-water mark is a fraction in (0, 1]")
         self.interval = float(interval)
-        self.say = say or (lambda s: print(f"logkit server: {s}", file=sys.stderr, flush=True))
+        self.say = say or (lambda s: console.say(f"logkit server: {s}"))
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
         self._news = threading.Event()      # set by partition watchers and by signals

@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from logkit.errors import LogkitError
+from logkit.console import say
 
 # Subcommand NAME lives in logkit/cli/NAME_cmd.py.  Only the module of the
 # command being run is imported (a reading tool starts without the server,
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except LogkitError as e:
         for line in str(e).splitlines() or [type(e).__name__]:
-            print(f"logkit {args.command}: {line}", file=sys.stderr)
+            say(f"logkit {args.command}: {line}")
         return 2
     except BrokenPipeError:
         return 0

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
-import sys
 
 from logkit import config as _config
+from logkit.console import say
 
 
 def add_parser(sub) -> None:
@@ -44,9 +44,9 @@ def run_check(args) -> int:
         cfg = _config.load(args.file, writing=True)
     except _config.ConfigError as e:
         for p in e.problems:
-            print(f"error: {p}", file=sys.stderr)
+            say(f"error: {p}")
         n = len(e.problems)
-        print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
+        say(f"{n} problem{'s' if n != 1 else ''} found")
         return 1
     if args.json:
         print(json.dumps({"file": cfg.path, "logs": [lc.as_dict() for lc in cfg.logs.values()]}, indent=2))

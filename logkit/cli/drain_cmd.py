@@ -9,11 +9,11 @@ too.
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 
 from logkit import config as _config
 from logkit.errors import LogkitError
+from logkit.console import say
 
 
 def add_parser(sub) -> None:
@@ -58,7 +58,7 @@ def run(args) -> int:
         print(f"{lc.name}: {n} message{'s' if n != 1 else ''} drained into {target.describe()}")
         done += 1
     if not done and not args.logs:
-        print("no log with partition storage in the configuration", file=sys.stderr)
+        say("no log with partition storage in the configuration")
     return 0
 
 

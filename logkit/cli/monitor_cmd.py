@@ -17,7 +17,6 @@ import queue
 import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time as _time
 
@@ -25,6 +24,7 @@ from logkit.errors import LogkitError, NoSuchMessage
 
 from .print_cmd import _rest, add_display_arguments, expand_for_data_tests, setup
 from .sources import check_key_file, log_specs, resolve_all
+from logkit.console import say
 
 
 def add_parser(sub) -> None:
@@ -157,8 +157,7 @@ def _run(args) -> int:
                           family_name=args.family_name, not_yet=True)
     for s in sources:
         if s.reader is None:
-            print(f"logkit monitor: log {s.name}: waiting for its directory {s.path} to appear",
-                  file=sys.stderr, flush=True)
+            say(f"logkit monitor: log {s.name}: waiting for its directory {s.path} to appear")
     stop = threading.Event()
     prev_term = signal.signal(signal.SIGTERM, lambda *_: stop.set()) \
         if threading.current_thread() is threading.main_thread() else None

@@ -22,6 +22,7 @@ from logkit.errors import LogkitError, SegmentDamaged
 from logkit.select import Selection, add_arguments, merge_by_time
 
 from .sources import check_key_file, load_config_quietly, log_specs, resolve_all
+from logkit.console import say
 
 FLUSH_AT = 1 << 20
 EXIT_NOTHING = 1          # --limits of an empty log, or nothing matched? (see docs/cli.md)
@@ -200,7 +201,7 @@ def _limits_line(src) -> tuple[str, bool]:
 
 
 def _warn(msg: str) -> None:
-    print(f"logkit print: warning: {msg}", file=sys.stderr)
+    say(f"logkit print: warning: {msg}")
 
 
 def _rest(sel: Selection, m, expand: Callable) -> bool:
