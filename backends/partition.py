@@ -536,6 +536,19 @@ class Partition:
         v = self._u64(H_INTENT)
         return v - 1 if v in (1, 2) else None
 
+    def intent_swapper_alive(self) -> bool:
+        """Is the half named by intent being formatted by a live swapper?  The
+        swapper holds the other half's SWAPPING token while it formats (and
+        until it clears intent); an intent whose swapper is gone (killed, or a
+        damaged word) is stale: readers read that half as found at once
+        instead of waiting for a format that will not come."""
+        k = self.intent_half()
+        if k is None:
+            return False
+        c = 1 - k
+        tok = self.token(c)
+        return _phase(tok) == SWAPPING and self.holder_alive(c, tok)
+
     # ------------------------------------------------------------ closing
 
     def _release(self) -> None:
@@ -641,12 +654,13 @@ class PartitionReader(Reader):
         pause = 0.001
         reformatted = 0
         while True:
-            last_try = _time.monotonic() >= deadline
+            # No live swapper behind an intent: nothing to wait for.
+            last_try = _time.monotonic() >= deadline or not self.partition.intent_swapper_alive()
             try:
                 return self._snapshot_once(last_try)
             except _Reformatted:
                 reformatted += 1         # a half was reused while we read it: look again
-            if last_try and reformatted > 64:
+            if _time.monotonic() >= deadline and reformatted > 64:
                 raise SegmentDamaged(f"{self.partition.path}: a half was reformatted under {reformatted} reads "
                                      "in a row (the partition overflows faster than it can be read)")
             _time.sleep(pause)

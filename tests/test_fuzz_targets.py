@@ -103,10 +103,6 @@ def test_atheris_engine_runs_a_target(tmp_path, monkeypatch):
     assert r["executions"] >= 500
 
 
-@pytest.mark.xfail(strict=True, reason="backends/partition.py PartitionReader._snapshot: when H_INTENT (offset 200) "
-                   "names a half, every read (iterate, reverse, limits, count, seek) waits READ_PATIENCE = 2 s "
-                   "for a swapper, even in a read-only tool and when no swapper is alive (intent left by a dead "
-                   "swapper, or a damaged word): 5 calls take 10 s (reproducer crashes/partition-snapshot-hang)")
 def test_partition_reader_with_a_stale_intent_answers_without_waiting(tmp_path):
     import mmap
     import time
