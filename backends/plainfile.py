@@ -875,7 +875,15 @@ class PlainFileReader(Reader):
             for raw in fh:
                 start, pos = pos, pos + len(raw)
                 if not raw.endswith(b"\n"):
-                    return                      # partial last line: not yet a record
+                    # A partial last line: a record still being appended --
+                    # unless it holds NULs, which no line does (a crash
+                    # without write-back left the file's last pages zeros).
+                    if b"\0" in raw:
+                        self._problem((src.ident, "tail"),
+                                      f"{src.path}: offset {start}..{pos}: {pos - start} bytes after the last "
+                                      "complete line hold zeros and no line end: lines lost there (a crash "
+                                      "without write-back?), skipped")
+                    return
                 seq = base + i - 1
                 i += 1
                 if seq < min_seq or (i == 1 and parse_header(raw) is not None):

@@ -15,7 +15,7 @@ from logkit import inject
 from logkit._segment import HEADER_SIZE, Segment, identity_gone, process_start
 from logkit.errors import SegmentDamaged
 
-__all__ = ["salvage", "SalvageReport", "process_alive", "process_identity", "identity_alive",
+__all__ = ["salvage", "rebuild_identity", "SalvageReport", "process_alive", "process_identity", "identity_alive",
            "settle_counts"]
 
 
@@ -161,19 +161,32 @@ def _header_problem_settled(seg: Segment):
     return problem
 
 
+def rebuild_identity(seg: Segment) -> tuple[bool, int]:
+    """Rebuild the damaged header identity of a writable `seg` from its
+    messages: take it out of service, then set the sequence base to the
+    smallest one consistent with the first checksum-valid message found (1
+    if none) and the format version to what its messages say (sealed or
+    not).  Returns (whether this call took it out of service, the base).
+    salvage() does this; the read-only tools (display, verify) do it in a
+    private copy-on-write mapping, so they walk a headerless segment with
+    the sequence numbers its messages carry."""
+    # Out of service FIRST: a writer reserving while the sequence base is
+    # rebuilt would get a number already used under the same UUID (nonce
+    # reuse in a sealed segment, a duplicate otherwise).  The CAS [O1]
+    # orders every earlier claim before the rebuild; none can follow it.
+    taken = bool(seg._fix_word(HEADER_SIZE, 0, True))
+    inject.point("salvage.header.rebuilding")
+    base = seg._probe_sequence_base() or 1
+    seg._rebuild_identity(base, seg._probe_sealed())
+    return taken, base
+
+
 def _salvage(seg: Segment, path, grace: float, settle: float) -> SalvageReport:
     rep = SalvageReport(path=path)
     problem = _header_problem_settled(seg)
     if problem is not None:
-        # Out of service FIRST: a writer reserving while the sequence base is
-        # rebuilt would get a number already used under the same UUID (nonce
-        # reuse in a sealed segment, a duplicate otherwise).  The CAS [O1]
-        # orders every earlier claim before the rebuild; none can follow it.
-        if seg._fix_word(HEADER_SIZE, 0, True):
-            rep.taken_out_of_service = True
-        inject.point("salvage.header.rebuilding")
-        base = seg._probe_sequence_base() or 1
-        seg._rebuild_identity(base, seg._probe_sealed())
+        taken, base = rebuild_identity(seg)
+        rep.taken_out_of_service = taken
         rep.header_rebuilt = True
         rep.notes.append(f"header: {problem}; sequence base set to {base} from the messages found")
         if seg.sealed:

@@ -145,6 +145,30 @@ def file_kind(path: str) -> str:
                           f"offset 0, and no segment identity after it)")
 
 
+def headerless_segment(path: str) -> bool:
+    """Is `path`, which file_kind() refused, a segment whose header was lost
+    (a crash without write-back left its first page zeros)?  True when its
+    first 24 bytes are zeros, its size is a segment's, and messages with
+    valid stubs follow the header.  verify and display then report the lost
+    header and walk the messages; salvage still wants --force to rewrite it."""
+    try:
+        st = os.stat(path)
+        if st.st_size < MIN_SEGMENT_SIZE or st.st_size % 8:
+            return False
+        with os.fdopen(safefs.open_file(path, os.O_RDONLY), "rb") as f:
+            if any(f.read(24)):
+                return False
+    except (OSError, LogkitError):
+        return False
+    seg = _rebuilt_copy(path)
+    if seg is None:
+        return False
+    try:
+        return any(r.kind == "committed" for r in seg.records(whole_region=True))
+    finally:
+        seg.close()
+
+
 def map_file(path: str, private: bool = False) -> mmap.mmap:
     """The whole file mapped read-only (private=True: copy-on-write, so writes
     through it never reach the file).  LogkitError naming the file otherwise."""
@@ -181,6 +205,9 @@ class SegmentView:
         self.key_problem = key_problem
         self.key_wrong = key_wrong
         self._owner = owner
+        # seg walks a private copy whose damaged identity salvage's rebuild
+        # replaced: its header and counters are not the file's.
+        self.rebuilt = False
 
     @classmethod
     def open_file(cls, path: str, ring=None) -> "SegmentView":
@@ -190,10 +217,19 @@ class SegmentView:
         mm = map_file(path)
         region = memoryview(mm)
         try:
-            seg, problem = None, None
+            seg, problem, rebuilt = None, None, None
             try:
                 seg = Segment.open(path, readonly=True) if ring is None else Segment.open(path, readonly=True, key=ring)
-            except (SegmentDamaged, UnsupportedFormat) as e:
+            except SegmentDamaged as e:
+                problem = str(e)
+                seg = _attach_unchecked(mm, 0, len(mm), path)
+                if seg is None or not identity_sound(seg):
+                    # The identity itself is damaged (a lost header page):
+                    # walk a private copy with salvage's rebuild.
+                    if seg is not None:
+                        seg.close()
+                    seg = rebuilt = _rebuilt_copy(path)
+            except UnsupportedFormat as e:
                 problem = str(e)
             except OSError as e:
                 raise LogkitError(f"{path}: cannot read the file: {e.strerror}") from None
@@ -206,6 +242,7 @@ class SegmentView:
             if seg is None:                   # a damaged header: walk the region all the same
                 seg = _attach_unchecked(mm, 0, len(mm), path)
             view = cls(path, region, seg, problem, None, False, mm)
+            view.rebuilt = seg is not None and seg is rebuilt
             if seg is not None and problem is not None and ring is not None:
                 view._use_key(ring)
             elif seg is not None and seg.sealed and ring is not None and not seg.has_key:
@@ -262,6 +299,40 @@ class SegmentView:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def identity_sound(seg: Segment) -> bool:
+    """Does the header's identity block (magic, version, sizes, UUID, base:
+    covered by the identity CRC) hold?  A segment cut short, or whose words
+    were scribbled, can have a sound identity and still fail Segment.open."""
+    try:
+        return bool(seg.header().get("identity_crc_ok"))
+    except LogkitError:
+        return False
+
+
+def _rebuilt_copy(path: str) -> Segment | None:
+    """A segment file whose header identity is damaged, attached through a
+    private copy-on-write mapping in which salvage's rebuild of the identity
+    has run (logkit.salvager.rebuild_identity): the walk then judges its
+    messages against the sequence base they carry, as salvage would.  The
+    file itself is never written.  None if even that fails."""
+    from logkit.salvager import rebuild_identity
+    try:
+        mm = map_file(path, private=True)
+    except LogkitError:
+        return None
+    try:
+        seg = Segment._attach(mm, 0, len(mm), False, path, mm, check=False)
+    except (LogkitError, ValueError):
+        mm.close()
+        return None
+    try:
+        rebuild_identity(seg)
+    except LogkitError:
+        seg.close()
+        return None
+    return seg
 
 
 def _attach_unchecked(mm, offset: int, length: int, name: str) -> Segment | None:
@@ -330,7 +401,7 @@ def header_of(view: SegmentView) -> dict:
     """Segment.header() when the segment is attached (plus the fields it does
     not give, from the bytes), else what the bytes alone say."""
     raw = raw_header(view.region)
-    if view.seg is None:
+    if view.seg is None or view.rebuilt:
         return raw
     try:
         h = dict(view.seg.header())
@@ -343,7 +414,7 @@ def header_of(view: SegmentView) -> dict:
 
 
 def counters_of(view: SegmentView) -> dict:
-    if view.seg is not None:
+    if view.seg is not None and not view.rebuilt:
         try:
             return dict(view.seg.stats())
         except LogkitError:
@@ -570,9 +641,84 @@ def walk(view: SegmentView, texts: bool = True, authenticate: bool = True) -> li
                 d["candidates"] = candidates(region, rec.offset, rec.offset + rec.length)
                 d["note"] = f"damaged: {rec.length} bytes that are no valid record"
             out.append(d)
+        account_for_allocation(seg, region, out, counters=not view.rebuilt)
     finally:
         msgs.clear()
     return out
+
+
+def _as_damage(region, r: dict, why: str) -> None:
+    r["state"] = "damaged"
+    r["candidates"] = candidates(region, r["offset"], r["offset"] + r["length"])
+    r["note"] = f"damaged: {r['length']} bytes {why}"
+
+
+def account_for_allocation(seg: Segment, region, out: list[dict], counters: bool = True) -> None:
+    """Make a walk name every allocated byte that holds no record, from the
+    header's reservation word and counters (used only when the header's
+    identity is sound: a damaged header's counters are not evidence).
+
+    * The allocation's tail: records(whole_region=True) stops at the last
+      non-zero byte, but everything below NEXT was handed to writers.  Zeros
+      between the last record and NEXT extend a damaged range that ends
+      there, or are a range of their own (below).
+    * A gap is a run whose first word is zero.  A writer killed between its
+      claim and its stub leaves one, and takes one sequence number with it;
+      so do lost pages (a crash without write-back), which take finished
+      messages.  The counters tell them apart: claims not finished are
+      reserved - written - abandoned - the open stubs found.  When the
+      sequence numbers missing across the gaps exceed that, or a gap misses
+      none, the gaps are damage: lost messages, not claims in flight.
+    * Without counters to trust (counters=False: a header rebuilt from the
+      messages), a gap that is not all zeros is damage: a claim that never
+      got its stub is zeros to its end, a lost page is zeros followed by the
+      tail of the message that crossed out of it.
+    """
+    if not counters:
+        for r in out:
+            if r["state"] == "gap" and any(region[r["offset"]:r["offset"] + r["length"]]):
+                _as_damage(region, r, "of zeros and then no valid record (a lost page, not a claim)")
+        return
+    try:
+        h, st = seg.header(), seg.stats()
+    except LogkitError:
+        return
+    if not h.get("identity_crc_ok"):
+        return
+    base, nxt, size = h["sequence_base"], h["next_offset"], h["region_size"]
+    if not HEADER_SIZE <= nxt <= size:
+        return
+    nxt = min(nxt, len(region))          # a file cut short: what is left of the allocation
+    end = max((r["offset"] + r["length"] for r in out), default=HEADER_SIZE)
+    if end < nxt:
+        last = out[-1] if out else None
+        if last is not None and last["state"] == "damaged" and last["offset"] + last["length"] == end:
+            last["length"] = nxt - last["offset"]
+            last["note"] = f"damaged: {last['length']} bytes that are no valid record"
+        else:
+            out.append({"offset": end, "length": nxt - end, "state": "gap", "sequence": None, "span": None,
+                        "note": "gap: claims whose writers never published a stub"})
+    top = base + h["reserved_count"]
+    gaps = []
+    prev = base
+    for i, r in enumerate(out):
+        if r["state"] in ("committed", "reserved", "abandoned") and r["sequence"] is not None:
+            prev = r["sequence"] + (r["span"] or 1)
+        elif r["state"] == "gap":
+            after = next((x["sequence"] for x in out[i + 1:]
+                          if x["state"] in ("committed", "reserved", "abandoned") and x["sequence"] is not None),
+                         top)
+            gaps.append((r, max(0, after - prev)))
+    if not gaps:
+        return
+    open_stubs = sum(1 for r in out if r["state"] == "reserved")
+    unfinished = max(0, st["reserved"] - st["written"] - st["abandoned"] - open_stubs)
+    missing = sum(n for _, n in gaps)
+    for r, n in gaps:
+        if missing > unfinished or n == 0:
+            _as_damage(region, r, f"of zeros where {n} sequence number(s) were; the counters leave "
+                                  f"{unfinished} claim(s) unfinished, so these are lost messages (lost "
+                                  "pages), not claims in flight")
 
 
 def _open_text(seg, m, region, off, texts, authenticate, sealed_segment):

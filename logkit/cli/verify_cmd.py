@@ -163,6 +163,9 @@ def verify_segment_file(path: str, ring) -> Report:
         return rep
     with view:
         verify_view(view, rep)
+        if view.problem and rep.problems and rep.problems[0] == view.problem \
+                and bytes(view.region[:8]) != insp.SEGMENT_MAGIC:
+            rep.problems[0] = f"{view.problem} (the header: offset 0..{insp.HEADER_SIZE})"
     return rep
 
 
@@ -221,7 +224,7 @@ def _direct(spec: str):
     try:
         return insp.file_kind(path), path
     except LogkitError:
-        return None
+        return ("segment", path) if insp.headerless_segment(path) else None
 
 
 def run(args) -> int:
