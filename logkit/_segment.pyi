@@ -224,6 +224,10 @@ class Segment:
     @property
     def key_id(self) -> int:
         """The key id a sealed segment is sealed under; 0 if not sealed."""
+    @property
+    def key_check_problem(self) -> str | None:
+        """None, or why the key was taken though the header's key check
+        differs (a message authenticated under it: the check is damaged)."""
     def _use_key(self, key: _Key) -> Exception | None: ...
     def _rekey(self, key: _Key | None = None) -> Exception | None: ...
     def _key_stale(self) -> bool: ...

@@ -13,8 +13,11 @@ is the same failure on every machine.
 """
 from __future__ import annotations
 
+import base64
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -93,11 +96,24 @@ def read_sealed(path: str) -> list[tuple]:
         return [key(m) for m in seg]
 
 
+def keyfile(tmp_path) -> str:
+    """A key file holding SEAL_KEY (mode 0600, as load_key_file wants)."""
+    from logkit.crypto import KEY_FILE_MAGIC
+    kid, k = seeds.SEAL_KEY
+    path = str(tmp_path / "seal.key")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{KEY_FILE_MAGIC}\n{kid} {base64.b64encode(k).decode()}\n")
+    return path
+
+
 # ---------------------------------------------------------------- segments
 
-# The UUID (24..39), key check and key id (464..481) of a sealed segment:
-# their damage is the case of the two xfail tests below.
-SEALED_HEADER = [f for f in SEG_HEADER if f[0] not in (24, 464, 480)]
+# The UUID (24..39) and key id (480..481) of a sealed segment: a damaged
+# UUID is the case of the xfail test below (the segment key derives from
+# it); a damaged key id names another key.  A damaged key check (464..479)
+# is read: the key is taken when a message authenticates under it.
+SEALED_HEADER = [f for f in SEG_HEADER if f[0] not in (24, 480)]
 
 
 @pytest.mark.parametrize("sealed", [False, True], ids=["plain", "sealed"])
@@ -149,10 +165,6 @@ def test_mutated_segment_keeps_the_rule_and_every_intact_message(tmp_path_factor
                          f"but were not read")
 
 
-@pytest.mark.xfail(strict=True, reason="a sealed segment whose key check (header 464..479, outside the identity "
-                   "CRC) is damaged: Segment.open(key=...) raises WrongKey for the right key, and logkit.salvage "
-                   "leaves the key check as it is, so all 8 intact, authenticable messages stay unreadable "
-                   "(salvager.py/_segment.pyx: the check could be rebuilt once a message authenticates)")
 def test_sealed_segment_with_a_damaged_key_check_is_read_after_salvage(tmp_path):
     path = str(tmp_path / "sealed.seg")
     seeds.make_segment(path, n=8, sealed=True)
@@ -162,6 +174,29 @@ def test_sealed_segment_with_a_damaged_key_check_is_read_after_salvage(tmp_path)
         f.write(bytes(16))
     salvage(path, grace=0.0, settle=0.0)
     assert read_sealed(path) == originals
+
+
+def test_a_damaged_key_check_is_named_refuses_a_wrong_key_and_a_writer_rewrites_it(tmp_path):
+    from logkit.crypto import WrongKey
+    path = str(tmp_path / "sealed.seg")
+    seeds.make_segment(path, n=8, sealed=True)
+    originals = read_sealed(path)
+    with open(path, "r+b") as f:
+        f.seek(464)
+        f.write(bytes(16))
+    with Segment.open(path, readonly=True, key=seeds.SEAL_KEY) as seg:
+        assert [key(m) for m in seg] == originals
+        assert "key check at header offset 464 is damaged" in seg.key_check_problem
+    other = (seeds.SEAL_KEY[0], bytes(32))                     # same key id, another key
+    with pytest.raises(WrongKey, match="no message authenticates under it"):
+        Segment.open(path, readonly=True, key=other)
+    p = subprocess.run([sys.executable, "-m", "logkit", "verify", "--single", "--key-file", keyfile(tmp_path),
+                        path], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "key check at header offset 464 is damaged" in p.stdout, p.stdout + p.stderr
+    with Segment.open(path, key=seeds.SEAL_KEY) as seg:         # a writer repairs the check
+        assert seg.key_check_problem.endswith("(check rewritten)")
+    with Segment.open(path, readonly=True, key=seeds.SEAL_KEY) as seg:
+        assert seg.key_check_problem is None and [key(m) for m in seg] == originals
 
 
 @pytest.mark.xfail(strict=True, reason="a sealed segment whose UUID (header 24..39) is damaged: the segment key is "

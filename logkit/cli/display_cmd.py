@@ -765,7 +765,8 @@ def describe_segment(view: SegmentView, partition_half: bool = False, records: b
     h = header_of(view)
     out: dict[str, Any] = {
         "name": view.name,
-        "problems": [p for p in (view.problem, view.key_problem) if p],
+        "problems": [p for p in (view.problem, view.key_problem,
+                                 view.seg.key_check_problem if view.seg is not None else None) if p],
         "header": [{"offset": off, "c_name": c, "field": k, "value": _jsonable(h.get(k)), "shown": v}
                    for off, c, k, v in header_rows(h, partition_half)],
         "counters": _counter_rows(counters_of(view)),

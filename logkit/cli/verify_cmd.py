@@ -115,6 +115,8 @@ def verify_view(view: "insp.SegmentView", rep: Report) -> None:
     if view.seg is None:
         rep.problems.append(f"{view.name}: cannot be walked (too small, or not a segment)")
         return
+    if view.seg.key_check_problem:
+        rep.problems.append(view.seg.key_check_problem)
     for r in insp.walk(view, texts=False, authenticate=True):
         kind = r["state"]
         if kind == "committed":

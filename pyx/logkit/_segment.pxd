@@ -274,6 +274,7 @@ cdef class Segment:
     cdef uint8_t seal_key[32]
     cdef uint8_t seal_uuid[16]
     cdef object _key_given         # what _use_key() was given (KeyRing or pair), for _rekey()
+    cdef readonly object key_check_problem   # None, or why the key was taken though its check differs
     # Waiting (wait(), listen()): where the waiter count, wake word and its
     # listener slot are written.  A writable segment writes its own header;
     # a read-only one maps its file's header page writable on first use.
@@ -301,6 +302,7 @@ cdef class Segment:
                            uint32_t pid, uint32_t tid, uint64_t *seq) except -1
     cdef uint64_t _committed_hint(self, uint64_t min_seq, uint64_t min_pos, uint64_t max_seq)
     cdef int64_t _next_good_record(self, uint64_t q) except -2
+    cdef bint _some_message_opens(self) except -1
     cdef uint8_t *_wake_header(self) except? NULL
     cdef int _claim_slot(self, uint64_t min_interval_ns) except -2
     cdef void _release_slot(self, uint8_t *hdr) noexcept

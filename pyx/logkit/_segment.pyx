@@ -481,16 +481,51 @@ cdef class Segment:
             except MissingKey as e:
                 return MissingKey(f"{where} is sealed under key id {kid}: {e}")
         sk = segment_key(log_key, bytes(self.base[LK_H_UUID:LK_H_UUID + 16]))
-        if key_check(sk) != bytes(self.base[LK_H_KEY_CHECK:LK_H_KEY_CHECK + 16]):
-            raise WrongKey(f"{where}: key id {kid} of {_key_source(key)} is not the key this segment "
-                           f"({self.uuid}) was sealed with: its key check (header offset "
-                           f"{LK_H_KEY_CHECK}) differs")
+        self.key_check_problem = None
         memcpy(self.seal_key, <const char *>sk, 32)
         memcpy(self.seal_uuid, self.base + LK_H_UUID, 16)
         self.seal_key_id = kid
         self.has_key = True
+        if key_check(sk) != bytes(self.base[LK_H_KEY_CHECK:LK_H_KEY_CHECK + 16]):
+            # The key check is a quick answer, outside the identity CRC; the
+            # messages' own authentication is the proof.  A key under which a
+            # sealed message of this segment authenticates is its key, and
+            # the check is what is damaged (a lost page, a scribble).
+            if not self._some_message_opens():
+                self.has_key = False
+                self.seal_key_id = 0
+                memset(self.seal_key, 0, 32)
+                memset(self.seal_uuid, 0, 16)
+                raise WrongKey(f"{where}: key id {kid} of {_key_source(key)} is not the key this segment "
+                               f"({self.uuid}) was sealed with: its key check (header offset "
+                               f"{LK_H_KEY_CHECK}) differs and no message authenticates under it")
+            self.key_check_problem = (f"{where}: the key check at header offset {LK_H_KEY_CHECK} is damaged; "
+                                      f"key id {kid} of {_key_source(key)} opens its messages")
+            if not self.readonly:
+                check = key_check(sk)
+                memcpy(self.base + LK_H_KEY_CHECK, <const char *>check, 16)
+                self.key_check_problem += " (check rewritten)"
         self._key_given = key
         return None
+
+    cdef bint _some_message_opens(self) except -1:
+        """With the segment key set: does one of the first 16 sealed committed
+        messages authenticate under it?"""
+        from logkit.crypto import MessageTampered
+        cdef int tried = 0
+        for m in SegmentIterator(self):
+            if not m.sealed:
+                continue
+            try:
+                m.text
+                m.data
+                return True
+            except (MessageTampered, UnicodeDecodeError):
+                pass
+            tried += 1
+            if tried >= 16:
+                break
+        return False
 
     def _rekey(self, key=None):
         """Read the header's sealing again and derive the segment key anew,
