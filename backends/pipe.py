@@ -25,11 +25,13 @@ import weakref
 from typing import Any
 
 from logkit import safefs
+from logkit.family import parse_duration
 from logkit._segment import crc32c
 from logkit.errors import InvalidArgument, LogkitError, MessageTooBig, UnsafePath
 from logkit.registry import Option, StorageBackend, TransportBackend
 from logkit.salvager import process_alive
 
+from logkit.backends import pipekeeper
 from logkit.backends.partition import PartitionStorage
 
 __all__ = ["PipeTransport", "drain_pipe", "FrameDecoder", "PipeRecord", "encode_record",
@@ -338,6 +340,10 @@ class PipeTransport(TransportBackend):
         Option("mode", "mode", 0o640, help="permissions of a new fifo and spill file"),
         Option("journal", "path", None, help="the reader's journal of records in flight "
                                              "(default: the fifo path + '.journal'; mode 0600)"),
+        Option("keep_unread", "duration", 86400.0,
+               help="when the last writer closes while records wait in the FIFO and no reader holds "
+                    "it, a keeper process holds the FIFO open this long so they are not dropped "
+                    "(0: no keeper)"),
     )
 
     def __init__(self, storage: StorageBackend, log: str, **options: Any):
@@ -348,6 +354,9 @@ class PipeTransport(TransportBackend):
         self.fifo = os.path.abspath(os.fspath(o["fifo"]))
         self.spill_path = os.path.abspath(os.fspath(o.get("spill") or self.fifo + ".spill"))
         self.mode = o.get("mode") if o.get("mode") is not None else 0o640
+        keep = o.get("keep_unread")
+        self.keep_unread = 86400.0 if keep is None else parse_duration(keep, f"log {log}: keep_unread")
+        self.keeper = None            # the keeper close() started, if any
         _ensure_fifo(self.fifo, self.mode)
         # A sealed log (its storage has a key_file) spills sealed: the spill
         # file is on disk like the log itself.  (Records in the FIFO are in
@@ -522,6 +531,10 @@ class PipeTransport(TransportBackend):
         with self._lock:
             fd, self._fd = self._fd, None
         if fd is not None:
+            # Records acknowledged into the FIFO die with its last holder: if
+            # nobody reads now (the server was killed, or restarts), a keeper
+            # holds the FIFO open until they are read (backends/pipekeeper.py).
+            self.keeper = pipekeeper.hand_over(fd, self.keep_unread, self.fifo)
             os.close(fd)
         self.spill.close()
         self.storage.close()

@@ -340,3 +340,86 @@ def test_bad_options_and_arguments_are_refused_clearly(tmp_path):
             t.write("x", bad)
     assert oct(os.stat(tmp_path / "f").st_mode & 0o777) == oct(0o640)
     t.close()
+
+
+# ---------------------------------------------------------------- the keeper
+
+def _killed_reader_then_writer_closes(tmp_path, **opts):
+    """A reader holds the FIFO, a writer sends 5 records into it, the reader
+    goes away without reading (a server killed after its peek), then the
+    writer closes: (fifo, transport) once closed."""
+    fifo = str(tmp_path / "log.fifo")
+    os.mkfifo(fifo, 0o600)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)          # the server, not reading
+    t = PipeTransport(NoStorage(), "app", fifo=fifo, **opts)
+    for i in range(5):
+        t.write(f"acknowledged {i}", 20)
+    assert t.stats()["sent"] == 5 and t.stats()["spilled"] == 0
+    os.close(rfd)                                              # the server is killed
+    t.close()                                                  # the last writer leaves
+    return fifo, t
+
+
+def _read_all(fifo) -> list[str]:
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)          # the server comes back
+    try:
+        data = b""
+        while True:
+            try:
+                b = os.read(rfd, 65536)
+            except BlockingIOError:
+                break
+            if not b:
+                break
+            data += b
+    finally:
+        os.close(rfd)
+    return [r.text for r in FrameDecoder().feed(data)]
+
+
+def test_acknowledged_records_outlive_the_reader_and_the_last_writer(tmp_path):
+    """Regression (crash matrix pipe/server/pipejournal.peeked/kill@5/seed=1/late):
+    the kernel drops a FIFO's buffer when its last holder closes it, so records
+    PipeTransport.write had acknowledged vanished when the server died and
+    every writer closed before it came back."""
+    fifo, t = _killed_reader_then_writer_closes(tmp_path)
+    assert t.keeper is not None, "no keeper held the FIFO"
+    assert _read_all(fifo) == [f"acknowledged {i}" for i in range(5)]
+    assert t.keeper.wait(TIMEOUT) == 0                         # read: it leaves on its own
+
+
+def test_without_a_keeper_the_kernel_drops_them(tmp_path):
+    """Why the keeper exists: keep_unread = 0 disables it, and the records go."""
+    fifo, t = _killed_reader_then_writer_closes(tmp_path, keep_unread=0)
+    assert t.keeper is None
+    assert _read_all(fifo) == []
+
+
+def test_no_keeper_while_a_reader_holds_the_fifo_or_it_is_empty(tmp_path):
+    fifo = str(tmp_path / "log.fifo")
+    os.mkfifo(fifo, 0o600)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        t = PipeTransport(NoStorage(), "app", fifo=fifo)
+        t.write("read by a live reader", 20)
+        t.close()
+        assert t.keeper is None                                # a reader holds it: nothing to keep
+        assert [r.text for r in FrameDecoder().feed(os.read(rfd, 65536))] == ["read by a live reader"]
+        t2 = PipeTransport(NoStorage(), "app", fifo=fifo)
+        os.close(rfd)
+        rfd = None
+        t2.close()
+        assert t2.keeper is None                               # no reader, but nothing unread
+    finally:
+        if rfd is not None:
+            os.close(rfd)
+
+
+def test_the_keeper_leaves_when_the_fifo_is_removed_or_its_time_is_up(tmp_path):
+    fifo, t = _killed_reader_then_writer_closes(tmp_path)
+    os.unlink(fifo)                                            # nobody can open it again
+    assert t.keeper.wait(TIMEOUT) == 0
+    (tmp_path / "again").mkdir()
+    fifo, t = _killed_reader_then_writer_closes(tmp_path / "again", keep_unread="1s")
+    assert t.keeper.wait(TIMEOUT) == 0                         # 1 s, then what is unread is lost
+    assert _read_all(fifo) == []

@@ -1,0 +1,100 @@
+"""Keep a FIFO's unread records alive while no reader holds it.
+
+A FIFO's buffer lives in the kernel only while some process has the FIFO
+open.  Records a writer put there are acknowledged (PipeTransport.write
+returned), so if the reader is gone (the server was killed, or is being
+restarted) and the last writer closes, the kernel would drop them.  A
+PipeTransport that closes while its FIFO holds bytes and has no reader
+therefore hands its write end to this small process, started with
+`python -m logkit.backends.pipekeeper FD SECONDS PATH` and the fd inherited:
+
+* it holds the fd (it never writes nor reads), so the bytes stay;
+* once a reader holds the FIFO and the buffer is empty, or the buffer is
+  empty and nobody reads, it exits: nothing left to keep;
+* once PATH no longer names the FIFO (removed or replaced: no reader can
+  open it again), it exits;
+* after SECONDS (the transport's `keep_unread` option) it exits anyway,
+  and what is still unread is lost, as it would have been without it.
+
+It looks every POLL_INTERVAL seconds (poll(2) on the write end reports
+POLLERR while no reader holds the FIFO; FIONREAD gives the bytes held).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+__all__ = ["held", "reader_present", "hand_over", "keep", "POLL_INTERVAL"]
+
+POLL_INTERVAL = 0.1
+
+
+def held(fd: int) -> int:
+    """Bytes the pipe behind `fd` holds (0 if that cannot be asked)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+
+
+def reader_present(fd: int) -> bool:
+    """Does some process hold the FIFO behind the write end `fd` for reading?"""
+    p = select.poll()
+    p.register(fd, select.POLLOUT)
+    return not any(ev & select.POLLERR for _, ev in p.poll(0))
+
+
+def hand_over(fd: int, seconds: float, path: str) -> subprocess.Popen | None:
+    """If the FIFO `path` behind write end `fd` holds bytes and no reader,
+    start a keeper holding a copy of `fd` for at most `seconds`; the caller
+    then closes its own fd as usual.  Returns the keeper (None: nothing to
+    keep)."""
+    if seconds <= 0 or held(fd) == 0 or reader_present(fd):
+        return None
+    try:
+        return subprocess.Popen([sys.executable, "-m", "logkit.backends.pipekeeper", str(fd), repr(float(seconds)),
+                                 path],
+                                pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    except OSError:
+        return None                      # no process to be had: as without a keeper
+
+
+def _same_fifo(fd: int, path: str) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def keep(fd: int, seconds: float, path: str) -> str:
+    """Hold `fd` until the records in the pipe are read, `path` no longer
+    names the FIFO, or `seconds` pass; returns why it stopped ("read",
+    "empty", "removed" or "timeout")."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if held(fd) == 0:
+            return "read" if reader_present(fd) else "empty"
+        if not _same_fifo(fd, path):
+            return "removed"
+        if time.monotonic() >= deadline:
+            return "timeout"
+        time.sleep(POLL_INTERVAL)
+
+
+def main(argv: list[str]) -> int:
+    fd, seconds, path = int(argv[0]), float(argv[1]), argv[2]
+    os.set_inheritable(fd, False)
+    keep(fd, seconds, path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
