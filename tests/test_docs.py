@@ -166,7 +166,7 @@ def test_format_md_header_map_covers_every_byte_once():
 def test_format_md_states_the_constants_of_the_header():
     d = _header_defines()
     doc = (DOCS / "format.md").read_text(encoding="utf-8")
-    assert d["LK_FORMAT_VERSION"] == 1 and d["LK_HEADER_SIZE"] == 4096
+    assert d["LK_FORMAT_VERSION"] == 3 and d["LK_FORMAT_VERSION_1"] == 1 and d["LK_HEADER_SIZE"] == 4096
     assert d["LK_MSG_HEADER"] == 64 and d["LK_MIN_REGION"] == 8192
     assert d["LK_LISTENER_SLOTS"] == 25 and d["LK_LISTENER_SLOT_BYTES"] == 64
     assert d["LK_WRITTEN_SHARDS"] == 16 and d["LK_H_FAMILY_MAX"] == 64 and d["LK_H_PREVIOUS_MAX"] == 256
@@ -345,7 +345,7 @@ def test_format_md_reference_reader_agrees_with_logkit_on_damaged_sealed_segment
     kinds = set()
     for _ in range(200):
         region = _random_segment(rnd, key=(rnd.randint(1, 65535), rnd.randbytes(32)))
-        assert struct.unpack_from("<II", region, 48)[1] == 1 and struct.unpack_from("<I", region, 8)[0] == 2
+        assert struct.unpack_from("<II", region, 48)[1] == 1 and struct.unpack_from("<I", region, 8)[0] == 4
         mine = list(walk(region))
         seg = logkit.Segment.from_buffer(region, readonly=True)
         try:
@@ -361,7 +361,7 @@ def test_format_md_version_2_section_matches_the_code():
     d = _header_defines()
     doc = (DOCS / "format.md").read_text(encoding="utf-8")
     section = _section(doc, "## Version 2: sealed segments")
-    assert d["LK_FORMAT_VERSION_SEALED"] == logkit._segment.FORMAT_VERSION_SEALED == 2
+    assert d["LK_FORMAT_VERSION_SEALED"] == logkit._segment.FORMAT_VERSION_SEALED == 4 and d["LK_FORMAT_VERSION_2"] == 2
     assert d["LK_SEG_FLAG_SEALED"] == 1 and d["LK_TAG_SIZE"] == 16 == logkit._segment.TAG_SIZE
     v2 = doc.split("## Version 2: sealed segments", 1)[1].split("\n## ", 1)[0]
     for off, name in ((8, "format version: `2`"), (52, "`SEALED`"), (464, "key check"), (480, "key id")):

@@ -135,10 +135,10 @@ def test_other_format_version_is_refused_not_repaired(segment):
     path = segment.path
     segment.close()
     head = bytearray(read(path)[:384])
-    head[8:12] = struct.pack("<I", 3)      # 1 and 2 (sealed) are this logkit's versions
+    head[8:12] = struct.pack("<I", 5)      # 1 to 4 are this logkit's versions
     patch(path, 0, bytes(head) + struct.pack("<I", crc32c(bytes(head))))
     before = read(path)
-    with pytest.raises(UnsupportedFormat, match="version 3"):
+    with pytest.raises(UnsupportedFormat, match="version 5"):
         Segment.open(path)
     with pytest.raises(UnsupportedFormat):
         salvage(path)

@@ -59,7 +59,7 @@ def test_a_sealed_segment_is_version_2_and_its_messages_verify_against_the_primi
         r.text[:] = b"12345"
         r.data[:] = b"xyz"
     h = seg.header()
-    assert h["version"] == logkit._segment.FORMAT_VERSION_SEALED == 2 and h["flags"] == 1
+    assert h["version"] == logkit._segment.FORMAT_VERSION_SEALED == 4 and h["flags"] == 1
     assert h["key_id"] == 1
     sk = segment_key(ring.current_key, seg.uuid)
     assert h["key_check"] == key_check(sk)
@@ -268,7 +268,7 @@ def test_a_writer_with_a_key_file_never_writes_plain_into_an_unsealed_family(tmp
     with FamilyWriter(d, "app", segment_size=SEGMENT) as w:
         w.write("plain before")
     with Segment.open(d / "app", readonly=True) as s:
-        assert not s.sealed and s.header()["version"] == 1
+        assert not s.sealed and s.header()["version"] == 3
     w = FamilyWriter(d, "app", segment_size=SEGMENT, key_file=keyfile)
     assert w.segment.sealed                                    # rotated to a sealed segment first
     w.write("sealed after")
@@ -409,7 +409,7 @@ def test_two_processes_write_sealed_messages_at_once_and_no_nonce_repeats(tmp_pa
     assert len(uuids) == len(r.segment_paths()) > 5                # many segments, all distinct
 
 
-# ------------------------------------------------------------------ salvage and version 1
+# ------------------------------------------------------------------ salvage, and unsealed segments
 
 def test_salvage_of_a_sealed_segment_keeps_it_sealed_and_readable(tmp_path, keyfile):
     ring = load_key_file(keyfile)
@@ -427,7 +427,7 @@ def test_salvage_of_a_sealed_segment_keeps_it_sealed_and_readable(tmp_path, keyf
     rep = salvage(path, grace=0)
     assert rep.header_rebuilt and rep.kept == 6 and rep.abandoned == 1
     with Segment.open(path, readonly=True, key=ring) as seg:
-        assert seg.sealed and seg.header()["version"] == 2 and seg.key_id == 1
+        assert seg.sealed and seg.header()["version"] == 4 and seg.key_id == 1
         assert [m.text for m in seg] == ["m0", "m1", "m2", "m3", "m4", "last"]
         assert not seg.in_service
     # A clean salvage changes nothing about sealing either.
@@ -436,11 +436,11 @@ def test_salvage_of_a_sealed_segment_keeps_it_sealed_and_readable(tmp_path, keyf
         assert seg.sealed and [m.text for m in seg][-1] == "last"
 
 
-def test_unsealed_segments_stay_version_1_byte_for_byte(tmp_path, keyfile):
+def test_unsealed_segments_have_no_sealing_fields(tmp_path, keyfile):
     seg = Segment.create(tmp_path / "v1", size=65536)
     seg.write("hello", data=b"\x01", data_class="raw")
     h = seg.header()
-    assert (h["version"], h["flags"], h["key_id"], h["key_check"]) == (1, 0, 0, bytes(16))
+    assert (h["version"], h["flags"], h["key_id"], h["key_check"]) == (3, 0, 0, bytes(16))
     assert not seg.sealed and seg.key_id == 0 and not seg.has_key
     seg.close()
     raw = (tmp_path / "v1").read_bytes()

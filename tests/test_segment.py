@@ -98,7 +98,7 @@ def test_create_makes_file_of_size_and_mode(segment_path):
         assert seg.path == os.fspath(segment_path)
         h = seg.header()
         assert h["magic"] == b"LOGKITSG"
-        assert h["version"] == logkit.FORMAT_VERSION == 1
+        assert h["version"] == logkit.FORMAT_VERSION == 3
         assert h["header_size"] == HEADER_SIZE == 4096
         assert h["region_size"] == 1 << 16
         assert h["identity_crc_ok"]

@@ -234,8 +234,14 @@
 #error "logkit segment format version 1 is little-endian; this target is not"
 #endif
 
-#define LK_FORMAT_VERSION        1u     /* unsealed segments: byte for byte as always */
-#define LK_FORMAT_VERSION_SEALED 2u     /* sealed segments (docs/format.md, Version 2) */
+/* Versions (docs/format.md, Versioning).  1 and 2 are read and appended to,
+ * never created: 1 unsealed, 2 sealed.  3 and 4 are what this logkit
+ * creates: 1 and 2 plus the holder's identity (a stub's start time at +60,
+ * a listener slot's at +24) and a copy of the UUID at LK_H_UUID_COPY. */
+#define LK_FORMAT_VERSION_1      1u     /* unsealed, no holder identity */
+#define LK_FORMAT_VERSION_2      2u     /* sealed, no holder identity */
+#define LK_FORMAT_VERSION        3u     /* unsealed segments created now */
+#define LK_FORMAT_VERSION_SEALED 4u     /* sealed segments created now */
 #define LK_HEADER_SIZE           4096u
 #define LK_MSG_HEADER            64u
 #define LK_MIN_REGION            8192u
@@ -265,6 +271,7 @@
 #define LK_H_HEADER_SIZE         12     /* u32 */
 #define LK_H_REGION_SIZE         16     /* u64 */
 #define LK_H_UUID                24     /* 16 bytes */
+#define LK_H_UUID_COPY           3712   /* 16 bytes, versions 3 and 4: the UUID again, outside the identity CRC */
 #define LK_H_SEQUENCE_BASE       40     /* u64 */
 #define LK_H_CHECKSUM_ALG        48     /* u32 */
 #define LK_H_FLAGS               52     /* u32 */
@@ -304,6 +311,17 @@
 #define LK_LS_MIN_INTERVAL       8      /* u64 ns */
 #define LK_LS_LAST_WAKE          16     /* u64 ns since the epoch */
 #define LK_LS_START              24     /* u32 owner's start time (lk_sys.h), 0: not recorded */
+
+/* The start time a holder records (a stub's +60, a listener slot's +24):
+ * its own in versions 3 and 4, 0 ("not recorded": judged by the pid alone)
+ * in a version 1 or 2 segment, whose layout has zero there.  The version is
+ * written once at format time, before the segment goes in service, so a
+ * plain load sees it (ordered by [R1]/[L1] after the format's release). */
+static inline uint32_t lk_holder_start(const uint8_t *base) {
+    uint32_t v;
+    memcpy(&v, base + LK_H_VERSION, 4);
+    return v >= LK_FORMAT_VERSION ? lk_process_start() : 0u;
+}
 #define LK_LISTENER_WAITING      1u     /* flags bit 0: counted in LK_H_WAITERS now */
 
 #define LK_HINT_EVERY_MASK       63u    /* hints refreshed every 64 messages */
@@ -598,7 +616,7 @@ static inline int lk_claim_space(uint8_t *base, uint64_t size,
     memcpy(m + 50, &kid, 2);       /* key id (0: not sealed) */
     u32 = 1;                       memcpy(m + 52, &u32, 4);   /* span */
     u32 = lk_stub_checksum(m);     memcpy(m + 56, &u32, 4);
-    u32 = lk_process_start();      memcpy(m + 60, &u32, 4);   /* holder's start; checksum at finish */
+    u32 = lk_holder_start(base);   memcpy(m + 60, &u32, 4);   /* holder's start; checksum at finish */
     if (cls_len)
         memcpy(m + LK_MSG_HEADER + text_len, cls, cls_len);
     uint64_t pad_at = LK_MSG_HEADER + text_len + cls_len + data_len;
@@ -1290,7 +1308,7 @@ static inline int lk_listener_claim(uint8_t *hdr, uint32_t self, uint64_t min_in
     if (got >= 0) {
         uint8_t *slot = lk_listener_slot(hdr, (uint32_t)got);
         lk_listener_field_store_relaxed(LK_U64(slot, LK_LS_MIN_INTERVAL), min_interval_ns);
-        lk_listener_start_store_relaxed(LK_U32(slot, LK_LS_START), lk_process_start());  /* [L1] */
+        lk_listener_start_store_relaxed(LK_U32(slot, LK_LS_START), lk_holder_start(hdr));  /* [L1] */
     }
     return got;
 }

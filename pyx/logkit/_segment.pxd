@@ -8,6 +8,8 @@ from cpython.buffer cimport Py_buffer
 
 cdef extern from "lk_segment.h" nogil:
     enum:
+        LK_FORMAT_VERSION_1
+        LK_FORMAT_VERSION_2
         LK_FORMAT_VERSION
         LK_FORMAT_VERSION_SEALED
         LK_MSG_FLAG_SEALED
@@ -56,6 +58,7 @@ cdef extern from "lk_segment.h" nogil:
         LK_H_HEADER_SIZE
         LK_H_REGION_SIZE
         LK_H_UUID
+        LK_H_UUID_COPY
         LK_H_SEQUENCE_BASE
         LK_H_CHECKSUM_ALG
         LK_H_FLAGS
@@ -306,6 +309,7 @@ cdef class Segment:
     cdef uint8_t *_wake_header(self) except? NULL
     cdef int _claim_slot(self, uint64_t min_interval_ns) except -2
     cdef void _release_slot(self, uint8_t *hdr) noexcept
+    cdef void _restore_uuid(self) noexcept
 
 
 cdef class SegmentIterator:

@@ -253,8 +253,9 @@ cdef void _format_region(uint8_t *b, uint64_t size, bytes family, bytes previous
                          bytes key_check=None, uint16_t key_id=0) noexcept:
     memset(b, 0, LK_HEADER_SIZE)
     if key_id:
-        # Sealed: format version 2, the SEALED segment flag (both under the
-        # identity CRC), key check and key id in the hint area.
+        # Sealed: format version 4 (2 with the holder identity and the UUID
+        # copy), the SEALED segment flag (both under the identity CRC), key
+        # check and key id in the hint area.
         _put_fixed_identity(b, size, seq_base, LK_FORMAT_VERSION_SEALED)
         _put32(b, LK_H_FLAGS, LK_SEG_FLAG_SEALED)
         memcpy(b + LK_H_KEY_CHECK, <const char *>key_check, 16)
@@ -262,6 +263,7 @@ cdef void _format_region(uint8_t *b, uint64_t size, bytes family, bytes previous
     else:
         _put_fixed_identity(b, size, seq_base)
     memcpy(b + LK_H_UUID, <const char *>uuid_bytes, 16)
+    memcpy(b + LK_H_UUID_COPY, <const char *>uuid_bytes, 16)     # versions 3 and 4
     _put64(b, LK_H_CREATED, <uint64_t>created)
     memcpy(b + LK_H_FAMILY, <const char *>family, len(family))
     memcpy(b + LK_H_PREVIOUS, <const char *>previous, len(previous))
@@ -293,16 +295,17 @@ cdef str _header_problem(const uint8_t *b, uint64_t size):
 cdef _check_version(const uint8_t *b, where):
     """A sound header of another format version is not damage: refuse it as such."""
     cdef uint32_t v = _u32(b, LK_H_VERSION)
-    if b[0:8] == MAGIC and v != LK_FORMAT_VERSION and v != LK_FORMAT_VERSION_SEALED \
+    if b[0:8] == MAGIC and not LK_FORMAT_VERSION_1 <= v <= LK_FORMAT_VERSION_SEALED \
             and _u32(b, LK_H_IDENTITY_CRC) == lk_identity_crc(b):
         raise UnsupportedFormat(f"{where}: segment format version {v}; this logkit reads versions "
-                                f"{LK_FORMAT_VERSION} and {LK_FORMAT_VERSION_SEALED} only "
+                                f"{LK_FORMAT_VERSION_1} to {LK_FORMAT_VERSION_SEALED} only "
                                 f"(upgrade logkit to read it)")
 
 
 cdef bint _header_sealed(const uint8_t *b) noexcept:
     """The header (identity already checked) says: a sealed segment."""
-    return _u32(b, LK_H_VERSION) == LK_FORMAT_VERSION_SEALED and (_u32(b, LK_H_FLAGS) & LK_SEG_FLAG_SEALED) != 0
+    cdef uint32_t v = _u32(b, LK_H_VERSION)
+    return (v == LK_FORMAT_VERSION_SEALED or v == LK_FORMAT_VERSION_2) and (_u32(b, LK_H_FLAGS) & LK_SEG_FLAG_SEALED) != 0
 
 
 def _log_key_arg(key, what="key"):
@@ -1708,18 +1711,48 @@ cdef class Segment:
         region itself proves; keeps family, previous and uuid bytes as found."""
         self._check_writable()
         cdef uint8_t *b = self.base
-        # Never rewrite a sealed (version 2) header as version 1: keep version 2
-        # and the SEALED flag when the damaged header, its key id hint or a
-        # message found in the region says the segment is sealed.
+        cdef uint32_t found = _u32(b, LK_H_VERSION)
+        # Never rewrite a sealed header as unsealed: keep it sealed when the
+        # damaged header, its key id hint or a message found in the region
+        # says so.  Keep an older version as found (1, 2: no holder identity,
+        # no UUID copy); anything else becomes this logkit's (3, 4).
         cdef bint sealed = sealed_hint or (_u16(b, LK_H_KEY_ID) != 0 and (
-            _u32(b, LK_H_VERSION) == LK_FORMAT_VERSION_SEALED or (_u32(b, LK_H_FLAGS) & LK_SEG_FLAG_SEALED) != 0))
-        _put_fixed_identity(b, self.size, sequence_base,
-                            LK_FORMAT_VERSION_SEALED if sealed else LK_FORMAT_VERSION)
+            found == LK_FORMAT_VERSION_SEALED or found == LK_FORMAT_VERSION_2
+            or (_u32(b, LK_H_FLAGS) & LK_SEG_FLAG_SEALED) != 0))
+        cdef uint32_t version
+        if sealed:
+            version = LK_FORMAT_VERSION_2 if found == LK_FORMAT_VERSION_2 else LK_FORMAT_VERSION_SEALED
+        else:
+            version = LK_FORMAT_VERSION_1 if found == LK_FORMAT_VERSION_1 else LK_FORMAT_VERSION
+        if version >= LK_FORMAT_VERSION:
+            self._restore_uuid()
+        _put_fixed_identity(b, self.size, sequence_base, version)
         _put32(b, LK_H_FLAGS, LK_SEG_FLAG_SEALED if sealed else 0)
         self.sealed = sealed
         b[LK_H_FAMILY + LK_H_FAMILY_MAX - 1] = 0
         b[LK_H_PREVIOUS + LK_H_PREVIOUS_MAX - 1] = 0
         _put32(b, LK_H_IDENTITY_CRC, lk_identity_crc(b))
+
+    cdef void _restore_uuid(self) noexcept:
+        """Versions 3 and 4 keep the UUID twice (24 and LK_H_UUID_COPY): before
+        the identity is rebuilt, take the copy when it is what the identity
+        CRC was computed over (only the UUID was damaged), or when the UUID
+        is zeros and the copy is not; then make both the same."""
+        cdef uint8_t *b = self.base
+        cdef uint8_t found[16]
+        cdef bint zero = True, copy_zero = True
+        cdef int i
+        for i in range(16):
+            if b[LK_H_UUID + i]:
+                zero = False
+            if b[LK_H_UUID_COPY + i]:
+                copy_zero = False
+        if not copy_zero and memcmp(b + LK_H_UUID, b + LK_H_UUID_COPY, 16) != 0:
+            memcpy(found, b + LK_H_UUID, 16)
+            memcpy(b + LK_H_UUID, b + LK_H_UUID_COPY, 16)
+            if not zero and _u32(b, LK_H_IDENTITY_CRC) != lk_identity_crc(b):
+                memcpy(b + LK_H_UUID, found, 16)     # the CRC does not take the copy's side
+        memcpy(b + LK_H_UUID_COPY, b + LK_H_UUID, 16)
 
     def _fix_word(self, uint64_t min_next, uint64_t min_count, bint out_of_service):
         """Raise NEXT and COUNT to at least the given values (never lower them);
