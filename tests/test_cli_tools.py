@@ -234,7 +234,7 @@ def test_display_of_a_sealed_segment_opens_messages_only_with_the_key(tmp_path, 
     assert out.count("k1 ok") == 5 and "'message 004'" in out
     _, out, _ = run(capsys, "display", "--header-only", live)
     assert re.search(r"^\s+52\s+LK_H_FLAGS\s+flags\s+1 \(SEALED\)$", out, re.M)
-    assert re.search(r"^\s+8\s+LK_H_VERSION\s+version\s+2$", out, re.M)
+    assert re.search(r"^\s+8\s+LK_H_VERSION\s+version\s+4$", out, re.M)
 
 
 def test_display_errors_name_the_file_and_exit_2(tmp_path, capsys):

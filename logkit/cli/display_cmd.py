@@ -59,6 +59,7 @@ HEADER_FIELDS = (
     (644, "<I", "waiters", "LK_H_WAITERS"),
     (2048, "<I", "listener_count", "LK_H_LISTENER_COUNT"),
     (2052, "<I", "listener_slot_size", "LK_H_LISTENER_SLOT_SIZE"),
+    (3712, "16s", "uuid_copy", "LK_H_UUID_COPY"),
 )
 # header() keys computed from the fields above, shown at the field they come from.
 DERIVED_FIELDS = {"identity_crc_ok": 384, "in_service": 512, "reserved_count": 512, "next_offset": 512}
@@ -354,7 +355,7 @@ def raw_header(region) -> dict:
         if off + size > n:
             continue
         v = struct.unpack_from(fmt, region, off)[0]
-        if key == "uuid":
+        if key in ("uuid", "uuid_copy"):
             import uuid as _uuid
             v = str(_uuid.UUID(bytes=bytes(v)))
         elif key in ("family", "previous"):
@@ -407,7 +408,7 @@ def header_of(view: SegmentView) -> dict:
         h = dict(view.seg.header())
     except LogkitError:
         return raw
-    for key in ("salvage_count", "salvage_time", "listener_count", "listener_slot_size"):
+    for key in ("salvage_count", "salvage_time", "listener_count", "listener_slot_size", "uuid_copy"):
         if key in raw and key not in h:
             h[key] = raw[key]
     return h
