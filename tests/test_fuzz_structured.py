@@ -165,25 +165,26 @@ def test_mutated_segment_keeps_the_rule_and_every_intact_message(tmp_path_factor
                          f"but were not read")
 
 
-def test_sealed_segment_with_a_damaged_key_check_is_read_after_salvage(tmp_path):
+def sealed_with_damaged_header(tmp_path, at: int, n: int) -> tuple[str, list[tuple]]:
+    """A sealed segment of 8 messages whose header bytes at..at+n are zeroed; (path, its messages)."""
     path = str(tmp_path / "sealed.seg")
     seeds.make_segment(path, n=8, sealed=True)
     originals = read_sealed(path)
     with open(path, "r+b") as f:
-        f.seek(464)
-        f.write(bytes(16))
+        f.seek(at)
+        f.write(bytes(n))
+    return path, originals
+
+
+def test_sealed_segment_with_a_damaged_key_check_is_read_after_salvage(tmp_path):
+    path, originals = sealed_with_damaged_header(tmp_path, 464, 16)
     salvage(path, grace=0.0, settle=0.0)
     assert read_sealed(path) == originals
 
 
 def test_a_damaged_key_check_is_named_refuses_a_wrong_key_and_a_writer_rewrites_it(tmp_path):
     from logkit.crypto import WrongKey
-    path = str(tmp_path / "sealed.seg")
-    seeds.make_segment(path, n=8, sealed=True)
-    originals = read_sealed(path)
-    with open(path, "r+b") as f:
-        f.seek(464)
-        f.write(bytes(16))
+    path, originals = sealed_with_damaged_header(tmp_path, 464, 16)
     with Segment.open(path, readonly=True, key=seeds.SEAL_KEY) as seg:
         assert [key(m) for m in seg] == originals
         assert "key check at header offset 464 is damaged" in seg.key_check_problem
@@ -200,12 +201,7 @@ def test_a_damaged_key_check_is_named_refuses_a_wrong_key_and_a_writer_rewrites_
 
 
 def test_sealed_segment_with_a_damaged_uuid_is_read_after_salvage(tmp_path):
-    path = str(tmp_path / "sealed.seg")
-    seeds.make_segment(path, n=8, sealed=True)
-    originals = read_sealed(path)
-    with open(path, "r+b") as f:
-        f.seek(24)
-        f.write(bytes(8))
+    path, originals = sealed_with_damaged_header(tmp_path, 24, 8)
     salvage(path, grace=0.0, settle=0.0)
     assert read_sealed(path) == originals
 
