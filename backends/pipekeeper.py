@@ -9,6 +9,9 @@ therefore hands its write end to this small process, started with
 `python -m logkit.backends.pipekeeper FD SECONDS PATH` and the fd inherited:
 
 * it holds the fd (it never writes nor reads), so the bytes stay;
+* one keeper a FIFO is enough (any holder keeps the buffer): a keeper
+  takes an flock on the FIFO and leaves at once if another holds it, so
+  many writers closing together leave one keeper;
 * once a reader holds the FIFO and the buffer is empty, or the buffer is
   empty and nobody reads, it exits: nothing left to keep;
 * once PATH no longer names the FIFO (removed or replaced: no reader can
@@ -77,7 +80,11 @@ def _same_fifo(fd: int, path: str) -> bool:
 def keep(fd: int, seconds: float, path: str) -> str:
     """Hold `fd` until the records in the pipe are read, `path` no longer
     names the FIFO, or `seconds` pass; returns why it stopped ("read",
-    "empty", "removed" or "timeout")."""
+    "empty", "removed", "timeout", or "another": a keeper holds it already)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return "another"
     deadline = time.monotonic() + seconds
     while True:
         if held(fd) == 0:

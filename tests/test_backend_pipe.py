@@ -423,3 +423,21 @@ def test_the_keeper_leaves_when_the_fifo_is_removed_or_its_time_is_up(tmp_path):
     fifo, t = _killed_reader_then_writer_closes(tmp_path / "again", keep_unread="1s")
     assert t.keeper.wait(TIMEOUT) == 0                         # 1 s, then what is unread is lost
     assert _read_all(fifo) == []
+
+
+def test_many_writers_closing_together_leave_one_keeper(tmp_path):
+    fifo = str(tmp_path / "log.fifo")
+    os.mkfifo(fifo, 0o600)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    ts = [PipeTransport(NoStorage(), "app", fifo=fifo) for _ in range(3)]
+    for i, t in enumerate(ts):
+        t.write(f"from writer {i}", 20)
+    os.close(rfd)
+    for t in ts:
+        t.close()
+    keepers = [t.keeper for t in ts]
+    assert all(k is not None for k in keepers)
+    # every keeper but one finds the FIFO locked and leaves at once
+    wait_for(lambda: sum(k.poll() is None for k in keepers) == 1, "all keepers but one to leave")
+    assert sorted(_read_all(fifo)) == [f"from writer {i}" for i in range(3)]
+    assert all(k.wait(TIMEOUT) == 0 for k in keepers)
