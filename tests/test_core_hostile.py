@@ -486,3 +486,35 @@ def test_a_family_rotates_past_a_scribbled_reservation_word(tmp_path):
     finally:
         w.close()
     assert [m.text for m in open_reader(str(tmp_path), "app")] == ["before", "after"]
+
+
+# ---------------------------------------------------------------- verify and claims in flight
+
+def test_verify_calls_a_live_writers_claim_in_flight_a_gap_and_a_lost_page_damage(tmp_path):
+    """verify judges zeros at a record's place against the counters: a claim
+    whose writer is stopped before its stub (reserved, not yet written) is a
+    gap (a note, exit 0); zeroing a finished message's page is damage."""
+    path = str(tmp_path / "s")
+    with Segment.create(path, size=65536) as seg:
+        for i in range(3):
+            seg.write(f"finished {i}")
+    notify = str(tmp_path / "notify")
+    proc = start_stepwise_writer({"path": path, "text": "in flight", "stop_at": "claimed",
+                                  "action": "stop", "notify": notify})
+    try:
+        _wait_stopped(proc, notify, "core.write.claimed")
+        v = subprocess.run([sys.executable, "-m", "logkit", "verify", "--single", path],
+                           capture_output=True, text=True, timeout=TIMEOUT)
+        assert v.returncode == 0 and "gap of" in v.stdout and "damaged" not in v.stdout, v.stdout + v.stderr
+    finally:
+        code, _, err = _finish(proc)
+    assert code == 0, err
+    with Segment.open(path, readonly=True) as seg:
+        first = [r for r in seg.records() if r.kind == "committed"][1]
+    with open(path, "r+b") as f:                       # the second message's bytes lost
+        f.seek(first.offset)
+        f.write(bytes(first.length))
+    v = subprocess.run([sys.executable, "-m", "logkit", "verify", "--single", path],
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert v.returncode == 1 and f"damaged bytes ({first.offset}..{first.offset + first.length})" in v.stdout, \
+        v.stdout

@@ -603,6 +603,10 @@ def walk(view: SegmentView, texts: bool = True, authenticate: bool = True) -> li
     seg, region = view.seg, view.region
     if seg is None:
         return []
+    try:
+        finished_before = seg.stats()    # before the walk: see account_for_allocation
+    except LogkitError:
+        finished_before = None
     msgs = {m.offset: m for m in seg}
     sealed_segment = seg.sealed
     out = []
@@ -642,7 +646,7 @@ def walk(view: SegmentView, texts: bool = True, authenticate: bool = True) -> li
                 d["candidates"] = candidates(region, rec.offset, rec.offset + rec.length)
                 d["note"] = f"damaged: {rec.length} bytes that are no valid record"
             out.append(d)
-        account_for_allocation(seg, region, out, counters=not view.rebuilt)
+        account_for_allocation(seg, region, out, counters=not view.rebuilt, finished_before=finished_before)
     finally:
         msgs.clear()
     return out
@@ -654,7 +658,8 @@ def _as_damage(region, r: dict, why: str) -> None:
     r["note"] = f"damaged: {r['length']} bytes {why}"
 
 
-def account_for_allocation(seg: Segment, region, out: list[dict], counters: bool = True) -> None:
+def account_for_allocation(seg: Segment, region, out: list[dict], counters: bool = True,
+                           finished_before: dict | None = None) -> None:
     """Make a walk name every allocated byte that holds no record, from the
     header's reservation word and counters (used only when the header's
     identity is sound: a damaged header's counters are not evidence).
@@ -669,7 +674,11 @@ def account_for_allocation(seg: Segment, region, out: list[dict], counters: bool
       messages.  The counters tell them apart: claims not finished are
       reserved - written - abandoned - the open stubs found.  When the
       sequence numbers missing across the gaps exceed that, or a gap misses
-      none, the gaps are damage: lost messages, not claims in flight.
+      none, the gaps are damage: lost messages, not claims in flight.  On a
+      live segment the walk and the counters are not one instant: the
+      written and abandoned counters are taken from `finished_before` (read
+      before the walk) and the reservation count after it, so claims that
+      finish or start meanwhile only widen the allowance (no false damage).
     * Without counters to trust (counters=False: a header rebuilt from the
       messages), a gap that is not all zeros is damage: a claim that never
       got its stub is zeros to its end, a lost page is zeros followed by the
@@ -713,7 +722,8 @@ def account_for_allocation(seg: Segment, region, out: list[dict], counters: bool
     if not gaps:
         return
     open_stubs = sum(1 for r in out if r["state"] == "reserved")
-    unfinished = max(0, st["reserved"] - st["written"] - st["abandoned"] - open_stubs)
+    done = finished_before if finished_before is not None else st
+    unfinished = max(0, st["reserved"] - done["written"] - done["abandoned"] - open_stubs)
     missing = sum(n for _, n in gaps)
     for r, n in gaps:
         if missing > unfinished or n == 0:
