@@ -246,6 +246,8 @@ def test_segment_lost_header_page_verify_names_the_header_and_the_damaged_ranges
     want = hit_ranges(msgs, pages - {0})
     ranges = [(int(m.group(3)), int(m.group(4))) for m in DAMAGED_RE.finditer(p.stdout)]
     assert [r for r in ranges if r[0] >= PAGE] == want, p.stdout
+    d = logkit("display", path)                   # display shows it too: the raw header, then the walk
+    assert d.returncode == 0 and "bad magic" in d.stdout and f"{len(intact)} committed" in d.stdout, d.stdout[-2000:]
 
 
 # ---------------------------------------------------------------- partitions

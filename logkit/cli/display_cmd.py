@@ -1170,7 +1170,12 @@ def run(args) -> int:
             _print_journal(d, header, records)
         return 0
     ring = load_ring(args.key_file)
-    kind = file_kind(path)
+    try:
+        kind = file_kind(path)
+    except NotASegment:
+        if not headerless_segment(path):     # a segment whose header page was lost is shown
+            raise
+        kind = "segment"
     if kind == "partition":
         with PartitionView(path, ring) as pv:
             d = describe_partition(pv, records=records)
