@@ -33,7 +33,7 @@ import sys
 import termios
 import time
 
-__all__ = ["held", "reader_present", "hand_over", "keep", "POLL_INTERVAL"]
+__all__ = ["held", "reader_present", "hand_over", "keep", "python_interpreter", "ForkedKeeper", "POLL_INTERVAL"]
 
 POLL_INTERVAL = 0.1
 
@@ -53,15 +53,69 @@ def reader_present(fd: int) -> bool:
     return not any(ev & select.POLLERR for _, ev in p.poll(0))
 
 
-def hand_over(fd: int, seconds: float, path: str) -> subprocess.Popen | None:
+def python_interpreter() -> str | None:
+    """sys.executable when it is a Python interpreter; None when it is not
+    (an embedding program such as uWSGI puts its own binary there, which
+    must not be started with our arguments)."""
+    exe = sys.executable
+    if exe and "python" in os.path.basename(os.path.realpath(exe)).lower():
+        return exe
+    return None
+
+
+class ForkedKeeper:
+    """A keeper forked without exec (no Python interpreter to start): pid,
+    poll() and wait() as a Popen's."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pipekeeper {self.pid}", timeout)
+            time.sleep(POLL_INTERVAL / 10)
+        return self.returncode
+
+
+def _fork_keeper(fd: int, seconds: float, path: str) -> ForkedKeeper | None:
+    try:
+        pid = os.fork()
+    except OSError:
+        return None
+    if pid == 0:                          # the keeper: nothing but `fd` and the loop
+        try:
+            os.setsid()
+            os.closerange(0, fd)
+            os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
+            keep(fd, seconds, path)
+        finally:
+            os._exit(0)
+    return ForkedKeeper(pid)
+
+
+def hand_over(fd: int, seconds: float, path: str):
     """If the FIFO `path` behind write end `fd` holds bytes and no reader,
     start a keeper holding a copy of `fd` for at most `seconds`; the caller
-    then closes its own fd as usual.  Returns the keeper (None: nothing to
-    keep)."""
+    then closes its own fd as usual.  Returns the keeper, a Popen (or a
+    ForkedKeeper where sys.executable is not a Python interpreter); None:
+    nothing to keep."""
     if seconds <= 0 or held(fd) == 0 or reader_present(fd):
         return None
+    exe = python_interpreter()
+    if exe is None:
+        return _fork_keeper(fd, seconds, path)
     try:
-        return subprocess.Popen([sys.executable, "-m", "logkit.backends.pipekeeper", str(fd), repr(float(seconds)),
+        return subprocess.Popen([exe, "-m", "logkit.backends.pipekeeper", str(fd), repr(float(seconds)),
                                  path],
                                 pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)

@@ -441,3 +441,19 @@ def test_many_writers_closing_together_leave_one_keeper(tmp_path):
     wait_for(lambda: sum(k.poll() is None for k in keepers) == 1, "all keepers but one to leave")
     assert sorted(_read_all(fifo)) == [f"from writer {i}" for i in range(3)]
     assert all(k.wait(TIMEOUT) == 0 for k in keepers)
+
+
+def test_without_a_python_interpreter_to_start_the_keeper_is_forked(tmp_path, monkeypatch):
+    """Under a program that embeds Python (uWSGI), sys.executable is that
+    program: the keeper is then forked, holding nothing but the FIFO."""
+    from logkit.backends import pipekeeper
+    monkeypatch.setattr(pipekeeper.sys, "executable", "/usr/bin/uwsgi")
+    assert pipekeeper.python_interpreter() is None
+    fifo, t = _killed_reader_then_writer_closes(tmp_path)
+    assert isinstance(t.keeper, pipekeeper.ForkedKeeper)
+    # it closes everything but the FIFO (no socket of ours kept open for a day)
+    wait_for(lambda: len(os.listdir(f"/proc/{t.keeper.pid}/fd")) == 1, "the forked keeper to hold only the FIFO")
+    (fd,) = os.listdir(f"/proc/{t.keeper.pid}/fd")
+    assert os.stat(f"/proc/{t.keeper.pid}/fd/{fd}").st_ino == os.stat(fifo).st_ino
+    assert _read_all(fifo) == [f"acknowledged {i}" for i in range(5)]
+    assert t.keeper.wait(TIMEOUT) == 0
