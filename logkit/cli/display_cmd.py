@@ -146,20 +146,34 @@ def file_kind(path: str) -> str:
                           f"offset 0, and no segment identity after it)")
 
 
+PROBE_BYTES = 1 << 20                    # how far after the header headerless_segment() looks
+_SENTINEL_BYTES = (0x4B4CFEFF).to_bytes(4, "little")
+
+
 def headerless_segment(path: str) -> bool:
     """Is `path`, which file_kind() refused, a segment whose header was lost
     (a crash without write-back left its first page zeros)?  True when its
-    first 24 bytes are zeros, its size is a segment's, and messages with
-    valid stubs follow the header.  verify and display then report the lost
+    first 24 bytes are zeros, its size is a segment's, a message sentinel
+    lies in the first MiB after the header, and messages with valid stubs
+    follow the header.  verify and display then report the lost
     header and walk the messages; salvage still wants --force to rewrite it."""
     try:
         st = os.stat(path)
         if st.st_size < MIN_SEGMENT_SIZE or st.st_size % 8:
             return False
         with os.fdopen(safefs.open_file(path, os.O_RDONLY), "rb") as f:
-            if any(f.read(24)):
-                return False
+            head = f.read(HEADER_SIZE + PROBE_BYTES)
     except (OSError, LogkitError):
+        return False
+    if any(head[:24]):
+        return False
+    # A message sentinel (an 8-aligned state word) early in the region, found
+    # cheaply before anything walks the file: a large file of zeros or of
+    # something else is refused at once, not scanned.
+    at = head.find(_SENTINEL_BYTES, HEADER_SIZE)
+    while at >= 0 and at % 8:
+        at = head.find(_SENTINEL_BYTES, at + 1)
+    if at < 0:
         return False
     seg = _rebuilt_copy(path)
     if seg is None:
