@@ -809,8 +809,9 @@ class _Source:
 class PlainFileReader(Reader):
     """Reads a plain file and its rotated files in sequence order.
 
-    A line that does not parse is skipped, counted in .damaged and described
-    in .problems (each once); a partial last line is ignored until complete.
+    A line that does not parse is skipped, counted in .damaged, described
+    in .problems and its bytes named in .damaged_ranges (each once); a
+    partial last line is ignored until complete (one holding NULs is damage).
     """
 
     def __init__(self, path) -> None:
@@ -818,6 +819,7 @@ class PlainFileReader(Reader):
         if not os.path.isdir(os.path.dirname(self.path)):
             raise SegmentNotFound(f"plainfile: directory {os.path.dirname(self.path)} does not exist")
         self.problems: list[str] = []
+        self.damaged_ranges: list[tuple[str, int, int]] = []   # (file, start, end) of each damaged line
         self.damaged = 0
         self._reported: set = set()
         self._start: tuple | None = None      # (ident, offset, line index, sequence) after seek()
@@ -851,11 +853,13 @@ class PlainFileReader(Reader):
             out.append(live)
         return out
 
-    def _problem(self, key, msg: str) -> None:
+    def _problem(self, key, msg: str, where: tuple[str, int, int] | None = None) -> None:
         if key not in self._reported:
             self._reported.add(key)
             self.damaged += 1
             self.problems.append(msg)
+            if where is not None:
+                self.damaged_ranges.append(where)
 
     def _lines(self, src: _Source, limit: int | None, min_seq: int = 0,
                offset: int = 0, index: int = 0) -> Iterator[tuple[int, int, int, bytes]]:
@@ -882,7 +886,7 @@ class PlainFileReader(Reader):
                         self._problem((src.ident, "tail"),
                                       f"{src.path}: offset {start}..{pos}: {pos - start} bytes after the last "
                                       "complete line hold zeros and no line end: lines lost there (a crash "
-                                      "without write-back?), skipped")
+                                      "without write-back?), skipped", (src.path, start, pos))
                     return
                 seq = base + i - 1
                 i += 1
@@ -899,7 +903,7 @@ class PlainFileReader(Reader):
             if fh is not src.fh:
                 fh.close()
 
-    def _message(self, src: _Source, seq: int, index: int, raw: bytes) -> PlainMessage | None:
+    def _message(self, src: _Source, seq: int, index: int, raw: bytes, offset: int) -> PlainMessage | None:
         if raw == b"\n":
             return None                         # an empty line ends a partial one; no record
         try:
@@ -908,7 +912,8 @@ class PlainFileReader(Reader):
             if parse_header(raw) is not None:
                 return None
             self._problem((src.ident, index),
-                          f"{src.path}: line {index} (sequence {seq}) is damaged, skipped: {e}")
+                          f"{src.path}: line {index} (sequence {seq}) is damaged, skipped: {e}",
+                          (src.path, offset, offset + len(raw)))
             return None
         return PlainMessage(seq, t, sev, pid, tid, text, cls, data, src.path)
 
@@ -928,8 +933,8 @@ class PlainFileReader(Reader):
                         continue
                 if start is not None and src.ident == start[0]:
                     offset, index = start[1], start[2]
-                for seq, i, _, raw in self._lines(src, limit, min_seq, offset, index):
-                    m = self._message(src, seq, i, raw)
+                for seq, i, off, raw in self._lines(src, limit, min_seq, offset, index):
+                    m = self._message(src, seq, i, raw, off)
                     if m is not None:
                         yield m
         finally:
@@ -951,8 +956,8 @@ class PlainFileReader(Reader):
                 src = srcs[k]
                 limit = srcs[k + 1].base if k + 1 < len(srcs) else None
                 msgs = []
-                for seq, i, _, raw in self._lines(src, limit):
-                    m = self._message(src, seq, i, raw)
+                for seq, i, off, raw in self._lines(src, limit):
+                    m = self._message(src, seq, i, raw, off)
                     if m is not None:
                         msgs.append(m)
                 yield from reversed(msgs)
@@ -1000,7 +1005,7 @@ class PlainFileReader(Reader):
             if limit is not None and limit <= min_seq:
                 continue
             for seq, i, off, raw in self._lines(src, limit, min_seq):
-                m = self._message(src, seq, i, raw)
+                m = self._message(src, seq, i, raw, off)
                 if m is not None and pred(m):
                     return m, src, i, off
         return None
@@ -1008,8 +1013,8 @@ class PlainFileReader(Reader):
     def _first_time(self, srcs, k) -> int | None:
         src = srcs[k]
         limit = srcs[k + 1].base if k + 1 < len(srcs) else None
-        for seq, i, _, raw in self._lines(src, limit):
-            m = self._message(src, seq, i, raw)
+        for seq, i, off, raw in self._lines(src, limit):
+            m = self._message(src, seq, i, raw, off)
             if m is not None:
                 return m.time
         return None

@@ -430,12 +430,12 @@ def _plain_case(tmp_path, seed):
     # a line is delimited by the newline before it too: that byte must survive
     intact = [i - 1 for i, (a, b) in enumerate(spans) if i >= 1
               and not any(a - 1 < (p + 1) * PAGE and b > p * PAGE for p in pages)]
-    return originals, got, intact, pages, r
+    return originals, got, intact, pages, r, spans
 
 
 @pytest.mark.parametrize("seed", range(CASES))
 def test_plainfile_lost_pages_reader_reads_every_intact_line(tmp_path, seed):
-    originals, got, intact, pages, r = _plain_case(tmp_path, seed)
+    originals, got, intact, pages, r, _ = _plain_case(tmp_path, seed)
     content = [o[1:] for o in originals]
     for g in got:
         assert g[1:] in content, f"read a line that was never written: {g!r:.200}"
@@ -449,7 +449,7 @@ def test_plainfile_lost_last_page_is_reported(tmp_path):
     """Regression: the last page lost left the file ending in zeros with no
     newline, which the reader took for a line still being appended and
     passed over without a word (seed 8: page 10 of 11)."""
-    originals, got, intact, pages, r = _plain_case(tmp_path, 8)
+    originals, got, intact, pages, r, _ = _plain_case(tmp_path, 8)
     with open(tmp_path / "pl.log", "rb") as f:
         size = len(f.read())
     assert max(pages) == (size - 1) // PAGE, pages           # the case: the file's last page
@@ -461,6 +461,17 @@ def test_plainfile_lost_last_page_is_reported(tmp_path):
                    "index, so a lost page (its newlines turned to NULs) renumbers every later message: "
                    "message 129 is read as sequence 112 (seed 0), and print --from/--to select the wrong lines")
 def test_plainfile_lost_page_keeps_the_numbers_of_later_lines(tmp_path):
-    originals, got, intact, pages, r = _plain_case(tmp_path, 0)
+    originals, got, intact, pages, r, _ = _plain_case(tmp_path, 0)
     for g in got:
         assert g in originals, f"read a message under another sequence number: {g!r:.200}"
+
+
+@pytest.mark.parametrize("seed", range(CASES))
+def test_plainfile_lost_pages_verify_names_exactly_the_damaged_ranges(tmp_path, seed):
+    """The byte ranges of the lines a lost page touched (a line whose
+    preceding newline was lost merges into the damage), merged."""
+    _, _, _, pages, _, spans = _plain_case(tmp_path, seed)
+    rc, ranges, _, out = verify_ranges(str(tmp_path / "pl.log"))
+    assert rc == 1, out
+    want = merge((a, b) for a, b in spans[1:] if any(a - 1 < (p + 1) * PAGE and b > p * PAGE for p in pages))
+    assert ranges == want, f"lost pages {sorted(pages)}: verify named {ranges}, want {want}\n{out}"

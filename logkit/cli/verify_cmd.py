@@ -205,6 +205,11 @@ def verify_plainfile(src) -> Report:
     for _ in rd:
         rep.good += 1
     rep.problems.extend(getattr(rd, "problems", []))
+    for path, a, b in getattr(rd, "damaged_ranges", []):
+        if path == src.path:
+            rep.damaged.append((a, b))
+        else:                                # a rotated file of the log
+            rep.problems.append(f"{path}: offset {a}: {b - a} damaged bytes ({a}..{b})")
     return rep
 
 
