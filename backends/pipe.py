@@ -18,7 +18,6 @@ import os
 import select
 import stat
 import struct
-import termios
 import threading
 import time as _time
 import weakref
@@ -515,10 +514,9 @@ class PipeTransport(TransportBackend):
         """Probably room for n more bytes in the pipe now (capacity minus what it holds)."""
         try:
             cap = fcntl.fcntl(fd, _F_GETPIPE_SZ)
-            held = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
         except OSError:
             return True
-        return cap - held >= n
+        return cap - pipekeeper.held(fd) >= n
 
     def flush(self) -> None:
         self.spill.flush()

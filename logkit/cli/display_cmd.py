@@ -147,7 +147,6 @@ def file_kind(path: str) -> str:
 
 
 PROBE_BYTES = 1 << 20                    # how far after the header headerless_segment() looks
-_SENTINEL_BYTES = (0x4B4CFEFF).to_bytes(4, "little")
 
 
 def headerless_segment(path: str) -> bool:
@@ -170,9 +169,9 @@ def headerless_segment(path: str) -> bool:
     # A message sentinel (an 8-aligned state word) early in the region, found
     # cheaply before anything walks the file: a large file of zeros or of
     # something else is refused at once, not scanned.
-    at = head.find(_SENTINEL_BYTES, HEADER_SIZE)
+    at = head.find(SENTINEL, HEADER_SIZE)
     while at >= 0 and at % 8:
-        at = head.find(_SENTINEL_BYTES, at + 1)
+        at = head.find(SENTINEL, at + 1)
     if at < 0:
         return False
     seg = _rebuilt_copy(path)

@@ -352,6 +352,24 @@ static inline uint64_t lk_message_size(uint64_t text_len, uint64_t data_len, uin
     return lk_align8(LK_MSG_HEADER + text_len + data_len + cls_len);
 }
 
+/* A reader's lengths of the finished message at `m`, for use after its walk
+ * validated it: any process that can write the file may rewrite them since,
+ * so each is loaded ONCE into *l and only those copies may be used (never
+ * the mapping's again, e.g. as a pointer length).  Returns 1 when they agree
+ * with the total (the tag counted when the key id says sealed, or when
+ * `sealed_segment`) and the total fits the `room` left in the region. */
+typedef struct { uint32_t total, tl, dl; uint16_t cl, kid; } lk_lengths;
+static inline int lk_read_lengths(const uint8_t *m, uint64_t room, int sealed_segment, lk_lengths *l) {
+    memcpy(&l->total, m + 8, 4);
+    memcpy(&l->tl, m + 40, 4);
+    memcpy(&l->dl, m + 44, 4);
+    memcpy(&l->cl, m + 48, 2);
+    memcpy(&l->kid, m + 50, 2);
+    uint64_t tag = (l->kid || sealed_segment) ? LK_TAG_SIZE : 0u;
+    return (uint64_t)l->total <= room &&
+           lk_message_size((uint64_t)l->tl + tag, l->dl, l->cl) == l->total;
+}
+
 /* Bytes of payload as stored: text, class name, data, and the tag when the
  * message is sealed (key id != 0; version 1 writes only key id 0). */
 static inline uint64_t lk_payload_len(const uint8_t *m) {

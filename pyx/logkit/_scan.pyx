@@ -32,7 +32,7 @@ from libc.string cimport memcmp, memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
 from logkit._segment cimport (
-    Segment, Message, lk_rec, lk_next_record, lk_read_bound,
+    Segment, Message, lk_rec, lk_next_record, lk_read_bound, lk_lengths, lk_read_lengths,
     LK_HEADER_SIZE, LK_MSG_HEADER, LK_H_SEQUENCE_BASE,
     LK_REC_COMMITTED, LK_REC_END, LK_REC_RESERVED, LK_REC_ABANDONED, LK_REC_GAP,
 )
@@ -539,25 +539,22 @@ cdef class Printer:
         if off < LK_HEADER_SIZE or off + LK_MSG_HEADER > seg.size:
             raise ValueError(f"offset {off} is no message position in the {seg.size}-byte segment")
         cdef const uint8_t *m = seg.base + off
-        cdef uint32_t total, tl, dl
-        cdef uint16_t kid
+        cdef lk_lengths l
+        cdef uint32_t tl
         cdef int16_t sev
         cdef int64_t t, us, sec
         cdef uint64_t seq
         cdef const uint8_t *text = m + LK_MSG_HEADER
         cdef uint32_t k
         cdef bint plain = self.text_fmt or self.short_fmt
-        memcpy(&total, m + 8, 4)
+        cdef bint agree = lk_read_lengths(m, seg.size - off, 0, &l)
         memcpy(&sev, m + 12, 2)
         memcpy(&seq, m + 16, 8)
         memcpy(&t, m + 24, 8)
-        memcpy(&tl, m + 40, 4)
-        memcpy(&dl, m + 44, 4)
-        memcpy(&kid, m + 50, 2)
-        if (<uint64_t>total > seg.size - off or LK_MSG_HEADER + <uint64_t>tl > total
-                or sev < -250 or sev > 250):
+        tl = l.tl
+        if not agree or sev < -250 or sev > 250:
             return self._fallback(seg, off)      # changed since the walk: Python says what
-        if not plain or kid != 0 or (self.expand_any and dl) or t < 0:
+        if not plain or l.kid != 0 or (self.expand_any and l.dl) or t < 0:
             return self._fallback(seg, off)
         us = t // 1000
         sec = us // 1000000

@@ -142,6 +142,13 @@ cdef extern from "lk_segment.h" nogil:
     uint64_t lk_align8(uint64_t n)
     uint64_t lk_state_word(uint32_t state)
     uint64_t lk_message_size(uint64_t text_len, uint64_t data_len, uint64_t cls_len)
+    ctypedef struct lk_lengths:
+        uint32_t total
+        uint32_t tl
+        uint32_t dl
+        uint16_t cl
+        uint16_t kid
+    int lk_read_lengths(const uint8_t *m, uint64_t room, int sealed_segment, lk_lengths *l)
     uint32_t lk_message_checksum(const uint8_t *m)
     uint32_t lk_message_checksum_n(const uint8_t *m, uint64_t payload)
     uint64_t lk_payload_len(const uint8_t *m)

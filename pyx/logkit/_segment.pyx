@@ -2017,28 +2017,22 @@ cdef const uint8_t *_shape(Message m, _Shape *sh) except? NULL:
     SegmentDamaged, naming the file and offset, when they do not agree."""
     cdef const uint8_t *p = m._ptr()
     cdef Segment seg = m.segment
-    cdef uint32_t total, tl, dl
-    cdef uint16_t cl, kid
-    memcpy(&total, p + 8, 4)
-    memcpy(&tl, p + 40, 4)
-    memcpy(&dl, p + 44, 4)
-    memcpy(&cl, p + 48, 2)
-    memcpy(&kid, p + 50, 2)
+    cdef lk_lengths l
+    cdef bint agree = lk_read_lengths(p, seg.size - m.offset, seg.sealed, &l)
     _sigbus_check(seg)
-    if kid != 0 or seg.sealed:
+    if l.kid != 0 or seg.sealed:
         plain = m._opened()
         sh.sealed = True
         if plain is None:
             # No key: only the class name (authenticated, not encrypted) can
             # be read, in the mapping, with the lengths read above once and
             # checked here (the tag counts in a sealed message's total).
-            if (<uint64_t>total > seg.size - m.offset
-                    or lk_message_size(<uint64_t>tl + LK_TAG_SIZE, dl, cl) != total):
+            if not agree:
                 raise SegmentDamaged(
                     f"{seg.path or 'segment'}: message at offset {m.offset} changed after it was read "
-                    f"(total {total}, text {tl}, class {cl}, data {dl} bytes no longer agree): another "
-                    "process wrote into it")
-            sh.tl, sh.cl, sh.dl = tl, cl, dl
+                    f"(total {l.total}, text {l.tl}, class {l.cl}, data {l.dl} bytes no longer agree): "
+                    "another process wrote into it")
+            sh.tl, sh.cl, sh.dl = l.tl, l.cl, l.dl
             return NULL
         q = <const uint8_t *><char *>plain
         memcpy(&sh.tl, q + 40, 4)
@@ -2050,14 +2044,13 @@ cdef const uint8_t *_shape(Message m, _Shape *sh) except? NULL:
             raise SegmentDamaged(f"{seg.path or 'segment'}: sealed message at offset {m.offset}: "
                                  "its lengths do not fit the opened message")
         return q
-    if (<uint64_t>total > seg.size - m.offset
-            or lk_message_size(tl, dl, cl) != total):
+    if not agree:
         raise SegmentDamaged(
             f"{seg.path or 'segment'}: message at offset {m.offset} changed after it was read "
-            f"(total {total}, text {tl}, class {cl}, data {dl} bytes no longer agree, or pass the "
-            f"end of the {seg.size}-byte region): another process wrote into it")
+            f"(total {l.total}, text {l.tl}, class {l.cl}, data {l.dl} bytes no longer agree, or pass "
+            f"the end of the {seg.size}-byte region): another process wrote into it")
     sh.sealed = False
-    sh.tl, sh.cl, sh.dl = tl, cl, dl
+    sh.tl, sh.cl, sh.dl = l.tl, l.cl, l.dl
     return p
 
 
@@ -2219,20 +2212,14 @@ cdef class Message:
         # mapping).  Lengths that no longer agree: the checksum does not hold.
         cdef const uint8_t *p = self._ptr()
         cdef Segment seg = self.segment
-        cdef uint32_t total, tl, dl, stored
-        cdef uint16_t cl, kid
-        memcpy(&total, p + 8, 4)
-        memcpy(&tl, p + 40, 4)
-        memcpy(&dl, p + 44, 4)
-        memcpy(&cl, p + 48, 2)
-        memcpy(&kid, p + 50, 2)
+        cdef lk_lengths l
+        cdef uint32_t stored
+        cdef bint agree = lk_read_lengths(p, seg.size - self.offset, 0, &l)
         memcpy(&stored, p + 60, 4)
         _sigbus_check(seg)
-        cdef uint64_t payload = <uint64_t>tl + dl + cl + (LK_TAG_SIZE if kid else 0)
-        if (<uint64_t>total > seg.size - self.offset
-                or lk_message_size(<uint64_t>tl + (LK_TAG_SIZE if kid else 0), dl, cl) != total):
+        if not agree:
             return False
-        return stored == lk_message_checksum_n(p, payload)
+        return stored == lk_message_checksum_n(p, <uint64_t>l.tl + l.dl + l.cl + (LK_TAG_SIZE if l.kid else 0))
 
     def to_dict(self):
         """A copy of every field, independent of the segment."""
