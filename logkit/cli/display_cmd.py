@@ -703,7 +703,7 @@ def account_for_allocation(seg: Segment, region, out: list[dict], counters: bool
                 _as_damage(region, r, "of zeros and then no valid record (a lost page, not a claim)")
         return
     try:
-        h, st = seg.header(), seg.stats()
+        h = seg.header()
     except LogkitError:
         return
     if not h.get("identity_crc_ok"):
@@ -735,8 +735,13 @@ def account_for_allocation(seg: Segment, region, out: list[dict], counters: bool
     if not gaps:
         return
     open_stubs = sum(1 for r in out if r["state"] == "reserved")
-    done = finished_before if finished_before is not None else st
-    unfinished = max(0, st["reserved"] - done["written"] - done["abandoned"] - open_stubs)
+    if finished_before is None:
+        try:
+            finished_before = seg.stats()
+        except LogkitError:
+            return
+    unfinished = max(0, h["reserved_count"] - finished_before["written"] - finished_before["abandoned"]
+                     - open_stubs)
     missing = sum(n for _, n in gaps)
     for r, n in gaps:
         if missing > unfinished or n == 0:
