@@ -329,6 +329,9 @@ def _ensure_fifo(path: str, mode: int) -> None:
         os.close(dfd)
 
 
+KEEP_UNREAD = 86400.0          # seconds a keeper holds a FIFO with unread records (option keep_unread)
+
+
 class PipeTransport(TransportBackend):
     """Send records through a named FIFO; spill to a partition when nobody reads."""
 
@@ -339,7 +342,7 @@ class PipeTransport(TransportBackend):
         Option("mode", "mode", 0o640, help="permissions of a new fifo and spill file"),
         Option("journal", "path", None, help="the reader's journal of records in flight "
                                              "(default: the fifo path + '.journal'; mode 0600)"),
-        Option("keep_unread", "duration", 86400.0,
+        Option("keep_unread", "duration", KEEP_UNREAD,
                help="when the last writer closes while records wait in the FIFO and no reader holds "
                     "it, a keeper process holds the FIFO open this long so they are not dropped "
                     "(0: no keeper)"),
@@ -354,7 +357,7 @@ class PipeTransport(TransportBackend):
         self.spill_path = os.path.abspath(os.fspath(o.get("spill") or self.fifo + ".spill"))
         self.mode = o.get("mode") if o.get("mode") is not None else 0o640
         keep = o.get("keep_unread")
-        self.keep_unread = 86400.0 if keep is None else parse_duration(keep, f"log {log}: keep_unread")
+        self.keep_unread = KEEP_UNREAD if keep is None else parse_duration(keep, f"log {log}: keep_unread")
         self.keeper = None            # the keeper close() started, if any
         _ensure_fifo(self.fifo, self.mode)
         # A sealed log (its storage has a key_file) spills sealed: the spill
