@@ -28,7 +28,8 @@ from logkit.errors import (
     SegmentFull,
     SegmentNotFound,
 )
-from logkit import inject, safefs
+from logkit import idledger, inject, safefs
+from logkit.console import say
 from logkit.crypto import MissingKey, WrongKey, load_key_file
 from logkit.salvager import process_alive, salvage
 
@@ -238,7 +239,20 @@ class FamilyWriter:
             seg.close()
             self._ring = load_key_file(self.key_file)
             seg = _seg_open(path, False, self._ring)
+        if seg.sealed:
+            # A segment whose creator died before recording it (or made before
+            # the ledger existed) is recorded by the next writer to open it.
+            self._record_identity(seg)
         return seg
+
+    def _record_identity(self, seg: Segment) -> None:
+        """Put a sealed segment's identity in the family's ledger (FAMILY.ids,
+        logkit.idledger): the one copy of its UUID outside its header page."""
+        try:
+            idledger.record(self.directory, self.family, seg, self.mode)
+        except (LogkitError, OSError) as e:
+            # Not a reason to lose messages: say it once and write on.
+            say(f"logkit: {self.family}: could not record segment {seg.uuid} in the identity ledger: {e}")
 
     # -------------------------------------------------------------- live segment
 
@@ -263,6 +277,8 @@ class FamilyWriter:
                 seg = Segment.create(self.path, size=self.segment_size, family=self.family,
                                      previous=_previous_field(prev),
                                      sequence_base=base, mode=self.mode, key=self._key_for_new_segment())
+                if seg.sealed:
+                    self._record_identity(seg)
                 return seg, seg.file_id
             except FileExistsError:
                 pass                          # another process created it first: open that
@@ -473,6 +489,8 @@ class FamilyWriter:
             new = Segment.create(tmp, size=self.segment_size, family=self.family,
                                  previous=_previous_field(hist), sequence_base=base, mode=self.mode,
                                  key=self._key_for_new_segment())
+            if new.sealed:
+                self._record_identity(new)    # before it is installed: before any message
             new.close()
         inject.point("family.rotate.created")
         _hook("created")
@@ -1221,6 +1239,9 @@ def migrate(directory, family: str, destination) -> list[str]:
     # following a link (safefs): a name planted in either directory (a link
     # to /etc/shadow where the copy is written) is refused, never written
     # through.  Nothing already at the destination is ever replaced.
+    # A sealed segment's identity goes with it: its ledger records first, so
+    # an interrupted migrate leaves them in both directories, never in neither.
+    idledger.copy_ledger(directory, destination, family)
     src_fd = safefs.open_directory(directory, writing=True)
     try:
         dst_fd = safefs.open_directory(destination, writing=True)

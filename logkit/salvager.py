@@ -11,9 +11,9 @@ import os
 import time as _time
 from dataclasses import dataclass, field
 
-from logkit import inject
+from logkit import idledger, inject
 from logkit._segment import HEADER_SIZE, Segment, identity_gone, process_start
-from logkit.errors import SegmentDamaged
+from logkit.errors import LogkitError, SegmentDamaged
 
 __all__ = ["salvage", "rebuild_identity", "SalvageReport", "process_alive", "process_identity", "identity_alive",
            "settle_counts"]
@@ -161,13 +161,15 @@ def _header_problem_settled(seg: Segment):
     return problem
 
 
-def rebuild_identity(seg: Segment) -> tuple[bool, int]:
+def rebuild_identity(seg: Segment) -> tuple[bool, int, bool]:
     """Rebuild the damaged header identity of a writable `seg` from its
     messages: take it out of service, then set the sequence base to the
     smallest one consistent with the first checksum-valid message found (1
     if none) and the format version to what its messages say (sealed or
-    not).  Returns (whether this call took it out of service, the base).
-    salvage() does this; the read-only tools (display, verify) do it in a
+    not).  Returns (whether this call took it out of service, the base,
+    whether the identity came from the family's ledger: a sealed segment
+    whose header page was lost gets its UUID, key id and key check back from
+    ``FAMILY.ids``, logkit.idledger).  salvage() does this; the read-only tools (display, verify) do it in a
     private copy-on-write mapping, so they walk a headerless segment with
     the sequence numbers its messages carry."""
     # Out of service FIRST: a writer reserving while the sequence base is
@@ -177,18 +179,42 @@ def rebuild_identity(seg: Segment) -> tuple[bool, int]:
     taken = bool(seg._fix_word(HEADER_SIZE, 0, True))
     inject.point("salvage.header.rebuilding")
     base = seg._probe_sequence_base() or 1
-    seg._rebuild_identity(base, seg._probe_sealed())
-    return taken, base
+    sealed = seg._probe_sealed()
+    ident = None
+    first = seg._probe_first_sequence()
+    if sealed and seg.path and first is not None:
+        # A sealed family records each segment's identity in its ledger: the
+        # one place the UUID (the segment key's input) survives a lost header page.
+        try:
+            found = idledger.identity_for(seg.path, first)
+        except LogkitError:
+            found = None                  # a ledger we may not read (a planted link): as if none
+        if found is not None:
+            _, fam = idledger.family_of(seg.path)
+            ident = (found.uuid, found.key_id, found.key_check, found.sequence_base, found.created,
+                     fam.encode("utf-8", "surrogateescape"))
+    from_ledger = bool(seg._rebuild_identity(base, sealed, ident))
+    if from_ledger:
+        base = ident[3]
+    return taken, base, from_ledger
 
 
 def _salvage(seg: Segment, path, grace: float, settle: float) -> SalvageReport:
     rep = SalvageReport(path=path)
     problem = _header_problem_settled(seg)
     if problem is not None:
-        taken, base = rebuild_identity(seg)
+        taken, base, from_ledger = rebuild_identity(seg)
         rep.taken_out_of_service = taken
         rep.header_rebuilt = True
-        rep.notes.append(f"header: {problem}; sequence base set to {base} from the messages found")
+        if from_ledger:
+            rep.notes.append(f"header: {problem}; UUID, key id, key check and sequence base {base} "
+                             f"restored from the family's identity ledger")
+        else:
+            rep.notes.append(f"header: {problem}; sequence base set to {base} from the messages found")
+        if seg.sealed and seg.uuid.int == 0:
+            rep.notes.append("header: the UUID of this sealed segment was lost with its header page and no "
+                             "identity ledger (FAMILY.ids beside it) records it: its messages are kept but "
+                             "cannot be opened with any key (the segment key derives from the UUID)")
         if seg.sealed:
             # docs/security.md: a sealed segment whose identity was rebuilt is
             # never put back in service for sealed writes (it is rotated).

@@ -250,6 +250,104 @@ def test_segment_lost_header_page_verify_names_the_header_and_the_damaged_ranges
     assert d.returncode == 0 and "bad magic" in d.stdout and f"{len(intact)} committed" in d.stdout, d.stdout[-2000:]
 
 
+# ---------------------------------------------------------------- sealed families
+
+SEALED_SEG = 32 * 1024
+
+
+def _sealed_family(tmp_path, n: int = 400):
+    """A sealed family of several segments; returns (directory, key file,
+    {sequence: key}, {segment path: [(sequence, offset, length)]})."""
+    from logkit.crypto import generate_key_file
+    from logkit.family import history_segments, open_writer
+    d = tmp_path / "fam"
+    kf = str(tmp_path / "log.key")
+    generate_key_file(kf)
+    with open_writer(d, "sf", segment_size=SEALED_SEG, key_file=kf) as w:
+        for i in range(n):
+            w.write(text_of(i), i % 50, bytes([i % 256]) * (i % 5), "b" if i % 5 else "", time=TIME0 + i)
+    ring = __import__("logkit.crypto", fromlist=["load_key_file"]).load_key_file(kf)
+    layout, originals = {}, {}
+    for path in history_segments(d, "sf") + [str(d / "sf")]:
+        with Segment.open(path, readonly=True, key=ring) as seg:
+            layout[path] = [(r.sequence, r.offset, r.length) for r in seg.records() if r.kind == "committed"]
+            originals.update((m.sequence, key(m)) for m in seg)
+    return d, kf, originals, layout
+
+
+def _read_family(d, kf):
+    from logkit.family import open_reader
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [key(m) for m in open_reader(d, "sf", key_file=kf)]
+
+
+@pytest.mark.parametrize("seed", range(max(2, CASES // 2)))
+def test_sealed_family_lost_pages_salvage_recovers_every_intact_message(tmp_path, seed):
+    """Zero random pages of a sealed family's segments, the header page of at
+    least one among them: after `logkit salvage DIR`, every message wholly
+    outside the lost pages opens with the key, byte for byte.  A lost header
+    page takes the UUID, its copy, the key id and the key check (the segment
+    key derives from the UUID): the family's identity ledger gives them back."""
+    rng = random.Random(seed)
+    d, kf, originals, layout = _sealed_family(tmp_path)
+    paths = sorted(layout)
+    assert len(paths) >= 3, paths
+    lost: dict[str, set[int]] = {}
+    for path in rng.sample(paths, 2):
+        used = (layout[path][-1][1] + layout[path][-1][2] + PAGE - 1) // PAGE
+        lost[path] = set(rng.sample(range(1, used), rng.randint(0, 2))) | {0}
+        zero_pages(path, lost[path])
+    intact = {s for path, msgs in layout.items() for s, off, ln in msgs
+              if not any(off < (p + 1) * PAGE and off + ln > p * PAGE for p in lost.get(path, ()))}
+    logkit("salvage", str(d), "--grace", "0", "--settle", "0", "--force", check_rc=(0, 1))
+    got = _read_family(d, kf)
+    for k in got:
+        assert originals.get(k[0]) == k, f"salvage left a message that was never written: {k!r:.200}"
+    missing = sorted(intact - {k[0] for k in got})
+    assert not missing, (f"messages {missing[:20]} lie wholly outside the lost pages "
+                         f"{ {os.path.basename(p): sorted(v) for p, v in lost.items()} } but do not open")
+
+
+def test_sealed_segment_lost_header_page_without_ledger_says_so(tmp_path):
+    """Without the ledger nothing can give the UUID back: salvage keeps the
+    messages and says plainly that no key can open them."""
+    from logkit.family import history_segments
+    d, kf, originals, layout = _sealed_family(tmp_path, n=250)
+    os.unlink(d / "sf.ids")
+    victim = history_segments(d, "sf")[0]
+    zero_pages(victim, {0})
+    p = logkit("salvage", victim, "--grace", "0", "--settle", "0", "--force", check_rc=(0, 1))
+    assert "cannot be opened with any key" in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+def test_sealed_family_ledger_records_every_segment(tmp_path):
+    from logkit import idledger
+    d, kf, originals, layout = _sealed_family(tmp_path, n=200)
+    recorded = {i.uuid for i in idledger.identities(idledger.ledger_path(d, "sf"))}
+    for path in layout:
+        with Segment.open(path, readonly=True) as seg:
+            assert seg.uuid.bytes in recorded, f"{path}: its UUID is not in the ledger"
+    assert len(recorded) == len(layout)
+
+
+def test_sealed_lost_header_page_verify_reads_through_the_ledger(tmp_path):
+    """verify (read-only) rebuilds a private copy of the header as salvage
+    would, from the ledger, and counts the segment's intact messages as
+    good, naming the header range; the file is not written."""
+    from logkit.family import history_segments
+    d, kf, originals, layout = _sealed_family(tmp_path, n=150)
+    victim = history_segments(d, "sf")[0]
+    zero_pages(victim, {0})
+    before = open(victim, "rb").read()
+    p = logkit("verify", "--single", "--key-file", kf, victim)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "0..4096" in p.stdout, p.stdout
+    assert f"{len(layout[victim])} messages good" in p.stdout, p.stdout
+    assert "not authenticated" not in p.stdout, p.stdout
+    assert open(victim, "rb").read() == before
+
 # ---------------------------------------------------------------- partitions
 
 HALF = 32 * 1024
@@ -475,3 +573,23 @@ def test_plainfile_lost_pages_verify_names_exactly_the_damaged_ranges(tmp_path, 
     assert rc == 1, out
     want = merge((a, b) for a, b in spans[1:] if any(a - 1 < (p + 1) * PAGE and b > p * PAGE for p in pages))
     assert ranges == want, f"lost pages {sorted(pages)}: verify named {ranges}, want {want}\n{out}"
+
+
+def test_migrated_sealed_segment_keeps_its_identity_beside_it(tmp_path):
+    """migrate copies the ledger records to the destination first: a moved
+    sealed segment that then loses its header page is salvaged from there."""
+    from logkit.family import history_segments, migrate
+    d, kf, originals, layout = _sealed_family(tmp_path, n=250)
+    dest = tmp_path / "archive"
+    moved = migrate(d, "sf", dest)
+    assert moved
+    victim = moved[0]
+    with Segment.open(victim, readonly=True) as seg:
+        n = seg.stats()["written"]
+    zero_pages(victim, {0})
+    logkit("salvage", str(dest), "--grace", "0", "--settle", "0", "--force", check_rc=(0, 1))
+    from logkit.crypto import load_key_file
+    with Segment.open(victim, readonly=True, key=load_key_file(kf)) as seg:
+        got = [key(m) for m in seg]
+    assert got and all(originals[k[0]] == k for k in got), got[:3]
+    assert len(got) == n

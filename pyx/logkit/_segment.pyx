@@ -1706,10 +1706,14 @@ cdef class Segment:
         lk_counter_add_relaxed(<uint64_t *>(self.base + LK_H_ABANDONED), span)
         lk_wake_after_release_store(self.base)
 
-    def _rebuild_identity(self, uint64_t sequence_base, bint sealed_hint=False):
+    def _rebuild_identity(self, uint64_t sequence_base, bint sealed_hint=False, identity=None):
         """Rewrite a damaged identity block (magic .. identity CRC) from what the
-        region itself proves; keeps family, previous and uuid bytes as found."""
+        region itself proves; keeps family, previous and uuid bytes as found.
+        identity: (uuid, key_id, key_check, sequence_base, created, family
+        bytes) from a sealed family's ledger (logkit.idledger), taken only
+        when the header page lost the UUID and its copy; returns True then."""
         self._check_writable()
+        cdef bint from_ledger = False
         cdef uint8_t *b = self.base
         cdef uint32_t found = _u32(b, LK_H_VERSION)
         # Never rewrite a sealed header as unsealed: keep it sealed when the
@@ -1726,12 +1730,37 @@ cdef class Segment:
             version = LK_FORMAT_VERSION_1 if found == LK_FORMAT_VERSION_1 else LK_FORMAT_VERSION
         if version >= LK_FORMAT_VERSION:
             self._restore_uuid()
+        cdef int i
+        cdef bint uuid_zero = True, family_zero = True
+        cdef uint16_t kid16
+        for i in range(16):
+            if b[LK_H_UUID + i]:
+                uuid_zero = False
+        for i in range(LK_H_FAMILY_MAX):
+            if b[LK_H_FAMILY + i]:
+                family_zero = False
+        if sealed and identity is not None and uuid_zero:
+            # The header page is lost (the UUID and its copy): the segment key
+            # derives from the UUID, so only the ledger can give it back.
+            uid, kid, check, sequence_base, created, fam = identity
+            if len(uid) != 16 or len(check) != 16 or not 0 < kid < 65536 or len(fam) >= LK_H_FAMILY_MAX:
+                raise InvalidArgument("identity: a 16-byte UUID and key check, a key id 1..65535, a family name")
+            memcpy(b + LK_H_UUID, <const char *>uid, 16)
+            memcpy(b + LK_H_UUID_COPY, <const char *>uid, 16)
+            memcpy(b + LK_H_KEY_CHECK, <const char *>check, 16)
+            kid16 = kid
+            memcpy(b + LK_H_KEY_ID, &kid16, 2)
+            _put64(b, LK_H_CREATED, <uint64_t>created)
+            if family_zero:
+                memcpy(b + LK_H_FAMILY, <const char *>fam, len(fam))
+            from_ledger = True
         _put_fixed_identity(b, self.size, sequence_base, version)
         _put32(b, LK_H_FLAGS, LK_SEG_FLAG_SEALED if sealed else 0)
         self.sealed = sealed
         b[LK_H_FAMILY + LK_H_FAMILY_MAX - 1] = 0
         b[LK_H_PREVIOUS + LK_H_PREVIOUS_MAX - 1] = 0
         _put32(b, LK_H_IDENTITY_CRC, lk_identity_crc(b))
+        return from_ledger
 
     cdef void _restore_uuid(self) noexcept:
         """Versions 3 and 4 keep the UUID twice (24 and LK_H_UUID_COPY): before
@@ -1830,6 +1859,13 @@ cdef class Segment:
                 return True
             q = self._next_good_record(<uint64_t>q + _u32(self.base, q + 8))
         return False
+
+    def _probe_first_sequence(self):
+        """For a damaged identity: the sequence of the first checksum-valid
+        message found by sentinel, or None."""
+        self._check_open()
+        cdef int64_t q = self._next_good_record(LK_HEADER_SIZE)
+        return None if q < 0 else _u64(self.base, q + 16)
 
     def _probe_sequence_base(self):
         """For a damaged identity: the smallest sequence base consistent with the

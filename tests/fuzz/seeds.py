@@ -49,6 +49,25 @@ def make_segment(path: str, n: int = 6, size: int = SEG_SIZE, open_reservation: 
     return out
 
 
+def make_ledger(directory: str, family: str = "fuzz", segments: int = 3) -> list[bytes]:
+    """A sealed family's identity ledger (logkit.idledger) recording
+    `segments` sealed segments made under SEAL_KEY, the first with sequence
+    base 1; returns the segments' bytes, oldest first (they stay in `directory`
+    as FAMILY.20250101.00000N)."""
+    from logkit import Segment, idledger
+    out = []
+    base = 1
+    for k in range(segments):
+        path = os.path.join(directory, f"{family}.20250101.00000{k}")
+        make_segment(path, n=4, base=base, sealed=True)
+        with Segment.open(path) as seg:
+            idledger.record(directory, family, seg)
+            base += seg.stats()["reserved"]
+        with open(path, "rb") as f:
+            out.append(f.read())
+    return out
+
+
 def make_partition(path: str, n: int = 5, half: int = HALF_SIZE, swap: bool = True) -> None:
     """A partition file (halves of `half` bytes) holding n undrained messages,
     in both halves when swap is true."""
@@ -164,6 +183,12 @@ def write_corpus() -> dict[str, int]:
         p = os.path.join(tmp, "b.journal")
         make_journal(p, settle=True)
         save("journal", "settled", read(p))
+        d = os.path.join(tmp, "ledger")
+        os.makedirs(d)
+        make_ledger(d)
+        whole = read(os.path.join(d, "fuzz.ids"))
+        save("ledger", "three", whole)
+        save("ledger", "torn", whole[:100] + whole[64:])
         save("frames", "records", frames(3, big=False))
         save("frames", "fragments", frames(2, big=True))
         for i, c in enumerate(CONFIGS):

@@ -232,6 +232,56 @@ def fuzz_salvage(data: bytes) -> None:
             n += 1
 
 
+# ---------------------------------------------------------------- identity ledger
+
+_LEDGER_SEGMENTS: list[bytes] = []
+
+
+def fuzz_ledger(data: bytes) -> None:
+    """A sealed family's identity ledger (FAMILY.ids) of arbitrary bytes beside
+    segments whose header page is lost: identities(), then salvage's rebuild
+    of the identity (in a private copy, as verify and display do it) and a
+    read with the key: a message either opens to a text that was written or
+    is refused with a LogkitError."""
+    import mmap
+    from logkit import Segment, idledger
+    from logkit.salvager import rebuild_identity
+    from tests.fuzz import seeds
+    d = os.path.join(scratch_dir(), "ledger")
+    if not _LEDGER_SEGMENTS:
+        os.makedirs(d, exist_ok=True)
+        _LEDGER_SEGMENTS.extend(seeds.make_ledger(d))
+    path = os.path.join(d, "fuzz" + idledger.SUFFIX)
+    with open(path, "wb") as f:
+        f.write(data)
+    for ident in idledger.identities(path):
+        if len(ident.uuid) != 16 or len(ident.key_check) != 16 or not 0 < ident.key_id < 65536:
+            raise RuleBroken(f"identities() returned an unsound record: {ident}")
+    written = {text for text, *_ in seeds.messages(4)}
+    k = len(data) % len(_LEDGER_SEGMENTS)          # one segment per input, chosen by its length
+    seg_path = os.path.join(d, f"fuzz.20250101.00000{k}")
+    mm = mmap.mmap(-1, len(_LEDGER_SEGMENTS[k]))
+    mm[:] = bytes(4096) + _LEDGER_SEGMENTS[k][4096:]
+    try:
+        seg = Segment._attach(mm, 0, len(mm), False, seg_path, mm, check=False)
+    except LogkitError:
+        mm.close()
+        return
+    with seg:
+        try:
+            rebuild_identity(seg)
+            seg._use_key(seeds.SEAL_KEY)
+        except LogkitError:
+            return
+        for m in seg:
+            try:
+                text = str(m.text)
+            except LogkitError:
+                continue
+            if text not in written:
+                raise RuleBroken(f"a message opened to text never written: {text!r:.80}")
+
+
 # ---------------------------------------------------------------- partitions
 
 def fuzz_partition(data: bytes) -> None:
@@ -401,6 +451,7 @@ _MESSAGES = [_Msg(i, NOW_NS - (10 - i) * 3_600_000_000_000, (i * 10) % 60, f"mes
 TARGETS = {
     "segment": fuzz_segment,
     "salvage": fuzz_salvage,
+    "ledger": fuzz_ledger,
     "partition": fuzz_partition,
     "journal": fuzz_journal,
     "journal_display": fuzz_journal_display,
