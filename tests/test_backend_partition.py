@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-import partprocs
 import procs
+import procs.part as partprocs
 from logkit.backends import partition as part
 from logkit.backends.family import FamilyStorage
 from logkit.backends.partition import PartitionStorage

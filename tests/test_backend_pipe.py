@@ -12,7 +12,7 @@ import time
 import pytest
 
 import procs
-import partprocs
+import procs.part as partprocs
 from logkit.backends import pipe
 from logkit.backends.family import FamilyStorage
 from logkit.backends.pipe import PIPE_BUF, FrameDecoder, PipeTransport, drain_pipe

@@ -25,8 +25,8 @@ _TESTS = os.path.dirname(os.path.abspath(__file__))
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
-import plainprocs  # noqa: E402
 import procs  # noqa: E402
+import procs.plain as plainprocs  # noqa: E402
 
 from logkit.backends.plainfile import (  # noqa: E402
     LATE_LINE_ROOM, PlainFileReader, PlainFileStorage, backups, parse_header, parse_line)

@@ -37,7 +37,7 @@ from logkit.cli import print_cmd as P
 from logkit.cli.sources import resolve
 from logkit.select import Selection
 
-import printprocs
+import procs.printing as printprocs
 
 NS = 1_000_000_000
 MIN = 60 * NS

@@ -1,4 +1,4 @@
-"""Many processes writing into one segment at once (spawned children, see procs.py).
+"""Many processes writing into one segment at once (spawned children: procs/common.py).
 
 What these prove: the lock-free reservation gives every message its own
 bytes and its own sequence number, in offset order, with nothing lost or
@@ -19,7 +19,7 @@ import procs  # noqa: E402
 
 from logkit import HEADER_SIZE, Segment  # noqa: E402
 
-PROCS_FILE = os.path.abspath(procs.__file__)
+PROCS_FILE = os.path.abspath(procs.common.__file__)
 SMALLEST_MESSAGE = 64
 
 

@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from coreprocs import EXIT_LOST, start_stepwise_writer
+from procs.core import EXIT_LOST, start_stepwise_writer
 from logkit import Segment, inject
 from logkit.errors import MessageLost, OutOfService, ReservationWordDamaged, SegmentDamaged
 from logkit.salvager import identity_alive, process_identity, salvage, settle_counts

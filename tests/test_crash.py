@@ -1,4 +1,4 @@
-"""Writers killed with SIGKILL (spawned children, see procs.py), and salvage.
+"""Writers killed with SIGKILL (spawned children, see procs/common.py), and salvage.
 
 What these prove: a writer that dies at any moment leaves every message it
 finished intact and readable, and at most one unfinished record behind it
@@ -22,7 +22,7 @@ import procs  # noqa: E402
 
 from logkit import Segment, salvage  # noqa: E402
 
-PROCS_FILE = os.path.abspath(procs.__file__)
+PROCS_FILE = os.path.abspath(procs.common.__file__)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ sequence and by time lands on the right message among a thousand segments,
 and reverse is the forward order reversed; retention and migration
 (also with rotations and a second migrate after it) leave a family that
 reads end to end; a damaged history segment is reported and skipped, and a
-missing one loses only itself.  Children are spawned through procs.py.
+missing one loses only itself.  Children are spawned through procs/common.py.
 """
 import bisect
 import itertools
@@ -36,7 +36,7 @@ import logkit  # noqa: E402
 from logkit import NoSuchMessage, Segment  # noqa: E402
 from logkit.family import history_segments  # noqa: E402
 
-PROCS_FILE = os.path.abspath(procs.__file__)
+PROCS_FILE = os.path.abspath(procs.common.__file__)
 FAMILY = "app"
 SMALL = 8192                                    # the smallest segment: 4096 bytes of messages
 

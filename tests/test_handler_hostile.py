@@ -1,8 +1,8 @@
 """logkit.Handler used as a hostile (or just unlucky) program uses it: closed
 while other threads log, by close(), dictConfig or logging.shutdown at exit
 (issue #13, defect 14); records too big for a segment, lone surrogates
-(defect 21).  The close races run in real subprocesses (tests/
-hostile_handlerprocs.py): a crash there is a signal, not a failed assert."""
+(defect 21).  The close races run in real subprocesses (tests/procs/
+hostile_handler.py): a crash there is a signal, not a failed assert."""
 from __future__ import annotations
 
 import collections
@@ -19,7 +19,7 @@ import logkit
 from logkit import config as lkconfig
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-CHILD = os.path.join(TESTS_DIR, "hostile_handlerprocs.py")
+CHILD = os.path.join(TESTS_DIR, "procs", "hostile_handler.py")
 # The only errors a record racing close() may report: the handler (or its
 # family writer) is closed.  Anything else is the race showing through.
 CLOSED_ERROR = re.compile(r"^(LogkitError|SegmentClosed): (logkit\.Handler|family writer for \S+|segment \S+) is closed$")

@@ -1,6 +1,6 @@
 """Readers racing a process that flips bytes of the file under them.
 
-A mutator process (tests/fuzzprocs.py mutate) scribbles on a segment
+A mutator process (tests/procs/fuzz.py mutate) scribbles on a segment
 through its own shared mapping for a bounded time while readers work on it:
 a reader process iterating and touching every field, `logkit print` run
 again and again, and a follow() reader on the family.  Each must end by
@@ -21,7 +21,7 @@ import pytest
 from logkit import open_reader, open_writer
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-PROCS = os.path.join(TESTS, "fuzzprocs.py")
+PROCS = os.path.join(TESTS, "procs", "fuzz.py")
 RACE_SECONDS = float(os.environ.get("LOGKIT_RACE_SECONDS", "3"))
 BOUND = RACE_SECONDS + 60          # a reader still running this long after the race is hung
 

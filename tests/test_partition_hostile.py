@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hostile_partprocs import Child, wait_until
+from procs.hostile_part import Child, wait_until
 from logkit.backends import partition as part
 from logkit.backends.partition import PartitionStorage
 from logkit.errors import UnsafePath

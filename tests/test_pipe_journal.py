@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-import partprocs
 import procs
+import procs.part as partprocs
 from logkit.backends.family import FamilyStorage
 from logkit.backends.pipe import CHUNK, PIPE_BUF, drain_pipe, encode_frames, encode_record
 from logkit.backends.pipejournal import (HEADER_SIZE, JournalDamaged, PipeJournal, _tee,

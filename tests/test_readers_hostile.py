@@ -1,7 +1,7 @@
 """Readers against a hostile co-writer and a file that shrinks (issue #13,
 defects 7 and 19, and the follow part of 2).
 
-Each reader that could crash runs in a child process (tests/readprocs.py),
+Each reader that could crash runs in a child process (tests/procs/read.py),
 so a crash shows as a signal here instead of killing the test run.
 """
 from __future__ import annotations
@@ -15,12 +15,12 @@ import pytest
 from logkit import Segment
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-READPROCS = os.path.join(TESTS_DIR, "readprocs.py")
+READPROCS = os.path.join(TESTS_DIR, "procs", "read.py")
 CHILD_TIMEOUT = 120
 
 
 def _child(*args: str, env: dict | None = None) -> list[str]:
-    """Run a readprocs case; its result lines.  A signal or a traceback fails."""
+    """Run a procs/read.py case; its result lines.  A signal or a traceback fails."""
     p = subprocess.run([sys.executable, READPROCS, *map(str, args)], capture_output=True,
                        text=True, timeout=CHILD_TIMEOUT, cwd=TESTS_DIR,
                        env=None if env is None else {**os.environ, **env})
@@ -31,7 +31,7 @@ def _child(*args: str, env: dict | None = None) -> list[str]:
 
 
 def _segment(tmp_path, sealed=False, size=8192):
-    from readprocs import KEY
+    from procs.read import KEY
     path = str(tmp_path / "s.seg")
     with Segment.create(path, size=size, key=KEY if sealed else None) as seg:
         seg.write("first message", 20, b"DATA-1", "cls")

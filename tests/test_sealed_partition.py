@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-import partprocs
 import procs
+import procs.part as partprocs
 from logkit import open_reader as family_reader
 from logkit.backends.family import FamilyStorage
 from logkit.backends.partition import PartitionStorage, open_reader

@@ -16,7 +16,7 @@ import logkit
 from logkit.backends.partition import PartitionStorage
 from logkit.inject import wait_for_point
 from logkit.server import Server, read_status
-from partprocs import child_partition_write
+from procs.part import child_partition_write
 from procs import CTX, Group, TIMEOUT, message_text, recv_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -351,7 +351,7 @@ def test_a_pipe_reader_killed_at_random_points_loses_and_duplicates_nothing(tmp_
     the server reading it is SIGKILLed at random moments and started again:
     in the end every record is in the family exactly once, whole."""
     from logkit.backends.pipejournal import read_journal_header
-    from partprocs import big_text, child_pipe_write_paced
+    from procs.part import big_text, child_pipe_write_paced
     from procs import parse_text
     cfg = pipe_config(tmp_path)
     fifo = str(tmp_path / "p.fifo")

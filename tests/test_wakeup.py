@@ -18,7 +18,7 @@ import logkit._segment as _segment
 from logkit import InvalidArgument, Segment
 
 import procs
-import wakeprocs
+import procs.wake as wakeprocs
 
 pytestmark = pytest.mark.skipif(not _segment.WAIT_FUTEX, reason="wake-ups need futex (Linux)")
 

@@ -111,7 +111,7 @@ def _open(layer, cfg, writer=0):
         return PartitionStorage(cfg["name"], path=cfg["path"], size=cfg["size"])
     if layer == "pipe":
         from logkit.backends.pipe import PipeTransport
-        from partprocs import NoStorage
+        from procs.part import NoStorage
         return PipeTransport(NoStorage(), cfg["name"], fifo=cfg["fifo"], spill=cfg["spill"],
                              spill_size=cfg["spill_size"])
     raise ValueError(layer)

@@ -1,7 +1,7 @@
 """Child targets for tests/test_backend_plainfile.py (spawned through procs.Group).
 
 They live in their own module so spawned children can import them by name;
-starting, waiting and killing stay in procs.py.  Message contents are a pure
+starting, waiting and killing stay in procs/common.py.  Message contents are a pure
 function of (process, thread, counter), so the parent can check every field.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import struct
 import threading
 
-from procs import TIMEOUT
+from procs.common import TIMEOUT
 
 
 def record_text(p: int, t: int, i: int) -> str:

@@ -1,6 +1,6 @@
 """Child processes for the mutator race (tests/test_mutator_race.py).
 
-Run as `python tests/fuzzprocs.py ROLE ARGS...`, each a separate process so
+Run as `python tests/procs/fuzz.py ROLE ARGS...`, each a separate process so
 that a crash (a signal) or a hang in one is seen from outside:
 
 * mutate PATH SECONDS SEED [bytes|fields|toggle]: scribbles on the file
@@ -34,7 +34,7 @@ import threading
 import time
 import traceback
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(TESTS))
 
 SENTINEL = b"\xff\xfeLK"

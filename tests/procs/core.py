@@ -1,7 +1,7 @@
 """Child processes for tests/test_core_hostile.py: a writer that stops or dies
 at a named step of the C writer (Segment.write_stepwise).
 
-Run as ``python tests/coreprocs.py JSON``, where JSON holds the segment
+Run as ``python tests/procs/core.py JSON``, where JSON holds the segment
 (``path``, or ``path`` + ``offset`` + ``length`` for a region of a file, as a
 partition half is), an optional ``key`` ([id, hex]) and the keyword arguments
 of write_stepwise (``stop_at``, ``action``, ``notify``, ``process_id``...).
@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXIT_LOST = 3
 EXIT_ERROR = 4
 
@@ -25,7 +25,7 @@ def start_stepwise_writer(spec: dict) -> subprocess.Popen:
     """Start a child that writes one message with write_stepwise(spec...)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([TESTS_DIR] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    return subprocess.Popen([sys.executable, os.path.join(TESTS_DIR, "coreprocs.py"), json.dumps(spec)],
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__), json.dumps(spec)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

@@ -2,7 +2,7 @@
 co-writer of the same file, each in its own interpreter so that a reader that
 crashes (SIGSEGV, SIGBUS) shows as a signal in the parent, not a dead test run.
 
-Run as ``python tests/readprocs.py CASE ARGS...``; every case prints one
+Run as ``python tests/procs/read.py CASE ARGS...``; every case prints one
 result line ``OK <value>`` or ``ERR <ExceptionName>: <message>`` per step and
 exits 0; anything else (a signal, a traceback) fails the test.
 

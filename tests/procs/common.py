@@ -3,7 +3,7 @@
 This is the one place that starts processes.  Rules it keeps:
 
 * Children are started with the "spawn" context: a fresh interpreter that
-  imports this module by name ("procs") and logkit, so nothing of the
+  imports this module by name ("procs.common") and logkit, so nothing of the
   parent's state (mappings, cached pid/tid) leaks into a child.
 * Every child talks to the parent over its own Pipe.  The first thing a
   child sends is ("hello", pid, this module's __file__), which the parent
@@ -35,12 +35,26 @@ import traceback
 from logkit import Segment, SegmentFull
 from logkit.errors import MessageLost
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if TESTS_DIR not in sys.path:           # spawned children inherit sys.path
     sys.path.insert(0, TESTS_DIR)
 
 CTX = multiprocessing.get_context("spawn")
 TIMEOUT = 60.0          # the longest any single wait may take before the test fails
+
+# What `import procs` gives (procs/__init__.py re-exports it): the machinery,
+# the message contents, and the child targets of the core, family and
+# handler tests.
+__all__ = [
+    "CTX", "TIMEOUT", "TESTS_DIR", "ChildFailed", "Child", "Group", "recv_all", "wait_any",
+    "message_text", "parse_text", "message_severity", "message_has_data", "message_data", "message_class",
+    "write_message", "check_message",
+    "child_write_many", "child_fill_to_the_end", "child_write_and_vanish", "child_read_all",
+    "child_write_until_killed", "child_stop_in_reservation",
+    "child_family_write", "child_family_follow", "child_family_rotation_victim",
+    "child_family_write_pausing_takeover",
+    "HANDLER_LEVELS", "handler_text", "child_handler_threads", "stop_after_appends", "install_offline",
+]
 
 
 class ChildFailed(AssertionError):
@@ -75,7 +89,7 @@ class Child:
         self.process = CTX.Process(target=_bootstrap, args=(target, self._child_conn, args),
                                    name=name, daemon=True)
         self.pid = None
-        self.module_file = None     # procs.__file__ as the child imported it
+        self.module_file = None     # procs.common.__file__ as the child imported it
         self.killed = False
 
     def start(self):
@@ -195,7 +209,7 @@ def wait_any(children, timeout=TIMEOUT):
 # ====================================================================== child side
 
 def _bootstrap(target, conn, args):
-    """Runs in the child: say hello (proving which procs module it imported),
+    """Runs in the child: say hello (proving which procs.common it imported),
     run the target, report any exception to the parent."""
     try:
         conn.send(("hello", os.getpid(), os.path.abspath(__file__)))

@@ -1,6 +1,6 @@
 """Programs the print/monitor tests start as real processes.
 
-`python printprocs.py record FILE ARG...` appends its ARGs, as one JSON list
+`python tests/procs/printing.py record FILE ARG...` appends its ARGs, as one JSON list
 on one line, to FILE: the command `logkit monitor --call` runs, so the test
 can check every argument it was given, byte for byte.
 """

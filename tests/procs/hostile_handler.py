@@ -1,7 +1,7 @@
 """Child programs for tests/test_handler_hostile.py: a logkit.Handler closed
 while other threads log (issue #13, defect 14).
 
-Run as ``python hostile_handlerprocs.py SCENARIO DIR [ROUNDS]``; the process
+Run as ``python tests/procs/hostile_handler.py SCENARIO DIR [ROUNDS]``; the process
 writes DIR/result.json (what each thread had finished logging before the
 handler was closed, per round) and DIR/errors.txt (one line per error the
 handler reported through handleError: "<type>: <message>").  The parent checks

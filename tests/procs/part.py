@@ -1,7 +1,7 @@
 """Child targets for the partition and pipe backend tests (spawned by name).
 
 Started through procs.Group (the "spawn" context, hello handshake, kills by
-pid); this module only adds targets.  Message contents come from procs'
+pid); this module only adds targets.  Message contents come from procs.common's
 message_text()/message_severity()/message_data(), a pure function of
 (writer, counter), so the parent can check every record it reads back.
 """
@@ -11,11 +11,11 @@ import os
 import sys
 import threading
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if TESTS_DIR not in sys.path:           # spawned children import this module by name
     sys.path.insert(0, TESTS_DIR)
 
-from procs import (TIMEOUT, message_class, message_data, message_severity,  # noqa: E402
+from procs.common import (TIMEOUT, message_class, message_data, message_severity,  # noqa: E402
                    message_text)
 
 

@@ -16,7 +16,7 @@ import time
 
 from logkit import inject
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 60.0
 
 
