@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.deps-installed
-SOURCES := $(wildcard pyx/logkit/*.pyx pyx/logkit/*.pxd pyx/include/*.h) setup.py
+SOURCES := $(wildcard pyx/logkit/*.pyx pyx/logkit/*.pxd pyx/logkit/*.pxi pyx/include/*.h) setup.py
 
 .PHONY: all build debug test demo bench soak fuzz clean distclean
 

@@ -16,7 +16,7 @@ How the atomic steps are made (no file lock anywhere on the write path):
 * Every later step of a half's life (swapping, full, draining, empty, being
   reused) is a *state token* in the half's segment-header word at offset 456
   (the family backend's rotation token; a partition half is never rotated,
-  so the word is free), moved only by compare-and-swap (Segment._rotator_cas).
+  so the word is free), moved only by compare-and-swap (Segment.claim_token).
   A token names the process that holds the step, so a step whose holder died
   is taken over by the next process that needs it.  Segment.format zeroes
   the word: a freshly formatted half is LIVE.
@@ -37,6 +37,7 @@ import uuid as _uuid
 from typing import Any, Iterator
 
 from logkit._segment import (Limits, Segment, SegmentIterator, crc32c, load_word, parse_size,
+                             token_attempt, token_make, token_pid, token_state,
                              store_word)
 from logkit.errors import (
     DiskFull,
@@ -98,14 +99,14 @@ H_HOLDER = (256, 264)   # per half: (pid << 32) | start of the last process to c
 
 TOKEN_OFFSET = 456      # the half's segment-header word that holds its state token
 
-# half states (token bits 61..63); bits 32..60 an attempt counter, 0..31 a pid
+# half states: the STATE of the half's token (lk_segment.h "Tokens": bits
+# 61..63; 32..60 an attempt counter, 0..31 a pid)
 LIVE, SWAPPING, FULL, DRAINING, EMPTY, REUSING, COPYING = range(7)
 PHASE_NAMES = {LIVE: "live", SWAPPING: "swapping", FULL: "full", DRAINING: "draining",
                EMPTY: "empty", REUSING: "reusing", COPYING: "copying"}
 # COPYING is DRAINING with one message in flight: the drainer holds a copy of
 # the first finished message above H_PROGRESS, taken while the half was
 # provably its own, and is appending it to the destination.
-_ATTEMPT_MASK = (1 << 29) - 1
 
 LOSS_SEVERITY = 40
 
@@ -145,7 +146,7 @@ def _unhold(tok: int) -> None:
 def _claim(seg: Segment, old: int, new: int) -> bool:
     """CAS a half's token from `old` to `new`, holding `new` (_unhold() it when done)."""
     _hold(new)
-    if seg._rotator_cas(old, new):
+    if seg.claim_token(old, new):
         return True
     _unhold(new)
     return False
@@ -178,26 +179,19 @@ os.register_at_fork(after_in_child=_forget_held_in_child)
 
 
 def _token(phase: int, attempt: int = 0, pid: int | None = None) -> int:
-    return (phase << 61) | ((attempt & _ATTEMPT_MASK) << 32) | ((os.getpid() if pid is None else pid) & 0xFFFFFFFF)
+    return token_make(phase, attempt, os.getpid() if pid is None else pid)
 
 
-def _phase(tok: int) -> int:
-    return tok >> 61
-
-
-def _attempt(tok: int) -> int:
-    return (tok >> 32) & _ATTEMPT_MASK
-
-
-def _holder(tok: int) -> int:
-    return tok & 0xFFFFFFFF
+_phase = token_state
+_attempt = token_attempt
+_holder = token_pid
 
 
 class _KeyFile:
     """The key file of a sealed partition, reloaded when a key id it lacks is
     asked for (another process rotated the file's keys, and the half it
     reused is sealed under the new one).  Quacks as a KeyRing for
-    Segment._use_key/_rekey."""
+    Segment.use_key/rekey."""
 
     def __init__(self, path):
         from logkit.crypto import load_key_file
@@ -331,8 +325,8 @@ class Partition:
             self.offsets = (self._u64(H_HALF0), self._u64(H_HALF1))
             if not self.family:
                 self.family = bytes(self.mm[H_FAMILY:H_FAMILY + 64]).split(b"\0", 1)[0].decode("utf-8", "replace")
-            self.halves = [Segment._attach(self.mm, off, self.half_size, readonly,
-                                           f"{self.path}@{off}", None, check=False)
+            self.halves = [Segment.from_buffer(self.mm, off, self.half_size, readonly,
+                                               path=f"{self.path}@{off}", check_header=False)
                            for off in self.offsets]
             self.missing_key = None
             self.refresh_keys(force=True)
@@ -383,7 +377,7 @@ class Partition:
                 h1 = Segment.format(mm, HEADER_SIZE + half, half, family=fam.decode("utf-8", "ignore"),
                                     sequence_base=1, key=key)
                 h1.take_out_of_service()
-                h1._rotator_cas(0, _token(EMPTY))
+                h1.claim_token(0, _token(EMPTY))
                 h0.close()
                 h1.close()
                 mm.flush()
@@ -455,9 +449,9 @@ class Partition:
         sets `missing_key` to the MissingKey error: readers show
         "[encrypted]", writers and drains refuse."""
         for i, h in enumerate(self.halves):
-            if not (force or h._key_stale()) or not self.sound(i):
+            if not (force or h.key_stale()) or not self.sound(i):
                 continue
-            err = h._rekey(self.key)
+            err = h.rekey(self.key)
             if err is not None:
                 self.missing_key = err
             elif h.sealed and self.key is None:
@@ -492,7 +486,7 @@ class Partition:
     def half_problem(self, i: int) -> str | None:
         """None if half i's segment header is sound, else what is wrong."""
         try:
-            return self.halves[i]._header_problem()
+            return self.halves[i].header_problem()
         except UnsupportedFormat as e:
             return str(e)
 
@@ -500,10 +494,10 @@ class Partition:
         return self.half_problem(i) is None
 
     def token(self, i: int) -> int:
-        return self.halves[i]._rotator()
+        return self.halves[i].token()
 
     def phase(self, i: int) -> int:
-        return _phase(self.halves[i]._rotator())
+        return _phase(self.halves[i].token())
 
     def current_index(self) -> int | None:
         """The half in service (the one writers fill), or None while a swap is
@@ -894,7 +888,7 @@ class PartitionStorage(StorageBackend):
             h = p.halves[i]
             if not p.sound(i):
                 continue
-            tok = h._rotator()
+            tok = h.token()
             ph = _phase(tok)
             if ph == SWAPPING and self._stale(i, tok):
                 new = _token(SWAPPING, _attempt(tok) + 1)
@@ -966,7 +960,7 @@ class PartitionStorage(StorageBackend):
             p._put(H_INTENT_LAST, last)
             p._put(H_INTENT_EVENTS, p._u64(H_LOSS_EVENTS) + 1 if n else p._u64(H_LOSS_EVENTS))
             p._put(H_INTENT, o + 1)      # from here O's header may be torn: readers skip it
-        if C._rotator() != tok:
+        if C.token() != tok:
             return False
         key = p.key.for_new_half() if p.key is not None else None
         Segment.format(p.mm, p.offsets[o], p.half_size, family=p.family[:63],
@@ -996,7 +990,7 @@ class PartitionStorage(StorageBackend):
             data = json.dumps({"lost": n, "first_sequence": first, "last_sequence": last}).encode()
             p.refresh_keys()             # a sealed o formatted by a dead swapper: derive its key
             if not self._holds_report(O, data):
-                if C._rotator() != tok:
+                if C.token() != tok:
                     return False
                 try:
                     O.write(text, LOSS_SEVERITY, data, "json")
@@ -1004,7 +998,7 @@ class PartitionStorage(StorageBackend):
                     pass                 # a swap must never fail for its report
             inject.point("partition.swap.reported")
             p._put(H_LOSS_EVENTS, events)
-        if C._rotator() != tok:
+        if C.token() != tok:
             return False
         p._put(H_LOST, total)            # idempotent: a taker stores the same total
         inject.point("partition.swap.losses-recorded")
@@ -1030,7 +1024,7 @@ class PartitionStorage(StorageBackend):
         switch only now, so a loss report is the new half's first message)."""
         p = self._p
         C, O = p.halves[c], p.halves[o]
-        if not C._rotator_cas(tok, _token(FULL, _attempt(tok))):
+        if not C.claim_token(tok, _token(FULL, _attempt(tok))):
             return False
         p._put(H_CURRENT, o)
         p._put(H_GENERATION, p._u64(H_GENERATION) + 1)
@@ -1048,9 +1042,9 @@ class PartitionStorage(StorageBackend):
         O, C = p.halves[o], p.halves[c]
         t0 = _time.monotonic()
         while True:
-            if C._rotator() != swap_tok:
+            if C.token() != swap_tok:
                 return None
-            tok = O._rotator()
+            tok = O.token()
             ph = _phase(tok)
             take = False
             if ph in (FULL, EMPTY, LIVE, SWAPPING):
@@ -1231,7 +1225,7 @@ class PartitionStorage(StorageBackend):
             if not p.sound(i):
                 continue
             h = p.halves[i]
-            tok = h._rotator()
+            tok = h.token()
             ph = _phase(tok)
             if ph == FULL or (ph in (DRAINING, COPYING) and (_abandoned_here(tok) or (
                     _holder(tok) != os.getpid() and not p.holder_alive(i, tok)))):
@@ -1275,7 +1269,7 @@ class PartitionStorage(StorageBackend):
                 mark = destination_next(into)
                 p._put(H_MARK, mark)
             _hold(copying)
-            if not h._rotator_cas(tok, copying):
+            if not h.claim_token(tok, copying):
                 _unhold(copying)
                 break                # a swapper took the half (overflow): the copy may be torn; s is its loss
             try:
@@ -1284,7 +1278,7 @@ class PartitionStorage(StorageBackend):
                 _unhold(copying)     # left COPYING: the next drain resumes it (_reconcile)
                 raise
             inject.point("partition.drain.appended")       # in the destination, not yet recorded
-            if h._rotator() != copying or p._u64(H_PROGRESS) != progress:
+            if h.token() != copying or p._u64(H_PROGRESS) != progress:
                 # Taken from COPYING while we appended: the swapper counted
                 # s as copied and recorded it; only the count is ours.  (And
                 # never store a progress over one that moved meanwhile: it
@@ -1303,13 +1297,13 @@ class PartitionStorage(StorageBackend):
             p._put(H_DRAINED, p._u64(H_DRAINED) + 1)
             progress = s
             count += 1
-            back = h._rotator_cas(copying, tok)
+            back = h.claim_token(copying, tok)
             _unhold(copying)
             if not back:
                 break                # taken after we recorded s: nothing in flight
         else:
             _flush_destination(into)
-            h._rotator_cas(tok, _token(EMPTY, _attempt(tok)))
+            h.claim_token(tok, _token(EMPTY, _attempt(tok)))
             return count
         _flush_destination(into)
         return count

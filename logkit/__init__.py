@@ -16,6 +16,7 @@ from logkit._segment import (
     Reservation,
     Segment,
     SegmentIterator,
+    SegmentRepair,
     crc32c,
     parse_size,
 )
@@ -79,7 +80,7 @@ __all__ = [
     "format_message",
     "FORMAT_VERSION", "HEADER_SIZE", "MAX_SEGMENT_SIZE", "MIN_SEGMENT_SIZE",
     "SEVERITY_MAX", "SEVERITY_MIN",
-    "Limits", "Message", "Record", "Reservation", "Segment", "SegmentIterator",
+    "Limits", "Message", "Record", "Reservation", "Segment", "SegmentIterator", "SegmentRepair",
     "crc32c", "parse_size", "salvage", "SalvageReport",
     "open_writer", "open_reader", "FamilyWriter", "FamilyReader", "retain", "migrate",
     "RotationTimeout", "Handler", "ConfigError", "BackendNotFound",

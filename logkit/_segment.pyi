@@ -113,6 +113,15 @@ class _MessageDict(TypedDict):
     data_class: str
     data: bytes
 
+TOKEN_STATE_SHIFT: int
+TOKEN_ATTEMPT_MASK: int
+
+def token_make(state: int, attempt: int, pid: int) -> int:
+    """The token word of `state` (0..7), claim `attempt` (mod 2**29) and process `pid`."""
+
+def token_state(token: int) -> int: ...
+def token_attempt(token: int) -> int: ...
+def token_pid(token: int) -> int: ...
 def crc32c(data: ReadableBuffer, crc: int = 0) -> int:
     """CRC-32C (Castagnoli) of a bytes-like object, continuing from `crc`."""
 
@@ -176,9 +185,12 @@ class Segment:
         """
 
     @staticmethod
-    def open(path: StrOrBytesPath, readonly: bool = False, key: _Key = None) -> Segment:
+    def open(path: StrOrBytesPath, readonly: bool = False, key: _Key = None, *,
+             check_header: bool = True) -> Segment:
         """Open an existing segment file (key: a KeyRing or (key_id, log_key)
         for a sealed segment; WrongKey when its key check differs).
+        check_header=False: attach whatever the header holds (no key then);
+        judge it with header_problem().
 
         Raises SegmentNotFound, SegmentDamaged (naming what is wrong with the
         header), UnsupportedFormat (a sound header of another format version).
@@ -205,9 +217,12 @@ class Segment:
     @staticmethod
     def from_buffer(
         buffer: ReadableBuffer, offset: int = 0, length: int | None = None, readonly: bool = False,
-        key: _Key = None,
+        key: _Key = None, *, path: str | None = None, close_buffer: bool = False,
+        check_header: bool = True,
     ) -> Segment:
-        """Attach to a segment already formatted in a region of `buffer`.
+        """Attach to a segment already formatted in a region of `buffer`
+        (path: the name errors use; close_buffer: the buffer is an mmap this
+        segment closes; check_header=False: as for open()).
 
         Raises SegmentDamaged, UnsupportedFormat or InvalidArgument as open() and format() do.
         """
@@ -228,9 +243,25 @@ class Segment:
     def key_check_problem(self) -> str | None:
         """None, or why the key was taken though the header's key check
         differs (a message authenticated under it: the check is damaged)."""
-    def _use_key(self, key: _Key) -> Exception | None: ...
-    def _rekey(self, key: _Key | None = None) -> Exception | None: ...
-    def _key_stale(self) -> bool: ...
+    def use_key(self, key: _Key) -> Exception | None:
+        """Give a sealed segment its key (WrongKey if its check differs); a key
+        without the segment's key id returns the MissingKey error instead."""
+    def rekey(self, key: _Key | None = None) -> Exception | None:
+        """Read the header's sealing again and derive the key anew (a region
+        formatted again in place); `key` or else the one given before."""
+    def key_stale(self) -> bool:
+        """True if the header's sealing no longer matches the derived key."""
+    def header_problem(self) -> str | None:
+        """None if the identity is sound, else what is wrong; raises UnsupportedFormat."""
+    def store_hints(
+        self, first_seq: int, first_time: int, last_seq: int, last_time: int, last_offset: int
+    ) -> None:
+        """Store the header's hints (392..431); relaxed, readers validate them."""
+    def token(self) -> int:
+        """The token word at header offset 456 (acquire); take it apart with
+        token_state, token_attempt, token_pid."""
+    def claim_token(self, expected: int, desired: int) -> bool:
+        """CAS the token from `expected` to `desired`; True if this call changed it."""
     def _refuse_unkeyed(self) -> NoReturn: ...
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> None: ...
@@ -330,7 +361,6 @@ class Segment:
     def unfinished_claims(self) -> list[tuple[int, int, str]]:
         """(offset, end, "reserved" | "gap") of every claim not yet finished
         nor abandoned, found by walking; empty: settled, whatever the counters say."""
-    def _set_written_count(self, n: int) -> None: ...
 
     # waiting (docs/api.md, "Waiting for messages")
     def wait(self, offset: int, timeout: float | None = None, poll_interval: float = 0.01) -> bool:
@@ -360,7 +390,7 @@ class Segment:
     def limits(self) -> Limits | None: ...
     def scan(self) -> _Scan: ...
 
-    # internals used by logkit.salvager
+    # internals of the module itself
     @staticmethod
     def _attach(
         owner: ReadableBuffer,
@@ -375,37 +405,45 @@ class Segment:
     def _open_file(path: StrOrBytesPath, readonly: bool, check: bool) -> Segment: ...
     def _prefault(self) -> None: ...
     def _memoryview(self) -> memoryview: ...
-    def _header_problem(self) -> str | None:
-        """None if the identity is sound, else what is wrong; raises UnsupportedFormat."""
 
-    # internals used by logkit.family
-    def _rotator(self) -> int:
-        """The rotation token (header offset 456): pid | attempt << 32 | phase << 62."""
+class SegmentRepair:
+    """The repair primitives of one segment (salvage's): SegmentRepair(seg).
+    Each assumes the segment is out of service or the caller owns the region
+    (docs/api.md, "Repair primitives")."""
 
-    def _rotator_cas(self, expected: int, desired: int) -> bool:
-        """CAS the rotation token; True if this call changed it."""
-
-    def _word_at(self, offset: int) -> int: ...
-    def _fillable(self, start: int, end: int) -> bool:
+    segment: Segment
+    def __init__(self, segment: Segment) -> None: ...
+    def word_at(self, offset: int) -> int:
+        """The 8-byte word at `offset` (8-aligned, inside the region)."""
+    def fillable(self, start: int, end: int) -> bool:
         """True if [start, end) holds nothing but unpublished claims: first word
         zero, bytes 60..63 not the record's valid checksum (a claim keeps its
         holder's start time there), every other byte zero except bytes 8..63
         of a partly stored stub and the data-class name that stub stores.
         Salvage fills only such gaps."""
-    def _message_pid(self, offset: int) -> tuple[int, int]: ...
-    def _abandon(self, offset: int) -> bool: ...
-    def _write_filler(self, offset: int, length: int, sequence: int, span: int) -> None: ...
-    def _rebuild_identity(self, sequence_base: int, sealed_hint: bool = False,
-                          identity: tuple[bytes, int, bytes, int, int, bytes] | None = None) -> bool: ...
-    def _fix_word(self, min_next: int, min_count: int, out_of_service: bool) -> bool: ...
-    def _set_limits(
-        self, first_seq: int, first_time: int, last_seq: int, last_time: int, last_offset: int
-    ) -> None: ...
-    def _set_abandoned_count(self, n: int) -> None: ...
-    def _note_salvage(self) -> None: ...
-    def _probe_first_sequence(self) -> int | None: ...
-    def _probe_sequence_base(self) -> int | None: ...
-    def _probe_sealed(self) -> bool: ...
+    def message_pid(self, offset: int) -> tuple[int, int]:
+        """(pid at +32, time at +24) of the record at `offset`."""
+    def set_written_count(self, n: int) -> None:
+        """The written counter set to n (a segment out of service, settled)."""
+    def abandon(self, offset: int) -> bool:
+        """CAS the reserved stub at `offset` to abandoned ([S1]); True if this call did."""
+    def write_filler(self, offset: int, length: int, sequence: int, span: int) -> None:
+        """An abandoned filler record over [offset, offset+length) for `span` numbers from `sequence`."""
+    def rebuild_identity(self, sequence_base: int, sealed_hint: bool = False,
+                         identity: tuple[bytes, int, bytes, int, int, bytes] | None = None) -> bool:
+        """Rewrite a damaged identity block; True if `identity` (a ledger's) was taken."""
+    def raise_word(self, min_next: int, min_count: int, out_of_service: bool) -> bool:
+        """Raise NEXT and COUNT to at least the given values (never lower), COUNT
+        saturating; optionally take out of service in the same CAS."""
+    def set_abandoned_count(self, n: int) -> None: ...
+    def note_salvage(self) -> None:
+        """Count one salvage and store its time in the header."""
+    def probe_first_sequence(self) -> int | None:
+        """The sequence of the first checksum-valid message found by sentinel."""
+    def probe_sequence_base(self) -> int | None:
+        """The smallest sequence base consistent with that message."""
+    def probe_sealed(self) -> bool:
+        """True if a checksum-valid message found by sentinel is sealed."""
 
 class SegmentIterator:
     """Walks a segment's finished messages, counting what it passes over.

@@ -18,7 +18,8 @@ import weakref
 from datetime import datetime, timezone
 from typing import Iterable, Iterator, Sequence
 
-from logkit._segment import Limits, Message, Segment, SegmentIterator, check_mapping, parse_size
+from logkit._segment import (Limits, Message, Segment, SegmentIterator, check_mapping, parse_size,
+                             token_attempt, token_make, token_pid, token_state)
 from logkit.errors import (
     InvalidArgument,
     LogkitError,
@@ -40,10 +41,14 @@ __all__ = [
 
 _FAMILY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,62}")
 
-# Rotation token (segment header offset 456): pid | attempt << 32 | phase << 62.
-_PHASE_ROTATING = 1
-_PHASE_INSTALLING = 2
-_PHASE_DONE = 3
+# Rotation phases: the STATE of the segment's token (header offset 456,
+# token_make; lk_segment.h "Tokens").  Even codes: tokens written before the
+# one token layout had a 2-bit phase at bit 62 (1, 2, 3), and read the same.
+_PHASE_ROTATING = 2
+_PHASE_INSTALLING = 4
+_PHASE_DONE = 6
+ROTATION_PHASES = {0: "not rotated", _PHASE_ROTATING: "rotating",
+                   _PHASE_INSTALLING: "installing its successor", _PHASE_DONE: "rotation done"}
 
 # Test hook: called as _rotation_hook(stage) at "out-of-service", "linked",
 # "created" and "installing".  Tests use it to stop a rotator mid-rotation.
@@ -171,7 +176,7 @@ def _seg_open(path, readonly: bool, ring) -> Segment:
 
 
 def _alive_token(token: int) -> bool:
-    return process_alive(token & 0xFFFFFFFF)
+    return process_alive(token_pid(token))
 
 
 class FamilyWriter:
@@ -418,12 +423,11 @@ class FamilyWriter:
         stalled = (_time.time_ns() - oos) / 1e9 if oos is not None else waited
         if stalled < self.rotation_timeout:
             return None
-        token = seg._rotator()
+        token = seg.token()
         now = _time.monotonic()
         if token != watch[0]:
             watch[0], watch[1] = token, now
-        phase = token >> 62
-        if phase == _PHASE_DONE:
+        if token_state(token) == _PHASE_DONE:
             return None
         if token == 0 or not _alive_token(token):
             return token
@@ -449,12 +453,11 @@ class FamilyWriter:
         writer that takes over from a dead rotator simply runs them again.
         A takeover claims the token only if it still is `expected`, the value
         judged stale: never from a rotator that claimed it meanwhile."""
-        observed = old._rotator() if expected is None else expected
-        if observed >> 62 == _PHASE_DONE:
+        observed = old.token() if expected is None else expected
+        if token_state(observed) == _PHASE_DONE:
             return
-        attempt = ((observed >> 32) & 0x3FFFFFFF) + 1
-        token = (_PHASE_ROTATING << 62) | (attempt << 32) | os.getpid()
-        if not old._rotator_cas(observed, token):
+        token = token_make(_PHASE_ROTATING, token_attempt(observed) + 1, os.getpid())
+        if not old.claim_token(observed, token):
             return                            # someone else is on it
         if takeover:
             self.takeovers += 1
@@ -466,20 +469,20 @@ class FamilyWriter:
         try:
             lim = old.limits()
             if lim is not None:
-                old._set_limits(lim.first_sequence, lim.first_time, lim.last_sequence, lim.last_time,
+                old.store_hints(lim.first_sequence, lim.first_time, lim.last_sequence, lim.last_time,
                                 old.find(sequence=lim.last_sequence).offset)
         except SegmentDamaged:
             pass                              # its file shrank: no hints, readers walk what is left
         base = old.sequence_base + old.stats()["reserved"]
         tmp = None
-        if observed >> 62 == _PHASE_INSTALLING and _alive_token(observed):
+        if token_state(observed) == _PHASE_INSTALLING and _alive_token(observed):
             # Taking over from a rotator stalled after it claimed the install
             # (stopped, not dead): it may still rename its new segment into
             # place when it resumes, so install THAT segment now instead of
             # making another one; when it resumes, its rename finds nothing.
             # (A dead one can rename nothing: a fresh segment is made, and its
             # temporary is removed by _cleanup_temporaries later.)
-            tmp = self._stalled_new_segment(observed & 0xFFFFFFFF, base, hist)
+            tmp = self._stalled_new_segment(token_pid(observed), base, hist)
             if tmp is None:
                 return                        # one we cannot vouch for is there: leave it
             if tmp:
@@ -494,8 +497,8 @@ class FamilyWriter:
             new.close()
         inject.point("family.rotate.created")
         _hook("created")
-        installing = (_PHASE_INSTALLING << 62) | (token & ((1 << 62) - 1))
-        if not old._rotator_cas(token, installing):
+        installing = token_make(_PHASE_INSTALLING, token_attempt(token), token_pid(token))
+        if not old.claim_token(token, installing):
             if os.path.basename(tmp).startswith(f".{self.family}.{os.getpid()}."):
                 os.unlink(tmp)                # taken over meanwhile: the other one installs
             return
@@ -509,7 +512,7 @@ class FamilyWriter:
             pass
         _fsync_dir(self.directory)
         inject.point("family.rotate.installed")
-        old._rotator_cas(installing, (_PHASE_DONE << 62) | (token & ((1 << 62) - 1)))
+        old.claim_token(installing, token_make(_PHASE_DONE, token_attempt(token), token_pid(token)))
         self.rotations += 1
         self._cleanup_temporaries()
         if any(v is not None for v in self.retention.values()):

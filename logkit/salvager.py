@@ -12,7 +12,7 @@ import time as _time
 from dataclasses import dataclass, field
 
 from logkit import idledger, inject
-from logkit._segment import HEADER_SIZE, Segment, identity_gone, process_start
+from logkit._segment import HEADER_SIZE, Segment, SegmentRepair, identity_gone, process_start
 from logkit.errors import LogkitError, SegmentDamaged
 
 __all__ = ["salvage", "rebuild_identity", "SalvageReport", "process_alive", "process_identity", "identity_alive",
@@ -121,7 +121,7 @@ def settle_counts(seg: Segment) -> bool:
         st = seg.stats()
         if st["reserved"] != st["written"] + st["abandoned"]:
             kept = sum(1 for r in seg.records() if r.kind == "committed")
-            seg._set_written_count(kept)
+            SegmentRepair(seg).set_written_count(kept)
     return True
 
 
@@ -139,7 +139,7 @@ def salvage(target, grace: float = 60.0, settle: float = 1.0) -> SalvageReport:
         seg, own, path = target, False, target.path
     else:
         path = os.fspath(target)
-        seg, own = Segment._open_file(path, False, False), True
+        seg, own = Segment.open(path, check_header=False), True
     try:
         return _salvage(seg, path, grace, settle)
     finally:
@@ -151,13 +151,13 @@ def _header_problem_settled(seg: Segment):
     """The header's problem, looked at again after a short pause if there is
     one: a concurrent set_previous() (migrate) or format rewrites the identity
     block and its CRC in two steps, so one look can catch it half-written
-    (Segment._attach retries the same way)."""
-    problem = seg._header_problem()
+    (Segment.open retries the same way)."""
+    problem = seg.header_problem()
     for delay in (0.001, 0.01, 0.05):
         if problem is None:
             break
         _time.sleep(delay)
-        problem = seg._header_problem()
+        problem = seg.header_problem()
     return problem
 
 
@@ -176,12 +176,13 @@ def rebuild_identity(seg: Segment) -> tuple[bool, int, bool]:
     # rebuilt would get a number already used under the same UUID (nonce
     # reuse in a sealed segment, a duplicate otherwise).  The CAS [O1]
     # orders every earlier claim before the rebuild; none can follow it.
-    taken = bool(seg._fix_word(HEADER_SIZE, 0, True))
+    fix = SegmentRepair(seg)
+    taken = bool(fix.raise_word(HEADER_SIZE, 0, True))
     inject.point("salvage.header.rebuilding")
-    base = seg._probe_sequence_base() or 1
-    sealed = seg._probe_sealed()
+    base = fix.probe_sequence_base() or 1
+    sealed = fix.probe_sealed()
     ident = None
-    first = seg._probe_first_sequence()
+    first = fix.probe_first_sequence()
     if sealed and seg.path and first is not None:
         # A sealed family records each segment's identity in its ledger: the
         # one place the UUID (the segment key's input) survives a lost header page.
@@ -193,7 +194,7 @@ def rebuild_identity(seg: Segment) -> tuple[bool, int, bool]:
             _, fam = idledger.family_of(seg.path)
             ident = (found.uuid, found.key_id, found.key_check, found.sequence_base, found.created,
                      fam.encode("utf-8", "surrogateescape"))
-    from_ledger = bool(seg._rebuild_identity(base, sealed, ident))
+    from_ledger = bool(fix.rebuild_identity(base, sealed, ident))
     if from_ledger:
         base = ident[3]
     return taken, base, from_ledger
@@ -201,6 +202,7 @@ def rebuild_identity(seg: Segment) -> tuple[bool, int, bool]:
 
 def _salvage(seg: Segment, path, grace: float, settle: float) -> SalvageReport:
     rep = SalvageReport(path=path)
+    fix = SegmentRepair(seg)
     problem = _header_problem_settled(seg)
     if problem is not None:
         taken, base, from_ledger = rebuild_identity(seg)
@@ -220,7 +222,7 @@ def _salvage(seg: Segment, path, grace: float, settle: float) -> SalvageReport:
             # never put back in service for sealed writes (it is rotated).
             rep.notes.append("header: the segment is sealed (format version 2) and stays so; "
                              "it must not be written again (rotate it)")
-    if seg._header_problem() is not None:   # pragma: no cover - rebuild always succeeds
+    if seg.header_problem() is not None:   # pragma: no cover - rebuild always succeeds
         raise SegmentDamaged(f"{path}: header could not be rebuilt")
 
     base = seg.sequence_base
@@ -261,12 +263,12 @@ def _salvage(seg: Segment, path, grace: float, settle: float) -> SalvageReport:
             holder = seg.reservation_holder(rec.offset)
             pid = holder[0] if holder else 0
             if holder is not None and not seg.reservation_alive(rec.offset, grace):
-                if seg._abandon(rec.offset):
+                if fix.abandon(rec.offset):
                     rep.abandoned += 1
                 else:   # its writer finished it meanwhile
                     rep.kept += 1
             elif holder is None:    # finished (or abandoned) since the walk saw it
-                rep.kept += 1 if seg._word_at(rec.offset) >> 32 == 2 else 0
+                rep.kept += 1 if fix.word_at(rec.offset) >> 32 == 2 else 0
             else:
                 rep.open.append((rec.offset, rec.sequence, pid))
         else:
@@ -286,7 +288,7 @@ def _salvage(seg: Segment, path, grace: float, settle: float) -> SalvageReport:
 
     # The reservation word must cover every record found.
     if end > word_next or seq_end > word_seq_next:
-        if seg._fix_word(end, seq_end - base, True):
+        if fix.raise_word(end, seq_end - base, True):
             rep.word_repaired = True
             rep.taken_out_of_service = True
     if rep.damaged and seg.in_service:
@@ -303,8 +305,8 @@ def _salvage(seg: Segment, path, grace: float, settle: float) -> SalvageReport:
                                       else settle <= 0)
     if settled:
         for a, b, n in rep.gaps:
-            if n and a in gap_first and b - a >= 64 * n and seg._fillable(a, b):
-                seg._write_filler(a, b - a, gap_first[a], n)
+            if n and a in gap_first and b - a >= 64 * n and fix.fillable(a, b):
+                fix.write_filler(a, b - a, gap_first[a], n)
                 rep.filled.append((a, b, n))
     elif rep.gaps:
         rep.notes.append("gaps left as they are: the segment is in service (or only just out of it), "
@@ -312,14 +314,14 @@ def _salvage(seg: Segment, path, grace: float, settle: float) -> SalvageReport:
                          f"it has been out of service for {settle:g} s")
 
     abandoned_total = rep.abandoned_before + rep.abandoned + sum(n for _, _, n in rep.filled)
-    seg._set_abandoned_count(abandoned_total)
+    fix.set_abandoned_count(abandoned_total)
     # The written counter: a writer killed between its commit [W2] and the
     # counter [W5] left it one short for ever.  Recount it from the walk once
     # nobody can add to it (out of service, no open reservation, no gap).
     if settled and not rep.open and not seg.unfinished_claims():
-        seg._set_written_count(rep.kept)
+        fix.set_written_count(rep.kept)
     if first is not None:
-        seg._set_limits(first.sequence, seg._message_pid(first.offset)[1],
-                        last.sequence, seg._message_pid(last.offset)[1], last.offset)
-    seg._note_salvage()
+        seg.store_hints(first.sequence, fix.message_pid(first.offset)[1],
+                        last.sequence, fix.message_pid(last.offset)[1], last.offset)
+    fix.note_salvage()
     return rep

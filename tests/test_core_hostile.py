@@ -22,6 +22,7 @@ import pytest
 
 from procs.core import EXIT_LOST, start_stepwise_writer
 from logkit import Segment, inject
+from logkit._segment import SegmentRepair
 from logkit.errors import MessageLost, OutOfService, ReservationWordDamaged, SegmentDamaged
 from logkit.salvager import identity_alive, process_identity, salvage, settle_counts
 
@@ -244,7 +245,7 @@ def test_salvage_takes_a_segment_out_of_service_before_rebuilding_its_identity(t
         with open(path, "r+b") as f:
             f.seek(64)
             f.write(b"\xff")                           # family name byte: identity CRC now wrong
-        assert seg._header_problem() is not None and seg.in_service
+        assert seg.header_problem() is not None and seg.in_service
         inject.arm("salvage.header.rebuilding", "raise")
         try:
             with pytest.raises(inject.Injected):
@@ -369,7 +370,7 @@ def test_salvage_recounts_the_written_counter(tmp_path):
     with Segment.create(path, size=65536) as seg:
         for i in range(5):
             seg.write(f"m{i}")
-        seg._set_written_count(3)                    # as if two writers died after [W2]
+        SegmentRepair(seg).set_written_count(3)                    # as if two writers died after [W2]
         seg.take_out_of_service()
     rep = salvage(path, settle=0)
     assert rep.kept == 5
@@ -413,7 +414,7 @@ def test_fix_word_saturates_count_instead_of_wrapping(tmp_path):
     path = str(tmp_path / "s")
     with Segment.create(path, size=65536) as seg:
         seg.write("a")
-        assert seg._fix_word(HEADER, (1 << 31) + 5, False)
+        assert SegmentRepair(seg).raise_word(HEADER, (1 << 31) + 5, False)
         st = seg.stats()
         assert st["reserved"] == (1 << 31) - 1
         assert not seg.in_service                    # no sequence number left: out of service
@@ -449,9 +450,9 @@ def test_fillable_tells_a_claims_holder_start_from_a_finished_messages_checksum(
             for off in (HEADER, r.offset):
                 f.seek(off)
                 f.write(bytes(8))                          # state words zeroed
-        assert seg._word_at(r.offset + 56) >> 32 != 0      # the holder's start is there
-        assert not seg._fillable(HEADER, HEADER + 64)
-        assert seg._fillable(r.offset, r.offset + 64)
+        assert SegmentRepair(seg).word_at(r.offset + 56) >> 32 != 0      # the holder's start is there
+        assert not SegmentRepair(seg).fillable(HEADER, HEADER + 64)
+        assert SegmentRepair(seg).fillable(r.offset, r.offset + 64)
 
 
 def test_a_dropped_sealed_reservation_leaves_no_plaintext(tmp_path):

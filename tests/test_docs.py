@@ -506,11 +506,15 @@ def test_api_md_headings_match_the_signatures():
                 obj = getattr(logkit, name)
             else:
                 obj = getattr(logkit.Segment, name)
-            call = ast.parse(f"f({args})", mode="eval").body
-            documented = [(a.id, inspect.Parameter.empty) for a in call.args]
+            # Parsed as a def's parameters, so a bare `*` (keyword-only) reads too.
+            fn = ast.parse(f"def f({args}): pass").body[0].args
             # Defaults are written as Python expressions (`1 << 20`, `0o640`): evaluate them.
-            documented += [(k.arg, eval(compile(ast.Expression(k.value), "<heading>", "eval"), {}))
-                           for k in call.keywords]
+            value = lambda node: eval(compile(ast.Expression(node), "<heading>", "eval"), {})  # noqa: E731
+            pos = fn.posonlyargs + fn.args
+            defaults = [inspect.Parameter.empty] * (len(pos) - len(fn.defaults)) + [value(d) for d in fn.defaults]
+            documented = [(a.arg, d) for a, d in zip(pos, defaults)]
+            documented += [(a.arg, inspect.Parameter.empty if d is None else value(d))
+                           for a, d in zip(fn.kwonlyargs, fn.kw_defaults)]
             runtime = [(p.name, p.default) for p in inspect.signature(obj).parameters.values()
                        if p.name != "self"]
             assert documented == runtime, f"docs/api.md heading `{name}({args})`: the code has {runtime}"

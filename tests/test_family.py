@@ -34,7 +34,8 @@ import procs  # noqa: E402
 
 import logkit  # noqa: E402
 from logkit import NoSuchMessage, Segment  # noqa: E402
-from logkit.family import history_segments  # noqa: E402
+from logkit._segment import token_state  # noqa: E402
+from logkit.family import _PHASE_DONE as ROTATION_DONE, history_segments  # noqa: E402
 
 PROCS_FILE = os.path.abspath(procs.common.__file__)
 FAMILY = "app"
@@ -401,14 +402,14 @@ def _assert_taken_over_and_whole(d, stage, victim, survivors, stalled, done, cou
     for p in hist:
         with Segment.open(p, readonly=True) as s:
             if str(s.uuid) == old_uuid:
-                found.append((os.path.basename(p), s.sequence_base, s._rotator()))
+                found.append((os.path.basename(p), s.sequence_base, s.token()))
     token = found[0][2] if found else 0
     problems = []
     if sum(takeovers) != 1:
         problems.append(f"one stalled rotation, taken over {takeovers} times")
     if victim_rotations + sum(d_[1] for d_ in done) != len(hist):
         problems.append(f"{victim_rotations + sum(d_[1] for d_ in done)} rotations, {len(hist)} history segments")
-    if [(b, t >> 62) for _, b, t in found] != [(old_base, 3)]:      # once, rotation done
+    if [(b, token_state(t)) for _, b, t in found] != [(old_base, ROTATION_DONE)]:      # once, rotation done
         problems.append(f"the stalled segment (base {old_base}) is in history as {found}")
     if token & 0xFFFFFFFF not in {s.pid for s in survivors}:
         problems.append(f"its rotation token {token:#x} names no survivor")

@@ -424,7 +424,7 @@ def test_a_token_whose_pid_now_names_another_process_is_taken_over_at_once(tmp_p
         pid, start = process_identity(other.pid)
         assert start
         tok = part._token(part.DRAINING, 1, pid)
-        assert p.halves[full]._rotator_cas(p.token(full), tok)
+        assert p.halves[full].claim_token(p.token(full), tok)
         p._put(part.H_HOLDER[full], (pid << 32) | ((start + 12345) & 0xFFFFFFFF))   # "its" start: another one
         into = _family_into(tmp_path)
         try:
@@ -437,7 +437,7 @@ def test_a_token_whose_pid_now_names_another_process_is_taken_over_at_once(tmp_p
             s.write(f"n{i}")
         cur = p.current_index()
         assert s.swap()
-        assert p.halves[cur]._rotator_cas(p.token(cur), tok)
+        assert p.halves[cur].claim_token(p.token(cur), tok)
         p._put(part.H_HOLDER[cur], (pid << 32) | start)
         into = _family_into(tmp_path)
         try:

@@ -15,7 +15,8 @@ import struct
 from typing import Any
 
 from logkit import safefs
-from logkit._segment import HEADER_SIZE, MIN_SEGMENT_SIZE, Segment, crc32c
+from logkit._segment import (HEADER_SIZE, MIN_SEGMENT_SIZE, Segment, crc32c, token_attempt, token_pid,
+                             token_state)
 from logkit.errors import InvalidArgument, LogkitError, SegmentDamaged, UnsupportedFormat
 from logkit.salvager import process_alive
 
@@ -276,7 +277,7 @@ class SegmentView:
         problem = None
         if seg is not None:
             try:
-                problem = seg._header_problem()
+                problem = seg.header_problem()
             except UnsupportedFormat as e:
                 problem = str(e)
         view = cls(name, region, seg, problem)
@@ -287,7 +288,7 @@ class SegmentView:
     def _use_key(self, ring) -> None:
         from logkit.crypto import WrongKey
         try:
-            err = self.seg._rekey(ring)
+            err = self.seg.rekey(ring)
         except WrongKey as e:
             self.key_problem, self.key_wrong = str(e), True
             return
@@ -337,7 +338,7 @@ def _rebuilt_copy(path: str) -> Segment | None:
     except LogkitError:
         return None
     try:
-        seg = Segment._attach(mm, 0, len(mm), False, path, mm, check=False)
+        seg = Segment.from_buffer(mm, 0, len(mm), False, path=path, close_buffer=True, check_header=False)
     except (LogkitError, ValueError):
         mm.close()
         return None
@@ -351,7 +352,7 @@ def _rebuilt_copy(path: str) -> Segment | None:
 
 def _attach_unchecked(mm, offset: int, length: int, name: str) -> Segment | None:
     try:
-        return Segment._attach(mm, offset, length, True, name, None, check=False)
+        return Segment.from_buffer(mm, offset, length, True, path=name, check_header=False)
     except (LogkitError, ValueError):
         return None
 
@@ -441,12 +442,11 @@ def token_words(tok: int, partition: bool) -> str:
     if tok == 0:
         return "0 (unclaimed: never rotated)" if not partition else "0 (live, never swapped)"
     if partition:
-        from logkit.backends.partition import PHASE_NAMES
-        phase, attempt, pid = tok >> 61, (tok >> 32) & ((1 << 29) - 1), tok & 0xFFFFFFFF
-        name = PHASE_NAMES.get(phase, f"unknown phase {phase}")
+        from logkit.backends.partition import PHASE_NAMES as names
     else:
-        phase, attempt, pid = tok >> 62, (tok >> 32) & ((1 << 30) - 1), tok & 0xFFFFFFFF
-        name = {0: "not rotated", 1: "rotating", 2: "installing its successor", 3: "rotation done"}[phase]
+        from logkit.family import ROTATION_PHASES as names
+    phase, attempt, pid = token_state(tok), token_attempt(tok), token_pid(tok)
+    name = names.get(phase, f"unknown phase {phase}")
     return f"0x{tok:016X} (phase {phase}: {name}; attempt {attempt}; pid {pid})"
 
 
@@ -907,7 +907,7 @@ class PartitionView:
         v = self.halves[i][2]
         if v is None or v.seg is None:
             return "unknown"
-        tok = v.seg._rotator()
+        tok = v.seg.token()
         return PHASE_NAMES.get(tok >> 61, f"unknown phase {tok >> 61}")
 
     def close(self) -> None:

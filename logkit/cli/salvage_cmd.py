@@ -126,14 +126,14 @@ def _salvage_file(path: str, grace: float, settle: float, dry_run: bool) -> Salv
             raise LogkitError(f"{path}: cannot map the file for salvage: {e.strerror}") from None
         finally:
             os.close(fd)
-        seg = Segment._attach(mm, 0, size, False, path, mm, check=False)
+        seg = Segment.from_buffer(mm, 0, size, False, path=path, close_buffer=True, check_header=False)
         try:
             return salvage(seg, grace=grace, settle=settle)
         finally:
             seg.close()
     mm = insp.map_file(path, private=True)
     try:
-        seg = Segment._attach(mm, 0, len(mm), False, path, None, check=False)
+        seg = Segment.from_buffer(mm, 0, len(mm), False, path=path, check_header=False)
         try:
             return salvage(seg, grace=grace, settle=settle)
         finally:
@@ -180,7 +180,7 @@ def _salvage_partition(path: str, grace: float, settle: float, dry_run: bool) ->
             if pv.intent_half == i:
                 out.append((name, "skipped: it was being formatted for reuse when its swapper stopped"))
                 continue
-            seg = Segment._attach(pv.mm, off, pv.half_size, False, f"{path}@{off}", None, check=False)
+            seg = Segment.from_buffer(pv.mm, off, pv.half_size, False, path=f"{path}@{off}", check_header=False)
             try:
                 out.append((name, salvage(seg, grace=grace, settle=settle)))
             finally:

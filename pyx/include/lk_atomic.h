@@ -54,6 +54,26 @@ static inline int lk_reserve_word_cas(uint64_t *w, uint64_t *expected, uint64_t 
                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 }
 
+/* Token word (header offset 456: a family's rotation token, a partition
+ * half's state token; lk_segment.h "Tokens").  [T1] load acquire: pairs with
+ * the release half of [T2], so a process that sees a token also sees what its
+ * holder did before storing it (e.g. a new live segment installed before the
+ * token said DONE, a half formatted before it said LIVE). */
+static inline uint64_t lk_token_load_acquire(const uint64_t *w) {
+    return __atomic_load_n(w, __ATOMIC_ACQUIRE);
+}
+
+/* [T2] token CAS, acq_rel: acquire so the winner's work on what the token
+ * guards (renames, formatting a half, draining it) cannot be hoisted above
+ * the claim; release so whoever loads the new token ([T1]) or claims it next
+ * sees the work done before it.  Strong: exactly one of several racing
+ * claimers wins, which is the election.  Failure relaxed: the caller
+ * re-reads and judges again. */
+static inline int lk_token_cas(uint64_t *w, uint64_t *expected, uint64_t desired) {
+    return __atomic_compare_exchange_n(w, expected, desired, 0 /* strong */,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+}
+
 /* Plain store of the reservation word, used only while no other process can
  * see the region (formatting a new segment, or salvage of a region the caller
  * owns exclusively).  Release so the header stored before it is visible first. */

@@ -125,6 +125,8 @@
  * [W2], [S1] (the same CAS) and [O1] are seq_cst, not merely acq_rel: each
  * is also the store half of the wake-up handshake below ([W3], [O2]).  On
  * x86 (LOCK CMPXCHG) and AArch64 (CASAL) that is the same instruction.
+ * [T1] token load (header 456), acquire; [T2] token CAS, acq_rel: see
+ *      "Tokens" below and lk_atomic.h.  They pair with each other only.
  * [W5] written counter: relaxed add after [W2].  A writer killed between
  *      [W2] and [W5] leaves it one short: settling walks instead
  *      (Segment.unfinished_claims), and salvage recounts it.
@@ -289,7 +291,7 @@
 #define LK_H_OUT_OF_SERVICE_TIME 432    /* i64 ns, 0 = never taken out */
 #define LK_H_SALVAGE_COUNT       440    /* u64 */
 #define LK_H_SALVAGE_TIME        448    /* i64 ns */
-#define LK_H_ROTATOR             456    /* u64 rotation token: pid | attempt << 32 | phase << 62 */
+#define LK_H_ROTATOR             456    /* u64 token: see "Tokens" (lk_token_make) */
 #define LK_H_KEY_CHECK           464    /* 16 bytes, version 2: key check of the segment key */
 #define LK_H_KEY_ID              480    /* u16, version 2: key id the segment is sealed under */
 #define LK_H_RESERVATION         512    /* u64, alone on its cache line */
@@ -764,7 +766,7 @@ static inline int lk_claim_copy(uint8_t *base, const lk_claim *c,
         return lk_claim_lost(base, c);
     uint8_t *p = base + c->at + LK_MSG_HEADER;
     if (c->tl) memcpy(p, text, c->tl);
-    if (c->dl) memcpy(p + c->tl + c->cl, data, c->dl);
+    if (c->dl && data) memcpy(p + c->tl + c->cl, data, c->dl);
     LK_STEP(hook, arg, LK_STEP_COPIED);
     return LK_OK;
 }
@@ -953,6 +955,46 @@ static inline int lk_set_in_service(uint8_t *base, int in_service) {
             return 1;
         }
     }
+}
+
+/* ---------------------------------------------------------------- tokens */
+
+/* The token word at LK_H_ROTATOR names who holds a step that must be done
+ * by exactly one process: a family's rotation of this segment into history,
+ * or a partition half's state (swapping, draining, ...).  One layout:
+ *
+ *    63   61 60                      32 31                          0
+ *   +-------+--------------------------+-----------------------------+
+ *   | STATE |  ATTEMPT (29 bits)       |  PID (32 bits)              |
+ *   +-------+--------------------------+-----------------------------+
+ *
+ * STATE (3 bits) is the step; its values belong to the user of the token:
+ * a family's rotation phases are 2 ROTATING, 4 INSTALLING, 6 DONE (even
+ * codes: tokens written before this layout had a 2-bit phase at bit 62, and
+ * they read the same), a partition half's states 0..6.  ATTEMPT counts the
+ * claims (one more for each takeover from a dead or stuck holder), PID is
+ * the claimer.  0 is unclaimed.  Loaded with [T1] (acquire) and changed only
+ * by [T2] (CAS acq_rel) from a value the caller read: lk_atomic.h. */
+#define LK_TOKEN_STATE_SHIFT     61
+#define LK_TOKEN_ATTEMPT_SHIFT   32
+#define LK_TOKEN_ATTEMPT_MASK    ((1ULL << 29) - 1)
+#define LK_TOKEN_PID_MASK        0xFFFFFFFFULL
+
+static inline uint64_t lk_token_make(uint32_t state, uint64_t attempt, uint64_t pid) {
+    return ((uint64_t)(state & 7) << LK_TOKEN_STATE_SHIFT)
+         | ((attempt & LK_TOKEN_ATTEMPT_MASK) << LK_TOKEN_ATTEMPT_SHIFT)
+         | (pid & LK_TOKEN_PID_MASK);
+}
+static inline uint32_t lk_token_state(uint64_t t) { return (uint32_t)(t >> LK_TOKEN_STATE_SHIFT); }
+static inline uint64_t lk_token_attempt(uint64_t t) { return (t >> LK_TOKEN_ATTEMPT_SHIFT) & LK_TOKEN_ATTEMPT_MASK; }
+static inline uint32_t lk_token_pid(uint64_t t) { return (uint32_t)(t & LK_TOKEN_PID_MASK); }
+
+static inline uint64_t lk_token_load(const uint8_t *base) {
+    return lk_token_load_acquire(LK_U64(base, LK_H_ROTATOR));            /* [T1] */
+}
+/* 1 if the token was `expected` and is now `desired`. */
+static inline int lk_token_claim(uint8_t *base, uint64_t expected, uint64_t desired) {
+    return lk_token_cas(LK_U64(base, LK_H_ROTATOR), &expected, desired); /* [T2] */
 }
 
 /* ---------------------------------------------------------------- reader */

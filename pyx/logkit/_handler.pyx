@@ -116,7 +116,7 @@ cdef class FamilySink:
         if rc == LK_FULL or rc == LK_OUT_OF_SERVICE or rc == LK_REKEY:
             return 1                     # the slow path rotates (or derives the new key)
         # The size the segment refused, as Segment.write reports it.
-        seg._raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if seg.sealed else 0), dn, cn))
+        seg.raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if seg.sealed else 0), dn, cn))
         return -1
 
     cdef object _slow(self, text, int severity, data, data_class, int64_t time):

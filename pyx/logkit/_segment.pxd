@@ -203,6 +203,16 @@ cdef extern from "lk_segment.h" nogil:
     int lk_listener_sweep(uint8_t *hdr, uint32_t self)
     int lk_listener_claim(uint8_t *hdr, uint32_t self, uint64_t min_interval_ns)
     int lk_listener_release(uint8_t *hdr, uint32_t i, uint32_t self)
+    enum:
+        LK_TOKEN_STATE_SHIFT
+        LK_TOKEN_ATTEMPT_SHIFT
+    uint64_t LK_TOKEN_ATTEMPT_MASK
+    uint64_t lk_token_make(uint32_t state, uint64_t attempt, uint64_t pid)
+    uint32_t lk_token_state(uint64_t t)
+    uint64_t lk_token_attempt(uint64_t t)
+    uint32_t lk_token_pid(uint64_t t)
+    uint64_t lk_token_load(const uint8_t *base)
+    int lk_token_claim(uint8_t *base, uint64_t expected, uint64_t desired)
 
 cdef extern from "lk_atomic.h" nogil:
     uint64_t lk_reserve_word_load_relaxed(const uint64_t *w)
@@ -210,6 +220,8 @@ cdef extern from "lk_atomic.h" nogil:
     uint64_t lk_reserve_word_load_acquire(const uint64_t *w)
     int lk_reserve_word_cas(uint64_t *w, uint64_t *expected, uint64_t desired)
     void lk_reserve_word_store_release(uint64_t *w, uint64_t v)
+    uint64_t lk_token_load_acquire(const uint64_t *w)
+    int lk_token_cas(uint64_t *w, uint64_t *expected, uint64_t desired)
     void lk_state_store_release(uint64_t *w, uint64_t v)
     uint64_t lk_state_load_acquire(const uint64_t *w)
     int lk_state_cas(uint64_t *w, uint64_t *expected, uint64_t desired)
@@ -276,14 +288,14 @@ cdef class Segment:
     # when the key was derived).  A writer of a sealed segment uses
     # lk_write_sealed(..., seg.seal_key_id, seg.seal_key, seg.seal_uuid, ...)
     # when seg.sealed and seg.has_key; LK_REKEY from it means the region was
-    # formatted again (a partition half reused): call seg._rekey() and retry.
+    # formatted again (a partition half reused): call seg.rekey() and retry.
     # A sealed segment without its key must not be written (write refuses).
     cdef readonly bint sealed
     cdef readonly bint has_key
     cdef uint16_t seal_key_id
     cdef uint8_t seal_key[32]
     cdef uint8_t seal_uuid[16]
-    cdef object _key_given         # what _use_key() was given (KeyRing or pair), for _rekey()
+    cdef object _key_given         # what use_key() was given (KeyRing or pair), for rekey()
     cdef readonly object key_check_problem   # None, or why the key was taken though its check differs
     # Waiting (wait(), listen()): where the waiter count, wake word and its
     # listener slot are written.  A writable segment writes its own header;
@@ -305,18 +317,24 @@ cdef class Segment:
 
     cdef int _check_open(self) except -1
     cdef int _check_writable(self) except -1
-    cdef int _raise_status(self, int rc, uint64_t need) except -1
+    cdef int raise_status(self, int rc, uint64_t need) except -1
     cdef int _seal_ready(self) except -1
     cdef int _write_sealed(self, const void *tp, Py_ssize_t tn, const void *dp, Py_ssize_t dn,
                            const char *cp, Py_ssize_t cn, int16_t sev, int64_t t, int64_t now,
                            uint32_t pid, uint32_t tid, uint64_t *seq) except -1
     cdef uint64_t _committed_hint(self, uint64_t min_seq, uint64_t min_pos, uint64_t max_seq)
-    cdef int64_t _next_good_record(self, uint64_t q) except -2
     cdef bint _some_message_opens(self) except -1
     cdef uint8_t *_wake_header(self) except? NULL
     cdef int _claim_slot(self, uint64_t min_interval_ns) except -2
     cdef void _release_slot(self, uint8_t *hdr) noexcept
+
+
+
+cdef class SegmentRepair:
+    # The repair primitives of one segment (segment_repair.pxi): salvage's.
+    cdef readonly Segment segment
     cdef void _restore_uuid(self) noexcept
+    cdef int64_t _next_good_record(self, uint64_t q) except -2
 
 
 cdef class SegmentIterator:

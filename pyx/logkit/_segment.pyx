@@ -79,6 +79,35 @@ RECORD_KINDS = {
 }
 
 
+# Tokens (header offset 456; lk_segment.h "Tokens", docs/format.md): one
+# layout for a family's rotation token and a partition half's state token.
+TOKEN_STATE_SHIFT = LK_TOKEN_STATE_SHIFT
+TOKEN_ATTEMPT_MASK = LK_TOKEN_ATTEMPT_MASK
+
+
+def token_make(uint32_t state, uint64_t attempt, uint64_t pid):
+    """The token word of `state` (0..7), claim `attempt` (kept modulo 2**29)
+    and process `pid`."""
+    if state > 7:
+        raise InvalidArgument(f"token state {state} outside 0..7")
+    return lk_token_make(state, attempt, pid)
+
+
+def token_state(uint64_t token):
+    """The STATE field (bits 61..63) of a token."""
+    return lk_token_state(token)
+
+
+def token_attempt(uint64_t token):
+    """The ATTEMPT field (bits 32..60) of a token."""
+    return lk_token_attempt(token)
+
+
+def token_pid(uint64_t token):
+    """The PID field (bits 0..31) of a token."""
+    return lk_token_pid(token)
+
+
 def crc32c(data, unsigned int crc=0):
     """CRC-32C (Castagnoli) of a bytes-like object, continuing from `crc`."""
     cdef const uint8_t[::1] v = memoryview(data).cast("B")
@@ -431,7 +460,7 @@ cdef class Segment:
             seg.close()
             err = SegmentDamaged if check else InvalidArgument
             raise err(f"{where}: {n} bytes is too small for a segment (minimum {LK_MIN_REGION})")
-        if n > LK_MAX_REGION:
+        if <uint64_t>n > LK_MAX_REGION:
             seg.close()
             raise InvalidArgument(f"{where}: {n} bytes is larger than the largest segment ({LK_MAX_REGION} bytes)")
         seg.base = <uint8_t *>seg._view.buf + offset
@@ -458,7 +487,7 @@ cdef class Segment:
             seg.sealed = _header_sealed(seg.base)
         return seg
 
-    def _use_key(self, key):
+    def use_key(self, key):
         """Give a sealed segment its key: `key` is a (key_id, log_key) pair or
         a KeyRing (anything with .key(key_id)).  Derives the segment key once
         and checks it against the header's key check: WrongKey (naming the
@@ -530,12 +559,12 @@ cdef class Segment:
                 break
         return False
 
-    def _rekey(self, key=None):
+    def rekey(self, key=None):
         """Read the header's sealing again and derive the segment key anew,
         from `key` or else the key given before: for a region formatted again
         in place (a partition half reused, with a new UUID and perhaps a new
         key id) since this object derived its key.  Raises WrongKey; returns
-        the MissingKey error (not raised) as _use_key() does, else None."""
+        the MissingKey error (not raised) as use_key() does, else None."""
         self._check_open()
         if key is None:
             key = self._key_given
@@ -547,9 +576,9 @@ cdef class Segment:
         if not self.sealed or key is None:
             self._key_given = key
             return None
-        return self._use_key(key)
+        return self.use_key(key)
 
-    def _key_stale(self):
+    def key_stale(self):
         """True if the header's sealing no longer matches what this object
         derived its key from (the region was formatted again in place)."""
         self._check_open()
@@ -574,7 +603,7 @@ cdef class Segment:
         changed since it was derived ([K1] catches a change after the
         reservation too); refuse without the key."""
         if memcmp(self.base + LK_H_UUID, self.seal_uuid, 16) != 0:
-            err = self._rekey()
+            err = self.rekey()
             if err is not None:
                 raise err
             if not self.sealed:
@@ -647,7 +676,7 @@ cdef class Segment:
         return seg
 
     @staticmethod
-    def open(path, readonly=False, key=None):
+    def open(path, readonly=False, key=None, *, check_header=True):
         """Open an existing segment file (writable unless readonly=True).
 
         key: for a sealed segment, a KeyRing (logkit.crypto.load_key_file) or
@@ -657,10 +686,17 @@ cdef class Segment:
         Raises SegmentNotFound, SegmentDamaged naming what is wrong with the
         header, UnsupportedFormat for a sound segment of another format
         version, WrongKey when the key's key check differs from the header's.
+        check_header=False: attach whatever the header holds (salvage and the
+        inspection tools, which judge it themselves with header_problem());
+        such a segment takes no key.
         """
+        if not check_header:
+            if key is not None:
+                raise InvalidArgument("open(check_header=False) takes no key: judge the header first")
+            return Segment._open_file(path, readonly, False)
         cdef Segment seg = Segment._open_file(path, readonly, True)
         try:
-            seg._use_key(key)
+            seg.use_key(key)
         except BaseException:
             seg.close()
             raise
@@ -706,12 +742,23 @@ cdef class Segment:
         return seg
 
     @staticmethod
-    def from_buffer(buffer, offset=0, length=None, readonly=False, key=None):
+    def from_buffer(buffer, offset=0, length=None, readonly=False, key=None, *, path=None,
+                    close_buffer=False, check_header=True):
         """Attach to a segment already formatted in a region of `buffer`
-        (key as for open())."""
-        cdef Segment seg = Segment._attach(buffer, offset, length, readonly, None, None, check=True)
+        (key as for open()).  path: the name errors and repr use (e.g.
+        "FILE@OFFSET").  close_buffer: the buffer is an mmap this segment
+        owns and closes when it is closed.  check_header=False: attach
+        whatever the header holds, as open(check_header=False) does (then no
+        key)."""
+        if not check_header:
+            if key is not None:
+                raise InvalidArgument("from_buffer(check_header=False) takes no key: judge the header first")
+            return Segment._attach(buffer, offset, length, readonly, path,
+                                   buffer if close_buffer else None, check=False)
+        cdef Segment seg = Segment._attach(buffer, offset, length, readonly, path,
+                                           buffer if close_buffer else None, check=True)
         try:
-            seg._use_key(key)
+            seg.use_key(key)
         except BaseException:
             seg.close()
             raise
@@ -897,7 +944,7 @@ cdef class Segment:
         listeners = []
         cdef uint32_t i
         cdef uint64_t at
-        for i in range(LK_LISTENER_SLOTS):
+        for i in range(<uint32_t>LK_LISTENER_SLOTS):
             at = LK_H_LISTENERS + i * LK_LISTENER_SLOT_BYTES
             if _u32(b, at):
                 listeners.append({"slot": i, "pid": _u32(b, at), "flags": _u32(b, at + 4),
@@ -936,7 +983,10 @@ cdef class Segment:
 
     # ------------------------------------------------------------ writing
 
-    cdef int _raise_status(self, int rc, uint64_t need) except -1:
+    cdef int raise_status(self, int rc, uint64_t need) except -1:
+        """Raise the error a write status of lk_segment.h stands for (LK_FULL:
+        SegmentFull, ...; `need` the message's size in bytes).  The C-level
+        call for a Cython module that writes with lk_reserve/lk_finish."""
         where = self.path or "segment"
         if rc == LK_FULL:
             raise SegmentFull(f"{where}: full ({lk_read_bound(self.base, self.size)} of {self.size} bytes used, "
@@ -1010,7 +1060,7 @@ cdef class Segment:
             rc = self._write_sealed(tp, tn, dp, dn, cp, cn, <int16_t>sev, t, now,
                                     lk_process_id(), lk_thread_id(), &seq)
         if rc != LK_OK:
-            self._raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if self.sealed else 0), dn, cn))
+            self.raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if self.sealed else 0), dn, cn))
         _sigbus_check(self)       # written into a page the file lost: not acknowledged (lk_sigbus.h)
         return PyLong_FromUnsignedLongLong(seq)
 
@@ -1054,7 +1104,7 @@ cdef class Segment:
             rc = self._write_sealed(tp, tn, dp, dn, cp, cn, <int16_t>sev, time, lk_now_ns(),
                                     process_id, thread_id, &seq)
         if rc != LK_OK:
-            self._raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if self.sealed else 0), dn, cn))
+            self.raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if self.sealed else 0), dn, cn))
         _sigbus_check(self)       # written into a page the file lost: not acknowledged (lk_sigbus.h)
         return PyLong_FromUnsignedLongLong(seq)
 
@@ -1086,7 +1136,7 @@ cdef class Segment:
         cdef int64_t t = now if time is None else time
         cdef uint32_t pid = lk_process_id() if process_id is None else process_id
         cdef uint32_t tid = lk_thread_id() if thread_id is None else thread_id
-        cdef uint64_t seq
+        cdef uint64_t seq = 0
         cdef int rc
         ctx = [None]
         if stop_at is not None:
@@ -1110,7 +1160,7 @@ cdef class Segment:
         if ctx[0] is not None:
             raise ctx[0]
         if rc != LK_OK:
-            self._raise_status(rc, lk_message_size(len(text) + (LK_TAG_SIZE if self.sealed else 0),
+            self.raise_status(rc, lk_message_size(len(text) + (LK_TAG_SIZE if self.sealed else 0),
                                                    len(data), len(cls)))
         return PyLong_FromUnsignedLongLong(seq)
 
@@ -1145,7 +1195,7 @@ cdef class Segment:
                 lk_abandon_claim(self.base, &r._claim)   # reformatted: the key changed
                 self._seal_ready()
         if rc != LK_OK:
-            self._raise_status(rc, lk_message_size(text_len + (LK_TAG_SIZE if self.sealed else 0),
+            self.raise_status(rc, lk_message_size(text_len + (LK_TAG_SIZE if self.sealed else 0),
                                                    data_len, len(cls)))
         r._cls = cls
         r._claim.cls = <const uint8_t *>PyBytes_AS_STRING(cls)
@@ -1553,60 +1603,29 @@ cdef class Segment:
 
     # ------------------------------------------------------------ salvage internals
 
-    def _header_problem(self):
-        """None if the identity block is sound; raises UnsupportedFormat for a
-        sound header of another version (which salvage must not "repair")."""
+    def header_problem(self):
+        """What is wrong with the header's identity block (a sentence naming
+        the field), or None if it is sound.  Raises UnsupportedFormat for a
+        sound header of another format version (which salvage must not
+        "repair").  For a segment attached with check_header=False."""
         self._check_open()
         _check_version(self.base, self.path or "segment")
         return _header_problem(self.base, self.size)
 
-    def _rotator(self):
-        """The rotation token word (header offset 456)."""
+    def token(self):
+        """The token word at header offset 456 (a family's rotation token, a
+        partition half's state token), loaded with acquire ([T1]).  Take it
+        apart with token_state / token_attempt / token_pid."""
         self._check_open()
-        return lk_reserve_word_load_acquire(<uint64_t *>(self.base + LK_H_ROTATOR))
+        return lk_token_load(self.base)
 
-    def _rotator_cas(self, uint64_t expected, uint64_t desired):
-        """CAS the rotation token; True if this call changed it.  Elects exactly
-        one process to finish a rotation, also when one takes over from a dead one."""
+    def claim_token(self, uint64_t expected, uint64_t desired):
+        """CAS the token from `expected` to `desired` ([T2], acq_rel); True if
+        this call changed it.  Of several processes claiming from the same
+        value exactly one wins: that is how one process is elected to
+        rotate, swap or drain, also when one takes over from a dead one."""
         self._check_writable()
-        return bool(lk_reserve_word_cas(<uint64_t *>(self.base + LK_H_ROTATOR), &expected, desired))
-
-    def _word_at(self, uint64_t offset):
-        self._check_open()
-        if offset % 8 or offset + 8 > self.size:
-            raise InvalidArgument(f"offset {offset} is not an 8-byte word of the segment")
-        return _u64(self.base, offset)
-
-    def _fillable(self, uint64_t start, uint64_t end):
-        """True if [start, end) holds nothing but unpublished claims: the first
-        word zero and every other byte zero, except the fixed part of a stub
-        (bytes 8..63) and the data-class name a stub stores at reservation."""
-        self._check_open()
-        if start % 8 or end % 8 or start < LK_HEADER_SIZE or end > self.size or end < start + LK_MSG_HEADER:
-            return False
-        cdef const uint8_t *m = self.base + start
-        if _u64(m, 0) != 0:
-            return False      # a state was published: not a bare claim (+60 is the holder's start)
-        cdef uint64_t tl = _u32(m, 40), dl = _u32(m, 44), cl = _u16(m, 48)
-        cdef uint64_t cls_a = 0, cls_b = 0
-        cdef uint64_t tag = LK_TAG_SIZE if _u16(m, 50) else 0
-        if lk_message_size(tl + tag, dl, cl) == _u32(m, 8) and _u32(m, 8) <= end - start:
-            cls_a = LK_MSG_HEADER + tl
-            cls_b = cls_a + cl
-            # +60 of a claim holds its holder's start time, so a non-zero word
-            # there no longer tells a finished message from a claim: its
-            # checksum does (a finished message whose state word was zeroed).
-            if _u32(m, 60) != 0 and _u32(m, 60) == lk_message_checksum_n(m, tl + tag + dl + cl):   # lengths read once
-                return False
-        cdef uint64_t i
-        for i in range(LK_MSG_HEADER, end - start, 8):
-            if _u64(m, i) != 0 and not (i + 8 > cls_a and i < cls_b):
-                return False
-        return True
-
-    def _message_pid(self, uint64_t offset):
-        self._check_open()
-        return _u32(self.base, offset + 32), <int64_t>_u64(self.base, offset + 24)
+        return bool(lk_token_claim(self.base, expected, desired))
 
     # ------------------------------------------------------------ who holds a reservation
 
@@ -1671,152 +1690,12 @@ cdef class Segment:
                 out.append((rec.offset, rec.offset + rec.length, rec.kind))
         return out
 
-    def _set_written_count(self, uint64_t n):
-        """Salvage: the written counter (the sum of its shards) set to n, the
-        finished messages a walk found.  Only for a segment out of service
-        with no unfinished claim (nobody can add to it any more)."""
-        self._check_writable()
-        cdef int i
-        for i in range(LK_WRITTEN_SHARDS):
-            lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_WRITTEN_SHARDS + 64 * i), n if i == 0 else 0)
-
-    def _abandon(self, uint64_t offset):
-        """CAS a reserved stub to abandoned ([S1]); True if this call did it."""
-        self._check_writable()
-        return lk_abandon_reserved(self.base, self.size, offset,
-                                   1 if (self.sealed or _header_sealed(self.base)) else 0) == 1  # [S1]
-
-    def _write_filler(self, uint64_t offset, uint64_t length, uint64_t sequence, uint32_t span):
-        """Account for claims that left no stub: an abandoned record covering
-        [offset, offset+length) and `span` sequence numbers from `sequence`."""
-        self._check_writable()
-        if length < LK_MSG_HEADER or length % 8 or offset + length > self.size or offset < LK_HEADER_SIZE:
-            raise InvalidArgument(f"filler {offset}+{length} does not fit the segment")
-        cdef uint8_t *m = self.base + offset
-        memset(m + 8, 0, length - 8)
-        _put32(m, 8, <uint32_t>length)
-        (<uint16_t *>(m + 14))[0] = LK_FLAG_FILLER
-        _put64(m, 16, sequence)
-        _put64(m, 24, <uint64_t>lk_now_ns())
-        _put32(m, 40, <uint32_t>(length - LK_MSG_HEADER))
-        _put32(m, 52, span)
-        _put32(m, 56, lk_stub_checksum(m))
-        _put32(m, 60, lk_message_checksum(m))
-        lk_state_store_release(<uint64_t *>m, lk_state_word(LK_STATE_ABANDONED))
-        lk_counter_add_relaxed(<uint64_t *>(self.base + LK_H_ABANDONED), span)
-        lk_wake_after_release_store(self.base)
-
-    def _rebuild_identity(self, uint64_t sequence_base, bint sealed_hint=False, identity=None):
-        """Rewrite a damaged identity block (magic .. identity CRC) from what the
-        region itself proves; keeps family, previous and uuid bytes as found.
-        identity: (uuid, key_id, key_check, sequence_base, created, family
-        bytes) from a sealed family's ledger (logkit.idledger), taken only
-        when the header page lost the UUID and its copy; returns True then."""
-        self._check_writable()
-        cdef bint from_ledger = False
-        cdef uint8_t *b = self.base
-        cdef uint32_t found = _u32(b, LK_H_VERSION)
-        # Never rewrite a sealed header as unsealed: keep it sealed when the
-        # damaged header, its key id hint or a message found in the region
-        # says so.  Keep an older version as found (1, 2: no holder identity,
-        # no UUID copy); anything else becomes this logkit's (3, 4).
-        cdef bint sealed = sealed_hint or (_u16(b, LK_H_KEY_ID) != 0 and (
-            found == LK_FORMAT_VERSION_SEALED or found == LK_FORMAT_VERSION_2
-            or (_u32(b, LK_H_FLAGS) & LK_SEG_FLAG_SEALED) != 0))
-        cdef uint32_t version
-        if sealed:
-            version = LK_FORMAT_VERSION_2 if found == LK_FORMAT_VERSION_2 else LK_FORMAT_VERSION_SEALED
-        else:
-            version = LK_FORMAT_VERSION_1 if found == LK_FORMAT_VERSION_1 else LK_FORMAT_VERSION
-        if version >= LK_FORMAT_VERSION:
-            self._restore_uuid()
-        cdef int i
-        cdef bint uuid_zero = True, family_zero = True
-        cdef uint16_t kid16
-        for i in range(16):
-            if b[LK_H_UUID + i]:
-                uuid_zero = False
-        for i in range(LK_H_FAMILY_MAX):
-            if b[LK_H_FAMILY + i]:
-                family_zero = False
-        if sealed and identity is not None and uuid_zero:
-            # The header page is lost (the UUID and its copy): the segment key
-            # derives from the UUID, so only the ledger can give it back.
-            uid, kid, check, sequence_base, created, fam = identity
-            if len(uid) != 16 or len(check) != 16 or not 0 < kid < 65536 or len(fam) >= LK_H_FAMILY_MAX:
-                raise InvalidArgument("identity: a 16-byte UUID and key check, a key id 1..65535, a family name")
-            memcpy(b + LK_H_UUID, <const char *>uid, 16)
-            memcpy(b + LK_H_UUID_COPY, <const char *>uid, 16)
-            memcpy(b + LK_H_KEY_CHECK, <const char *>check, 16)
-            kid16 = kid
-            memcpy(b + LK_H_KEY_ID, &kid16, 2)
-            _put64(b, LK_H_CREATED, <uint64_t>created)
-            if family_zero:
-                memcpy(b + LK_H_FAMILY, <const char *>fam, len(fam))
-            from_ledger = True
-        _put_fixed_identity(b, self.size, sequence_base, version)
-        _put32(b, LK_H_FLAGS, LK_SEG_FLAG_SEALED if sealed else 0)
-        self.sealed = sealed
-        b[LK_H_FAMILY + LK_H_FAMILY_MAX - 1] = 0
-        b[LK_H_PREVIOUS + LK_H_PREVIOUS_MAX - 1] = 0
-        _put32(b, LK_H_IDENTITY_CRC, lk_identity_crc(b))
-        return from_ledger
-
-    cdef void _restore_uuid(self) noexcept:
-        """Versions 3 and 4 keep the UUID twice (24 and LK_H_UUID_COPY): before
-        the identity is rebuilt, take the copy when it is what the identity
-        CRC was computed over (only the UUID was damaged), or when the UUID
-        is zeros and the copy is not; then make both the same."""
-        cdef uint8_t *b = self.base
-        cdef uint8_t found[16]
-        cdef bint zero = True, copy_zero = True
-        cdef int i
-        for i in range(16):
-            if b[LK_H_UUID + i]:
-                zero = False
-            if b[LK_H_UUID_COPY + i]:
-                copy_zero = False
-        if not copy_zero and memcmp(b + LK_H_UUID, b + LK_H_UUID_COPY, 16) != 0:
-            memcpy(found, b + LK_H_UUID, 16)
-            memcpy(b + LK_H_UUID, b + LK_H_UUID_COPY, 16)
-            if not zero and _u32(b, LK_H_IDENTITY_CRC) != lk_identity_crc(b):
-                memcpy(b + LK_H_UUID, found, 16)     # the CRC does not take the copy's side
-        memcpy(b + LK_H_UUID_COPY, b + LK_H_UUID, 16)
-
-    def _fix_word(self, uint64_t min_next, uint64_t min_count, bint out_of_service):
-        """Raise NEXT and COUNT to at least the given values (never lower them);
-        optionally clear IN_SERVICE in the same CAS.  Returns True if changed."""
-        self._check_writable()
-        cdef uint64_t *word = <uint64_t *>(self.base + LK_H_RESERVATION)
-        cdef uint64_t w = lk_reserve_word_load_relaxed(word)
-        cdef uint64_t nxt, cnt, nw
-        while True:
-            nxt = (w & LK_NEXT_MASK) * 8
-            cnt = (w >> 32) & LK_COUNT_MASK
-            if nxt < LK_HEADER_SIZE or nxt > self.size:
-                nxt = min_next
-            nxt = max(nxt, min_next)
-            cnt = max(cnt, min_count)
-            if cnt > LK_COUNT_MASK:
-                # A record far ahead in sequence (damage that passed its
-                # checksum): COUNT saturates instead of wrapping into the
-                # flag bit or to a small number, which would give the next
-                # segment a base below sequences already used.  The segment
-                # is full of sequence numbers: out of service.
-                cnt = LK_COUNT_MASK
-                out_of_service = True
-            nw = (w & LK_IN_SERVICE) | (cnt << 32) | (nxt // 8)
-            if out_of_service:
-                nw &= ~LK_IN_SERVICE
-            if nw == w:
-                return False
-            if lk_service_word_cas(word, &w, nw):          # [O1]
-                if out_of_service and (w & LK_IN_SERVICE):
-                    lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_OUT_OF_SERVICE_TIME), <uint64_t>lk_now_ns())
-                    lk_wake_if_waiters(self.base)      # [O2]
-                return True
-
-    def _set_limits(self, first_seq, first_time, last_seq, last_time, last_offset):
+    def store_hints(self, first_seq, first_time, last_seq, last_time, last_offset):
+        """Store the header's hints (offsets 392..431: first and last sequence
+        and time, the last message's offset) so that later readers find the
+        ends without a walk.  Plain relaxed stores: hints order nothing and
+        readers validate them.  A rotation stores them once a segment is
+        full; salvage stores what its walk found."""
         self._check_writable()
         lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_FIRST_SEQUENCE), first_seq)
         lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_FIRST_TIME), <uint64_t><int64_t>first_time)
@@ -1824,58 +1703,7 @@ cdef class Segment:
         lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_LAST_TIME), <uint64_t><int64_t>last_time)
         lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_LAST_OFFSET), last_offset)
 
-    def _set_abandoned_count(self, uint64_t n):
-        self._check_writable()
-        lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_ABANDONED), n)
-
-    def _note_salvage(self):
-        self._check_writable()
-        lk_counter_add_relaxed(<uint64_t *>(self.base + LK_H_SALVAGE_COUNT), 1)
-        lk_hint_store_relaxed(<uint64_t *>(self.base + LK_H_SALVAGE_TIME), <uint64_t>lk_now_ns())
-
-    cdef int64_t _next_good_record(self, uint64_t q) except -2:
-        """For a damaged identity: the offset, at or after q, of the next
-        checksum-valid committed message found by sentinel, or -1."""
-        cdef uint32_t total, span, state
-        cdef uint64_t seq
-        while q + LK_MSG_HEADER <= self.size:
-            if _u32(self.base, q) == LK_SENTINEL and lk_plausible_shape(
-                    self.base, self.size, q, &total, &seq, &span, &state) \
-                    and state == LK_STATE_COMMITTED \
-                    and lk_payload_len(self.base + q) <= total - LK_MSG_HEADER \
-                    and _u32(self.base, q + 60) == lk_message_checksum_n(
-                        self.base + q, min(lk_payload_len(self.base + q), total - LK_MSG_HEADER)):
-                return <int64_t>q
-            q += 8
-        return -1
-
-    def _probe_sealed(self):
-        """For a damaged identity: True if a checksum-valid committed message
-        found by sentinel is sealed (key id != 0), so the segment was version 2."""
-        self._check_open()
-        cdef int64_t q = self._next_good_record(LK_HEADER_SIZE)
-        while q >= 0:
-            if _u16(self.base, q + 50) != 0:
-                return True
-            q = self._next_good_record(<uint64_t>q + _u32(self.base, q + 8))
-        return False
-
-    def _probe_first_sequence(self):
-        """For a damaged identity: the sequence of the first checksum-valid
-        message found by sentinel, or None."""
-        self._check_open()
-        cdef int64_t q = self._next_good_record(LK_HEADER_SIZE)
-        return None if q < 0 else _u64(self.base, q + 16)
-
-    def _probe_sequence_base(self):
-        """For a damaged identity: the smallest sequence base consistent with the
-        first checksum-valid message found by sentinel, or None."""
-        self._check_open()
-        cdef int64_t q = self._next_good_record(LK_HEADER_SIZE)
-        if q < 0:
-            return None
-        # Python ints: no unsigned wrap-around.
-        return max(1, <object>_u64(self.base, q + 16) - (<object>q - LK_HEADER_SIZE) // LK_MSG_HEADER)
+include "segment_repair.pxi"
 
 
 _STEP_NAMES = {LK_STEP_CLAIMED: "claimed", LK_STEP_STUB: "stub",
@@ -1922,7 +1750,8 @@ cdef class SegmentIterator:
         checks the holder's start time (pid reuse, pid namespaces)."""
         if self.pending is None or self.pending.kind != "reserved":
             return None
-        return self.seg._message_pid(self.pending.offset)
+        cdef uint64_t off = self.pending.offset
+        return _u32(self.seg.base, off + 32), <int64_t>_u64(self.seg.base, off + 24)
 
     def skip_pending(self):
         """Pass over the record a strict iterator stopped at (its writer is gone),
@@ -2343,7 +2172,7 @@ cdef class Reservation:
             # again meanwhile (a partition half reused) gives LK_LOST.
             rc = lk_finish_claim(seg.base, seg.size, &self._claim, <int16_t>sev, t, seg.seal_key, NULL, NULL)
         if rc != LK_OK:
-            self.segment._raise_status(rc, 0)
+            self.segment.raise_status(rc, 0)
         _sigbus_check(seg)        # finished in a page the file lost: not acknowledged (lk_sigbus.h)
         return self.sequence
 

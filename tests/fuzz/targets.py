@@ -263,14 +263,14 @@ def fuzz_ledger(data: bytes) -> None:
     mm = mmap.mmap(-1, len(_LEDGER_SEGMENTS[k]))
     mm[:] = bytes(4096) + _LEDGER_SEGMENTS[k][4096:]
     try:
-        seg = Segment._attach(mm, 0, len(mm), False, seg_path, mm, check=False)
+        seg = Segment.from_buffer(mm, 0, len(mm), False, path=seg_path, close_buffer=True, check_header=False)
     except LogkitError:
         mm.close()
         return
     with seg:
         try:
             rebuild_identity(seg)
-            seg._use_key(seeds.SEAL_KEY)
+            seg.use_key(seeds.SEAL_KEY)
         except LogkitError:
             return
         for m in seg:
