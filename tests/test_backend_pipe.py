@@ -7,12 +7,12 @@ import os
 import random
 import struct
 import threading
-import time
 
 import pytest
 
 import procs
 import procs.part as partprocs
+from waiting import wait_until
 from logkit.backends import pipe
 from logkit.backends.family import FamilyStorage
 from logkit.backends.pipe import PIPE_BUF, FrameDecoder, PipeTransport, drain_pipe
@@ -54,15 +54,6 @@ class Drainer:
         return False
 
 
-def wait_for(cond, what, timeout=TIMEOUT, interval=0.005):
-    """Poll a condition until it holds (bounded); fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
-
-
 def reader_present(fifo):
     try:
         fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
@@ -99,7 +90,7 @@ def test_reader_absent_then_present_every_record_arrives_exactly_once(tmp_path):
         last, st = c.expect("written")
         assert st["spilled"] == 300 and st["sent"] == 0, st      # no reader: all to the spill
         with Drainer(fifo, fam, spill=spill) as d:
-            wait_for(lambda: reader_present(fifo), "drain_pipe to open the FIFO")
+            wait_until(lambda: reader_present(fifo), "drain_pipe to open the FIFO")
             c.send(("batch", last + 1, 300, True))
             last, st = c.expect("written")
             assert st["sent"] == 1 and st["opens"] == 1, st      # the first record once a reader is there
@@ -108,7 +99,7 @@ def test_reader_absent_then_present_every_record_arrives_exactly_once(tmp_path):
             assert st["sent"] == 301 and st["opens"] == 1, st    # connected: through the pipe
             total = last + 1
             assert st["sent"] + st["spilled"] == total
-            wait_for(lambda: fam.reader().count() >= total, f"{total} records in the family")
+            wait_until(lambda: fam.reader().count() >= total, f"{total} records in the family")
             c.send(("quit",))
             c.expect("closed")
             n = d.finish()
@@ -141,7 +132,7 @@ def test_a_full_pipe_spills_and_nothing_is_lost(tmp_path):
         assert st["spilled"] >= 20 and st["sent"] > 0 and st["sent"] + st["spilled"] == n
         fam = family(tmp_path)
         with Drainer(fifo, fam) as d:
-            wait_for(lambda: fam.reader().count() >= n, f"{n} records")
+            wait_until(lambda: fam.reader().count() >= n, f"{n} records")
             d.finish()
         assert sorted(_pairs(fam)) == [(1, i) for i in range(n)]
         t.close()
@@ -154,7 +145,7 @@ def test_a_record_larger_than_pipe_buf_goes_in_fragments_and_arrives_whole(tmp_p
     fifo = str(tmp_path / "log.fifo")
     fam = family(tmp_path)
     with Drainer(fifo, fam) as d:
-        wait_for(lambda: reader_present(fifo), "drain_pipe to open the FIFO")
+        wait_until(lambda: reader_present(fifo), "drain_pipe to open the FIFO")
         t = PipeTransport(NoStorage(), "test", fifo=fifo)
         big = "".join(chr(0x41 + i % 26) for i in range(5 * PIPE_BUF + 123)) + " ✓"
         data = bytes(range(256)) * 40
@@ -162,7 +153,7 @@ def test_a_record_larger_than_pipe_buf_goes_in_fragments_and_arrives_whole(tmp_p
         t.write(big, 33, data, "blob", 1_700_000_000_000_000_001)
         t.write("small after")
         assert t.stats()["fragmented"] == 1 and t.stats()["spilled"] == 0
-        wait_for(lambda: fam.reader().count() >= 3, "3 records")
+        wait_until(lambda: fam.reader().count() >= 3, "3 records")
         d.finish()
     msgs = list(fam.reader())
     assert [m.text for m in msgs] == ["small before", big, "small after"]
@@ -183,7 +174,7 @@ def test_a_damaged_frame_is_counted_and_skipped(tmp_path):
     bad = bytearray(frames[1])
     bad[pipe.BODY_OFFSET] ^= 0x20                  # one bit of its text
     with Drainer(fifo, fam) as d:
-        wait_for(lambda: reader_present(fifo), "drain_pipe to open the FIFO")
+        wait_until(lambda: reader_present(fifo), "drain_pipe to open the FIFO")
         fd = os.open(fifo, os.O_WRONLY)
         os.write(fd, frames[0])
         os.write(fd, bytes(bad))
@@ -191,7 +182,7 @@ def test_a_damaged_frame_is_counted_and_skipped(tmp_path):
         os.write(fd, b"\x00garbage without any magic\xff")
         os.write(fd, frames[3])
         os.close(fd)
-        wait_for(lambda: fam.reader().count() >= 3, "3 records")
+        wait_until(lambda: fam.reader().count() >= 3, "3 records")
         d.finish()
     assert [m.text for m in fam.reader()] == ["r0", "r2", "r3"]
     assert d.stats["damaged"] == 1
@@ -266,7 +257,7 @@ def test_a_writer_killed_mid_way_loses_no_record_it_finished(tmp_path):
     spill = str(tmp_path / "log.spill")
     fam = family(tmp_path)
     with Drainer(fifo, fam, spill=spill) as d:
-        wait_for(lambda: reader_present(fifo), "drain_pipe to open the FIFO")
+        wait_until(lambda: reader_present(fifo), "drain_pipe to open the FIFO")
         with procs.Group() as g:
             c = g.spawn(partprocs.child_pipe_write_until_killed, fifo, spill, 7, 20)
             c.expect("ready")
@@ -274,7 +265,7 @@ def test_a_writer_killed_mid_way_loses_no_record_it_finished(tmp_path):
             while last < 400:
                 _, last, st = c.recv()
             c.kill()
-        wait_for(lambda: fam.reader().count() >= last + 1, f"the {last + 1} finished records")
+        wait_until(lambda: fam.reader().count() >= last + 1, f"the {last + 1} finished records")
         d.finish()
     got = _pairs(fam)
     assert len(got) == len(set(got)), "a record arrived twice"
@@ -316,7 +307,7 @@ def test_after_fork_the_child_writes_with_its_own_pid_and_fd(tmp_path):
         t.write("parent after")
         assert t._fd == parent_fd
         with Drainer(fifo, fam, spill=False) as d:
-            wait_for(lambda: fam.reader().count() >= 3, "3 records")
+            wait_until(lambda: fam.reader().count() >= 3, "3 records")
             d.finish()
         msgs = list(fam.reader())
         assert [m.text for m in msgs] == ["parent before", "from the child", "parent after"]
@@ -438,7 +429,7 @@ def test_many_writers_closing_together_leave_one_keeper(tmp_path):
     keepers = [t.keeper for t in ts]
     assert all(k is not None for k in keepers)
     # every keeper but one finds the FIFO locked and leaves at once
-    wait_for(lambda: sum(k.poll() is None for k in keepers) == 1, "all keepers but one to leave")
+    wait_until(lambda: sum(k.poll() is None for k in keepers) == 1, "all keepers but one to leave")
     assert sorted(_read_all(fifo)) == [f"from writer {i}" for i in range(3)]
     assert all(k.wait(TIMEOUT) == 0 for k in keepers)
 
@@ -452,7 +443,7 @@ def test_without_a_python_interpreter_to_start_the_keeper_is_forked(tmp_path, mo
     fifo, t = _killed_reader_then_writer_closes(tmp_path)
     assert isinstance(t.keeper, pipekeeper.ForkedKeeper)
     # it closes everything but the FIFO (no socket of ours kept open for a day)
-    wait_for(lambda: len(os.listdir(f"/proc/{t.keeper.pid}/fd")) == 1, "the forked keeper to hold only the FIFO")
+    wait_until(lambda: len(os.listdir(f"/proc/{t.keeper.pid}/fd")) == 1, "the forked keeper to hold only the FIFO")
     (fd,) = os.listdir(f"/proc/{t.keeper.pid}/fd")
     assert os.stat(f"/proc/{t.keeper.pid}/fd/{fd}").st_ino == os.stat(fifo).st_ino
     assert _read_all(fifo) == [f"acknowledged {i}" for i in range(5)]

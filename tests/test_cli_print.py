@@ -38,6 +38,7 @@ from logkit.cli.sources import resolve
 from logkit.select import Selection
 
 import procs.printing as printprocs
+from waiting import wait_until
 
 NS = 1_000_000_000
 MIN = 60 * NS
@@ -1274,24 +1275,30 @@ class Monitor:
         return self.out.decode().splitlines()
 
     def wait_for(self, cond, what, timeout=TIMEOUT) -> list[str]:
-        deadline = time.monotonic() + timeout
-        while not cond(self.lines()):
+        """The output lines once cond(lines) holds, reading the output as it
+        comes (each look blocks up to 50 ms on the pipe)."""
+        def ready():
+            if cond(self.lines()):
+                return True
             if self.p.poll() is not None and not self._read(0):
                 raise AssertionError(f"monitor exited ({self.p.returncode}) waiting for {what}: "
                                      f"{self.p.stderr.read().decode()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; output so far: {self.lines()}")
             self._read(0.05)
+            return cond(self.lines())
+        wait_until(ready, what, timeout, interval=0, detail=lambda: f"output so far: {self.lines()}")
         return self.lines()
 
     def finish(self, timeout=TIMEOUT) -> tuple[int, str]:
         """Wait for it to end, reading its output meanwhile; (exit status, stderr)."""
-        deadline = time.monotonic() + timeout
-        while self.p.poll() is None:
-            if time.monotonic() > deadline:
-                self.kill()
-                raise AssertionError(f"monitor did not end; output: {self.lines()}")
+        def ended():
+            if self.p.poll() is not None:
+                return True
             self._read(0.05)
+            return self.p.poll() is not None
+        try:
+            wait_until(ended, "the monitor to end", timeout, interval=0, detail=lambda: f"output: {self.lines()}")
+        finally:
+            self.kill()                     # (only if it is still running)
         while self._read(0):
             pass
         return self.p.returncode, self.p.stderr.read().decode()
@@ -1317,14 +1324,6 @@ def monitors():
         m.p.stderr.close()
 
 
-def until(cond, what, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
-
-
 def asleep_on_the_futex(w) -> bool:
     return w.segment.header()["waiters"] >= 1
 
@@ -1343,7 +1342,7 @@ def live(tmp_path):
 def test_monitor_prints_new_messages_as_they_are_finished(live, tmp_path, monitors):
     d, w = live
     m = monitors(d, "--no-duplicates", cwd=tmp_path)
-    until(lambda: asleep_on_the_futex(w), "the monitor to sleep on the futex")
+    wait_until(lambda: asleep_on_the_futex(w), "the monitor to sleep on the futex")
     t0 = time.monotonic()
     s1 = w.write("first new", 40)
     lines = m.wait_for(lambda ls: len(ls) >= 1, "the first new message")
@@ -1365,7 +1364,7 @@ def test_monitor_selects_and_displays_like_print(live, tmp_path, monitors):
     d, w = live
     m = monitors(d, "--severity", "30:50", "--severity=-5:0", "--exclude", "noise", "--match", "disk", "/^net/",
                  "--exclude-data", "secret", "--expand", "json", "-o", "short", "--idle-timeout", "3", cwd=tmp_path)
-    until(lambda: asleep_on_the_futex(w), "the monitor to sleep on the futex")
+    wait_until(lambda: asleep_on_the_futex(w), "the monitor to sleep on the futex")
     rows = [("disk full", 40, b"", ""), ("disk noise", 40, b"", ""), ("disk low", 10, b"", ""),
             ("a network up", 30, b"", ""), ("net up", -3, b'{"x": 1}', "json"),
             ("disk data", 45, b'{"k": "secret"}', "json"), ("disk data", 45, b'{"k": "open"}', "json"),
@@ -1383,7 +1382,7 @@ def test_monitor_existing_then_new_and_json(live, tmp_path, monitors):
     d, w = live
     m = monitors(d, "--existing", "-o", "json", cwd=tmp_path)
     m.wait_for(lambda ls: len(ls) >= 3, "the existing messages")
-    until(lambda: asleep_on_the_futex(w), "the monitor to sleep")
+    wait_until(lambda: asleep_on_the_futex(w), "the monitor to sleep")
     w.write("new one", 20)
     lines = m.wait_for(lambda ls: len(ls) >= 4, "the new message")
     assert [json.loads(x)["text"] for x in lines] == ["old 0", "old 1", "old 2", "new one"]
@@ -1397,7 +1396,7 @@ def test_monitor_follows_the_family_across_rotation(tmp_path, monitors):
     w = logkit.open_writer(d, "app", segment_size="8KiB")
     w.write("start", 20)
     m = monitors(d, "--idle-timeout", "3", "-o", "json", cwd=tmp_path)
-    until(lambda: asleep_on_the_futex(w), "the monitor to sleep")
+    wait_until(lambda: asleep_on_the_futex(w), "the monitor to sleep")
     texts = [f"rotating {i} " + "y" * 500 for i in range(60)]        # about four segments' worth
     for t in texts:
         w.write(t, 20)
@@ -1413,7 +1412,7 @@ def test_monitor_call_runs_the_command_with_five_arguments(live, tmp_path, monit
     rec = tmp_path / "calls.jsonl"
     call = f"{sys.executable} {printprocs.HERE} record {rec}"
     m = monitors(d, "--call", call, "--match", "call", "--idle-timeout", "2", cwd=tmp_path)
-    until(lambda: asleep_on_the_futex(w), "the monitor to sleep")
+    wait_until(lambda: asleep_on_the_futex(w), "the monitor to sleep")
     s1 = w.write("call one", 30)
     s2 = w.write("skip me", 30)
     s3 = w.write("call two, with 'quotes' and spaces", -7, b'{"z": 1, "a": [2]}', "json")
@@ -1439,9 +1438,9 @@ def test_monitor_call_follows_the_expand_options_and_names_each_family(tmp_path,
     call = f"{sys.executable} {printprocs.HERE} record {rec}"
     m = monitors(tmp_path / "a", tmp_path / "b", "--call", call, "--expand-hex", "json",
                  "--match-data", "/./", "--idle-timeout", "2", cwd=tmp_path)
-    until(lambda: asleep_on_the_futex(wa) and asleep_on_the_futex(wb), "both followers to sleep")
+    wait_until(lambda: asleep_on_the_futex(wa) and asleep_on_the_futex(wb), "both followers to sleep")
     sa = wa.write("in alpha", 20, b'{"q":1}', "json")
-    until(lambda: rec.exists(), "the first call")
+    wait_until(lambda: rec.exists(), "the first call")
     sb = wb.write("in beta", 20, b"\x01\x02", "blob")
     wb.write("no data: --match-data drops it", 20)
     rc, err = m.finish()
@@ -1459,9 +1458,9 @@ def test_monitor_sigint_while_a_call_runs_ends_cleanly(live, tmp_path, monitors)
     script = tmp_path / "slow.py"
     script.write_text(f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(30)\n")
     m = monitors(d, "--call", f"{sys.executable} {script}", cwd=tmp_path)
-    until(lambda: asleep_on_the_futex(w), "the monitor to sleep")
+    wait_until(lambda: asleep_on_the_futex(w), "the monitor to sleep")
     w.write("go", 20)
-    until(started.exists, "the command to start")
+    wait_until(started.exists, "the command to start")
     t0 = time.monotonic()
     os.kill(m.p.pid, signal.SIGINT)
     rc, err = m.finish()
@@ -1472,7 +1471,7 @@ def test_monitor_of_an_empty_family_prints_its_first_messages(tmp_path, monitors
     d = tmp_path / "empty"
     w = logkit.open_writer(d, "app", segment_size="64KiB")
     m = monitors(d, "--idle-timeout", "2", "--no-duplicates", cwd=tmp_path)
-    until(lambda: asleep_on_the_futex(w), "the monitor to sleep")
+    wait_until(lambda: asleep_on_the_futex(w), "the monitor to sleep")
     seqs = [w.write(t, 20) for t in ("one", "one", "two")]
     rc, err = m.finish()
     w.close()
@@ -1505,7 +1504,7 @@ def test_monitor_of_a_config_log_not_yet_written_waits_for_it(tmp_path, monitors
 def test_monitor_call_of_a_missing_command_is_an_error(live, tmp_path, monitors):
     d, w = live
     m = monitors(d, "--call", str(tmp_path / "no-such-command") + " --flag", cwd=tmp_path)
-    until(lambda: asleep_on_the_futex(w), "the monitor to sleep")
+    wait_until(lambda: asleep_on_the_futex(w), "the monitor to sleep")
     w.write("x", 20)
     rc, err = m.finish()
     assert rc == 2 and "no-such-command" in err and "cannot run" in err and "Traceback" not in err

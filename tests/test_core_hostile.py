@@ -20,7 +20,9 @@ import sys
 
 import pytest
 
+from procs import process_state
 from procs.core import EXIT_LOST, start_stepwise_writer
+from waiting import wait_until
 from logkit import Segment, inject
 from logkit._segment import SegmentRepair
 from logkit.errors import MessageLost, OutOfService, ReservationWordDamaged, SegmentDamaged
@@ -44,16 +46,7 @@ def _wait_stopped(proc, notify, name):
     """The child reached `name` and stopped itself there (SIGSTOP)."""
     inject.wait_for_point(notify, name, timeout=TIMEOUT, proc=proc)
     # The point is reported before the stop; wait for the stop itself.
-    with open(f"/proc/{proc.pid}/stat") as f:
-        st = f.read()
-    for _ in range(TIMEOUT * 100):
-        if st[st.rindex(")") + 2] == "T":
-            return
-        # (a condition poll with a bounded count, not an ordering sleep)
-        os.sched_yield()
-        with open(f"/proc/{proc.pid}/stat") as f:
-            st = f.read()
-    raise AssertionError(f"child {proc.pid} did not stop at {name}")
+    wait_until(lambda: process_state(proc.pid) == "T", f"child {proc.pid} to stop at {name}", TIMEOUT)
 
 
 def _finish(proc):

@@ -38,6 +38,7 @@ from logkit.backends.plainfile import PlainFileReader, PlainFileStorage
 from logkit.crypto import KeyFilePermissions, generate_key_file, load_key_file
 from logkit.errors import DiskFull, LogkitError, ReadOnlyFileSystem, UnsafePath
 from logkit.server import BufferWatch, read_status, status_path
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60
@@ -528,15 +529,6 @@ def test_a_new_pipe_journal_on_a_full_disk_is_diskfull_not_a_crash(tmp_path):
         finally:
             fifo.close()
         assert texts(tmp_path / "fam") == ["record 00000"]
-
-
-def wait_until(cond, what: str, timeout: float = TIMEOUT) -> None:
-    import time
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_the_server_waits_out_a_full_disk_under_its_pipe_journal_and_resumes(tmp_path):

@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from procs.hostile_part import Child, wait_until
+from procs import process_state
+from procs.hostile_part import Child
+from waiting import wait_until
 from logkit.backends import partition as part
 from logkit.backends.partition import PartitionStorage
 from logkit.errors import UnsafePath
@@ -175,7 +177,7 @@ def test_swapper_stalled_past_live_stall_never_puts_the_taken_over_half_back_in_
     old = next(i for i in (0, 1) if p.halves[i].stats()["written"] == 3)
     oos = p.halves[old].out_of_service_time
     assert oos is not None and p.current_index() is None
-    wait_until(lambda: time.time_ns() - oos >= part.LIVE_STALL * 1e9, what="LIVE_STALL to pass")
+    wait_until(lambda: time.time_ns() - oos >= part.LIVE_STALL * 1e9, "LIVE_STALL to pass")
     p.close()
     s = PartitionStorage("t", path=path)           # opening takes the stalled swap over
     try:
@@ -344,12 +346,6 @@ def test_drain_interrupted_before_an_identical_message_resumes_without_losing_it
 
 # ------------------------------------------------------------ #6 a writer stopped while its half is reused
 
-def _stopped(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        st = f.read()
-    return st[st.rindex(")") + 2] == "T"
-
-
 @pytest.mark.parametrize("step", ["claimed", "stub", "copied"])
 def test_writer_stopped_mid_write_while_its_half_is_reused_overwrites_nothing(tmp_path, monkeypatch, step):
     """#6: a writer SIGSTOPped inside a write (space claimed; stub published;
@@ -377,7 +373,7 @@ def test_writer_stopped_mid_write_while_its_half_is_reused_overwrites_nothing(tm
     inject_name = f"core.write.{step}"
     from logkit import inject
     inject.wait_for_point(notify, inject_name, 60, proc=c.proc)
-    wait_until(lambda: _stopped(c.pid), what="the writer to stop")
+    wait_until(lambda: process_state(c.pid) == "T", "the writer to stop")
     s = PartitionStorage("t", path=path)
     try:
         written = {}

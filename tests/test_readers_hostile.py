@@ -12,7 +12,9 @@ import sys
 
 import pytest
 
+import procs
 from logkit import Segment
+from waiting import never_within, wait_until
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 READPROCS = os.path.join(TESTS_DIR, "procs", "read.py")
@@ -194,16 +196,6 @@ def _follow_into(reader, out: list, **kw):
     return t
 
 
-def _wait_for(cond, timeout=30.0):
-    import time
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
 @pytest.mark.parametrize("holder_dies", [False, True], ids=["holder-alive", "holder-killed"])
 def test_follow_never_passes_a_copy_whose_holder_is_alive(tmp_path, holder_dies):
     """A drain's copy carries the original writer's pid, usually of an exited
@@ -226,19 +218,23 @@ def test_follow_never_passes_a_copy_whose_holder_is_alive(tmp_path, holder_dies)
         got: list = []
         r = open_reader(d, "log")
         t = _follow_into(r, got, poll_interval=0.01, pending_grace=0.2, idle_timeout=60.0)
-        assert _wait_for(lambda: got == ["before"])
+        wait_until(lambda: got == ["before"], "the follower to pass 'before'", detail=lambda: got)
         if holder_dies:
             child.kill()
             child.wait()
-            assert _wait_for(lambda: got == ["before", "after"]), got
+            wait_until(lambda: got == ["before", "after"], "the follower to pass over the dead holder's stub",
+                       detail=lambda: got)
             assert [p for p in r.problems if "passed over the reserved record" in p
                     and "holding the reservation is gone" in p], r.problems
         else:
             # 15 times pending_grace: "after" must not come before the copy.
-            assert not _wait_for(lambda: len(got) > 1, timeout=3.0), got
+            # (A window the behaviour must hold for, not a synchronisation.)
+            never_within(lambda: len(got) > 1, 3.0, "the follower passed the copy its live holder is making",
+                         detail=lambda: got)
             open(notify + ".go", "w").close()
             assert child.wait(60) == 0
-            assert _wait_for(lambda: got == ["before", "copied message", "after"]), got
+            wait_until(lambda: got == ["before", "copied message", "after"], "the copy, then 'after'",
+                       detail=lambda: got)
             assert not [p for p in r.problems if "passed over" in p], r.problems
         r.stop()
         t.join(30)
@@ -267,7 +263,7 @@ def test_rotator_stopped_while_installing_is_taken_over_and_its_segment_installe
     try:
         _, pid = inject.wait_for_point(notify, "family.rotate.installing", proc=child)
         assert pid == child.pid
-        assert _wait_for(lambda: open(f"/proc/{pid}/stat").read().split()[2] == "T")
+        wait_until(lambda: procs.process_state(pid) == "T", f"the rotator (pid {pid}) to stop")
         mine = []
         with open_writer(d, "log", segment_size=8192, rotation_timeout=0.5, wait_timeout=10) as w:
             for i in range(200):                 # several rotations past the stalled one

@@ -19,6 +19,7 @@ from logkit import InvalidArgument, Segment
 
 import procs
 import procs.wake as wakeprocs
+from waiting import wait_until
 
 pytestmark = pytest.mark.skipif(not _segment.WAIT_FUTEX, reason="wake-ups need futex (Linux)")
 
@@ -32,23 +33,8 @@ def group():
         yield g
 
 
-def until(cond, timeout=10.0, what="condition"):
-    """Wait for cond() to be true (looking every millisecond), or fail."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.001)
-
-
 def waiters(seg):
     return seg.header()["waiters"]
-
-
-def sched_state(pid):
-    """The process's scheduler state from /proc (R running or runnable, S asleep)."""
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]
 
 
 def slots(seg):
@@ -65,7 +51,7 @@ def test_a_waiter_in_another_process_sleeps_once_and_is_woken_by_a_write_then_by
     seg = make_segment(tmp_path)
     c = group.spawn(wakeprocs.child_wait_segment, str(seg.path), 2, 0.0)
     assert c.expect("ready") == (None,)         # not listed until it first waits
-    until(lambda: waiters(seg) == 1, what="the child to sleep")
+    wait_until(lambda: waiters(seg) == 1, "the child to sleep")
     # Listed while it sleeps (wait() registered it): its pid, the WAITING bit.
     listed = slots(seg)[c.pid]
     assert listed["flags"] & WAITING and listed["min_interval_ns"] == 0
@@ -77,11 +63,11 @@ def test_a_waiter_in_another_process_sleeps_once_and_is_woken_by_a_write_then_by
     # One call, one sleep: it did not loop (a poller would count its rounds).
     assert stats == {"calls": 1, "ready": 1, "timeouts": 0, "sleeps": 1}
     assert slots(seg)[c.pid]["last_wake_ns"] > 0
-    until(lambda: waiters(seg) == 0, what="the child to leave the wait")
+    wait_until(lambda: waiters(seg) == 0, "the child to leave the wait")
 
     # Round two: taking the segment out of service (what a rotation does) wakes it too.
     c.send("go")
-    until(lambda: waiters(seg) == 1, what="the child to sleep again")
+    wait_until(lambda: waiters(seg) == 1, "the child to sleep again")
     t0 = time.perf_counter_ns()
     assert seg.take_out_of_service()
     ok, t1, stats, in_service, _ = c.expect("woke")
@@ -102,7 +88,7 @@ def test_a_follower_in_another_process_with_a_30_s_poll_interval_gets_each_messa
     f.expect("ready")
     assert f.expect("msg")[:2] == (1, "before")
     for i in range(3):
-        until(lambda: waiters(w.segment) == 1, what="the follower to sleep in the live segment")
+        wait_until(lambda: waiters(w.segment) == 1, "the follower to sleep in the live segment")
         t0 = time.perf_counter_ns()
         w.write(f"live {i}")
         seq, text, t1, _ = f.expect("msg")
@@ -121,7 +107,7 @@ def test_a_follower_across_a_rotation_is_woken_and_moves_to_the_new_segment_prom
     f.expect("ready")
     assert f.expect("msg")[:2] == (1, "first")
     first_live = w.segment
-    until(lambda: waiters(first_live) == 1, what="the follower to sleep")
+    wait_until(lambda: waiters(first_live) == 1, "the follower to sleep")
     # Each write wakes the follower; the one that rotates must also make it
     # leave the old segment at once and find the message in the new one.
     seq = 1
@@ -131,7 +117,7 @@ def test_a_follower_across_a_rotation_is_woken_and_moves_to_the_new_segment_prom
         got = f.expect("msg")
         assert got[0] == seq and got[2] - t0 < PROMPT_NS
     assert w.segment is not first_live and not first_live.in_service
-    until(lambda: waiters(w.segment) == 1, what="the follower to sleep in the new live segment")
+    wait_until(lambda: waiters(w.segment) == 1, "the follower to sleep in the new live segment")
     assert waiters(first_live) == 0
     t0 = time.perf_counter_ns()
     nxt = w.write("after the rotation")
@@ -158,7 +144,7 @@ def test_a_write_makes_no_system_call_when_nobody_waits_and_one_wake_up_per_mess
 
     c = group.spawn(wakeprocs.child_wait_forever, str(seg.path))
     c.expect("ready")
-    until(lambda: waiters(seg) == 1, what="the child to sleep")
+    wait_until(lambda: waiters(seg) == 1, "the child to sleep")
     before = _segment._wake_syscalls()
     t0 = time.perf_counter_ns()
     for i in range(n):
@@ -171,7 +157,7 @@ def test_a_write_makes_no_system_call_when_nobody_waits_and_one_wake_up_per_mess
     # The writes made it runnable; asleep again means it ran, found nothing
     # at its offset and went back to the futex (on a loaded machine it may
     # only get the CPU after the whole burst).
-    until(lambda: sched_state(c.pid) == "S", what="the woken child to sleep again")
+    wait_until(lambda: procs.process_state(c.pid) == "S", "the woken child to sleep again")
     seg.take_out_of_service()
     stats, = c.expect("out-of-service")
     assert stats["sleeps"] >= 2           # woken by writes, went back to sleep
@@ -186,7 +172,7 @@ def test_a_waiter_killed_while_asleep_leaves_a_stale_slot_that_the_next_registra
     seg = make_segment(tmp_path)
     c = group.spawn(wakeprocs.child_wait_forever, str(seg.path))
     c.expect("ready")
-    until(lambda: waiters(seg) == 1, what="the child to sleep")
+    wait_until(lambda: waiters(seg) == 1, "the child to sleep")
     pid = c.pid
     assert slots(seg)[pid]["flags"] & WAITING
     c.kill()
@@ -226,7 +212,7 @@ def test_a_full_table_does_not_stop_waiting_and_a_dead_processes_slot_is_reclaim
 
     t = threading.Thread(target=wait)
     t.start()
-    until(lambda: waiters(seg) == 1, what="the unlisted waiter to sleep")
+    wait_until(lambda: waiters(seg) == 1, "the unlisted waiter to sleep")
     t0 = time.perf_counter_ns()
     seg.write("for the unlisted waiter")
     t.join(30)
@@ -276,7 +262,7 @@ def test_the_polling_fallback_finds_the_message_within_its_interval_without_coun
         seen = []
         t = threading.Thread(target=lambda: seen.append(r.wait(pos, timeout=10, poll_interval=0.005)))
         t.start()
-        until(lambda: r.wait_stats()["sleeps"] >= 3, what="the poller to poll")
+        wait_until(lambda: r.wait_stats()["sleeps"] >= 3, "the poller to poll")
         assert waiters(seg) == 0                   # nobody to wake: writers make no system call
         seg.write("found by polling")
         t.join(10)
@@ -328,7 +314,7 @@ def test_reader_stop_ends_a_sleeping_follow_at_once_not_at_its_poll_interval(tmp
         ended.set()
     t = threading.Thread(target=follow, daemon=True)
     t.start()
-    until(lambda: got == ["one"] and waiters(w.segment) == 1, what="the follower to sleep")
+    wait_until(lambda: got == ["one"] and waiters(w.segment) == 1, "the follower to sleep")
     t0 = time.monotonic()
     r.stop()
     assert ended.wait(5), "follow() did not end after stop()"
@@ -352,7 +338,7 @@ def test_cancel_waits_ends_a_wait_in_another_thread_and_else_the_next_one(tmp_pa
         res["took"] = time.monotonic() - t0
     t = threading.Thread(target=wait)
     t.start()
-    until(lambda: waiters(seg) == 1, what="the waiter to sleep")
+    wait_until(lambda: waiters(seg) == 1, "the waiter to sleep")
     seg.cancel_waits()
     t.join(10)
     assert res["ready"] is False and res["took"] < 5.0, res

@@ -66,6 +66,7 @@ from crashmatrix import points as _points  # noqa: E402
 from crashmatrix import runtime  # noqa: E402
 from crashmatrix.children import child_reader, child_writer, read_acks  # noqa: E402
 from logkit import inject  # noqa: E402
+from waiting import WaitTimeout, wait_until  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY = sys.executable
@@ -430,7 +431,7 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
                     if case.victim == "server" and not case.late:
                         restart()
                     return 1
-                _wait_stopped(hit[1])
+                _wait_stopped(hit[1], out)
                 out.acted = "stopped"
                 stall()
                 os.kill(hit[1], signal.SIGCONT)
@@ -449,7 +450,7 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
                             restart()
                         return 1
                     os.kill(victim_pid, signal.SIGSTOP)
-                    _wait_stopped(victim_pid)
+                    _wait_stopped(victim_pid, out)
                     out.acted = "stopped"
                     stall()
                     os.kill(victim_pid, signal.SIGCONT)
@@ -621,18 +622,14 @@ def _close_all(children, layer: str, out: Outcome) -> None:
             out.failures.append(f"{k.name} did not close: {str(e)[-600:]}")
 
 
-def _wait_stopped(pid: int, timeout: float = 10.0) -> None:
-    """Until the victim is really stopped (it stops itself after notifying)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                st = f.read()
-            if st[st.rindex(b")") + 2:st.rindex(b")") + 3] in (b"T", b"t", b"Z", b"X"):
-                return
-        except (OSError, ValueError):
-            return
-        time.sleep(0.001)
+def _wait_stopped(pid: int, out: Outcome, timeout: float = 10.0) -> None:
+    """Until the victim is really stopped (it stops itself after notifying),
+    or gone; a victim still running after `timeout` is the case's failure."""
+    try:
+        wait_until(lambda: procs.process_state(pid) in ("T", "t", "Z", "X"), f"the victim (pid {pid}) to stop",
+                   timeout, interval=0.001)
+    except WaitTimeout as e:
+        out.failures.append(str(e))
 
 
 def _family_count(cfg) -> int:

@@ -8,8 +8,9 @@ This is the one place that starts processes.  Rules it keeps:
 * Every child talks to the parent over its own Pipe.  The first thing a
   child sends is ("hello", pid, this module's __file__), which the parent
   checks: the child really imported *this* file.
-* Waiting is always on a pipe, Event or Barrier with a timeout (TIMEOUT);
-  a fixed sleep is never used to order anything.
+* Waiting is always on a pipe, Event or Barrier with a timeout (TIMEOUT),
+  or on a condition with waiting.wait_until; a fixed sleep is never used
+  to order anything.
 * A child that raises sends ("error", traceback) before it dies, and the
   parent's recv() turns that into a ChildFailed assertion with the trace.
 * Killing is os.kill(pid, SIGKILL) on the one pid, then a join.
@@ -39,14 +40,15 @@ TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if TESTS_DIR not in sys.path:           # spawned children inherit sys.path
     sys.path.insert(0, TESTS_DIR)
 
+from waiting import TIMEOUT  # noqa: E402  (the longest any single wait may take)
+
 CTX = multiprocessing.get_context("spawn")
-TIMEOUT = 60.0          # the longest any single wait may take before the test fails
 
 # What `import procs` gives (procs/__init__.py re-exports it): the machinery,
 # the message contents, and the child targets of the core, family and
 # handler tests.
 __all__ = [
-    "CTX", "TIMEOUT", "TESTS_DIR", "ChildFailed", "Child", "Group", "recv_all", "wait_any",
+    "CTX", "TIMEOUT", "TESTS_DIR", "ChildFailed", "Child", "Group", "recv_all", "wait_any", "process_state",
     "message_text", "parse_text", "message_severity", "message_has_data", "message_data", "message_class",
     "write_message", "check_message",
     "child_write_many", "child_fill_to_the_end", "child_write_and_vanish", "child_read_all",
@@ -195,6 +197,17 @@ class Group:
 def recv_all(children, kind, timeout=TIMEOUT):
     """One message of `kind` from each child, in children order."""
     return [c.expect(kind, timeout) for c in children]
+
+
+def process_state(pid: int) -> str:
+    """The scheduler state of `pid` as /proc/<pid>/stat gives it (R running,
+    S asleep, T stopped, Z zombie...), or "X" once there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            st = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return "X"
+    return st[st.rindex(b")") + 2:st.rindex(b")") + 3].decode()   # after "(comm) ", which may hold spaces
 
 
 def wait_any(children, timeout=TIMEOUT):

@@ -12,12 +12,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 from logkit import inject
+from waiting import TIMEOUT
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT = 60.0
 
 
 class Child:
@@ -72,14 +71,3 @@ class Child:
     def output(self) -> str:
         with open(self.out) as f:
             return f.read()
-
-
-def wait_until(cond, timeout: float = TIMEOUT, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
