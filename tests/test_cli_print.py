@@ -1456,6 +1456,8 @@ def test_monitor_sigint_while_a_call_runs_ends_cleanly(live, tmp_path, monitors)
     d, w = live
     started = tmp_path / "started"
     script = tmp_path / "slow.py"
+    # A command still running when SIGINT comes: its sleep is the behaviour
+    # under test (the test waits on `started`, not on time).
     script.write_text(f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(30)\n")
     m = monitors(d, "--call", f"{sys.executable} {script}", cwd=tmp_path)
     wait_until(lambda: asleep_on_the_futex(w), "the monitor to sleep")
@@ -1485,10 +1487,15 @@ def test_monitor_of_a_config_log_not_yet_written_waits_for_it(tmp_path, monitors
     cfg = tmp_path / "logkit.toml"
     cfg.write_text(f'[log.app]\nstorage = "family"\ndirectory = "{d}"\ncreate_directory = true\n')
     m = monitors("app", "-c", cfg, "--idle-timeout", "3", cwd=tmp_path)
-    deadline = time.monotonic() + TIMEOUT
     err = b""
-    while b"waiting for its directory" not in err and time.monotonic() < deadline:
-        err += os.read(m.p.stderr.fileno(), 4096)
+
+    def said_waiting():
+        nonlocal err
+        if _select.select([m.p.stderr], [], [], 0.05)[0]:       # (blocks up to 50 ms on the pipe)
+            err += os.read(m.p.stderr.fileno(), 4096)
+        return b"waiting for its directory" in err
+    wait_until(said_waiting, "the monitor to say it waits for the directory", TIMEOUT, interval=0,
+               detail=lambda: f"stderr so far: {err!r}")
     assert f"logkit monitor: log app: waiting for its directory {d} to appear".encode() in err
     assert m.p.poll() is None, "monitor gave up on a log that is not there yet"
     w = logkit.open_writer(d, "app", segment_size="64KiB")
@@ -1520,7 +1527,7 @@ def probe_until_printing(m, write, pause):
         if not lines:
             k += 1
             write(f"probe {k}", 20)
-            time.sleep(pause)
+            time.sleep(pause)       # the probes' pace (the wait is on the monitor's output)
         return bool(lines)
     m.wait_for(probe, "the monitor to print a probe")
 

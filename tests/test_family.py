@@ -31,6 +31,7 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 import procs  # noqa: E402
+from waiting import wait_until  # noqa: E402
 
 import logkit  # noqa: E402
 from logkit import NoSuchMessage, Segment  # noqa: E402
@@ -644,10 +645,8 @@ def test_retention_deletes_exactly_the_oldest_history_and_the_family_reads_exact
     if how == "max_age":
         # A second batch of history named for a later second than the first.
         last_old = stamp_of(history_segments(d, FAMILY)[-1])
-        deadline = time.monotonic() + 5
-        while time.time() < last_old + 1:       # wait on the clock, not on another process
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        # History is named for the wall clock's second (time.time()): wait on that clock.
+        wait_until(lambda: time.time() >= last_old + 1, "the clock to pass the last history segment's second", 5)
         old = history_segments(d, FAMILY)
         written += write_segments(w, len(old) + 8, start=len(written))
     hist = history_segments(d, FAMILY)
@@ -711,10 +710,7 @@ def test_migrate_moves_the_history_relinks_it_and_both_directories_read_the_fami
 def _early_in_a_second():
     """Wait on the clock (at most a second) until a new second has just begun,
     so that what follows, a few milliseconds of work, happens within one second."""
-    deadline = time.monotonic() + 2
-    while time.time() % 1 > 0.2:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    wait_until(lambda: time.time() % 1 <= 0.2, "the first 0.2 s of a second on the clock", 2)
 
 
 def test_rotations_right_after_a_migrate_keep_both_directories_readable_end_to_end(tmp_path):

@@ -410,6 +410,8 @@ def test_a_token_whose_pid_now_names_another_process_is_taken_over_at_once(tmp_p
     import sys
     from logkit.salvager import process_identity
     s = PartitionStorage("t", path=str(tmp_path / "p.part"), size="64KiB")
+    # A live process whose pid the token will name (it only has to be alive
+    # while the test runs: its sleep is not a synchronisation).
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         for i in range(5):

@@ -12,6 +12,7 @@ import pytest
 
 import procs
 import procs.part as partprocs
+from waiting import wait_until
 from logkit.backends.family import FamilyStorage
 from logkit.backends.pipe import CHUNK, PIPE_BUF, drain_pipe, encode_frames, encode_record
 from logkit.backends.pipejournal import (HEADER_SIZE, JournalDamaged, PipeJournal, _tee,
@@ -55,6 +56,21 @@ class Fifo:
 
     def close(self):
         os.close(self.fd)
+
+
+def flocked_here(path) -> bool:
+    """This process holds a flock on the file at `path` (/proc/locks names
+    the holder's pid and the file's inode); False while there is no file."""
+    try:
+        ino = os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+    with open("/proc/locks") as f:
+        for line in f:
+            w = line.split()
+            if len(w) >= 6 and w[1] == "FLOCK" and w[4] == str(os.getpid()) and w[5].endswith(f":{ino}"):
+                return True
+    return False
 
 
 def family(tmp_path, **kw):
@@ -124,10 +140,13 @@ def test_fragments_journaled_before_a_kill_complete_after_it(tmp_path, point, nt
     first = ["record 00000", "record 00001", "record 00002"]
 
     def then_the_rest():
-        deadline = time.monotonic() + procs.TIMEOUT
-        while len(texts(tmp_path)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(0.05)                         # the batch settled: the set is pending
+        # The first batch settled with the set pending: its settle is the one
+        # store that moves the journal's resolve word (up to the first
+        # fragment), after the batch's three records are stored.
+        journal = fifo.path + ".journal"
+        wait_until(lambda: os.path.exists(journal) and read_journal_header(journal)["resolve"] > 0,
+                   "the first batch to settle with the fragment set pending (resolve > 0)",
+                   detail=lambda: f"stored {texts(tmp_path)}")
         fifo.send(frames[2:] + [record(3)])
 
     try:
@@ -169,10 +188,8 @@ def test_the_journal_lets_its_bytes_go_and_a_sealed_log_keeps_no_plain_text(tmp_
     try:
         for burst in range(20):
             fifo.send([record(burst * 100 + i) for i in range(100)])
-            time.sleep(0.01)
-        deadline = time.monotonic() + procs.TIMEOUT
-        while s.reader().count() < 2000 and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(0.01)            # the writers' pace: bursts, not one batch (not a synchronisation)
+        wait_until(lambda: s.reader().count() >= 2000, "the reader to store all 2000 records", interval=0.01)
     finally:
         stop.set()
         t.join(procs.TIMEOUT)
@@ -193,10 +210,8 @@ def test_one_reader_per_fifo(tmp_path):
     t = threading.Thread(target=drain_pipe, args=(fifo.path, s), kwargs={"spill": False, "stop": stop})
     t.start()
     try:
-        deadline = time.monotonic() + procs.TIMEOUT
-        while not os.path.exists(fifo.path + ".journal") and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(0.05)
+        # The reader holds the journal's flock: what a second reader is refused on.
+        wait_until(lambda: flocked_here(fifo.path + ".journal"), "the first reader to lock its journal")
         with pytest.raises(LogkitError, match="another process is reading this FIFO: its journal .* is locked"):
             drain_pipe(fifo.path, family(tmp_path), spill=False, idle_timeout=0)
     finally:

@@ -23,6 +23,7 @@ from logkit import (
     crc32c,
     salvage,
 )
+from waiting import wait_until
 
 T0 = 1_700_000_000_000_000_000
 FILLER_FLAG = 0x0001
@@ -464,7 +465,11 @@ def test_fillers_wait_until_out_of_service_has_settled(segment):
     segment.take_out_of_service()
     rep = salvage(segment, settle=0.3)
     assert rep.filled == [] and any("out of service" in n for n in rep.notes)
-    time.sleep(0.35)
+    # salvage calls the segment settled once its wall clock (time.time_ns)
+    # is `settle` past the out-of-service time in the header: wait for that.
+    oos = segment.out_of_service_time
+    assert oos is not None
+    wait_until(lambda: time.time_ns() - oos >= 0.3e9, "the clock to pass the out-of-service time + 0.3 s")
     rep = salvage(segment, settle=0.3)
     assert rep.filled == [(a, b, 1)]
     segment.put_in_service()                # back in service: no more fillers

@@ -18,6 +18,7 @@ from logkit.inject import wait_for_point
 from logkit.server import Server, read_status
 from procs.part import child_partition_write
 from procs import CTX, Group, TIMEOUT, message_text, recv_all
+from waiting import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,9 +75,13 @@ def test_messages_logged_with_no_server_are_drained_later_in_order_exactly_once(
     assert len(family_texts(tmp_path)) == 100_000
 
 
+def _family_count(directory, name):
+    """Messages in family `name` of `directory` (0 while it does not exist)."""
+    return logkit.open_reader(str(directory), name).count() if (directory / name).exists() else 0
+
+
 def _count(tmp_path, name="buf"):
-    d = tmp_path / "family"
-    return logkit.open_reader(str(d), name).count() if (d / name).exists() else 0
+    return _family_count(tmp_path / "family", name)
 
 
 def test_server_killed_at_random_points_during_copies_loses_and_duplicates_nothing(tmp_path):
@@ -89,10 +94,11 @@ def test_server_killed_at_random_points_during_copies_loses_and_duplicates_nothi
         if start == len(before):
             break
         p = server_process(cfg)
-        deadline = time.monotonic() + TIMEOUT
-        while _count(tmp_path) == start and p.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.002)                      # until this server is copying
-        time.sleep(rng.uniform(0, 0.03))           # then somewhere in the copy
+        wait_until(lambda: _count(tmp_path) != start or p.poll() is not None, "this server to start copying",
+                   interval=0.002)
+        # The kill's instant, at random within the copy: the behaviour under
+        # test (a kill anywhere), not a synchronisation.
+        time.sleep(rng.uniform(0, 0.03))
         if p.poll() is None:
             os.kill(p.pid, signal.SIGKILL)
             kills += 1
@@ -191,9 +197,8 @@ def test_sighup_reloads_the_configuration(tmp_path):
     cfg.write_text(one)
     p = server_process(str(cfg))
     try:
-        deadline = time.monotonic() + TIMEOUT
-        while "1 partition(s)" not in (p.stderr.readline() or "") and time.monotonic() < deadline:
-            pass
+        wait_until(lambda: "1 partition(s)" in p.stderr.readline(), "the server to report its partition",
+                   interval=0)                     # (readline blocks until the server says something)
         cfg.write_text(one + 'bogus_key = 1\n')                # a bad config: refused, old one kept
         p.send_signal(signal.SIGHUP)
         line = p.stderr.readline()
@@ -206,12 +211,7 @@ def test_sighup_reloads_the_configuration(tmp_path):
         for i in range(10):
             s.write(f"to b {i}")
         s.close()
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            if os.path.exists(tmp_path / "family" / "b") and \
-                    logkit.open_reader(str(tmp_path / "family"), "b").count() == 10:
-                break
-            time.sleep(0.05)
+        wait_until(lambda: _count(tmp_path, "b") == 10, "the server to drain the 10 messages of b", interval=0.05)
         assert [m.text for m in logkit.open_reader(str(tmp_path / "family"), "b")] == [f"to b {i}" for i in range(10)]
     finally:
         p.send_signal(signal.SIGTERM)
@@ -234,16 +234,15 @@ def test_the_server_reads_a_pipe_while_writers_log(tmp_path):
         lg.info("before the server %d", i)                      # spilled: no reader yet
     p = server_process(str(cfg))
     try:
-        time.sleep(0.5)
+        # The server runs (and reads the pipe) once it has stored what was
+        # spilled before it started.
+        wait_until(lambda: _family_count(logs, "p") >= 100, "the server to store the 100 spilled records",
+                   interval=0.05)
         for i in range(100):
             lg.info("while it runs %d", i)
         h.close()
         want = [f"before the server {i}" for i in range(100)] + [f"while it runs {i}" for i in range(100)]
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            if os.path.exists(logs / "p") and logkit.open_reader(str(logs), "p").count() >= 200:
-                break
-            time.sleep(0.05)
+        wait_until(lambda: _family_count(logs, "p") >= 200, "the server to store all 200 records", interval=0.05)
     finally:
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=TIMEOUT)
@@ -259,6 +258,18 @@ def test_bad_arguments_are_clear(tmp_path):
         Server(partition_config(tmp_path), margins=(1.5,))
 
 
+def _asleep_on(path) -> bool:
+    """Somebody (the server's watcher) sleeps on the futex of the half that
+    writers fill now in the partition at `path`."""
+    from logkit.backends.partition import Partition
+    p = Partition(str(path), create=False, readonly=True)
+    try:
+        i = p.current_index()
+        return i is not None and p.halves[i].header()["waiters"] >= 1
+    finally:
+        p.close()
+
+
 def test_a_half_that_fills_wakes_the_server_at_once_not_at_its_interval(tmp_path):
     """With an interval of 60 s, only the futex can make the server drain a
     half that fills: the swap takes it out of service and wakes the server."""
@@ -267,7 +278,11 @@ def test_a_half_that_fills_wakes_the_server_at_once_not_at_its_interval(tmp_path
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert "1 partition(s)" in p.stderr.readline()
-        time.sleep(0.3)                                   # it is asleep now
+        # Asleep: its first pass is over (the pass ends by saving the status
+        # file) and its watcher sleeps on the futex of the current half.
+        part = tmp_path / "buf.part"
+        wait_until(lambda: read_status(str(part)) is not None and _asleep_on(part),
+                   "the server to end its first pass and sleep on the futex")
         s = PartitionStorage("buf", path=str(tmp_path / "buf.part"), size="64KiB")
         i = 0
         t0 = time.monotonic()
@@ -275,10 +290,7 @@ def test_a_half_that_fills_wakes_the_server_at_once_not_at_its_interval(tmp_path
             s.write(f"filler {i:06d} " + "x" * 80, 20)
             i += 1
         filled = time.monotonic()
-        deadline = filled + 10
-        while _count(tmp_path) == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert _count(tmp_path) > 0, "the full half was not drained within 10 s"
+        wait_until(lambda: _count(tmp_path) > 0, "the server to drain the full half", 10, interval=0.01)
         assert time.monotonic() - filled < 5, "drained, but only after a timer, not a wake-up"
         s.close()
     finally:
@@ -309,7 +321,10 @@ def test_server_wakes_for_any_of_its_partitions(tmp_path):
     t = threading.Thread(target=srv.serve, args=(stop,))
     t.start()
     try:
-        time.sleep(0.3)                     # the first pass (it swaps) is over
+        # Its first pass (it swaps) is over and a watcher sleeps on the
+        # futex of each partition's current half.
+        wait_until(lambda: srv.cycles >= 1 and all(_asleep_on(p) for p in parts.values()),
+                   "the server to end its first pass and sleep on both partitions")
         w = PartitionStorage("two", path=str(parts["two"]), size="16KiB")
         n = 0
         t0 = time.monotonic()
@@ -318,15 +333,8 @@ def test_server_wakes_for_any_of_its_partitions(tmp_path):
             w.write(f"message {n} " + "x" * 200)
             n += 1
         fam = tmp_path / "fam"
-        deadline = time.monotonic() + 10
-        got = 0
-        while time.monotonic() < deadline:
-            got = w.stats()["drained"]
-            if got > 0:
-                break
-            time.sleep(0.005)
+        wait_until(lambda: w.stats()["drained"] > 0, "the full half of the second partition to be drained", 10)
         took = time.monotonic() - t0
-        assert got > 0, "the full half of the second partition was not drained"
         assert w.stats()["lost"] == 0
         assert took < 5, f"drained only after {took:.1f} s (interval 60 s)"
         assert fam.is_dir()
@@ -369,7 +377,9 @@ def test_a_pipe_reader_killed_at_random_points_loses_and_duplicates_nothing(tmp_
         done = {}
         while len(done) < writers:
             p = server_process(cfg)
-            time.sleep(rng.uniform(0.15, 0.5))        # start-up, then somewhere in the copying
+            # The kill's instant, at random (start-up, then somewhere in the
+            # copying): the behaviour under test, not a synchronisation.
+            time.sleep(rng.uniform(0.15, 0.5))
             if p.poll() is None:
                 os.kill(p.pid, signal.SIGKILL)
                 kills += 1
@@ -394,7 +404,7 @@ def test_a_pipe_reader_killed_at_random_points_loses_and_duplicates_nothing(tmp_
                 break
             if n != seen:
                 seen, stalled_at = n, time.monotonic()
-            time.sleep(0.05)
+            time.sleep(0.05)                                # the poll interval of this wait on progress
         for k in kids:
             k.conn.send(("close",))
             k.join()

@@ -181,7 +181,7 @@ def child_writer(conn, layer, cfg, writer, first, count, acks_path, go, census_n
             continue
         acks.ok(i, seq)
         if pace and i % 16 == 15:
-            time.sleep(pace)
+            time.sleep(pace)        # a real application's pace, not a synchronisation
     stats = {}
     if hasattr(w, "stats"):
         try:
@@ -222,14 +222,14 @@ def child_reader(conn, layer, cfg, census_names=None, census_path=None):
             refused += 1
             if refused == 1:
                 problems_note = f"{type(e).__name__}: {e}"
-            time.sleep(0.05)
+            time.sleep(0.05)        # the reader's pace between passes, not a synchronisation
             continue
         twice = [k for k, n in collections.Counter((w, i) for w, i, _ in out["read"]).items() if n > 1]
         problems += out["problems"][:3] + [f"read twice in one pass: {twice[:3]}"] * bool(twice)
         problems = problems[:10]
         passes += 1
         seen += len(out["read"])
-        time.sleep(0.05)
+        time.sleep(0.05)            # the reader's pace between passes, not a synchronisation
     conn.recv()
     runtime.dump_census(census, census_path)
     if refused:                     # beside the case's files, for the parent's notes

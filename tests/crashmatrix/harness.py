@@ -357,7 +357,7 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
             """The victim is stopped: keep it so past every timeout while a
             fresh writer starts and (it should) gets its messages through."""
             if len(freshes) == len(FRESH_IDS):
-                time.sleep(stop_seconds(scale))
+                time.sleep(stop_seconds(scale))     # the stop's length is the behaviour under test
                 return
             start_fresh()
             end = time.monotonic() + stop_seconds(scale)
@@ -368,7 +368,7 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
                     a, e = read_acks(acks)
                     if len(a) + len(e) >= FRESH:
                         finished = time.monotonic() - freshes[-1][1]
-                time.sleep(0.01)
+                time.sleep(0.01)                    # the poll interval within the stop's window
             if finished is None:
                 out.failures.append(f"recovery: a fresh writer did not get its {FRESH} messages through while "
                                     f"the victim stayed stopped for {stop_seconds(scale):.1f} s (longer than "
@@ -489,7 +489,7 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
             if time.monotonic() > deadline:
                 out.failures.append(f"hang: writers {[k.name for k in pending]} not done within 120 s")
                 break
-            time.sleep(0.002)
+            time.sleep(0.002)           # the supervising loop's poll interval (pipes, acks, notify file)
         if server is not None and case.victim == "server" and not census:
             # The server may reach its point only while it drains what the
             # writers left: give it that time.
@@ -498,7 +498,7 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
                 if out.acted != "killed" and server.poll() is not None:
                     break
                 kills += fault()
-                time.sleep(0.005)
+                time.sleep(0.005)       # the poll interval within that window (the point may not come)
         if True:
             try:
                 reader.send("stop")
@@ -534,8 +534,12 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
         # ---- drain everything, close the writers
         if layer == "pipe" and not _settle_pipe(d, cfg, out, lambda: fault() if not census else 0) \
                 and server is not None and server.poll() is None:
+            size = os.path.getsize(log)
             os.kill(server.pid, signal.SIGUSR1)      # its stacks, into server.log
-            time.sleep(0.2)
+            try:
+                wait_until(lambda: os.path.getsize(log) > size, "the server's stacks in server.log", 5)
+            except WaitTimeout as e:
+                out.notes.append(str(e))
         _close_all(writers + [f[0] for f in freshes], layer, out)
         out.notes.append("pids: " + ", ".join(f"{k.name} {k.pid}" for k in g.children)
                          + (f", server {first_server}" if server is not None else ""))
@@ -552,7 +556,7 @@ def _run(case: Case, d: str, scale: float, census_names) -> Outcome:
                     termed = server
                 if case.victim == "server" and not census and not (out.acted and len(out.then_reached) == len(thens)):
                     kills += fault()            # its point may come in the last drain
-                time.sleep(0.005)
+                time.sleep(0.005)               # the poll interval of this supervised wait
             if server.poll() is None:
                 server.kill()
                 out.failures.append("the server did not stop within 60 s of SIGTERM")
@@ -651,7 +655,7 @@ def _settle_pipe(d, cfg, out, supervise) -> bool:
             return True
         if n != seen:
             seen, since = n, time.monotonic()
-        time.sleep(0.02)
+        time.sleep(0.02)                # the poll interval of this wait on progress
     out.notes.append(f"pipe: the family stopped at {seen} of {want} acknowledged records")
     return False
 

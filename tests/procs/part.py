@@ -16,7 +16,8 @@ if TESTS_DIR not in sys.path:           # spawned children import this module by
     sys.path.insert(0, TESTS_DIR)
 
 from procs.common import (TIMEOUT, message_class, message_data, message_severity,  # noqa: E402
-                   message_text)
+                          message_text)
+from waiting import wait_until  # noqa: E402
 
 
 def write_record(storage, writer, i):
@@ -45,7 +46,7 @@ def child_partition_write(conn, path, size, writer, count, go, pace=0.0, key_fil
             for i in range(parity, count, 2):
                 write_record(s, writer, i)
                 if pace and i % 100 < 2:
-                    time.sleep(pace)
+                    time.sleep(pace)        # an application's pace, not a synchronisation
         except BaseException as e:      # reported to the parent below
             errors.append(repr(e))
 
@@ -167,9 +168,9 @@ def child_pipe_write_batches(conn, fifo, spill, writer):
             write_record(t, writer, i)
         while until_sent and t.stats()["sent"] == 0:
             # The transport tries a reader-less FIFO again only every
-            # REOPEN_INTERVAL: wait for that moment rather than spin.
-            while time.monotonic() < t._retry_at:
-                time.sleep(0.001)
+            # REOPEN_INTERVAL: wait until its clock (time.monotonic) passes
+            # that moment rather than spin.
+            wait_until(lambda: time.monotonic() >= t._retry_at, "the transport's next reopen", interval=0.001)
             i += 1
             write_record(t, writer, i)
         conn.send(("written", i, t.stats()))
@@ -208,7 +209,7 @@ def child_pipe_write_paced(conn, fifo, spill, writer, count, go, pause_every=50,
         t.write(big_text(writer, i), message_severity(writer, i), message_data(writer, i),
                 message_class(writer, i))
         if i % pause_every == pause_every - 1:
-            time.sleep(pause)
+            time.sleep(pause)               # the writing's pace, so it outlasts the kills: not a synchronisation
     conn.send(("done", t.stats()))
     if not conn.poll(TIMEOUT):
         raise RuntimeError("no order to close")

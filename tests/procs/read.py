@@ -18,10 +18,13 @@ import os
 import struct
 import sys
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if TESTS_DIR not in sys.path:           # run by path: for `waiting`
+    sys.path.insert(0, TESTS_DIR)
 
 from logkit import Segment  # noqa: E402
 from logkit.errors import LogkitError  # noqa: E402
+from waiting import wait_until  # noqa: E402
 
 KEY = (7, bytes(range(32)))
 
@@ -146,8 +149,8 @@ def case_sigbus_write(directory: str, keep: str, follow: str) -> None:
         t = threading.Thread(target=lambda: followed.extend(
             m.text for m in reader.follow(poll_interval=0.01, idle_timeout=20.0)), daemon=True)
         t.start()
-        while len(followed) < 40:          # the follower caught up: it holds the mapping
-            threading.Event().wait(0.01)
+        # the follower caught up: it holds the mapping
+        wait_until(lambda: len(followed) >= 40, "the follower to read the 40 messages", interval=0.01)
     live = os.path.join(directory, "log")
     _truncate_elsewhere(live, int(keep))
     after = []
