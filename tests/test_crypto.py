@@ -368,10 +368,12 @@ def test_the_state_word_and_the_checksums_are_outside_the_seal():
     sk = os.urandom(32)
     m = make_message(5, b"hello")
     seal_message(sk, m)
+    assert bytes(m[64:69]) != b"hello"                  # sealed: the text is ciphertext now
     for off in (0, 4, 56, 60, 63):
         t = bytearray(m)
         t[off] ^= 0xFF
-        open_message(sk, t)
+        open_message(sk, t)                             # not MessageTampered ...
+        assert bytes(t[64:69]) == b"hello", off         # ... and the text decrypts to what was written
 
 
 def test_seal_message_refuses_lengths_that_leave_no_room_for_the_tag():
@@ -578,6 +580,7 @@ def test_two_processes_sealing_into_one_segment_never_reuse_a_nonce(tmp_path):
         assert p.exitcode == 0
     mine = [set(results[0]), set(results[1])]
     assert len(mine[0]) == len(mine[1]) == PER_CHILD and not (mine[0] & mine[1])
+    written = {seq: f"writer {w} message {i:05d}".encode() for w in (0, 1) for i, seq in enumerate(results[w])}
     seg = Segment.open(path, readonly=True)
     sk = segment_key(LOG_KEY, seg.uuid)
     nonces, count = set(), 0
@@ -587,6 +590,7 @@ def test_two_processes_sealing_into_one_segment_never_reuse_a_nonce(tmp_path):
         nonces.add(nonce)
         data = bytearray(m.text_bytes)
         open_(sk, nonce, struct.pack("<Q", m.sequence) + seg.uuid.bytes, data, bytes(m.data))
+        assert bytes(data) == written[m.sequence]           # decrypted: the text its writer wrote
         writer = int(data.split()[1])
         assert m.sequence in mine[writer]
         count += 1
