@@ -52,6 +52,7 @@ from logkit.errors import (
     UnsupportedFormat,
 )
 from logkit import inject, safefs
+from logkit.backends.destination import destination_next, find_copy, flush_destination
 from logkit.registry import Option, Reader, StorageBackend
 from logkit.salvager import identity_alive, process_alive, process_identity, salvage, settle_counts
 
@@ -260,11 +261,6 @@ class PartitionMessage:
 
     def __repr__(self) -> str:
         return f"PartitionMessage(sequence={self.sequence}, severity={self.severity}, text={self.text!r:.60})"
-
-
-def _key(m) -> tuple:
-    """What identifies a copy of a message in the destination (drain resumption)."""
-    return (m.time, m.process_id, m.thread_id, m.severity, m.text, m.data_class or "", bytes(m.data))
 
 
 def _half_size(size) -> int:
@@ -492,6 +488,12 @@ class Partition:
 
     def sound(self, i: int) -> bool:
         return self.half_problem(i) is None
+
+    def swaps(self) -> int:
+        """How many swaps this partition has had (its generation word): a
+        watcher that sees it change knows a half was swapped out, even if
+        it was reused before the watcher looked."""
+        return self._u64(H_GENERATION)
 
     def token(self, i: int) -> int:
         return self.halves[i].token()
@@ -1302,10 +1304,10 @@ class PartitionStorage(StorageBackend):
             if not back:
                 break                # taken after we recorded s: nothing in flight
         else:
-            _flush_destination(into)
+            flush_destination(into)
             h.claim_token(tok, _token(EMPTY, _attempt(tok)))
             return count
-        _flush_destination(into)
+        flush_destination(into)
         return count
 
     def _reconcile(self, into, first: "PartitionMessage") -> bool:
@@ -1316,24 +1318,13 @@ class PartitionStorage(StorageBackend):
         that position), never for a message that was not: content alone
         never makes a message count as copied."""
         p = self._p
-        mark = p._u64(H_MARK)
-        if not mark:
+        fm = find_copy(into, p._u64(H_MARK), first)
+        if fm is None:
             return False
-        r = _destination_reader(into)
-        if r is None:
-            return False
-        try:
-            r.seek(sequence=mark)
-        except (NoSuchMessage, LogkitError, OSError):
-            return False
-        want = _key(first)
-        for fm in r:
-            if _key(fm) == want:
-                p._put(H_PROGRESS, first.sequence)
-                p._put(H_MARK, fm.sequence + 1)
-                p._put(H_DRAINED, p._u64(H_DRAINED) + 1)
-                return True
-        return False
+        p._put(H_PROGRESS, first.sequence)
+        p._put(H_MARK, fm.sequence + 1)
+        p._put(H_DRAINED, p._u64(H_DRAINED) + 1)
+        return True
 
     def open_drain_target(self):
         """The destination family storage (backends/family.py) built from the
@@ -1450,35 +1441,3 @@ class PartitionStorage(StorageBackend):
         if writing and o.get("directory") is not None:
             out.append(("directory", directory_problem(os.fspath(o["directory"]), create=True)))
         return [(key, problem) for key, problem in out if problem]
-
-
-def _destination_reader(into):
-    """A reader over what `into` stores, if it has one."""
-    try:
-        if hasattr(into, "reader"):
-            return into.reader()
-        if hasattr(into, "directory") and hasattr(into, "family"):
-            from logkit.family import open_reader as _family_reader
-            return _family_reader(into.directory, into.family)
-    except (LogkitError, OSError):
-        return None
-    return None
-
-
-def destination_next(into) -> int:
-    """The sequence number the next message appended to `into` will get at
-    the least (0: `into` cannot say): where a search for a copy starts."""
-    r = _destination_reader(into)
-    if r is None:
-        return 0
-    try:
-        lim = r.limits()
-    except (LogkitError, OSError):
-        return 0
-    return lim.last_sequence + 1 if lim is not None else 1
-
-
-def _flush_destination(into) -> None:
-    f = getattr(into, "flush", None) or getattr(into, "sync", None)
-    if f is not None:
-        f()

@@ -65,6 +65,31 @@ def _crc(frame) -> int:
     return crc32c(mv[HEADER_SIZE:], crc32c(mv[:12]))
 
 
+# What check_frame() says of the bytes at a position.
+FRAME_OK = "ok"               # a whole, sound frame of `total` bytes
+FRAME_SHORT = "short"         # a sound header, but fewer than `total` bytes have arrived
+FRAME_BAD_LENGTH = "length"   # the magic, but a length no frame has
+FRAME_BAD = "bad"             # `total` bytes are there, but version, flags or CRC is wrong
+FRAME_NO_MAGIC = "magic"      # no frame starts here (or too few bytes to tell)
+
+
+def check_frame(buf, pos: int) -> tuple[str, int]:
+    """(verdict, total length) of the frame that would start at buf[pos]:
+    the one judgement of a frame, used by FrameDecoder and by `logkit
+    display` of a journal (docs/pipe-format.md gives the rules)."""
+    n = len(buf)
+    if n - pos < HEADER_SIZE or buf[pos:pos + 4] != MAGIC:
+        return FRAME_NO_MAGIC, 0
+    _magic, version, flags, _r, total, crc = HEADER.unpack_from(buf, pos)
+    if total < BODY_OFFSET or total > PIPE_BUF:
+        return FRAME_BAD_LENGTH, 0
+    if n - pos < total:
+        return FRAME_SHORT, total
+    if version != FORMAT_VERSION or flags & ~FLAG_FRAGMENT or _crc(memoryview(buf)[pos:pos + total]) != crc:
+        return FRAME_BAD, total
+    return FRAME_OK, total
+
+
 def _seal(buf: bytearray) -> bytes:
     struct.pack_into("<I", buf, 12, _crc(buf))
     return bytes(buf)
@@ -177,18 +202,17 @@ class FrameDecoder:
         pos = 0
         n = len(buf)
         while n - pos >= HEADER_SIZE:
-            if buf[pos:pos + 4] != MAGIC:
+            verdict, total = check_frame(buf, pos)
+            if verdict == FRAME_NO_MAGIC:
                 pos = self._resync(buf, pos)
                 continue
-            magic, version, flags, _r, total, crc = HEADER.unpack_from(buf, pos)
-            if total < BODY_OFFSET or total > PIPE_BUF:
+            if verdict == FRAME_BAD_LENGTH:
                 self.damaged += 1
                 pos = self._resync(buf, pos + 1)
                 continue
-            if n - pos < total:
+            if verdict == FRAME_SHORT:
                 break                        # the rest of this frame has not arrived yet
-            frame = bytes(buf[pos:pos + total])
-            if version != FORMAT_VERSION or _crc(frame) != crc or flags & ~FLAG_FRAGMENT:
+            if verdict == FRAME_BAD:
                 self.damaged += 1
                 nxt = pos + total
                 # Skip the frame by its length when no frame can start inside it
@@ -202,9 +226,10 @@ class FrameDecoder:
                 else:
                     pos = self._resync(buf, pos + 1)
                 continue
+            frame = bytes(buf[pos:pos + total])
             self._at = self.base + pos
             pos += total
-            if flags & FLAG_FRAGMENT:
+            if frame[5] & FLAG_FRAGMENT:
                 rec = self._fragment(frame)
             else:
                 rec = self._record(frame)

@@ -42,7 +42,7 @@ from logkit import inject, safefs
 from logkit._segment import load_word, store_word
 from logkit.errors import DiskFull, LogkitError, NoSuchMessage
 
-from logkit.backends.partition import _destination_reader, _key, destination_next
+from logkit.backends.destination import destination_next, find_copy
 
 __all__ = ["PipeJournal", "JournalDamaged", "JOURNAL_MAGIC", "JOURNAL_VERSION", "HEADER_SIZE",
            "read_journal_header", "header_problem", "POSITION_MAX", "TORN_LIMIT", "COUNTER_MAX"]
@@ -467,21 +467,7 @@ class PipeJournal:
     # ------------------------------------------------------------ reconciling
 
     def _already_stored(self, rec) -> bool:
-        mark = self._w(W_MARK)
-        if not mark:
-            return False
-        r = _destination_reader(self.storage)
-        if r is None:
-            return False
-        want = _key(rec)
-        try:
-            r.seek(sequence=mark)
-            for m in r:
-                if _key(m) == want:
-                    return True
-        except (NoSuchMessage, LogkitError, OSError):
-            return False
-        return False
+        return find_copy(self.storage, self._w(W_MARK), rec) is not None
 
     # ------------------------------------------------------------ the rest
 

@@ -587,6 +587,11 @@ class FamilyWriter:
         """Stop writing.  Messages already written stay in the family."""
         self._closed = True
 
+    @property
+    def closed(self) -> bool:
+        """True once close() was called."""
+        return self._closed
+
     def __enter__(self):
         return self
 
@@ -690,8 +695,11 @@ class FamilyReader:
                 warnings.warn(msg, RuntimeWarning, stacklevel=3)
             return None
 
-    def _segments(self, after: str = "") -> Iterator[Segment]:
-        """Open segments in order, each once (a segment seen under two names
+    def segments(self, after: str = "") -> Iterator[Segment]:
+        """The family's segments in order, oldest first, each opened once (the
+        live one opened before history is listed, so none rotated meanwhile
+        is missed; the previous-segment chain checked): for tools that walk
+        segment by segment (``logkit print``'s scan).  Each segment once (a segment seen under two names
         during a rotation is read once, by its file: (st_dev, st_ino), never
         by its UUID, which salvage may have had to rebuild as all zeros, and
         which a copy repeats: a zero or repeated UUID hides no segment).
@@ -771,7 +779,7 @@ class FamilyReader:
         """Finished messages oldest first, starting where seek() put the reader."""
         last = self._start_seq - 1
         start = self._start
-        for seg in self._segments(self._start_name if start is not None else ""):
+        for seg in self.segments(self._start_name if start is not None else ""):
             if start is not None:
                 if seg.file_id != start[0]:
                     continue
@@ -792,7 +800,7 @@ class FamilyReader:
 
     def reverse(self) -> Iterator[Message]:
         """Finished messages newest first (exactly the forward order reversed)."""
-        segs = list(self._segments())
+        segs = list(self.segments())
         last_seq = None
         for seg in reversed(segs):
             msgs = []
@@ -939,7 +947,7 @@ class FamilyReader:
         seg = None
         it = None
         # Start: the segment seek() chose, else the oldest.
-        for s in self._segments(self._start_name if self._start is not None else ""):
+        for s in self.segments(self._start_name if self._start is not None else ""):
             if self._start is not None and s.file_id != self._start[0]:
                 continue
             seg = s
@@ -1063,7 +1071,7 @@ class FamilyReader:
     def _wait_first_segment(self, poll_interval, stop, idle_timeout):
         t0 = _time.monotonic()
         while True:
-            for s in self._segments():
+            for s in self.segments():
                 return s
             if stop is not None and stop.is_set():
                 return None

@@ -296,6 +296,14 @@ class _UtcClock:
 
 
 _local = _LocalClock()
+
+
+def local_clock(sec: int) -> tuple:
+    """The local clock's parts for second `sec` since the epoch, cached per
+    second: (sec, time.tzname, "YYYY-MM-DD HH:MM:SS." prefix, UTC offset
+    "+hh:mm", "HH:MM:SS"), as format_message prints them; logkit print's C
+    formatter (logkit._scan) takes its time stamps from here."""
+    return _local(sec)
 _utc = _UtcClock()
 
 

@@ -68,17 +68,13 @@ class Handler(logging.Handler):
         _handlers.add(self)
 
     def _bind(self) -> None:
-        """Choose the write path: straight into the family's segment when the
-        transport is shm over family storage (and nothing is synced per
-        message), else the transport's write().  handle() and emit() become
-        logkit._handler.Emitter objects holding that choice."""
+        """Choose the write path: the transport's fast sink when it offers one
+        (TransportBackend.fast_sink: shm over family storage writes straight
+        into the family's segment from C), else the transport's write().
+        handle() and emit() become logkit._handler.Emitter objects holding
+        that choice."""
         t = self.transport
-        storage = t.storage
-        from logkit.backends.family import FamilyStorage   # the built-in; others go through write()
-        from logkit.backends.shm import ShmTransport
-        sink = None
-        if type(t) is ShmTransport and type(storage) is FamilyStorage and storage.sync != "always":
-            sink = _handler.FamilySink(storage.writer)
+        sink = t.fast_sink()
         self._emitters = (_handler.Emitter(self, sink, t.write),
                           _handler.Emitter(self, sink, t.write, emit_only=True))
         self.handle = self._emitters[0].handle

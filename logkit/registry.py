@@ -127,6 +127,16 @@ class StorageBackend:
     def after_fork(self) -> None:
         """Called in a forked child before it writes (default: nothing)."""
 
+    def fast_sink(self):
+        """A sink logkit.Handler may write through from C instead of calling
+        write() from Python, or None (the default: write() is used).  A
+        storage that writes into a logkit.family.FamilyWriter returns
+        ``logkit._handler.FamilySink(writer)`` when a write needs nothing
+        but the segment write (no per-message sync, no other bookkeeping);
+        the sink falls back to the writer's Python path when the segment is
+        full or rotated."""
+        return None
+
     # reading and inspection
     def reader(self) -> Reader:
         raise NotImplementedError
@@ -181,6 +191,12 @@ class TransportBackend:
 
     def after_fork(self) -> None:
         self.storage.after_fork()
+
+    def fast_sink(self):
+        """The sink logkit.Handler writes through instead of write(), or None
+        (the default).  A transport that adds nothing between the caller and
+        the storage (shm) passes on the storage's fast_sink()."""
+        return None
 
     def stats(self) -> dict[str, int]:
         return {}

@@ -518,7 +518,9 @@ class Selection:
         """True if selecting needs each message's expanded data (--match-data / --exclude-data)."""
         return self.match_data is not None or self.exclude_data is not None
 
-    def _last_time(self) -> int | None:
+    def last_time(self) -> int | None:
+        """The earliest time --last selects (ns), or None: no --last, or a
+        --last COUNT (which selects by count, not time)."""
         last = self.last
         if last is None or last.kind == "count":
             return None
@@ -543,7 +545,7 @@ class Selection:
                 stop.append(self.from_.value + sign * self.for_.value)
         if self.to is not None and self.to.kind == "time":
             stop.append(self.to.value)
-        t = self._last_time()
+        t = self.last_time()
         if t is not None:
             lows.append(t)
         return (max(lows) if lows else None, min(highs) if highs else None)
@@ -592,7 +594,7 @@ class Selection:
         started = from_ is None
         for_ns = self.for_.value if self.for_ is not None and self.for_.kind == "duration" else None
         for_limit: int | None = None
-        last_time = self._last_time()
+        last_time = self.last_time()
         last_started = last_time is None
         sev, exclude, match = self.severities, self.exclude, self.match
         exclude_data, match_data = self.exclude_data, self.match_data

@@ -95,7 +95,7 @@ def _fill(storage) -> tuple[int, int]:
     until it is reused), against both halves' room for messages."""
     from logkit.backends.partition import EMPTY
     held = cap = 0
-    p = storage._p
+    p = storage.partition
     for i, h in enumerate(p.halves):
         room = h.size - 4096
         cap += room
@@ -191,9 +191,8 @@ class _PartitionJob:
             self._watcher.start()
 
     def _watch(self, news: threading.Event) -> None:
-        from logkit.backends.partition import H_GENERATION
-        p = self.storage._p
-        swaps = p._u64(H_GENERATION)
+        p = self.storage.partition
+        swaps = p.swaps()
         while not self._quit.is_set():
             try:
                 half = self.current_half()
@@ -207,7 +206,7 @@ class _PartitionJob:
                 # ran again looks in service and empty: the wait cannot tell.
                 # The swap count can, so a full half is never left waiting
                 # for the interval.
-                now = p._u64(H_GENERATION)
+                now = p.swaps()
                 if ready or now != swaps:
                     swaps = now
                     news.set()
@@ -227,7 +226,7 @@ class _PartitionJob:
 
     def current_half(self):
         """The half writers fill now (as the partition's flags say), or None."""
-        p = self.storage._p
+        p = self.storage.partition
         i = p.current_index()
         return p.halves[i] if i is not None else None
 

@@ -908,7 +908,7 @@ class PartitionView:
         if v is None or v.seg is None:
             return "unknown"
         tok = v.seg.token()
-        return PHASE_NAMES.get(tok >> 61, f"unknown phase {tok >> 61}")
+        return PHASE_NAMES.get(token_state(tok), f"unknown phase {token_state(tok)}")
 
     def close(self) -> None:
         for _, _, v in self.halves:
@@ -1112,19 +1112,18 @@ def describe_journal(path: str, records: bool = True) -> dict:
     pos, junk = 0, None
     while pos < len(data):
         fr = None
-        if data[pos:pos + 4] == P.MAGIC and len(data) - pos >= P.HEADER_SIZE:
-            _m, version, flags, _r, total, crc = P.HEADER.unpack_from(data, pos)
-            if P.BODY_OFFSET <= total <= P.PIPE_BUF and pos + total <= len(data) and version == P.FORMAT_VERSION \
-                    and P._crc(data[pos:pos + total]) == crc:
-                fr = {"position": start + pos, "length": total}
-                if flags & P.FLAG_FRAGMENT:
-                    pid, tid, rid, idx, count, whole = P.FRAGMENT.unpack_from(data, pos + P.HEADER_SIZE)
-                    fr.update(kind="fragment", pid=pid, tid=tid, record_id=rid, index=idx, count=count)
-                else:
-                    t, sev, cl, pid, tid, tl = P.RECORD.unpack_from(data, pos + P.HEADER_SIZE)
-                    text = data[pos + P.BODY_OFFSET:pos + P.BODY_OFFSET + min(tl, 60)]
-                    fr.update(kind="record", stored=start + pos + total <= h["applied"], pid=pid, tid=tid,
-                              severity=sev, time=t, text=text.decode("utf-8", "replace"))
+        verdict, total = P.check_frame(data, pos)       # the decoder's own judgement of a frame
+        if verdict == P.FRAME_OK:
+            flags = data[pos + 5]
+            fr = {"position": start + pos, "length": total}
+            if flags & P.FLAG_FRAGMENT:
+                pid, tid, rid, idx, count, whole = P.FRAGMENT.unpack_from(data, pos + P.HEADER_SIZE)
+                fr.update(kind="fragment", pid=pid, tid=tid, record_id=rid, index=idx, count=count)
+            else:
+                t, sev, cl, pid, tid, tl = P.RECORD.unpack_from(data, pos + P.HEADER_SIZE)
+                text = data[pos + P.BODY_OFFSET:pos + P.BODY_OFFSET + min(tl, 60)]
+                fr.update(kind="record", stored=start + pos + total <= h["applied"], pid=pid, tid=tid,
+                          severity=sev, time=t, text=text.decode("utf-8", "replace"))
         if fr is None:
             if junk is None:
                 junk = {"position": start + pos, "length": 0, "kind": "damaged or partial bytes"}

@@ -275,7 +275,7 @@ def _fast(src, sel: Selection, disp: Display, out: Output, show_paths: bool,
         # The reader's own order: the live segment opened before history is
         # listed (none rotated meanwhile is missed), each segment once, the
         # chain checked.
-        segments = ((seg.path, seg) for seg in reader._segments())
+        segments = ((seg.path, seg) for seg in reader.segments())
     else:
         segments = ((path, _open_single(src, path)) for path in src.segment_paths())
     for path, seg in segments:

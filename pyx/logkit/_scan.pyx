@@ -160,7 +160,7 @@ cdef class Scan:
         if self.has_for_ns:
             self.for_ns = s.for_.value
         self.for_limit_set = False
-        lt = s._last_time()
+        lt = s.last_time()
         self.has_last_time = lt is not None
         self.last_started = not self.has_last_time
         if self.has_last_time:
@@ -404,7 +404,7 @@ def message_at(Segment seg not None, uint64_t offset):
     """The Message at `offset` (an offset a walk selected)."""
     if seg.base == NULL:
         raise ValueError("segment is closed")
-    return Message._make(seg, offset)
+    return Message.make_at(seg, offset)
 
 
 # ---------------------------------------------------------------- output
@@ -481,7 +481,7 @@ cdef class Printer:
 
     cdef int _clock(self, int64_t sec) except -1:
         from logkit import formatters as F
-        c = F._local(sec)
+        c = F.local_clock(sec)
         self.clock_prefix = c[2].encode("ascii", "replace")
         self.clock_off = c[3].encode("ascii", "replace")
         self.clock_short = c[4].encode("ascii", "replace")

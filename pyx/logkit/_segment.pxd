@@ -358,7 +358,7 @@ cdef class Message:
     cdef object _opened(self)
     cdef const uint8_t *_ptr(self) except NULL
     @staticmethod
-    cdef Message _make(Segment seg, uint64_t offset)
+    cdef Message make_at(Segment seg, uint64_t offset)
 
 
 cdef class Reservation:

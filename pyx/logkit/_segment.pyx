@@ -1554,7 +1554,7 @@ cdef class Segment:
                 break
             if r.kind == LK_REC_COMMITTED:
                 if (r.sequence >= want_seq) if by_seq else (<int64_t>_u64(self.base, r.offset + 24) >= want_time):
-                    return Message._make(self, r.offset)
+                    return Message.make_at(self, r.offset)
             if r.kind <= LK_REC_ABANDONED:
                 min_seq = r.sequence + r.span
                 min_pos = r.next
@@ -1574,7 +1574,7 @@ cdef class Segment:
         cdef Message last = first
         cdef uint64_t hint = self._committed_hint(it.min_seq, it.min_pos, UINT64_MAX)
         if hint:
-            last = Message._make(self, hint)
+            last = Message.make_at(self, hint)
             it.pos = it.min_pos = hint + _u32(self.base, hint + 8)
             it.min_seq = _u64(self.base, hint + 16) + 1
         for m in it:
@@ -1784,7 +1784,7 @@ cdef class SegmentIterator:
                 self.pos = r.next
                 self.min_seq = r.sequence + 1
                 self.min_pos = r.next
-                return Message._make(seg, r.offset)
+                return Message.make_at(seg, r.offset)
             if r.kind == LK_REC_END:
                 # Writers may have allocated more since we looked: look again.
                 self.bound = lk_read_bound(seg.base, seg.size)
@@ -1924,7 +1924,7 @@ cdef class Message:
     mapping on access; text is decoded only when asked for."""
 
     @staticmethod
-    cdef Message _make(Segment seg, uint64_t offset):
+    cdef Message make_at(Segment seg, uint64_t offset):
         cdef Message m = Message.__new__(Message)
         m.segment = seg
         m.offset = offset
