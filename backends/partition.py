@@ -51,7 +51,7 @@ from logkit.errors import (
     UnsafePath,
     UnsupportedFormat,
 )
-from logkit import inject, safefs
+from logkit import forking, inject, safefs
 from logkit.backends.destination import destination_next, find_copy, flush_destination
 from logkit.registry import Option, Reader, StorageBackend
 from logkit.salvager import identity_alive, process_alive, process_identity, salvage, settle_counts
@@ -158,6 +158,7 @@ def _abandoned_here(tok: int) -> bool:
     return _holder(tok) == os.getpid() and tok not in _held
 
 
+@forking.after_fork_in_child             # module state: before any object is told of the fork
 def _forget_held_in_child() -> None:
     global _held_lock, _me
     _held_lock = threading.Lock()        # a fork taken while another thread held it
@@ -174,9 +175,6 @@ def _my_holder_word() -> int:
         pid, start = process_identity()
         _me = ((pid & 0xFFFFFFFF) << 32) | (start & 0xFFFFFFFF)
     return _me
-
-
-os.register_at_fork(after_in_child=_forget_held_in_child)
 
 
 def _token(phase: int, attempt: int = 0, pid: int | None = None) -> int:

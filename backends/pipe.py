@@ -20,10 +20,9 @@ import stat
 import struct
 import threading
 import time as _time
-import weakref
 from typing import Any
 
-from logkit import safefs
+from logkit import forking, safefs
 from logkit.family import parse_duration
 from logkit._segment import crc32c
 from logkit.errors import InvalidArgument, LogkitError, MessageTooBig, UnsafePath
@@ -311,17 +310,6 @@ class FrameDecoder:
 
 # ====================================================================== the transport
 
-_transports: "weakref.WeakSet[PipeTransport]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for t in list(_transports):
-        t._forked()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def _ensure_fifo(path: str, mode: int) -> None:
     """Create the FIFO `path` with exactly `mode` if it is missing; refuse a
     name that is a link or anything but a FIFO (logkit.safefs: the name is
@@ -401,7 +389,7 @@ class PipeTransport(TransportBackend):
         self._reader_absent = False   # the fd is open but its last write met EPIPE
         self._retry_at = 0.0
         self._forked()
-        _transports.add(self)
+        forking.track(self, PipeTransport._forked)
         self._open()
 
     def _forked(self) -> None:

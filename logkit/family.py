@@ -14,7 +14,6 @@ import threading
 import time as _time
 import uuid as _uuid
 import warnings
-import weakref
 from datetime import datetime, timezone
 from typing import Iterable, Iterator, Sequence
 
@@ -29,7 +28,7 @@ from logkit.errors import (
     SegmentFull,
     SegmentNotFound,
 )
-from logkit import idledger, inject, safefs
+from logkit import forking, idledger, inject, safefs
 from logkit.console import say
 from logkit.crypto import MissingKey, WrongKey, load_key_file
 from logkit.salvager import process_alive, salvage
@@ -69,17 +68,10 @@ class RotationTimeout(LogkitError):
     """The live segment stayed full past the wait timeout and nobody could rotate it."""
 
 
-_writers: "weakref.WeakSet[FamilyWriter]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
+def _fresh_lock(w: "FamilyWriter") -> None:
     # A fork taken while another thread held a writer's slow-path lock would
     # leave it locked forever in the child: give every writer a fresh one.
-    for w in list(_writers):
-        w._lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+    w._lock = threading.Lock()
 
 
 def _hook(stage: str) -> None:
@@ -219,7 +211,7 @@ class FamilyWriter:
             # live segment is sealed under a key this file lacks: never write
             # plain text into the log, move on to a new, sealed segment.
             self._seg = self._advance(self._seg)
-        _writers.add(self)
+        forking.track(self, _fresh_lock)
 
     def _key_for_new_segment(self):
         """(key_id, log_key) of the current key, reloading the key file

@@ -9,25 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import weakref
 from typing import Any
 
-from logkit import _handler
+from logkit import _handler, forking
 from logkit.config import LogConfig, resolve
 from logkit.errors import LogkitError
 
 __all__ = ["Handler"]
-
-_handlers: "weakref.WeakSet[Handler]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for h in list(_handlers):
-        h._after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
 
 class Handler(logging.Handler):
     """A logging.Handler writing into a logkit log.
@@ -65,7 +53,7 @@ class Handler(logging.Handler):
         self.log_config: LogConfig = resolve(log, config, **options)
         self.transport = self.log_config.open()
         self._bind()
-        _handlers.add(self)
+        forking.track(self, Handler._after_fork)   # after its transport, made above
 
     def _bind(self) -> None:
         """Choose the write path: the transport's fast sink when it offers one

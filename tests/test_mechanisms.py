@@ -1,0 +1,122 @@
+"""The shared mechanisms of issue #14: one fork-hook registry
+(logkit.forking), one entry-point loader (logkit.registry.load_entry_point)
+and one full-segment retry loop (logkit.family.retry_refused_write)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from logkit import forking  # noqa: E402
+
+
+def _in_child(report) -> dict:
+    """Fork; in the child call report() and send its (JSON) result back
+    through a pipe, then _exit.  Returns what the child reported."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                   # the child: never return into pytest
+        code = 0
+        try:
+            os.close(r)
+            os.write(w, json.dumps(report()).encode())
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while chunk := os.read(r, 65536):
+        chunks.append(chunk)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child failed"
+    return json.loads(b"".join(chunks))
+
+
+# ---------------------------------------------------------------- logkit.forking
+
+def test_fork_registry_runs_module_callbacks_then_tracked_objects_once_each_in_order():
+    calls: list[str] = []
+
+    def module_state():
+        calls.append("module")
+
+    class Thing:
+        def __init__(self, name):
+            self.name = name
+
+        def after_fork(self):
+            calls.append(self.name)
+
+    def reset(thing):
+        calls.append(thing.name + " by reset")
+
+    first, second, gone = Thing("first"), Thing("second"), Thing("gone")
+    forking.track(first)
+    forking.track(gone)
+    forking.track(second, reset)
+    forking.after_fork_in_child(module_state)
+    forking.after_fork_in_child(module_state)          # registered once
+    del gone                                           # held weakly: not kept alive, not called
+    try:
+        got = _in_child(lambda: list(calls))
+        assert got == ["module", "first", "second by reset"]
+        assert calls == []                             # the parent runs none of it
+    finally:
+        forking._callbacks.remove(module_state)
+
+
+def test_fork_registry_runs_every_callback_even_when_one_raises():
+    calls: list[str] = []
+
+    class Broken:
+        def after_fork(self):
+            raise RuntimeError("broken reset")
+
+    class Fine:
+        def after_fork(self):
+            calls.append("fine")
+
+    broken, fine = Broken(), Fine()
+    forking.track(broken)
+    forking.track(fine)
+    assert _in_child(lambda: list(calls)) == ["fine"]
+
+
+def test_a_family_writer_whose_lock_a_parent_thread_held_writes_in_the_child(tmp_path):
+    from logkit.family import FamilyWriter, open_reader
+
+    w = FamilyWriter(str(tmp_path), "app", "64KiB")
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with w._lock:                                  # the slow-path lock, held across the fork
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert held.wait(30)
+
+        def child():
+            if w._lock.locked():
+                return {"locked": True}                # (writing would hang: report instead)
+            # Enough messages to fill the 64 KiB segment: the slow path takes the lock.
+            seqs = [w.write("x" * 200) for _ in range(600)]
+            return {"locked": w._lock.locked(), "last": seqs[-1], "rotations": w.rotations}
+        got = _in_child(child)
+    finally:
+        release.set()
+        t.join()
+    assert got["locked"] is False and got["rotations"] >= 1
+    w.close()
+    assert sum(1 for _ in open_reader(str(tmp_path), "app")) == got["last"]
