@@ -25,6 +25,9 @@ from logkit.errors import (
     InvalidArgument,
     LogkitError,
     MessageLost,
+    MessageTampered,
+    MissingKey,
+    WrongKey,
     MessageTooBig,
     NoSuchMessage,
     OutOfService,
@@ -88,4 +91,5 @@ __all__ = [
     "NoSuchMessage", "MessageTooBig", "MessageLost", "SegmentClosed", "SegmentNotFound",
     "SegmentExists", "DiskFull", "ReadOnlySegment", "UnsupportedFormat",
     "UnsafePath", "ReadOnlyFileSystem", "ReservationWordDamaged",
+    "MissingKey", "WrongKey", "MessageTampered",
 ]

@@ -30,7 +30,9 @@ from typing import Iterator
 
 from logkit import _crypto
 from logkit._crypto import key_check, message_nonce, open_, open_message, seal, seal_message, segment_key
-from logkit.errors import LogkitError
+# The errors the core raises for keys live in logkit.errors (the layer below
+# the core's callers); they are this module's too.
+from logkit.errors import LogkitError, MessageTampered, MissingKey, WrongKey
 
 __all__ = [
     "KeyFileError",
@@ -71,20 +73,6 @@ class KeyFileNotFound(KeyFileError, FileNotFoundError):
 
 class KeyFilePermissions(KeyFileError, PermissionError):
     """The key file is readable or writable by group or others (mode must be 0600 or stricter)."""
-
-
-class MissingKey(LogkitError, LookupError):
-    """A message was sealed under a key id that the key file does not hold."""
-
-
-class WrongKey(LogkitError):
-    """The key file holds a key with the message's key id, but not the key it
-    was sealed with (every message fails authentication, or the segment's key
-    check differs)."""
-
-
-class MessageTampered(LogkitError):
-    """A sealed message failed authentication: a byte of it was changed."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,9 @@ __all__ = [
     "UnsafePath",
     "ReadOnlyFileSystem",
     "ReservationWordDamaged",
+    "MissingKey",
+    "WrongKey",
+    "MessageTampered",
 ]
 
 
@@ -98,3 +101,19 @@ class ReservationWordDamaged(SegmentDamaged, OutOfService):
     scribbled: nothing was written through it, and the write took the segment
     out of service, so a family rotates past it (it is an OutOfService too);
     salvage repairs the word later."""
+
+
+class MissingKey(LogkitError, LookupError):
+    """A message was sealed under a key id that the key file does not hold.
+    (Also logkit.crypto.MissingKey.)"""
+
+
+class WrongKey(LogkitError):
+    """The key file holds a key with the message's key id, but not the key it
+    was sealed with (every message fails authentication, or the segment's key
+    check differs).  (Also logkit.crypto.WrongKey.)"""
+
+
+class MessageTampered(LogkitError):
+    """A sealed message failed authentication: a byte of it was changed.
+    (Also logkit.crypto.MessageTampered.)"""

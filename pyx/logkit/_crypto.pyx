@@ -78,7 +78,7 @@ cdef str _status(int rc):
 
 
 def _tampered(str what):
-    from logkit.crypto import MessageTampered   # logkit.crypto imports this module
+    from logkit.errors import MessageTampered
     return MessageTampered(what)
 
 

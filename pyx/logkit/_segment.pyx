@@ -373,7 +373,7 @@ cdef _format_sealed(Segment seg, bytes fam, bytes prev, uint64_t sequence_base, 
     cdef uint16_t kid = 0
     check = None
     if sealing is not None:
-        from logkit.crypto import key_check, segment_key
+        from logkit._crypto import key_check, segment_key
         kid = sealing[0]
         sk = segment_key(sealing[1], uid)
         check = key_check(sk)
@@ -495,7 +495,8 @@ cdef class Segment:
         segment's key id leaves the segment without a key (readers show
         "[encrypted]"; writes are refused) and returns the MissingKey error
         instead of raising it.  Unsealed segments ignore the key."""
-        from logkit.crypto import MissingKey, WrongKey, key_check, segment_key
+        from logkit._crypto import key_check, segment_key
+        from logkit.errors import MissingKey, WrongKey
         self._check_open()
         if key is None or not self.sealed:
             return None
@@ -543,7 +544,7 @@ cdef class Segment:
     cdef bint _some_message_opens(self) except -1:
         """With the segment key set: does one of the first 16 sealed committed
         messages authenticate under it?"""
-        from logkit.crypto import MessageTampered
+        from logkit.errors import MessageTampered
         cdef int tried = 0
         for m in SegmentIterator(self):
             if not m.sealed:
@@ -1006,7 +1007,7 @@ cdef class Segment:
         raise SegmentDamaged(f"{where}: unexpected status {rc}")
 
     def _refuse_unkeyed(self):
-        from logkit.crypto import MissingKey
+        from logkit.errors import MissingKey
         raise MissingKey(f"{self.path or 'segment'} is sealed under key id {_u16(self.base, LK_H_KEY_ID)} "
                          "and was opened without that key: it cannot be written (open it with key=...)")
 
@@ -1992,7 +1993,7 @@ cdef class Message:
             return self._plain
         where = f"{seg.path or 'segment'}: message {_u64(p, 16)} at offset {self.offset}"
         if kid == 0:
-            from logkit.crypto import MessageTampered
+            from logkit.errors import MessageTampered
             raise MessageTampered(f"{where} is not sealed, but its segment is: a plain message "
                                   "stands where a sealed one should")
         if not seg.has_key:
@@ -2007,7 +2008,7 @@ cdef class Message:
             buf = bytearray((<const char *>p)[:total])
             rc = lk_open_message(seg.seal_key, <uint8_t *><char *>buf, total)
         if rc != LK_SEAL_OK:
-            from logkit.crypto import MessageTampered
+            from logkit.errors import MessageTampered
             raise MessageTampered(f"{where} failed authentication under key id {seg.seal_key_id} "
                                   "(a byte of its header, class name, text, data or tag was changed)")
         self._plain = buf
