@@ -52,6 +52,7 @@ from logkit.errors import (
     UnsupportedFormat,
 )
 from logkit import forking, inject, safefs
+from logkit.family import retry_refused_write
 from logkit.backends.destination import destination_next, find_copy, flush_destination
 from logkit.registry import Option, Reader, StorageBackend
 from logkit.salvager import identity_alive, process_alive, process_identity, salvage, settle_counts
@@ -784,10 +785,9 @@ class PartitionStorage(StorageBackend):
         seg = self._cur
         try:
             seq = seg.write(text, severity, data, data_class, time)
-        except SegmentFull:
-            seq = self._slow(seg, True, lambda s: s.write(text, severity, data, data_class, time))
-        except OutOfService:
-            seq = self._slow(seg, False, lambda s: s.write(text, severity, data, data_class, time))
+        except (SegmentFull, OutOfService) as e:
+            seq = retry_refused_write(seg, lambda s: s.write(text, severity, data, data_class, time),
+                                      self._advance, full=isinstance(e, SegmentFull))
         if self.sync == "always":
             self._cur.sync()
         return seq
@@ -800,23 +800,12 @@ class PartitionStorage(StorageBackend):
         seg = self._cur
         try:
             seq = seg.write_as(*args)
-        except SegmentFull:
-            seq = self._slow(seg, True, lambda s: s.write_as(*args))
-        except OutOfService:
-            seq = self._slow(seg, False, lambda s: s.write_as(*args))
+        except (SegmentFull, OutOfService) as e:
+            seq = retry_refused_write(seg, lambda s: s.write_as(*args), self._advance,
+                                      full=isinstance(e, SegmentFull))
         if self.sync == "always":
             self._cur.sync()
         return seq
-
-    def _slow(self, seg: Segment, full: bool, fn):
-        while True:
-            seg = self._advance(seg, full)
-            try:
-                return fn(seg)
-            except SegmentFull:
-                full = True
-            except OutOfService:
-                full = False
 
     def _advance(self, seg: Segment, full: bool) -> Segment:
         """`seg` refused a write: swap it out (if this caller wins the

@@ -15,7 +15,7 @@ import time as _time
 import uuid as _uuid
 import warnings
 from datetime import datetime, timezone
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from logkit._segment import (Limits, Message, Segment, SegmentIterator, check_mapping, parse_size,
                              token_attempt, token_make, token_pid, token_state)
@@ -36,7 +36,10 @@ from logkit.salvager import process_alive, salvage
 __all__ = [
     "FamilyWriter", "FamilyReader", "RotationTimeout", "open_writer", "open_reader",
     "retain", "retention_plan", "left_service", "migrate", "history_segments", "parse_duration",
+    "retry_refused_write",
 ]
+
+_T = TypeVar("_T")
 
 _FAMILY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,62}")
 
@@ -72,6 +75,37 @@ def _fresh_lock(w: "FamilyWriter") -> None:
     # A fork taken while another thread held a writer's slow-path lock would
     # leave it locked forever in the child: give every writer a fresh one.
     w._lock = threading.Lock()
+
+
+def retry_refused_write(seg: Segment, attempt: Callable[[Segment], _T],
+                        advance: Callable[[Segment, bool], Segment],
+                        retire: Callable[[Segment], None] | None = None, full: bool = True) -> _T:
+    """The slow path of a write into a segment that refused it, shared by
+    FamilyWriter and the partition storage (backends/partition.py).
+
+    The caller makes the first attempt itself, as a plain call (the common
+    write pays for nothing here), and calls this only once `seg` refused:
+    `full` True for SegmentFull, False for OutOfService (or a retired,
+    damaged segment).  Then, until an attempt succeeds: ``seg = advance(seg,
+    full)`` (rotate or swap `seg` out, or wait for whoever does; it bounds
+    the wait and raises when no segment took over in time, e.g.
+    RotationTimeout or PartitionSwapTimeout, and LogkitError once the writer
+    is closed), and return ``attempt(seg)``.  An attempt refused with
+    SegmentFull or OutOfService goes round again; one refused with
+    SegmentDamaged calls ``retire(seg)`` and goes round again if `retire` is
+    given, else it propagates, as does every other error of `attempt`."""
+    damaged = SegmentDamaged if retire is not None else ()
+    while True:
+        seg = advance(seg, full)
+        try:
+            return attempt(seg)
+        except SegmentFull:
+            full = True
+        except OutOfService:
+            full = False
+        except damaged:
+            retire(seg)
+            full = False
 
 
 def _hook(stage: str) -> None:
@@ -301,14 +335,8 @@ class FamilyWriter:
             pass
         except SegmentDamaged:
             self._retire(seg)
-        while True:
-            seg = self._advance(seg)
-            try:
-                return seg.write(text, severity, data, data_class, time)
-            except (SegmentFull, OutOfService):
-                continue
-            except SegmentDamaged:
-                self._retire(seg)
+        return retry_refused_write(seg, lambda s: s.write(text, severity, data, data_class, time),
+                                   self._advance_after, self._retire)
 
     def write_as(self, text, severity: int, data, data_class: str, time: int,
                  process_id: int, thread_id: int) -> int:
@@ -316,14 +344,15 @@ class FamilyWriter:
         severity, process and thread ids (see Segment.write_as); rotates
         like write()."""
         seg = self._seg
-        while True:
-            try:
-                return seg.write_as(text, severity, data, data_class, time, process_id, thread_id)
-            except (SegmentFull, OutOfService):
-                seg = self._advance(seg)
-            except SegmentDamaged:
-                self._retire(seg)
-                seg = self._advance(seg)
+        try:
+            return seg.write_as(text, severity, data, data_class, time, process_id, thread_id)
+        except (SegmentFull, OutOfService):
+            pass
+        except SegmentDamaged:
+            self._retire(seg)
+        return retry_refused_write(
+            seg, lambda s: s.write_as(text, severity, data, data_class, time, process_id, thread_id),
+            self._advance_after, self._retire)
 
     def append(self, message) -> int:
         """write_as() with every field taken from `message` (a Message, or any
@@ -335,11 +364,12 @@ class FamilyWriter:
         """Claim space for a message in the live segment (see Segment.reserve),
         rotating first if it is full."""
         seg = self._seg
-        while True:
-            try:
-                return seg.reserve(text_len, data_len, data_class)
-            except (SegmentFull, OutOfService):
-                seg = self._advance(seg)
+        try:
+            return seg.reserve(text_len, data_len, data_class)
+        except (SegmentFull, OutOfService):
+            pass
+        return retry_refused_write(seg, lambda s: s.reserve(text_len, data_len, data_class),
+                                   self._advance_after)
 
     def _retire(self, seg: Segment) -> None:
         """A write into `seg` was refused as damaged (its file shrank under the
@@ -355,6 +385,10 @@ class FamilyWriter:
         except LogkitError:
             pass
         self.damaged_retired += 1
+
+    def _advance_after(self, seg: Segment, full: bool) -> Segment:
+        # retry_refused_write's `advance`: rotation does not depend on why `seg` refused.
+        return self._advance(seg)
 
     def _advance(self, seg: Segment) -> Segment:
         """`seg` refused a write: rotate it, or wait for the new live segment."""

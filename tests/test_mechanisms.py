@@ -120,3 +120,73 @@ def test_a_family_writer_whose_lock_a_parent_thread_held_writes_in_the_child(tmp
     assert got["locked"] is False and got["rotations"] >= 1
     w.close()
     assert sum(1 for _ in open_reader(str(tmp_path), "app")) == got["last"]
+
+
+# ---------------------------------------------------------------- the retry loop
+
+class _Seg:
+    """A stand-in segment: refuses with the listed errors, then writes."""
+    def __init__(self, name, refusals=()):
+        self.name, self.refusals = name, list(refusals)
+
+    def write(self):
+        if self.refusals:
+            raise self.refusals.pop(0)
+        return self.name
+
+
+def test_retry_loop_advances_with_why_each_attempt_was_refused_until_one_succeeds():
+    from logkit.errors import OutOfService, SegmentDamaged, SegmentFull
+    from logkit.family import retry_refused_write
+
+    c = _Seg("c", [SegmentFull("c"), SegmentDamaged("c")])
+    segs = iter([_Seg("b", [OutOfService("b")]), c, c, _Seg("d")])
+    advanced, retired = [], []
+
+    def advance(seg, full):
+        advanced.append((seg.name, full))
+        return next(segs)
+
+    got = retry_refused_write(_Seg("a"), _Seg.write, advance, retired.append, full=True)
+    assert got == "d"
+    assert advanced == [("a", True), ("b", False), ("c", True), ("c", False)]
+    assert [s.name for s in retired] == ["c"]
+
+
+def test_retry_loop_without_retire_lets_damage_propagate():
+    from logkit.errors import SegmentDamaged
+    from logkit.family import retry_refused_write
+
+    with pytest.raises(SegmentDamaged, match="torn"):
+        retry_refused_write(_Seg("a"), _Seg.write, lambda seg, full: _Seg("b", [SegmentDamaged("torn")]))
+
+
+def test_a_family_writer_that_nobody_can_rotate_for_raises_rotation_timeout(tmp_path):
+    """The loop ends where advance() gives up: the writer's wait_timeout,
+    with the message FamilyWriter always gave."""
+    from logkit.family import FamilyWriter, RotationTimeout
+
+    w = FamilyWriter(str(tmp_path), "app", "64KiB", wait_timeout=0.2, rotation_timeout=60)
+    try:
+        seg = w.segment
+        assert seg.take_out_of_service()           # as a rotator that then stalls would
+        for write in (lambda: w.write("x"), lambda: w.write_as("x", 20, b"", "", 1, 1, 1),
+                      lambda: w.reserve(1)):
+            with pytest.raises(RotationTimeout, match=r"out of service for more than 0\.2 s and no new one"):
+                write()
+    finally:
+        w.close()
+
+
+def test_a_partition_whose_halves_never_come_back_raises_swap_timeout(tmp_path, monkeypatch):
+    from logkit.backends import partition as P
+
+    st = P.PartitionStorage("app", path=str(tmp_path / "p.part"), size="64KiB")
+    try:
+        monkeypatch.setattr(P, "WAIT_TIMEOUT", 0.2)
+        for half in st.partition.halves:
+            half.take_out_of_service()             # nobody will swap: both halves out of service
+        with pytest.raises(P.PartitionSwapTimeout, match=r"no half has been in service for 0\.2 s"):
+            st.write("x")
+    finally:
+        st.close()
