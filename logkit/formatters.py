@@ -35,7 +35,8 @@ import base64
 import json as _json
 import re
 import time as _time
-from typing import Any, Callable, Collection, Iterable
+from typing import Any, Callable, Collection
+from logkit import registry
 from logkit.console import say
 
 __all__ = [
@@ -111,30 +112,21 @@ _errors: dict[str, str] = {}                        # name -> why it failed to l
 _reported: set[str] = set()                         # names already warned about
 
 
-def _entry_points() -> Iterable[Any]:
-    import importlib.metadata as _md   # imported when needed: it costs ~15 ms at start-up
-    return _md.entry_points(group=GROUP)
-
-
-def _distribution(ep: Any) -> str:
-    dist = getattr(ep, "dist", None)
-    return dist.name if dist is not None else "?"
-
-
 def _is_own(ep: Any) -> bool:
-    return _distribution(ep) == _OWN_DISTRIBUTION and ep.name in BUILTINS
+    return registry.distribution_name(ep) == _OWN_DISTRIBUTION and ep.name in BUILTINS
+
+
+def _rank(ep: Any) -> tuple:
+    # A third-party declaration beats logkit's own; among third parties
+    # the first distribution by name wins, so the choice is reproducible.
+    return (_is_own(ep), registry.distribution_name(ep))
 
 
 def _entry_point_table() -> dict[str, Any]:
     global _entry_point_map
     table = _entry_point_map
     if table is None:
-        table = {}
-        # A third-party declaration beats logkit's own; among third parties
-        # the first distribution by name wins, so the choice is reproducible.
-        for ep in sorted(_entry_points(), key=lambda e: (_is_own(e), _distribution(e))):
-            table.setdefault(ep.name, ep)
-        _entry_point_map = table
+        table = _entry_point_map = registry.entry_points(GROUP, _rank)
     return table
 
 
@@ -142,7 +134,7 @@ def _where(name: str) -> str:
     ep = _entry_point_table().get(name)
     if ep is None or _is_own(ep):
         return f"built-in formatter '{name}' (logkit.formatters)"
-    return f"formatter '{name}' ({ep.value}, from package {_distribution(ep)})"
+    return f"formatter '{name}' ({ep.value}, from package {registry.distribution_name(ep)})"
 
 
 def _report(name: str, what: str) -> None:
@@ -154,17 +146,19 @@ def _report(name: str, what: str) -> None:
 
 
 def _load(name: str) -> Formatter | None:
-    ep = _entry_point_table().get(name)
+    table = _entry_point_table()
+    ep = table.get(name)
     if ep is None or _is_own(ep):
         return BUILTINS.get(name)
     try:
-        obj = ep.load()
+        obj = registry.load_entry_point(GROUP, name, "formatter", table)
         if isinstance(obj, type):
             obj = obj()
         if not callable(obj):
             raise TypeError(f"{type(obj).__name__} object is not callable")
     except Exception as e:          # a broken package must not stop a reader
-        _errors[name] = f"{type(e).__name__}: {e}"
+        cause = e.cause if isinstance(e, registry.EntryPointError) and e.cause is not None else e
+        _errors[name] = f"{type(cause).__name__}: {cause}"
         _report(name, f"failed to load: {_errors[name]}")
         return None
     return obj
@@ -190,7 +184,7 @@ def _describe(name: str, f: Formatter | None) -> str:
         text = doc.strip().splitlines()[0] if doc.strip() else ""
     ep = _entry_point_table().get(name)
     if ep is not None and not _is_own(ep):
-        text = f"{text} (from {_distribution(ep)})" if text else f"from {_distribution(ep)}"
+        text = f"{text} (from {registry.distribution_name(ep)})" if text else f"from {registry.distribution_name(ep)}"
     return text
 
 

@@ -3,7 +3,9 @@
 Sits between the config file (logkit.config) and the backends: a backend is
 a class registered under the entry-point group ``logkit.storage`` or
 ``logkit.transport``; this module lists them, loads one lazily by name, and
-defines the small interface each implements (docs/backends.md).
+defines the small interface each implements (docs/backends.md).  Its
+entry-point loader (entry_points, load_entry_point) is also the one
+logkit.formatters uses.
 """
 from __future__ import annotations
 
@@ -11,13 +13,14 @@ import difflib
 import os
 import stat
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 from logkit.errors import LogkitError
 
 __all__ = [
     "Option", "StorageBackend", "TransportBackend", "Reader", "BackendInfo",
     "BackendNotFound", "GROUPS", "STORAGE_GROUP", "TRANSPORT_GROUP", "available", "load", "suggest",
+    "EntryPointError", "entry_points", "load_entry_point", "distribution_name",
     "OptionProblems", "REGULAR_FILE", "NAMED_PIPE", "path_problem", "directory_problem", "read_only_problem",
     "segment_size_problem", "family_name_problem", "key_file_problem",
 ]
@@ -27,7 +30,17 @@ TRANSPORT_GROUP = "logkit.transport"
 GROUPS = {"storage": STORAGE_GROUP, "transport": TRANSPORT_GROUP}
 
 
-class BackendNotFound(LogkitError, LookupError):
+class EntryPointError(LogkitError, LookupError):
+    """No installed package declares that name in that entry-point group, or
+    the one declared failed to import (then ``cause`` is the exception it
+    raised, else None)."""
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class BackendNotFound(EntryPointError):
     """No backend of that kind is registered under that name (or it failed to load)."""
 
 
@@ -348,24 +361,66 @@ class BackendInfo:
     distribution: str    # the installed package that declares it
 
 
+# ------------------------------------------------------- entry points
+#
+# The one way logkit finds plug-ins: backends (here) and data-class
+# formatters (logkit.formatters) alike.
+
+
+def distribution_name(ep: Any) -> str:
+    """The name of the installed package that declares entry point `ep` ('?' if unknown)."""
+    dist = getattr(ep, "dist", None)
+    return dist.name if dist is not None else "?"
+
+
+def entry_points(group: str, rank: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """The entry points installed packages declare in `group` (e.g.
+    'logkit.storage'), by name.  When several declare one name, the first by
+    `rank(ep)` wins (default: by the declaring package's name), so the choice
+    is reproducible.  Read afresh on every call; callers cache."""
+    import importlib.metadata as _md   # imported when needed: it costs ~15 ms at start-up
+    table: dict[str, Any] = {}
+    for ep in sorted(_md.entry_points(group=group), key=rank or distribution_name):
+        table.setdefault(ep.name, ep)
+    return table
+
+
+def load_entry_point(group: str, name: str, what: str | None = None,
+                     table: dict[str, Any] | None = None, error: type[EntryPointError] = EntryPointError) -> Any:
+    """Load the object entry point `name` of `group` names.  `what` names the
+    kind of thing in messages (default "'GROUP' entry point"); `table` is the
+    group's entry points by name if the caller has them (entry_points(group)).
+
+    Raises `error` (an EntryPointError subclass): "no WHAT named 'NAME' (did
+    you mean 'X'?); registered: A, B" when no package declares it, or "WHAT
+    'NAME' (module:attr) failed to load: ErrorType: message", with ``cause``
+    set, when importing it raised: a broken package must not look like a typo."""
+    what = what or f"'{group}' entry point"
+    eps = entry_points(group) if table is None else table
+    ep = eps.get(name)
+    if ep is None:
+        known = ", ".join(sorted(eps)) or "none"
+        raise error(f"no {what} named '{name}'{suggest(name, eps)}; registered: {known}")
+    try:
+        return ep.load()
+    except Exception as e:
+        raise error(f"{what} '{name}' ({ep.value}) failed to load: {type(e).__name__}: {e}", e) from e
+
+
 _cache: dict[tuple[str, str], type] = {}
 
 
-def _entry_points(kind: str):
+def _group(kind: str) -> str:
     group = GROUPS.get(kind)
     if group is None:
         raise ValueError(f"backend kind must be 'storage' or 'transport', not {kind!r}")
-    import importlib.metadata as _md   # imported when needed: it costs ~15 ms at start-up
-    return _md.entry_points(group=group)
+    return group
 
 
 def available(kind: str) -> list[BackendInfo]:
     """Every backend of `kind` that installed packages declare, by name."""
-    out = []
-    for ep in _entry_points(kind):
-        dist = getattr(ep, "dist", None)
-        out.append(BackendInfo(kind, ep.name, ep.value, dist.name if dist is not None else "?"))
-    return sorted(out, key=lambda b: b.name)
+    return [BackendInfo(kind, ep.name, ep.value, distribution_name(ep))
+            for name, ep in sorted(entry_points(_group(kind)).items())]
 
 
 def load(kind: str, name: str) -> type:
@@ -374,17 +429,10 @@ def load(kind: str, name: str) -> type:
     key = (kind, name)
     if key in _cache:
         return _cache[key]
-    eps = {ep.name: ep for ep in _entry_points(kind)}
-    ep = eps.get(name)
-    if ep is None:
-        known = ", ".join(sorted(eps)) or "none"
-        raise BackendNotFound(f"no {kind} backend named '{name}'{suggest(name, eps)}; "
-                              f"registered: {known}")
-    try:
-        cls = ep.load()
-    except Exception as e:   # a broken third-party package must not look like a typo
-        raise BackendNotFound(f"{kind} backend '{name}' ({ep.value}) failed to load: "
-                              f"{type(e).__name__}: {e}") from e
+    group = _group(kind)
+    eps = entry_points(group)
+    cls = load_entry_point(group, name, f"{kind} backend", eps, BackendNotFound)
+    ep = eps[name]
     base = StorageBackend if kind == "storage" else TransportBackend
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise BackendNotFound(f"{kind} backend '{name}' ({ep.value}) is not a "

@@ -84,8 +84,11 @@ class _EP:
 @pytest.fixture
 def entry_points(monkeypatch):
     """install(*eps): make those the only entry points of logkit.formatters."""
+    import importlib.metadata as md
+    real = md.entry_points
+
     def install(*eps):
-        monkeypatch.setattr(F, "_entry_points", lambda: list(eps))
+        monkeypatch.setattr(md, "entry_points", lambda group: list(eps) if group == F.GROUP else real(group=group))
         F.clear_cache()
     return install
 

@@ -190,3 +190,47 @@ def test_a_partition_whose_halves_never_come_back_raises_swap_timeout(tmp_path, 
             st.write("x")
     finally:
         st.close()
+
+
+# ---------------------------------------------------------------- the entry-point loader
+
+@pytest.mark.parametrize("group,what,known", [
+    ("logkit.storage", "storage backend", "family"),
+    ("logkit.transport", "transport backend", "shm"),
+    ("logkit.formatters", "formatter", "json"),
+])
+def test_the_loader_names_an_unknown_name_the_same_way_in_every_group(group, what, known):
+    from logkit.registry import EntryPointError, load_entry_point
+
+    with pytest.raises(EntryPointError) as e:
+        load_entry_point(group, known + "x", what)
+    assert str(e.value).startswith(f"no {what} named '{known}x' (did you mean '{known}'?); registered: ")
+    assert known in str(e.value).split("registered: ", 1)[1].split(", ")
+    assert e.value.cause is None
+
+
+def test_the_backend_registry_and_the_formatters_report_a_broken_entry_point_through_the_loader(monkeypatch, capsys):
+    import importlib.metadata as md
+
+    from logkit import formatters, registry
+
+    class BrokenEP:
+        name, value, dist = "broken", "logkit_broken:thing", type("Dist", (), {"name": "logkit-broken"})()
+
+        def load(self):
+            raise ModuleNotFoundError("No module named 'logkit_broken'")
+
+    real = md.entry_points
+    monkeypatch.setattr(md, "entry_points", lambda group: [BrokenEP()] + list(real(group=group)))
+    registry.clear_cache()
+    formatters.clear_cache()
+    try:
+        with pytest.raises(registry.BackendNotFound, match=r"^storage backend 'broken' \(logkit_broken:thing\) "
+                                                           r"failed to load: ModuleNotFoundError: No module named"):
+            registry.load("storage", "broken")
+        assert formatters.get("broken") is None
+        assert "formatter 'broken' (logkit_broken:thing, from package logkit-broken) failed to load: " \
+               "ModuleNotFoundError: No module named 'logkit_broken'" in capsys.readouterr().err
+    finally:
+        registry.clear_cache()
+        formatters.clear_cache()
