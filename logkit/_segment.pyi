@@ -122,6 +122,10 @@ def token_make(state: int, attempt: int, pid: int) -> int:
 def token_state(token: int) -> int: ...
 def token_attempt(token: int) -> int: ...
 def token_pid(token: int) -> int: ...
+def utf8_text(text: str | bytes, what: str = "text") -> bytes:
+    """The bytes every write stores for `text` (UTF-8; surrogate-escaped bytes
+    restored; any other lone surrogate is InvalidArgument)."""
+
 def crc32c(data: ReadableBuffer, crc: int = 0) -> int:
     """CRC-32C (Castagnoli) of a bytes-like object, continuing from `crc`."""
 

@@ -180,3 +180,32 @@ def test_a_storage_without_a_fast_sink_is_written_through_write(tmp_path):
     t = ShmTransport(PlainFamily("app", directory=str(tmp_path), create_directory=True), "app")
     assert t.fast_sink() is None
     assert ShmTransport(FamilyStorage("app2", directory=str(tmp_path)), "app2").fast_sink() is not None
+
+
+# ---------------------------------------------------------------- one text encoding
+
+@pytest.mark.parametrize("text", ["plain", "caf\u00e9 \u2603", "bytes that were not UTF-8: \udcff\udc80"])
+def test_every_write_path_stores_the_same_bytes_for_a_text(tmp_path, text):
+    """Regression: write() encoded strict UTF-8 (a raw UnicodeEncodeError for
+    a surrogate) while write_as() and write_stepwise() used surrogatepass
+    (U+DCFF stored as ED B3 BF, not the byte FF it stood for)."""
+    from logkit._segment import utf8_text
+    want = utf8_text(text)
+    with Segment.create(str(tmp_path / "e.seg"), size=16384) as seg:
+        seg.write(text, data_class=text)
+        seg.write_as(text, 20, b"", text, 1, 1, 1)
+        seg.write_stepwise(text, data_class=text)
+        got = [(bytes(m.text_bytes), m.data_class) for m in seg]
+    assert [g[0] for g in got] == [want] * 3
+    assert len({g[1] for g in got}) == 1
+
+
+def test_a_lone_surrogate_is_refused_alike_by_every_write_path(tmp_path):
+    from logkit.errors import InvalidArgument
+    with Segment.create(str(tmp_path / "s.seg"), size=8192) as seg:
+        calls = [lambda: seg.write("x\ud800"), lambda: seg.write_as("x\ud800", 20, b"", "", 1, 1, 1),
+                 lambda: seg.write_stepwise("x\ud800"), lambda: seg.write("x", data=b"d", data_class="\ud800")]
+        for call in calls:
+            with pytest.raises(InvalidArgument, match="lone surrogate U\\+D800"):
+                call()
+        assert seg.stats()["written"] == 0

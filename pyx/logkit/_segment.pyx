@@ -29,6 +29,30 @@ from logkit.errors import (
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
+    # The same without Cython's exception check: NULL (UnicodeEncodeError set)
+    # for a str holding a lone surrogate; write() then takes utf8_text().
+    const char *_utf8_or_null "PyUnicode_AsUTF8AndSize" (object, Py_ssize_t *)
+    void PyErr_Clear()
+
+
+def utf8_text(text, what="text"):
+    """The bytes every write stores for `text`: its UTF-8.  One rule for
+    write(), write_as(), write_stepwise() and the data-class name.  A str
+    decoded with "surrogateescape" (bytes that were not UTF-8: a pipe
+    record, a plain-file line) gets its original bytes back; any other
+    lone surrogate is InvalidArgument naming its position.  bytes pass."""
+    if type(text) is bytes:
+        return text
+    if not isinstance(text, str):
+        raise InvalidArgument(f"{what} must be str or bytes, not {type(text).__name__}")
+    try:
+        return (<str>text).encode("utf-8")
+    except UnicodeEncodeError as e:
+        try:
+            return (<str>text).encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise InvalidArgument(f"{what} is not valid Unicode: a lone surrogate "
+                                  f"U+{ord(text[e.start]):04X} at position {e.start}") from None
 
 cdef extern from "sys/mman.h" nogil:
     int madvise(void *addr, size_t length, int advice)
@@ -1033,7 +1057,12 @@ cdef class Segment:
         if self.base == NULL or self.readonly:
             self._check_writable()
         if type(text) is str:
-            tp = PyUnicode_AsUTF8AndSize(text, &tn)
+            tp = _utf8_or_null(text, &tn)
+            if tp == NULL:
+                PyErr_Clear()
+                text = utf8_text(text)         # a surrogate: one rule for every write
+                tp = PyBytes_AS_STRING(text)
+                tn = PyBytes_GET_SIZE(text)
         elif type(text) is bytes:
             tp = PyBytes_AS_STRING(text)
             tn = PyBytes_GET_SIZE(text)
@@ -1050,7 +1079,12 @@ cdef class Segment:
         if data_class:
             if type(data_class) is not str:
                 raise InvalidArgument(f"data_class must be str, not {type(data_class).__name__}")
-            cp = PyUnicode_AsUTF8AndSize(data_class, &cn)
+            cp = _utf8_or_null(data_class, &cn)
+            if cp == NULL:
+                PyErr_Clear()
+                data_class = utf8_text(data_class, "data_class")
+                cp = PyBytes_AS_STRING(data_class)
+                cn = PyBytes_GET_SIZE(data_class)
         now = lk_now_ns()
         t = now if time is None else time
         if self.sealed:
@@ -1081,7 +1115,7 @@ cdef class Segment:
         cdef long sev = _severity(severity)
         self._check_writable()
         if isinstance(text, str):
-            text = (<str>text).encode("utf-8", "surrogatepass")
+            text = utf8_text(text)
         tv = memoryview(text).cast("B")
         tn = tv.shape[0]
         if tn:
@@ -1091,7 +1125,7 @@ cdef class Segment:
             dn = dv.shape[0]
             if dn:
                 dp = &dv[0]
-        cls = (data_class or "").encode("utf-8")
+        cls = utf8_text(data_class or "", "data_class")
         cn = len(cls)
         if cn:
             cp = cls
@@ -1127,9 +1161,9 @@ cdef class Segment:
         self._check_writable()
         cdef long sev = _severity(severity)
         if isinstance(text, str):
-            text = (<str>text).encode("utf-8", "surrogatepass")
+            text = utf8_text(text)
         data = bytes(data or b"")
-        cls = (data_class or "").encode("utf-8")
+        cls = utf8_text(data_class or "", "data_class")
         cdef const char *tp = text
         cdef const char *dp = data
         cdef const char *cp = cls
@@ -1178,7 +1212,7 @@ cdef class Segment:
             raise InvalidArgument(f"data_class must be str, not {type(data_class).__name__}")
         if text_len < 0 or data_len < 0:
             raise InvalidArgument(f"lengths must be >= 0 (text_len={text_len}, data_len={data_len})")
-        cls = data_class.encode("utf-8") if data_class else b""
+        cls = utf8_text(data_class, "data_class") if data_class else b""
         cdef Reservation r = Reservation.__new__(Reservation)
         cdef const char *cp = cls
         cdef int rc
