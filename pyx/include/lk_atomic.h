@@ -255,4 +255,41 @@ static inline uint64_t lk_word_load_acquire(const uint64_t *w) {
     return __atomic_load_n(w, __ATOMIC_ACQUIRE);
 }
 
+/* A seq_cst fence after a publication that was only a release store
+ * (salvage's filler): it gives that store the store-load order the wake-up
+ * handshake needs before the waiter count is read ([W3], lk_segment.h). */
+static inline void lk_fence_seq_cst(void) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+/* The cancel flag of a wait (a word of the process, in the Segment object,
+ * not in the file; [C1] in lk_segment.h).  The waiter's check is acquire;
+ * the canceller's store is seq_cst because it must precede its own wake-word
+ * bump [W4] in the total order the waiter's [F1] fence is part of; taking
+ * the flag when a wait ends is an exchange (acq_rel), so one cancel is taken
+ * once. */
+static inline uint32_t lk_cancel_load_acquire(const uint32_t *c) {
+    return __atomic_load_n(c, __ATOMIC_ACQUIRE);
+}
+static inline void lk_cancel_store_seq_cst(uint32_t *c, uint32_t v) {
+    __atomic_store_n(c, v, __ATOMIC_SEQ_CST);
+}
+static inline uint32_t lk_cancel_exchange_acq_rel(uint32_t *c, uint32_t v) {
+    return __atomic_exchange_n(c, v, __ATOMIC_ACQ_REL);
+}
+
+/* A listener slot's flags word, read by a sweeper deciding whether a slot
+ * may be reclaimed: relaxed, because the decision is made by the pid CAS
+ * [L1] that follows, which re-checks ownership; the flags only skip slots
+ * early. */
+static inline uint32_t lk_listener_flags_load_relaxed(const uint32_t *f) {
+    return __atomic_load_n(f, __ATOMIC_RELAXED);
+}
+
+/* A statistics counter of this process (not in a shared mapping: e.g. how
+ * many wake-up system calls it made).  Relaxed: it orders nothing. */
+static inline void lk_stat_add_relaxed(uint64_t *c, uint64_t n) {
+    __atomic_fetch_add(c, n, __ATOMIC_RELAXED);
+}
+
 #endif /* LK_ATOMIC_H */

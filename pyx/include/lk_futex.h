@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lk_atomic.h"
+
 #ifdef __linux__
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -100,7 +102,7 @@ static inline int lk_futex_wait(uint32_t *word, uint32_t expected, int64_t timeo
  * waits for its own condition and re-checks it). */
 static inline void lk_futex_wake_all(uint32_t *word) {
 #if LK_HAVE_FUTEX
-    __atomic_fetch_add(&lk_wake_syscalls, 1, __ATOMIC_RELAXED);
+    lk_stat_add_relaxed(&lk_wake_syscalls, 1);
     syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 #else
     (void)word;

@@ -246,6 +246,23 @@
 #define LK_FORMAT_VERSION_SEALED 4u     /* sealed segments created now */
 #define LK_HEADER_SIZE           4096u
 #define LK_MSG_HEADER            64u
+/* Message header fields (offsets from the message start; the layout is in the
+ * comment at the top, and in docs/format.md "Messages"). */
+#define LK_M_STATE                0u    /* u64 state word: sentinel | state << 32 */
+#define LK_M_TOTAL                8u    /* u32 total length, header and padding included */
+#define LK_M_SEVERITY            12u    /* i16 */
+#define LK_M_FLAGS               14u    /* u16 */
+#define LK_M_SEQUENCE            16u    /* u64 */
+#define LK_M_TIME                24u    /* i64 ns */
+#define LK_M_PID                 32u    /* u32: the holder in a stub, the message's pid when finished */
+#define LK_M_TID                 36u    /* u32 */
+#define LK_M_TEXT_LEN            40u    /* u32 */
+#define LK_M_DATA_LEN            44u    /* u32 */
+#define LK_M_CLASS_LEN           48u    /* u16 */
+#define LK_M_KEY_ID              50u    /* u16, 0 = not sealed */
+#define LK_M_SPAN                52u    /* u32 sequence numbers this record accounts for */
+#define LK_M_STUB_CRC            56u    /* u32 stub checksum */
+#define LK_M_CRC                 60u    /* u32 message checksum; in a claim or stub the holder's start time */
 #define LK_MIN_REGION            8192u
 #define LK_MAX_REGION            ((((uint64_t)1 << 32) - 1) * 8) /* 32 GiB - 8: NEXT fits 32 bits */
 #define LK_SENTINEL              0x4B4CFEFFu
@@ -362,11 +379,11 @@ static inline uint64_t lk_message_size(uint64_t text_len, uint64_t data_len, uin
  * `sealed_segment`) and the total fits the `room` left in the region. */
 typedef struct { uint32_t total, tl, dl; uint16_t cl, kid; } lk_lengths;
 static inline int lk_read_lengths(const uint8_t *m, uint64_t room, int sealed_segment, lk_lengths *l) {
-    memcpy(&l->total, m + 8, 4);
-    memcpy(&l->tl, m + 40, 4);
-    memcpy(&l->dl, m + 44, 4);
-    memcpy(&l->cl, m + 48, 2);
-    memcpy(&l->kid, m + 50, 2);
+    memcpy(&l->total, m + LK_M_TOTAL, 4);
+    memcpy(&l->tl, m + LK_M_TEXT_LEN, 4);
+    memcpy(&l->dl, m + LK_M_DATA_LEN, 4);
+    memcpy(&l->cl, m + LK_M_CLASS_LEN, 2);
+    memcpy(&l->kid, m + LK_M_KEY_ID, 2);
     uint64_t tag = (l->kid || sealed_segment) ? LK_TAG_SIZE : 0u;
     return (uint64_t)l->total <= room &&
            lk_message_size((uint64_t)l->tl + tag, l->dl, l->cl) == l->total;
@@ -376,39 +393,39 @@ static inline int lk_read_lengths(const uint8_t *m, uint64_t room, int sealed_se
  * message is sealed (key id != 0; version 1 writes only key id 0). */
 static inline uint64_t lk_payload_len(const uint8_t *m) {
     uint32_t text_len, data_len; uint16_t cls_len, kid;
-    memcpy(&text_len, m + 40, 4);
-    memcpy(&data_len, m + 44, 4);
-    memcpy(&cls_len, m + 48, 2);
-    memcpy(&kid, m + 50, 2);
+    memcpy(&text_len, m + LK_M_TEXT_LEN, 4);
+    memcpy(&data_len, m + LK_M_DATA_LEN, 4);
+    memcpy(&cls_len, m + LK_M_CLASS_LEN, 2);
+    memcpy(&kid, m + LK_M_KEY_ID, 2);
     return (uint64_t)text_len + data_len + cls_len + (kid ? LK_TAG_SIZE : 0u);
 }
 
 static inline uint32_t lk_message_checksum(const uint8_t *m) {
-    uint32_t c = lk_crc32c(0, m + 8, 52);
+    uint32_t c = lk_crc32c(0, m + LK_M_TOTAL, 52);
     return lk_crc32c(c, m + LK_MSG_HEADER, lk_payload_len(m));
 }
 
 /* The same for a writer that knows whether its message is sealed (so the
  * unsealed finish reads no key id): payload = tl + cl + dl (+ 16 sealed). */
 static inline uint32_t lk_message_checksum_n(const uint8_t *m, uint64_t payload) {
-    uint32_t c = lk_crc32c(0, m + 8, 52);
+    uint32_t c = lk_crc32c(0, m + LK_M_TOTAL, 52);
     return lk_crc32c(c, m + LK_MSG_HEADER, payload);
 }
 
 static inline uint64_t lk_plain_payload_len(const uint8_t *m) {
     uint32_t text_len, data_len; uint16_t cls_len;
-    memcpy(&text_len, m + 40, 4);
-    memcpy(&data_len, m + 44, 4);
-    memcpy(&cls_len, m + 48, 2);
+    memcpy(&text_len, m + LK_M_TEXT_LEN, 4);
+    memcpy(&data_len, m + LK_M_DATA_LEN, 4);
+    memcpy(&cls_len, m + LK_M_CLASS_LEN, 2);
     return (uint64_t)text_len + data_len + cls_len;
 }
 
 /* The stub checksum: the fields a writer fixes at reservation and never
  * changes (total, sequence, pid, tid, lengths, key id, span). */
 static inline uint32_t lk_stub_checksum(const uint8_t *m) {
-    uint32_t c = lk_crc32c(0, m + 8, 4);
-    c = lk_crc32c(c, m + 16, 8);
-    return lk_crc32c(c, m + 32, 24);
+    uint32_t c = lk_crc32c(0, m + LK_M_TOTAL, 4);
+    c = lk_crc32c(c, m + LK_M_SEQUENCE, 8);
+    return lk_crc32c(c, m + LK_M_PID, 24);
 }
 
 static inline uint32_t lk_identity_crc(const uint8_t *base) {
@@ -441,7 +458,7 @@ static inline void lk_wake_if_waiters(uint8_t *base) {
 /* The same after a publication that was only a release store (salvage's
  * filler): the seq_cst fence gives it the store-load order [W3] needs. */
 static inline void lk_wake_after_release_store(uint8_t *base) {
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    lk_fence_seq_cst();
     lk_wake_if_waiters(base);
 }
 
@@ -458,7 +475,7 @@ static inline int lk_abandon_reserved(uint8_t *base, uint64_t size, uint64_t at,
         return 0;
     if (sealed) {
         uint32_t total;
-        memcpy(&total, base + at + 8, 4);
+        memcpy(&total, base + at + LK_M_TOTAL, 4);
         if (total > LK_MSG_HEADER && at + total <= size)
             memset(base + at + LK_MSG_HEADER, 0, total - LK_MSG_HEADER);
     }
@@ -619,24 +636,24 @@ static inline int lk_claim_space(uint8_t *base, uint64_t size,
         return LK_LOST;
     uint32_t u32; uint16_t u16;
     uint32_t holder = lk_process_id();
-    u32 = (uint32_t)need;          memcpy(m + 8, &u32, 4);
+    u32 = (uint32_t)need;          memcpy(m + LK_M_TOTAL, &u32, 4);
     if (kid) {
-        memset(m + 12, 0, 2);      /* severity */
-        u16 = LK_MSG_FLAG_SEALED;  memcpy(m + 14, &u16, 2);
+        memset(m + LK_M_SEVERITY, 0, 2);      /* severity */
+        u16 = LK_MSG_FLAG_SEALED;  memcpy(m + LK_M_FLAGS, &u16, 2);
     } else {
-        memset(m + 12, 0, 4);      /* severity, flags */
+        memset(m + LK_M_SEVERITY, 0, 4);      /* severity, flags */
     }
-    memcpy(m + 16, &c->seq, 8);
-    memcpy(m + 24, &now, 8);       /* reservation time, replaced at finish */
-    memcpy(m + 32, &holder, 4);    /* the holder; the message's pid is stored at finish */
-    memcpy(m + 36, &tid, 4);
-    memcpy(m + 40, &c->tl, 4);
-    memcpy(m + 44, &c->dl, 4);
-    memcpy(m + 48, &c->cl, 2);
-    memcpy(m + 50, &kid, 2);       /* key id (0: not sealed) */
-    u32 = 1;                       memcpy(m + 52, &u32, 4);   /* span */
-    u32 = lk_stub_checksum(m);     memcpy(m + 56, &u32, 4);
-    u32 = lk_holder_start(base);   memcpy(m + 60, &u32, 4);   /* holder's start; checksum at finish */
+    memcpy(m + LK_M_SEQUENCE, &c->seq, 8);
+    memcpy(m + LK_M_TIME, &now, 8);       /* reservation time, replaced at finish */
+    memcpy(m + LK_M_PID, &holder, 4);    /* the holder; the message's pid is stored at finish */
+    memcpy(m + LK_M_TID, &tid, 4);
+    memcpy(m + LK_M_TEXT_LEN, &c->tl, 4);
+    memcpy(m + LK_M_DATA_LEN, &c->dl, 4);
+    memcpy(m + LK_M_CLASS_LEN, &c->cl, 2);
+    memcpy(m + LK_M_KEY_ID, &kid, 2);       /* key id (0: not sealed) */
+    u32 = 1;                       memcpy(m + LK_M_SPAN, &u32, 4);   /* span */
+    u32 = lk_stub_checksum(m);     memcpy(m + LK_M_STUB_CRC, &u32, 4);
+    u32 = lk_holder_start(base);   memcpy(m + LK_M_CRC, &u32, 4);   /* holder's start; checksum at finish */
     if (cls_len)
         memcpy(m + LK_MSG_HEADER + text_len, cls, cls_len);
     uint64_t pad_at = LK_MSG_HEADER + text_len + cls_len + data_len;
@@ -661,19 +678,19 @@ static inline int lk_claim_space(uint8_t *base, uint64_t size,
 static inline void lk_claim_header(const lk_claim *c, int16_t severity, int64_t time_ns, uint8_t h[LK_MSG_HEADER]) {
     uint32_t u32 = (uint32_t)c->total; uint16_t fl = c->kid ? LK_MSG_FLAG_SEALED : 0;
     memset(h, 0, LK_MSG_HEADER);
-    memcpy(h + 8, &u32, 4);
-    memcpy(h + 12, &severity, 2);
-    memcpy(h + 14, &fl, 2);
-    memcpy(h + 16, &c->seq, 8);
-    memcpy(h + 24, &time_ns, 8);
-    memcpy(h + 32, &c->pid, 4);
-    memcpy(h + 36, &c->tid, 4);
-    memcpy(h + 40, &c->tl, 4);
-    memcpy(h + 44, &c->dl, 4);
-    memcpy(h + 48, &c->cl, 2);
-    memcpy(h + 50, &c->kid, 2);
-    u32 = 1;                       memcpy(h + 52, &u32, 4);
-    u32 = lk_stub_checksum(h);     memcpy(h + 56, &u32, 4);
+    memcpy(h + LK_M_TOTAL, &u32, 4);
+    memcpy(h + LK_M_SEVERITY, &severity, 2);
+    memcpy(h + LK_M_FLAGS, &fl, 2);
+    memcpy(h + LK_M_SEQUENCE, &c->seq, 8);
+    memcpy(h + LK_M_TIME, &time_ns, 8);
+    memcpy(h + LK_M_PID, &c->pid, 4);
+    memcpy(h + LK_M_TID, &c->tid, 4);
+    memcpy(h + LK_M_TEXT_LEN, &c->tl, 4);
+    memcpy(h + LK_M_DATA_LEN, &c->dl, 4);
+    memcpy(h + LK_M_CLASS_LEN, &c->cl, 2);
+    memcpy(h + LK_M_KEY_ID, &c->kid, 2);
+    u32 = 1;                       memcpy(h + LK_M_SPAN, &u32, 4);
+    u32 = lk_stub_checksum(h);     memcpy(h + LK_M_STUB_CRC, &u32, 4);
 }
 
 /*
@@ -709,11 +726,11 @@ static inline int lk_finish_claim(uint8_t *base, uint64_t size, const lk_claim *
                       m + LK_MSG_HEADER + payload);
         payload += LK_TAG_SIZE;
     }
-    uint32_t crc = lk_crc32c(lk_crc32c(0, h + 8, 52), m + LK_MSG_HEADER, payload);
-    memcpy(h + 60, &crc, 4);
+    uint32_t crc = lk_crc32c(lk_crc32c(0, h + LK_M_TOTAL, 52), m + LK_MSG_HEADER, payload);
+    memcpy(h + LK_M_CRC, &crc, 4);
     if (!lk_claim_held(base, c))                                     /* [P1] */
         return lk_claim_lost(base, c);
-    memcpy(m + 8, h + 8, LK_MSG_HEADER - 8);
+    memcpy(m + LK_M_TOTAL, h + LK_M_TOTAL, LK_MSG_HEADER - 8);
     uint64_t expected = lk_state_word(LK_STATE_RESERVED);
     if (!lk_state_cas(LK_U64(m, 0), &expected, lk_state_word(LK_STATE_COMMITTED)))  /* [W2] pairs with [A1] */
         return lk_claim_lost(base, c);
@@ -890,13 +907,13 @@ static inline int lk_claim_from_stub(const uint8_t *base, uint64_t at, lk_claim 
     if (lk_state_load_acquire((const uint64_t *)m) != lk_state_word(LK_STATE_RESERVED))
         return 0;
     uint32_t total;
-    memcpy(&total, m + 8, 4);
-    memcpy(&c->seq, m + 16, 8);
-    memcpy(&c->tid, m + 36, 4);
-    memcpy(&c->tl, m + 40, 4);
-    memcpy(&c->dl, m + 44, 4);
-    memcpy(&c->cl, m + 48, 2);
-    memcpy(&c->kid, m + 50, 2);
+    memcpy(&total, m + LK_M_TOTAL, 4);
+    memcpy(&c->seq, m + LK_M_SEQUENCE, 8);
+    memcpy(&c->tid, m + LK_M_TID, 4);
+    memcpy(&c->tl, m + LK_M_TEXT_LEN, 4);
+    memcpy(&c->dl, m + LK_M_DATA_LEN, 4);
+    memcpy(&c->cl, m + LK_M_CLASS_LEN, 2);
+    memcpy(&c->kid, m + LK_M_KEY_ID, 2);
     c->at = at;
     c->total = total;
     c->pid = lk_process_id();
@@ -1034,9 +1051,9 @@ static inline int lk_plausible_shape(const uint8_t *base, uint64_t size, uint64_
     if (st < LK_STATE_RESERVED || st > LK_STATE_ABANDONED)
         return 0;
     uint32_t t, tl, dl, sp; uint16_t cl, kid; uint64_t s;
-    memcpy(&t, m + 8, 4); memcpy(&s, m + 16, 8);
-    memcpy(&tl, m + 40, 4); memcpy(&dl, m + 44, 4); memcpy(&cl, m + 48, 2);
-    memcpy(&kid, m + 50, 2); memcpy(&sp, m + 52, 4);
+    memcpy(&t, m + LK_M_TOTAL, 4); memcpy(&s, m + LK_M_SEQUENCE, 8);
+    memcpy(&tl, m + LK_M_TEXT_LEN, 4); memcpy(&dl, m + LK_M_DATA_LEN, 4); memcpy(&cl, m + LK_M_CLASS_LEN, 2);
+    memcpy(&kid, m + LK_M_KEY_ID, 2); memcpy(&sp, m + LK_M_SPAN, 4);
     if (t < LK_MSG_HEADER || (t & 7u) || (uint64_t)t > size - at)
         return 0;
     /* A sealed message (key id != 0) carries its 16-byte tag in total. */
@@ -1063,8 +1080,8 @@ static inline int lk_valid_record(const uint8_t *base, uint64_t size, uint64_t a
     const uint8_t *m = base + at;
     if (*state == LK_STATE_COMMITTED) {
         uint32_t stored; int16_t sev; uint16_t fl, kid;
-        memcpy(&stored, m + 60, 4); memcpy(&sev, m + 12, 2);
-        memcpy(&fl, m + 14, 2); memcpy(&kid, m + 50, 2);
+        memcpy(&stored, m + LK_M_CRC, 4); memcpy(&sev, m + LK_M_SEVERITY, 2);
+        memcpy(&fl, m + LK_M_FLAGS, 2); memcpy(&kid, m + LK_M_KEY_ID, 2);
         /* The payload length is read ONCE here and bounded by the total that
          * lk_plausible_shape checked against the region: another process may
          * have rewritten the lengths since that check, and lk_message_checksum
@@ -1079,7 +1096,7 @@ static inline int lk_valid_record(const uint8_t *base, uint64_t size, uint64_t a
                stored == lk_message_checksum_n(m, payload);
     }
     uint32_t stub; uint16_t flags;
-    memcpy(&stub, m + 56, 4); memcpy(&flags, m + 14, 2);
+    memcpy(&stub, m + LK_M_STUB_CRC, 4); memcpy(&flags, m + LK_M_FLAGS, 2);
     if (stub != lk_stub_checksum(m))
         return 0;
     if (*span != 1 && !(*state == LK_STATE_ABANDONED && (flags & LK_FLAG_FILLER)))
@@ -1183,17 +1200,17 @@ enum {
  * then sees the flag.  So a cancel is never slept through.  The flag lives in
  * the process (the Segment object), not in the file. */
 static inline int lk_wait_cancelled(const uint32_t *cancel) {
-    return cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE) != 0;   /* [C1] */
+    return cancel != NULL && lk_cancel_load_acquire(cancel) != 0;        /* [C1] */
 }
 
 /* [C1] The canceller's store: seq_cst, before its [W4] bump. */
 static inline void lk_cancel_set(uint32_t *cancel) {
-    __atomic_store_n(cancel, 1u, __ATOMIC_SEQ_CST);
+    lk_cancel_store_seq_cst(cancel, 1u);
 }
 
 /* Take a cancel (the waiter, once its wait ended): 1 if one was set. */
 static inline uint32_t lk_cancel_take(uint32_t *cancel) {
-    return __atomic_exchange_n(cancel, 0u, __ATOMIC_ACQ_REL);
+    return lk_cancel_exchange_acq_rel(cancel, 0u);
 }
 
 /* [F3] Is there something for a waiter at `at`: the segment out of service,
@@ -1321,7 +1338,7 @@ static inline int lk_listener_sweep(uint8_t *hdr, uint32_t self) {
         uint32_t p = lk_listener_pid_load_acquire(LK_U32(slot, LK_LS_PID));
         if (p == 0 || p == self)
             continue;
-        if (!(__atomic_load_n(LK_U32(slot, LK_LS_FLAGS), __ATOMIC_RELAXED) & LK_LISTENER_WAITING))
+        if (!(lk_listener_flags_load_relaxed(LK_U32(slot, LK_LS_FLAGS)) & LK_LISTENER_WAITING))
             continue;
         if (!lk_identity_gone(p, lk_listener_start_load_relaxed(LK_U32(slot, LK_LS_START))))
             continue;

@@ -17,6 +17,21 @@ cdef extern from "lk_segment.h" nogil:
         LK_TAG_SIZE
         LK_HEADER_SIZE
         LK_MSG_HEADER
+        LK_M_STATE
+        LK_M_TOTAL
+        LK_M_SEVERITY
+        LK_M_FLAGS
+        LK_M_SEQUENCE
+        LK_M_TIME
+        LK_M_PID
+        LK_M_TID
+        LK_M_TEXT_LEN
+        LK_M_DATA_LEN
+        LK_M_CLASS_LEN
+        LK_M_KEY_ID
+        LK_M_SPAN
+        LK_M_STUB_CRC
+        LK_M_CRC
         LK_MIN_REGION
         LK_SENTINEL
         LK_CHECKSUM_CRC32C

@@ -1582,13 +1582,13 @@ cdef class Segment:
             hint = self._committed_hint(min_seq, min_pos, want_seq)
             if hint:
                 pos = min_pos = hint
-                min_seq = _u64(self.base, hint + 16)
+                min_seq = _u64(self.base, hint + LK_M_SEQUENCE)
         while True:
             lk_next_record(self.base, self.size, pos, bound, min_seq, min_pos, &r)
             if r.kind == LK_REC_END:
                 break
             if r.kind == LK_REC_COMMITTED:
-                if (r.sequence >= want_seq) if by_seq else (<int64_t>_u64(self.base, r.offset + 24) >= want_time):
+                if (r.sequence >= want_seq) if by_seq else (<int64_t>_u64(self.base, r.offset + LK_M_TIME) >= want_time):
                     return Message.make_at(self, r.offset)
             if r.kind <= LK_REC_ABANDONED:
                 min_seq = r.sequence + r.span
@@ -1610,8 +1610,8 @@ cdef class Segment:
         cdef uint64_t hint = self._committed_hint(it.min_seq, it.min_pos, UINT64_MAX)
         if hint:
             last = Message.make_at(self, hint)
-            it.pos = it.min_pos = hint + _u32(self.base, hint + 8)
-            it.min_seq = _u64(self.base, hint + 16) + 1
+            it.pos = it.min_pos = hint + _u32(self.base, hint + LK_M_TOTAL)
+            it.min_seq = _u64(self.base, hint + LK_M_SEQUENCE) + 1
         for m in it:
             last = m
         return Limits(first.sequence, first.time, last.sequence, last.time)
@@ -1627,7 +1627,7 @@ cdef class Segment:
             if rec.kind == "committed":
                 report["committed"] += 1
             elif rec.kind == "reserved":
-                report["reserved"].append((rec.offset, rec.sequence, _u32(self.base, rec.offset + 32)))
+                report["reserved"].append((rec.offset, rec.sequence, _u32(self.base, rec.offset + LK_M_PID)))
             elif rec.kind == "abandoned":
                 report["abandoned"] += rec.span
             elif rec.kind == "gap":
@@ -1685,10 +1685,10 @@ cdef class Segment:
             return None
         # One read of each field after [A1]; the stub checksum vouches for the
         # pid (+32), not for the start time (+60) or the time (+24).
-        cdef uint32_t pid = _u32(m, 32), start = _u32(m, 60)
-        cdef int64_t t = <int64_t>_u64(m, 24)
+        cdef uint32_t pid = _u32(m, LK_M_PID), start = _u32(m, LK_M_CRC)
+        cdef int64_t t = <int64_t>_u64(m, LK_M_TIME)
         if not lk_plausible_shape(self.base, self.size, at, &total, &seq, &span, &state) \
-                or _u32(m, 56) != lk_stub_checksum(m) or _u32(m, 32) != pid:
+                or _u32(m, LK_M_STUB_CRC) != lk_stub_checksum(m) or _u32(m, LK_M_PID) != pid:
             return None
         return (pid, start, t)
 
@@ -1786,7 +1786,7 @@ cdef class SegmentIterator:
         if self.pending is None or self.pending.kind != "reserved":
             return None
         cdef uint64_t off = self.pending.offset
-        return _u32(self.seg.base, off + 32), <int64_t>_u64(self.seg.base, off + 24)
+        return _u32(self.seg.base, off + LK_M_PID), <int64_t>_u64(self.seg.base, off + LK_M_TIME)
 
     def skip_pending(self):
         """Pass over the record a strict iterator stopped at (its writer is gone),
@@ -2022,10 +2022,10 @@ cdef class Message:
         authentication, or when a sealed segment holds an unsealed message."""
         cdef const uint8_t *p = self._ptr()
         cdef Segment seg = self.segment
-        cdef uint16_t kid = _u16(p, 50)
+        cdef uint16_t kid = _u16(p, LK_M_KEY_ID)
         if self._plain is not None:
             return self._plain
-        where = f"{seg.path or 'segment'}: message {_u64(p, 16)} at offset {self.offset}"
+        where = f"{seg.path or 'segment'}: message {_u64(p, LK_M_SEQUENCE)} at offset {self.offset}"
         if kid == 0:
             from logkit.errors import MessageTampered
             raise MessageTampered(f"{where} is not sealed, but its segment is: a plain message "
@@ -2034,7 +2034,7 @@ cdef class Message:
             return None
         # The length is read ONCE into a local, bounded by the region, and only
         # the local is used: another process can rewrite +8 at any moment.
-        cdef uint64_t total = _u32(p, 8)
+        cdef uint64_t total = _u32(p, LK_M_TOTAL)
         cdef int rc
         if kid != seg.seal_key_id or total < LK_MSG_HEADER or total > seg.size - self.offset:
             rc = LK_SEAL_BAD_TAG

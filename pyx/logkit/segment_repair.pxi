@@ -32,16 +32,16 @@ cdef class SegmentRepair:
         cdef const uint8_t *m = self.segment.base + start
         if _u64(m, 0) != 0:
             return False      # a state was published: not a bare claim (+60 is the holder's start)
-        cdef uint64_t tl = _u32(m, 40), dl = _u32(m, 44), cl = _u16(m, 48)
+        cdef uint64_t tl = _u32(m, LK_M_TEXT_LEN), dl = _u32(m, LK_M_DATA_LEN), cl = _u16(m, LK_M_CLASS_LEN)
         cdef uint64_t cls_a = 0, cls_b = 0
-        cdef uint64_t tag = LK_TAG_SIZE if _u16(m, 50) else 0
-        if lk_message_size(tl + tag, dl, cl) == _u32(m, 8) and _u32(m, 8) <= end - start:
+        cdef uint64_t tag = LK_TAG_SIZE if _u16(m, LK_M_KEY_ID) else 0
+        if lk_message_size(tl + tag, dl, cl) == _u32(m, LK_M_TOTAL) and _u32(m, LK_M_TOTAL) <= end - start:
             cls_a = LK_MSG_HEADER + tl
             cls_b = cls_a + cl
             # +60 of a claim holds its holder's start time, so a non-zero word
             # there no longer tells a finished message from a claim: its
             # checksum does (a finished message whose state word was zeroed).
-            if _u32(m, 60) != 0 and _u32(m, 60) == lk_message_checksum_n(m, tl + tag + dl + cl):   # lengths read once
+            if _u32(m, LK_M_CRC) != 0 and _u32(m, LK_M_CRC) == lk_message_checksum_n(m, tl + tag + dl + cl):   # lengths read once
                 return False
         cdef uint64_t i
         for i in range(LK_MSG_HEADER, end - start, 8):
@@ -53,7 +53,7 @@ cdef class SegmentRepair:
         """(pid at +32, time at +24) of the record at `offset`: the pid and
         time salvage reports and stores as hints."""
         self.segment._check_open()
-        return _u32(self.segment.base, offset + 32), <int64_t>_u64(self.segment.base, offset + 24)
+        return _u32(self.segment.base, offset + LK_M_PID), <int64_t>_u64(self.segment.base, offset + LK_M_TIME)
 
     def set_written_count(self, uint64_t n):
         """Salvage: the written counter (the sum of its shards) set to n, the
@@ -78,14 +78,14 @@ cdef class SegmentRepair:
             raise InvalidArgument(f"filler {offset}+{length} does not fit the segment")
         cdef uint8_t *m = self.segment.base + offset
         memset(m + 8, 0, length - 8)
-        _put32(m, 8, <uint32_t>length)
-        (<uint16_t *>(m + 14))[0] = LK_FLAG_FILLER
-        _put64(m, 16, sequence)
-        _put64(m, 24, <uint64_t>lk_now_ns())
-        _put32(m, 40, <uint32_t>(length - LK_MSG_HEADER))
-        _put32(m, 52, span)
-        _put32(m, 56, lk_stub_checksum(m))
-        _put32(m, 60, lk_message_checksum(m))
+        _put32(m, LK_M_TOTAL, <uint32_t>length)
+        (<uint16_t *>(m + LK_M_FLAGS))[0] = LK_FLAG_FILLER
+        _put64(m, LK_M_SEQUENCE, sequence)
+        _put64(m, LK_M_TIME, <uint64_t>lk_now_ns())
+        _put32(m, LK_M_TEXT_LEN, <uint32_t>(length - LK_MSG_HEADER))
+        _put32(m, LK_M_SPAN, span)
+        _put32(m, LK_M_STUB_CRC, lk_stub_checksum(m))
+        _put32(m, LK_M_CRC, lk_message_checksum(m))
         lk_state_store_release(<uint64_t *>m, lk_state_word(LK_STATE_ABANDONED))
         lk_counter_add_relaxed(<uint64_t *>(self.segment.base + LK_H_ABANDONED), span)
         lk_wake_after_release_store(self.segment.base)
@@ -222,7 +222,7 @@ cdef class SegmentRepair:
                     self.segment.base, self.segment.size, q, &total, &seq, &span, &state) \
                     and state == LK_STATE_COMMITTED \
                     and lk_payload_len(self.segment.base + q) <= total - LK_MSG_HEADER \
-                    and _u32(self.segment.base, q + 60) == lk_message_checksum_n(
+                    and _u32(self.segment.base, q + LK_M_CRC) == lk_message_checksum_n(
                         self.segment.base + q, min(lk_payload_len(self.segment.base + q), total - LK_MSG_HEADER)):
                 return <int64_t>q
             q += 8
@@ -234,9 +234,9 @@ cdef class SegmentRepair:
         self.segment._check_open()
         cdef int64_t q = self._next_good_record(LK_HEADER_SIZE)
         while q >= 0:
-            if _u16(self.segment.base, q + 50) != 0:
+            if _u16(self.segment.base, q + LK_M_KEY_ID) != 0:
                 return True
-            q = self._next_good_record(<uint64_t>q + _u32(self.segment.base, q + 8))
+            q = self._next_good_record(<uint64_t>q + _u32(self.segment.base, q + LK_M_TOTAL))
         return False
 
     def probe_first_sequence(self):
@@ -244,7 +244,7 @@ cdef class SegmentRepair:
         message found by sentinel, or None."""
         self.segment._check_open()
         cdef int64_t q = self._next_good_record(LK_HEADER_SIZE)
-        return None if q < 0 else _u64(self.segment.base, q + 16)
+        return None if q < 0 else _u64(self.segment.base, q + LK_M_SEQUENCE)
 
     def probe_sequence_base(self):
         """For a damaged identity: the smallest sequence base consistent with the
@@ -254,4 +254,4 @@ cdef class SegmentRepair:
         if q < 0:
             return None
         # Python ints: no unsigned wrap-around.
-        return max(1, <object>_u64(self.segment.base, q + 16) - (<object>q - LK_HEADER_SIZE) // LK_MSG_HEADER)
+        return max(1, <object>_u64(self.segment.base, q + LK_M_SEQUENCE) - (<object>q - LK_HEADER_SIZE) // LK_MSG_HEADER)
