@@ -16,21 +16,34 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet "setuptools>=64" "Cython>=3.0" wheel blake3 pycryptodome pytest pytest-xdist hypothesis cryptography-vectors
+	$(PIP) install --quiet "setuptools>=77" "Cython>=3.0" blake3 pycryptodome pytest pytest-xdist hypothesis cryptography-vectors build
 	touch $(STAMP)
 
-# An editable install builds the extension in place and registers the
-# package (and, later, its entry points) with the venv.
-$(VENV)/.built: $(STAMP) $(SOURCES)
-	$(PIP) install --quiet --no-build-isolation -e .
-	$(PY) setup.py --quiet build_ext --inplace
-	touch $(VENV)/.built
+# The core is compiled once.  The editable install registers the package, the
+# `logkit` command and the entry points with the venv, and builds the core in
+# place (logkit/*.so); it runs again only when the package's metadata changes.
+# After an edit of the Cython or C sources, build_ext --inplace rebuilds just
+# the modules whose sources changed.  LOGKIT_BUILD_BENCH=1 adds logkit._bench,
+# which the benchmarks and tests/test_docs.py use and no installed package has.
+$(VENV)/.installed: $(STAMP) pyproject.toml setup.py
+	LOGKIT_BUILD_BENCH=1 $(PIP) install --quiet --no-build-isolation -e .
+	touch $@
+
+# --force after `make debug`, whose modules are newer than their sources.
+$(VENV)/.built: $(VENV)/.installed $(SOURCES)
+	LOGKIT_BUILD_BENCH=1 $(PY) setup.py --quiet build_ext --inplace $(if $(wildcard $(VENV)/.debug),--force)
+	rm -f $(VENV)/.debug
+	touch $@
 
 build: $(VENV)/.built
 
-# Debug build: no optimisation, assertions on, for gdb and sanitizers.
+# Debug build: -O0 -g, assertions on, for gdb and sanitizers (setup.py's
+# LOGKIT_DEBUG: setup.py alone sets the optimisation level).  The editable
+# install rebuilds every module; `make build` then goes back to -O2.
 debug: $(STAMP)
-	CFLAGS="-O0 -g -UNDEBUG" $(PY) setup.py build_ext --inplace --force
+	LOGKIT_DEBUG=1 LOGKIT_BUILD_BENCH=1 $(PIP) install --quiet --no-build-isolation -e .
+	touch $(VENV)/.installed $(VENV)/.debug
+	rm -f $(VENV)/.built
 
 # Three workers, one test file each at a time (module fixtures stay whole):
 # most tests wait on real processes, so this fits two cores.
@@ -60,4 +73,4 @@ clean:
 	rm -f $(VENV)/.built
 
 distclean: clean
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info dist

@@ -77,6 +77,21 @@ def __getattr__(name: str):
 def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
+
+def get_include() -> str:
+    """The directory of logkit's C headers (lk_segment.h and the headers it
+    includes), for a Cython extension that cimports logkit._segment: pass it
+    in the extension's include_dirs.  Installed, the headers are in
+    logkit/include and the .pxd files beside the modules; in a source checkout
+    (an editable install), pyx/include, with the .pxd files in pyx/logkit."""
+    import os
+    here = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(here, "include")
+    if os.path.isdir(installed):
+        return installed
+    return os.path.join(os.path.dirname(here), "pyx", "include")
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -84,7 +99,7 @@ __all__ = [
     "FORMAT_VERSION", "HEADER_SIZE", "MAX_SEGMENT_SIZE", "MIN_SEGMENT_SIZE",
     "SEVERITY_MAX", "SEVERITY_MIN",
     "Limits", "Message", "Record", "Reservation", "Segment", "SegmentIterator", "SegmentRepair",
-    "crc32c", "parse_size", "salvage", "SalvageReport",
+    "crc32c", "get_include", "parse_size", "salvage", "SalvageReport",
     "open_writer", "open_reader", "FamilyWriter", "FamilyReader", "retain", "migrate",
     "RotationTimeout", "Handler", "ConfigError", "BackendNotFound",
     "LogkitError", "InvalidArgument", "SegmentFull", "SegmentDamaged", "OutOfService",
