@@ -21,6 +21,7 @@ DIRECTIVES = {
 }
 
 HEADERS = sorted(glob.glob("pyx/include/*.h"))
+INCLUDED = sorted(glob.glob("pyx/logkit/*.pxi"))    # textually part of _segment.pyx
 
 
 def _env_flag(name: str) -> bool:
@@ -112,7 +113,7 @@ if __name__ == "__main__":
         exclude_package_data={} if _env_flag("LOGKIT_BUILD_BENCH") else {"logkit": ["_bench.pyi"]},
         ext_modules=[
             Extension(f"logkit.{name}", [f"pyx/logkit/{name}.pyx"],
-                      include_dirs=["pyx/include"], depends=HEADERS,
+                      include_dirs=["pyx/include"], depends=HEADERS + INCLUDED,
                       extra_compile_args=compile_args())
             for name in modules()
         ],
