@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ast
 import os
+import runpy
 import platform
 import re
 import shutil
@@ -58,20 +59,15 @@ CONFIGS = [[], ["-DLK_SEAL_NO_VECTORS"], ["-DLK_SEAL_POLY32"], ["-DLK_SEAL_NO_VE
 
 def build_flags() -> list[str]:
     """The flags the extension logkit._crypto is compiled with: Python's
-    CFLAGS and CCSHARED, then setup.py's extra_compile_args for it (the last
-    -O wins)."""
-    with open(os.path.join(ROOT, "setup.py")) as f:
-        tree = ast.parse(f.read())
-    extra = None
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Extension"
-                and node.args and isinstance(node.args[0], ast.Constant)
-                and node.args[0].value == "logkit._crypto"):
-            for kw in node.keywords:
-                if kw.arg == "extra_compile_args":
-                    extra = ast.literal_eval(kw.value)
-    if extra is None:
-        raise RuntimeError("setup.py: no Extension('logkit._crypto', extra_compile_args=[...])")
+    CFLAGS and CCSHARED, then setup.py's compile_args() (the one place that
+    sets them for every module; the last -O wins).  Read as a normal build
+    sees it: without LOGKIT_DEBUG."""
+    saved = os.environ.pop("LOGKIT_DEBUG", None)
+    try:
+        extra = runpy.run_path(os.path.join(ROOT, "setup.py"), run_name="flags")["compile_args"]()
+    finally:
+        if saved is not None:
+            os.environ["LOGKIT_DEBUG"] = saved
     base = [f for f in (sysconfig.get_config_var("CFLAGS") or "").split() if f != "-g"]
     shared = (sysconfig.get_config_var("CCSHARED") or "").split()   # -fPIC, as setuptools adds
     return base + shared + list(extra)

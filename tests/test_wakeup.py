@@ -135,10 +135,8 @@ def test_a_write_makes_no_system_call_when_nobody_waits_and_one_wake_up_per_mess
     n = 2000
     assert waiters(seg) == 0
     before = _segment._wake_syscalls()
-    t0 = time.perf_counter_ns()
     for i in range(n):
         seg.write("nobody waits")
-    alone = (time.perf_counter_ns() - t0) / n
     assert _segment._wake_syscalls() == before, "a write with no waiter made a FUTEX_WAKE call"
     assert seg.header()["wake_word"] == 0
 
@@ -146,14 +144,14 @@ def test_a_write_makes_no_system_call_when_nobody_waits_and_one_wake_up_per_mess
     c.expect("ready")
     wait_until(lambda: waiters(seg) == 1, "the child to sleep")
     before = _segment._wake_syscalls()
-    t0 = time.perf_counter_ns()
     for i in range(n):
         seg.write("somebody waits")
-    watched = (time.perf_counter_ns() - t0) / n
     assert _segment._wake_syscalls() - before == n
     assert seg.header()["wake_word"] == n
-    # The system call is what the waiter count saves (typically 10x or more).
-    assert alone < watched, (alone, watched)
+    # What the waiter count saves is the system call, counted above; its
+    # cost (typically 10x a write) is bench/bench_wakeup.py's to measure.  A
+    # timed comparison here failed under load (the first burst also pays
+    # the page faults of fresh segment pages) and proved nothing more.
     # The writes made it runnable; asleep again means it ran, found nothing
     # at its offset and went back to the futex (on a loaded machine it may
     # only get the CPU after the whole burst).
