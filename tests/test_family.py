@@ -295,7 +295,7 @@ def test_a_follower_moving_to_the_next_segment_while_the_family_rotates_again_sk
     the candidates, the live segment first.  A rotation between the two
     (made here, deterministically, from inside Segment.open) must not make
     it jump over the segment that was live when it listed."""
-    import logkit.family as family_mod
+    import logkit.family_names as family_mod    # its open_segment() opens the live path
 
     d = str(tmp_path / "fam")
     w = logkit.open_writer(d, FAMILY, segment_size=SMALL)
@@ -473,7 +473,7 @@ def test_a_writer_moving_to_the_new_live_segment_while_it_is_rotated_again_still
     deterministically, by a rotation run from inside Segment.open), the
     writer must still end up on the live segment, not wait for a rotation
     that already happened until RotationTimeout."""
-    import logkit.family as family_mod
+    import logkit.family_names as family_mod    # its open_segment() opens the live path
 
     d = str(tmp_path / "fam")
     a = logkit.open_writer(d, FAMILY, segment_size=SMALL, wait_timeout=1.0)
