@@ -555,7 +555,7 @@ def test_plainfile_lost_last_page_is_reported(tmp_path):
     assert {g[1:] for g in got} >= {originals[i][1:] for i in intact}
 
 
-@pytest.mark.xfail(strict=True, reason="backends/plainfile.py PlainFileReader: a line's sequence is its line "
+@pytest.mark.xfail(strict=True, reason="backends/plainfile_reader.py PlainFileReader: a line's sequence is its line "
                    "index, so a lost page (its newlines turned to NULs) renumbers every later message: "
                    "message 129 is read as sequence 112 (seed 0), and print --from/--to select the wrong lines")
 def test_plainfile_lost_page_keeps_the_numbers_of_later_lines(tmp_path):
