@@ -28,7 +28,7 @@ import logkit.cli
 from logkit import Segment
 from logkit.backends.partition import PartitionStorage
 from logkit.backends.plainfile import PlainFileStorage
-from logkit.cli import display_cmd, retain_cmd
+from logkit.cli import inspection, retain_cmd
 from logkit.cli.progress import Progress, human_bytes
 from logkit.crypto import generate_key_file
 from logkit.family import history_segments
@@ -131,11 +131,11 @@ def test_help_runs_as_a_real_command():
 
 def test_display_names_header_fields_at_the_offsets_lk_segment_h_gives():
     c = c_offsets()
-    for off, _, key, cname in display_cmd.HEADER_FIELDS:
+    for off, _, key, cname in inspection.HEADER_FIELDS:
         assert c[cname] == off, f"{key}: display says {off}, lk_segment.h says {c[cname]}"
-    for off, key, cname in display_cmd.COUNTER_FIELDS:
+    for off, key, cname in inspection.COUNTER_FIELDS:
         assert c[cname] == off, key
-    assert c["LK_H_LISTENERS"] == display_cmd.LISTENERS_AT
+    assert c["LK_H_LISTENERS"] == inspection.LISTENERS_AT
 
 
 def test_display_shows_every_header_field_counter_listener_and_record(stubs, capsys):

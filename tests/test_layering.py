@@ -128,7 +128,7 @@ def test_display_judges_a_journal_frame_as_the_decoder_does(tmp_path):
     """Regression: display re-implemented the frame checks and accepted a
     frame whose flags carry an unknown bit (CRC made right), which the
     decoder rejects as damaged.  Both now use pipe.check_frame."""
-    from logkit.cli.display_cmd import describe_journal
+    from logkit.cli.inspection_files import describe_journal
     from tests.fuzz.seeds import make_journal
     good = P.encode_record(b"fine", 20, b"", b"", 1, os.getpid(), 1)
     odd = bytearray(P.encode_record(b"odd flags", 20, b"", b"", 2, os.getpid(), 1))

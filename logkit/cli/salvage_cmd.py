@@ -15,7 +15,8 @@ from logkit._segment import Segment
 from logkit.errors import InvalidArgument, LogkitError, UnsafePath
 from logkit.salvager import SalvageReport, salvage
 
-from . import display_cmd as insp
+from . import inspection as insp
+from .inspection_files import PartitionView
 from .progress import Progress
 from .sources import families_in, resolve
 
@@ -171,7 +172,7 @@ def _salvage_partition(path: str, grace: float, settle: float, dry_run: bool) ->
             return out
         finally:
             p.close()
-    with insp.PartitionView(path, None, private=True) as pv:
+    with PartitionView(path, None, private=True) as pv:
         if pv.problems and not pv.identity_ok:
             raise LogkitError("; ".join(pv.problems) + " (salvage does not rebuild a partition header)")
         out = []

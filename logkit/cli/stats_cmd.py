@@ -13,7 +13,8 @@ from logkit import config as _config
 from logkit.errors import LogkitError
 from logkit.server import read_status
 
-from . import display_cmd as insp
+from . import inspection as insp
+from .inspection_files import PartitionView
 from .sources import load_config_quietly, resolve
 
 # The per-segment counters, in the order shown, with their column titles.
@@ -82,7 +83,7 @@ def _partition_halves(path: str) -> tuple[list[dict], dict]:
     overflow, swaps, drained...), read without opening it for writing."""
     rows, own = [], {}
     try:
-        pv = insp.PartitionView(path)
+        pv = PartitionView(path)
     except LogkitError as e:
         return [{"path": path, "problem": str(e)}], own
     with pv:

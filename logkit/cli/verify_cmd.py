@@ -1,6 +1,6 @@
 """`logkit verify [LOG ...]`: check every record of every segment of each log.
 
-Walks each segment (display_cmd's inspection helpers), checks every
+Walks each segment (the inspection library, logkit.cli.inspection), checks every
 message's checksum and, for sealed messages with their key, opens them to
 prove them authentic; reports per segment, and exits 1 if anything is wrong.
 """
@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from logkit.errors import LogkitError
 
-from . import display_cmd as insp
+from . import inspection as insp
+from .inspection_files import PartitionView
 from .progress import Progress
 from .sources import check_key_file, load_config_quietly, log_specs, resolve
 
@@ -173,7 +174,7 @@ def verify_segment_file(path: str, ring) -> Report:
 
 def verify_partition(path: str, ring) -> list[Report]:
     try:
-        pv = insp.PartitionView(path, ring)
+        pv = PartitionView(path, ring)
     except LogkitError as e:
         return [Report(path, problems=[str(e)], unreadable=True)]
     out = []

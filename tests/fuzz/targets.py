@@ -195,7 +195,7 @@ def _read_sealed(path: str) -> None:
 
 
 def _walk_view(path: str) -> None:
-    from logkit.cli import display_cmd as insp
+    from logkit.cli import inspection as insp
     from logkit.cli.verify_cmd import Report, verify_view
     try:
         view = insp.SegmentView.open_file(path, None)
@@ -364,7 +364,7 @@ def fuzz_journal(data: bytes) -> None:
 
 def fuzz_journal_display(data: bytes) -> None:
     """`logkit display` of a pipe journal: describe_journal with its records."""
-    from logkit.cli.display_cmd import describe_journal
+    from logkit.cli.inspection_files import describe_journal
     describe_journal(_put("d.journal", _fixed(data, lambda b: fix_frame_checksums(b, 4096))), records=True)
 
 
