@@ -22,93 +22,48 @@ How the atomic steps are made (no file lock anywhere on the write path):
   the word: a freshly formatted half is LIVE.
 * Partition-header words are hints and counters, each written only by the
   holder of the token that covers it (the swapper, or the drainer).
+
+The backend is four modules: partition_file.py (the layout, the tokens,
+`Partition`), this one (PartitionStorage: writing and the swap protocol),
+partition_drain.py (the drain) and partition_reader.py (reading).
 """
+
 from __future__ import annotations
 
-import errno
 import json
-import mmap
 import os
-import stat
-import struct
 import threading
 import time as _time
-import uuid as _uuid
-from typing import Any, Iterator
+from typing import Any
 
-from logkit._segment import (Limits, Segment, SegmentIterator, crc32c, load_word, parse_size,
-                             token_attempt, token_make, token_pid, token_state,
-                             store_word)
+from logkit._segment import Segment, SegmentIterator, token_attempt, token_pid, token_state
 from logkit.errors import (
-    DiskFull,
     InvalidArgument,
     LogkitError,
-    NoSuchMessage,
     OutOfService,
-    SegmentDamaged,
     SegmentFull,
-    SegmentNotFound,
-    UnsafePath,
-    UnsupportedFormat,
 )
-from logkit import forking, inject, safefs
+from logkit import inject
 from logkit.family import retry_refused_write
-from logkit.backends.destination import destination_next, find_copy, flush_destination
-from logkit.registry import Option, Reader, StorageBackend
-from logkit.salvager import identity_alive, process_alive, process_identity, salvage, settle_counts
+from logkit.registry import Option, StorageBackend
+from logkit.salvager import salvage, settle_counts
+# The names below were all defined here before the split; they stay importable from here.
+from logkit.backends.partition_file import (  # noqa: F401
+    COPYING, DRAINING, EMPTY, FORMAT_VERSION, FULL, HEADER_SIZE, H_CREATED, H_CURRENT, H_DRAINED,
+    H_FAMILY, H_GENERATION, H_HALF0, H_HALF1, H_HALF_SIZE, H_HEADER_SIZE, H_HOLDER, H_IDENTITY_CRC,
+    H_INTENT, H_INTENT_EVENTS, H_INTENT_FIRST, H_INTENT_LAST, H_INTENT_LOST, H_INTENT_TOTAL,
+    H_LAST_SWAP, H_LOSS_EVENTS, H_LOST, H_MAGIC, H_MARK, H_NEXT_BASE, H_PROGRESS, H_VERSION,
+    IDENTITY_END, LIVE, MAGIC, MAX_HALF, MIN_HALF, PAGE, PHASE_NAMES, REUSING, SWAPPING,
+    TOKEN_OFFSET, Partition, abandoned_here as _abandoned_here, claim_and_hold as _claim,
+    held_here, make_token as _token, release_token as _unhold, round_half_size as _half_size)
+from logkit.backends.partition_drain import PartitionDrain
+from logkit.backends.partition_reader import (  # noqa: F401
+    READ_PATIENCE, PartitionMessage, PartitionReader, open_reader)
 
 __all__ = ["PartitionStorage", "PartitionReader", "PartitionMessage", "Partition", "open_reader",
            "PartitionSwapTimeout"]
 
 SYNC_CHOICES = ("never", "close", "always")
-
-# ---------------------------------------------------------------- on-disk layout
-MAGIC = b"LKPART\x00\x01"
-FORMAT_VERSION = 1
-HEADER_SIZE = 4096
-PAGE = 4096
-MIN_HALF = 8192
-MAX_HALF = (2 ** 32 - 1) * 8 // PAGE * PAGE
-
-# identity block (written once, protected by the identity checksum)
-H_MAGIC = 0             # 8 bytes
-H_VERSION = 8           # u32
-H_HEADER_SIZE = 12      # u32
-H_HALF_SIZE = 16        # u64
-H_HALF0 = 24            # u64 offset of half 0
-H_HALF1 = 32            # u64 offset of half 1
-H_CREATED = 40          # u64 ns
-H_FAMILY = 48           # 64 bytes, NUL padded
-H_IDENTITY_CRC = 112    # u32 CRC-32C of bytes 0..111
-IDENTITY_END = 112
-# mutable block (u64 words)
-H_CURRENT = 128         # half in service after the last swap (hint)
-H_GENERATION = 136      # swaps completed since creation
-H_LOST = 144            # messages lost to overflow, in total
-H_LOSS_EVENTS = 152     # times a full half was reused before its drain
-H_DRAINED = 160         # messages copied out by drains, in total
-H_PROGRESS = 168        # last sequence copied out (0: none yet)
-H_MARK = 176            # first destination sequence that may hold the copy of PROGRESS+1 (0: unknown)
-H_NEXT_BASE = 184       # sequence base of the current half (hint)
-H_LAST_SWAP = 192       # ns (CLOCK_REALTIME) of the last swap, or of creation
-H_INTENT = 200          # 0, or half+1 while that half is being formatted for reuse
-H_INTENT_LOST = 208     # messages lost by that reuse
-H_INTENT_TOTAL = 216    # what H_LOST becomes once that reuse is done
-H_INTENT_FIRST = 224    # first and last sequence lost by that reuse
-H_INTENT_LAST = 232
-H_INTENT_EVENTS = 240   # what H_LOSS_EVENTS becomes once that reuse is done (0: not recorded)
-H_HOLDER = (256, 264)   # per half: (pid << 32) | start of the last process to claim its token
-
-TOKEN_OFFSET = 456      # the half's segment-header word that holds its state token
-
-# half states: the STATE of the half's token (lk_segment.h "Tokens": bits
-# 61..63; 32..60 an attempt counter, 0..31 a pid)
-LIVE, SWAPPING, FULL, DRAINING, EMPTY, REUSING, COPYING = range(7)
-PHASE_NAMES = {LIVE: "live", SWAPPING: "swapping", FULL: "full", DRAINING: "draining",
-               EMPTY: "empty", REUSING: "reusing", COPYING: "copying"}
-# COPYING is DRAINING with one message in flight: the drainer holds a copy of
-# the first finished message above H_PROGRESS, taken while the half was
-# provably its own, and is appending it to the destination.
 
 LOSS_SEVERITY = 40
 
@@ -118,592 +73,21 @@ STALL_TIMEOUT = 10.0     # a live holder whose token does not move for this long
 LIVE_STALL = 1.0         # an out-of-service half nobody claimed (its winner died at once)
 DRAIN_WAIT = 5.0         # a swapper waits this long for a live drainer of the half it must reuse
 RESERVATION_GRACE = 5.0  # salvage grace for a reservation left open in a full half
-READ_PATIENCE = 2.0       # how long a reader waits for a half being formatted
 SETTLE_TIMEOUT = RESERVATION_GRACE + 3.0   # longest a drain or reuse waits for a full half's
                                            # reservations (salvage abandons a stuck one after the grace)
-
-
-# Tokens held right now by threads of this process (token -> how many claims).
-# A token names only a pid, so this is how a thread tells a step another
-# thread of its own process is doing from one a thread abandoned (it raised);
-# a process-wide fact, hence module state.  Cleared in a forked child.
-_held: dict[int, int] = {}
-_held_lock = threading.Lock()
-
-
-def _hold(tok: int) -> None:
-    with _held_lock:
-        _held[tok] = _held.get(tok, 0) + 1
-
-
-def _unhold(tok: int) -> None:
-    with _held_lock:
-        n = _held.get(tok, 0) - 1
-        if n > 0:
-            _held[tok] = n
-        else:
-            _held.pop(tok, None)
-
-
-def _claim(seg: Segment, old: int, new: int) -> bool:
-    """CAS a half's token from `old` to `new`, holding `new` (_unhold() it when done)."""
-    _hold(new)
-    if seg.claim_token(old, new):
-        return True
-    _unhold(new)
-    return False
-
-
-def _abandoned_here(tok: int) -> bool:
-    """A token of this process that no thread of it holds any more."""
-    return _holder(tok) == os.getpid() and tok not in _held
-
-
-@forking.after_fork_in_child             # module state: before any object is told of the fork
-def _forget_held_in_child() -> None:
-    global _held_lock, _me
-    _held_lock = threading.Lock()        # a fork taken while another thread held it
-    _held.clear()                        # the parent's threads are not ours
-    _me = None
-
-
-_me: int | None = None                   # this process's holder word (see Partition.note_holder)
-
-
-def _my_holder_word() -> int:
-    global _me
-    if _me is None:
-        pid, start = process_identity()
-        _me = ((pid & 0xFFFFFFFF) << 32) | (start & 0xFFFFFFFF)
-    return _me
-
-
-def _token(phase: int, attempt: int = 0, pid: int | None = None) -> int:
-    return token_make(phase, attempt, os.getpid() if pid is None else pid)
-
 
 _phase = token_state
 _attempt = token_attempt
 _holder = token_pid
 
 
-class _KeyFile:
-    """The key file of a sealed partition, reloaded when a key id it lacks is
-    asked for (another process rotated the file's keys, and the half it
-    reused is sealed under the new one).  Quacks as a KeyRing for
-    Segment.use_key/rekey."""
-
-    def __init__(self, path):
-        from logkit.crypto import load_key_file
-        self.path = os.path.abspath(os.fspath(path))
-        self._load = load_key_file
-        self.ring = load_key_file(self.path)
-
-    def key(self, key_id: int) -> bytes:
-        from logkit.crypto import MissingKey
-        try:
-            return self.ring.key(key_id)
-        except MissingKey:
-            self.ring = self._load(self.path)
-            return self.ring.key(key_id)
-
-    def for_new_half(self) -> tuple[int, bytes]:
-        """(key id, key) a half formatted now is sealed under: the file's
-        current key, reread (rotation takes effect at the next swap)."""
-        self.ring = self._load(self.path)
-        return self.ring.current, self.ring.current_key
-
-
 class PartitionSwapTimeout(LogkitError):
     """The current half stayed full past the wait timeout and no swap completed."""
 
 
-class PartitionMessage:
-    """A message read from a partition: a private copy (a half is reused, so
-    readers never hold views into it).  Has the fields of a logkit.Message.
-    checksum_ok() is real: the source message's checksum as verified when the
-    copy was taken, and a CRC-32C of the copied fields taken then, checked
-    again now."""
-    __slots__ = ("sequence", "time", "severity", "process_id", "thread_id", "text", "data_class", "data",
-                 "_source_ok", "_crc")
-
-    def __init__(self, sequence, time, severity, process_id, thread_id, text, data_class, data,
-                 source_ok: bool = True):
-        self.sequence, self.time, self.severity = sequence, time, severity
-        self.process_id, self.thread_id = process_id, thread_id
-        self.text, self.data_class, self.data = text, data_class, data
-        self._source_ok = bool(source_ok)
-        self._crc = self._fields_crc()
-
-    @classmethod
-    def copy_of(cls, m, sequence: int | None = None) -> "PartitionMessage":
-        """Copy every field of `m` (a Message in a half) now.  `sequence`: the
-        sequence the caller already read from it (read once, never again)."""
-        text, data_class, data = m.text, m.data_class, bytes(m.data)
-        return cls(m.sequence if sequence is None else sequence, m.time, m.severity, m.process_id,
-                   m.thread_id, text, data_class, data, m.checksum_ok())
-
-    def _fields_crc(self) -> int:
-        head = struct.pack("<QQQQQ", *(int(v) & 0xFFFFFFFFFFFFFFFF for v in (
-            self.sequence, self.time, self.severity, self.process_id, self.thread_id)))
-        return crc32c(bytes(self.data), crc32c((self.data_class or "").encode("utf-8", "surrogatepass") + b"\0",
-                                               crc32c(str(self.text).encode("utf-8", "surrogatepass") + b"\0",
-                                                      crc32c(head))))
-
-    def checksum_ok(self) -> bool:
-        """The source's checksum was good when copied, and no field of this
-        copy changed since."""
-        return self._source_ok and self._crc == self._fields_crc()
-
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__slots__ if not k.startswith("_")}
-
-    def __repr__(self) -> str:
-        return f"PartitionMessage(sequence={self.sequence}, severity={self.severity}, text={self.text!r:.60})"
-
-
-def _half_size(size) -> int:
-    n = parse_size(size, "size")
-    n = max(MIN_HALF, -(-n // PAGE) * PAGE)
-    if n > MAX_HALF:
-        raise InvalidArgument(f"size {size!r}: a partition half holds at most {MAX_HALF} bytes")
-    return n
-
-
-# ====================================================================== the file
-
-class Partition:
-    """One partition file mapped: its header and its two halves.
-
-    Creating is atomic (prepared under a temporary name, then hard-linked into
-    place), so nobody ever opens a half-made partition.  Raises
-    SegmentNotFound (no file and create=False, or no directory),
-    SegmentDamaged (naming the file and the offset), UnsupportedFormat,
-    DiskFull.
-    """
-
-    def __init__(self, path, size="1MiB", family: str = "", mode: int = 0o640,
-                 create: bool = True, readonly: bool = False, key_file=None):
-        self.path = os.path.abspath(os.fspath(path))
-        self.readonly = readonly
-        self.family = family or ""
-        # Sealed partitions (docs/security.md): both halves are formatted
-        # sealed under the key file's current key, at creation and at every
-        # reuse; a half reused by another process has a new UUID, so each
-        # process derives that half's key again (refresh_keys, [K1]).
-        self.key = _KeyFile(key_file) if key_file is not None else None
-        fd = None
-        while fd is None:
-            # Never through a link (safefs: O_NOFOLLOW, a regular file only):
-            # a dangling link used to send this loop round for ever, each
-            # pass creating a temporary file the size of the partition.
-            try:
-                fd = safefs.open_file(self.path, os.O_RDONLY if readonly else os.O_RDWR)
-            except FileNotFoundError:
-                if not create or readonly:
-                    raise SegmentNotFound(f"no partition file {self.path}") from None
-                self._create(_half_size(size), mode)
-        try:
-            st = os.fstat(fd)
-            if st.st_size < HEADER_SIZE:
-                raise SegmentDamaged(f"{self.path}: {st.st_size} bytes is shorter than the "
-                                     f"{HEADER_SIZE}-byte partition header at offset 0")
-            self.mm = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED,
-                                mmap.PROT_READ if readonly else mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
-            os.close(fd)
-        self.file_size = st.st_size
-        self.file_id = (st.st_dev, st.st_ino)
-        try:
-            self._check_identity()
-            self.half_size = self._u64(H_HALF_SIZE)
-            self.offsets = (self._u64(H_HALF0), self._u64(H_HALF1))
-            if not self.family:
-                self.family = bytes(self.mm[H_FAMILY:H_FAMILY + 64]).split(b"\0", 1)[0].decode("utf-8", "replace")
-            self.halves = [Segment.from_buffer(self.mm, off, self.half_size, readonly,
-                                               path=f"{self.path}@{off}", check_header=False)
-                           for off in self.offsets]
-            self.missing_key = None
-            self.refresh_keys(force=True)
-        except BaseException:
-            self._release()
-            raise
-        self.closed = False
-
-    # ------------------------------------------------------------ creation
-
-    def _create(self, half: int, mode: int) -> None:
-        d, name = os.path.split(self.path)
-        if not os.path.isdir(d):
-            raise SegmentNotFound(f"partition {self.path}: directory {d} does not exist")
-        for n in os.listdir(d):             # left by creators that died before linking
-            parts = n.split(".")
-            if n.startswith(f".{name}.") and n.endswith(".tmp") and len(parts) >= 4:
-                try:
-                    if not process_alive(int(parts[-3])):
-                        os.unlink(os.path.join(d, n))
-                except (ValueError, OSError):
-                    pass
-        tmp = os.path.join(d, f".{name}.{os.getpid()}.{_uuid.uuid4().hex[:8]}.tmp")
-        total = HEADER_SIZE + 2 * half
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
-        try:
-            os.fchmod(fd, mode)              # exactly, no umask
-            try:
-                os.posix_fallocate(fd, 0, total)
-            except OSError as e:
-                if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise DiskFull(f"partition {self.path}: no room for {total} bytes") from e
-                os.ftruncate(fd, total)      # file systems without fallocate
-            mm = mmap.mmap(fd, total)
-            try:
-                fam = self.family.encode("utf-8")[:63]
-                ident = bytearray(IDENTITY_END)
-                ident[0:8] = MAGIC
-                struct.pack_into("<IIQQQQ", ident, H_VERSION, FORMAT_VERSION, HEADER_SIZE, half,
-                                 HEADER_SIZE, HEADER_SIZE + half, _time.time_ns())
-                ident[H_FAMILY:H_FAMILY + len(fam)] = fam
-                mm[0:IDENTITY_END] = bytes(ident)
-                struct.pack_into("<I", mm, H_IDENTITY_CRC, crc32c(bytes(ident)))
-                struct.pack_into("<QQ", mm, H_NEXT_BASE, 1, _time.time_ns())
-                key = self.key.for_new_half() if self.key is not None else None
-                h0 = Segment.format(mm, HEADER_SIZE, half, family=fam.decode("utf-8", "ignore"),
-                                    sequence_base=1, key=key)
-                h1 = Segment.format(mm, HEADER_SIZE + half, half, family=fam.decode("utf-8", "ignore"),
-                                    sequence_base=1, key=key)
-                h1.take_out_of_service()
-                h1.claim_token(0, _token(EMPTY))
-                h0.close()
-                h1.close()
-                mm.flush()
-            finally:
-                mm.close()
-            os.fsync(fd)
-            try:
-                os.link(tmp, self.path)      # atomic: the name appears complete or not at all
-            except FileExistsError:
-                # Another process created it first: open that one -- unless the
-                # name is not a regular file (a link, dangling or not, or
-                # anything else): refuse it rather than loop.
-                try:
-                    st = os.lstat(self.path)
-                except FileNotFoundError:
-                    st = None                # gone again: the caller's loop retries
-                if st is not None and not stat.S_ISREG(st.st_mode):
-                    kind = "symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
-                    raise UnsafePath(f"partition {self.path} is a {kind}: refusing to create or "
-                                     "open a partition through it") from None
-        finally:
-            os.close(fd)
-            os.unlink(tmp)
-
-    # ------------------------------------------------------------ header access
-
-    def _u64(self, off: int) -> int:
-        return load_word(self.mm, off)
-
-    def _put(self, off: int, v: int) -> None:
-        # One atomic 8-byte store: struct.pack_into zeroes the field, then
-        # writes it byte by byte, so a drainer killed in between left its
-        # progress 0 and the next drain copied every message again.
-        store_word(self.mm, off, v & 0xFFFFFFFFFFFFFFFF)
-
-    def _check_identity(self) -> None:
-        b = self.mm
-        magic = bytes(b[0:8])
-        if magic != MAGIC:
-            raise SegmentDamaged(f"{self.path}: not a partition file (bad magic {magic!r} at offset 0)")
-        crc = struct.unpack_from("<I", b, H_IDENTITY_CRC)[0]
-        if crc32c(bytes(b[0:IDENTITY_END])) != crc:
-            raise SegmentDamaged(f"{self.path}: partition header identity checksum mismatch "
-                                 f"(bytes 0..{IDENTITY_END - 1}, checksum at offset {H_IDENTITY_CRC})")
-        version = struct.unpack_from("<I", b, H_VERSION)[0]
-        if version != FORMAT_VERSION:
-            raise UnsupportedFormat(f"{self.path}: partition format version {version} "
-                                    f"(this logkit reads version {FORMAT_VERSION})")
-        hs = struct.unpack_from("<I", b, H_HEADER_SIZE)[0]
-        half = self._u64(H_HALF_SIZE)
-        o0, o1 = self._u64(H_HALF0), self._u64(H_HALF1)
-        if hs != HEADER_SIZE:
-            raise SegmentDamaged(f"{self.path}: partition header size {hs} at offset {H_HEADER_SIZE} "
-                                 f"(expected {HEADER_SIZE})")
-        if half < MIN_HALF or half % PAGE or half > MAX_HALF:
-            raise SegmentDamaged(f"{self.path}: half size {half} at offset {H_HALF_SIZE} is not a "
-                                 f"multiple of {PAGE} between {MIN_HALF} and {MAX_HALF}")
-        if o0 != HEADER_SIZE or o1 != HEADER_SIZE + half:
-            raise SegmentDamaged(f"{self.path}: half offsets {o0}, {o1} at offsets {H_HALF0}, {H_HALF1} "
-                                 f"do not follow the header")
-        if self.file_size < o1 + half:
-            raise SegmentDamaged(f"{self.path}: file of {self.file_size} bytes is shorter than its "
-                                 f"second half (offset {o1}, {half} bytes)")
-
-    def refresh_keys(self, force: bool = False) -> None:
-        """Derive again the segment key of each sound half formatted since its
-        key was derived (or every half, with force).  Raises WrongKey; a key
-        id the key file lacks (or no key file) leaves that half keyless and
-        sets `missing_key` to the MissingKey error: readers show
-        "[encrypted]", writers and drains refuse."""
-        for i, h in enumerate(self.halves):
-            if not (force or h.key_stale()) or not self.sound(i):
-                continue
-            err = h.rekey(self.key)
-            if err is not None:
-                self.missing_key = err
-            elif h.sealed and self.key is None:
-                from logkit.crypto import MissingKey
-                self.missing_key = MissingKey(f"partition {self.path} is sealed (half {i}, key id "
-                                              f"{h.key_id}): give its key_file to read or write it")
-
-    def sealed(self) -> bool | None:
-        """Whether the partition's halves are sealed (None: no sound half)."""
-        for i, h in enumerate(self.halves):
-            if self.sound(i):
-                return bool(h.sealed)
-        return None
-
-    def require_key(self, i: int) -> None:
-        """Before copying half i out: MissingKey unless its messages can be
-        opened (a drain never copies "[encrypted]" as if it were the text)."""
-        self.refresh_keys()
-        h = self.halves[i]
-        if h.sealed and not h.has_key:
-            from logkit.crypto import MissingKey
-            raise MissingKey(f"partition {self.path}: half {i} is sealed under key id {h.key_id}, "
-                             f"which {'no key_file was given for' if self.key is None else self.key.path + ' does not hold'}"
-                             "; nothing was copied")
-
-    def check(self) -> None:
-        """Raise SegmentDamaged (naming the offset) if the header is not sound."""
-        if self.closed:
-            raise LogkitError(f"partition {self.path} is closed")
-        self._check_identity()
-
-    def half_problem(self, i: int) -> str | None:
-        """None if half i's segment header is sound, else what is wrong."""
-        try:
-            return self.halves[i].header_problem()
-        except UnsupportedFormat as e:
-            return str(e)
-
-    def sound(self, i: int) -> bool:
-        return self.half_problem(i) is None
-
-    def swaps(self) -> int:
-        """How many swaps this partition has had (its generation word): a
-        watcher that sees it change knows a half was swapped out, even if
-        it was reused before the watcher looked."""
-        return self._u64(H_GENERATION)
-
-    def token(self, i: int) -> int:
-        return self.halves[i].token()
-
-    def phase(self, i: int) -> int:
-        return _phase(self.halves[i].token())
-
-    def current_index(self) -> int | None:
-        """The half in service (the one writers fill), or None while a swap is
-        between taking the old half out of service and formatting the new one."""
-        best = None
-        for i, h in enumerate(self.halves):
-            if self.sound(i) and h.in_service:
-                if best is None or h.sequence_base > self.halves[best].sequence_base:
-                    best = i
-        return best
-
-    def note_holder(self, i: int) -> None:
-        """Before claiming half i's token: record who we are, pid and start
-        time (docs/partition-format.md, "Who holds a token")."""
-        self._put(H_HOLDER[i], _my_holder_word())
-
-    def holder_alive(self, i: int, tok: int) -> bool:
-        """Does the process named by half i's token `tok` still run?  Judged
-        with its start time when the holder word names the same pid (a pid
-        alone is fooled by pid reuse and by pid namespaces), else by the pid
-        alone (a claimer whose word a racing loser overwrote, or a file
-        written before the word existed)."""
-        pid = _holder(tok)
-        w = self._u64(H_HOLDER[i])
-        if w >> 32 == pid and w & 0xFFFFFFFF:
-            return identity_alive(pid, w & 0xFFFFFFFF)
-        return process_alive(pid)
-
-    def intent_half(self) -> int | None:
-        v = self._u64(H_INTENT)
-        return v - 1 if v in (1, 2) else None
-
-    def intent_swapper_alive(self) -> bool:
-        """Is the half named by intent being formatted by a live swapper?  The
-        swapper holds the other half's SWAPPING token while it formats (and
-        until it clears intent); an intent whose swapper is gone (killed, or a
-        damaged word) is stale: readers read that half as found at once
-        instead of waiting for a format that will not come."""
-        k = self.intent_half()
-        if k is None:
-            return False
-        c = 1 - k
-        tok = self.token(c)
-        return _phase(tok) == SWAPPING and self.holder_alive(c, tok)
-
-    # ------------------------------------------------------------ closing
-
-    def _release(self) -> None:
-        for h in getattr(self, "halves", ()):
-            h.close()
-        try:
-            self.mm.close()
-        except BufferError:
-            pass                         # a view is still alive; the mapping goes with it
-        except AttributeError:
-            pass
-
-    def close(self) -> None:
-        if not getattr(self, "closed", True):
-            self.closed = True
-            self._release()
-
-
-# ====================================================================== reading
-
-class _Reformatted(Exception):
-    """A half was reformatted while a reader copied it (internal)."""
-
-
-class PartitionReader(Reader):
-    """The undrained messages of both halves in sequence order (registry.Reader).
-
-    Each pass takes a fresh look at the partition, so it sees what writers
-    added since.  Raises SegmentDamaged, naming the file and the offset, for
-    a damaged partition header or half (a half that a swapper died while
-    formatting counts as empty: its messages were already counted as lost).
-    """
-
-    def __init__(self, partition: Partition):
-        self.partition = partition
-        self._start: int | None = None
-        self.problems: list[str] = []
-
-    def _snapshot_once(self, last_try: bool) -> list[PartitionMessage]:
-        p = self.partition
-        p.check()
-        p.refresh_keys()
-        progress = p._u64(H_PROGRESS)
-        halves = []
-        top = 0
-        for i in (0, 1):
-            problem = p.half_problem(i)
-            if problem is not None:
-                if p.intent_half() == i:
-                    note = f"{p.path}: half {i} at offset {p.offsets[i]} was being formatted; read as empty"
-                    if note not in self.problems:
-                        self.problems.append(note)
-                    continue
-                raise SegmentDamaged(f"{p.path}: half {i} at offset {p.offsets[i]}: {problem}")
-            h = p.halves[i]
-            top = max(top, h.sequence_base + h.stats()["reserved"])
-            if p.phase(i) != EMPTY:
-                halves.append(h)
-        if progress >= top + (1 << 32):
-            raise SegmentDamaged(f"{p.path}: drain progress {progress} at offset {H_PROGRESS} is beyond "
-                                 f"every sequence the halves hold (below {top})")
-        halves.sort(key=lambda h: h.sequence_base)
-        out = []
-        last = progress
-        for h in halves:
-            # Private copies, kept only if the half was not reformatted while
-            # they were taken (a swapper sets `intent` to it before it formats
-            # it, and the format gives it a new UUID): a torn or foreign
-            # message never reaches the caller.  Until intent is set, a half
-            # being claimed for reuse (REUSING) is intact.
-            k = p.halves.index(h)
-            before = h.uuid
-            if p.intent_half() == k and not last_try:
-                raise _Reformatted()     # being formatted right now: wait for it
-            copies = []
-            try:
-                for m in SegmentIterator(h):
-                    s = m.sequence
-                    if s > last:
-                        inject.point("partition.read.message")      # its sequence read, the rest not yet
-                        copies.append(PartitionMessage.copy_of(m, s))
-                        last = s
-            except SegmentDamaged:
-                if h.uuid == before and p.intent_half() != k:
-                    raise                # damage, not a reuse under us
-                raise _Reformatted() from None
-            inject.point("partition.read.copied")
-            if h.uuid != before or (p.intent_half() == k and not last_try):
-                raise _Reformatted()
-            if p.intent_half() == k:
-                note = (f"{p.path}: half {k} at offset {p.offsets[k]} is still named by intent (a swapper "
-                        "stopped or died while reusing it); read as found")
-                if note not in self.problems:
-                    self.problems.append(note)
-            out.extend(copies)
-        return out
-
-    def _snapshot(self) -> list[PartitionMessage]:
-        # A reuse formats a half in well under a second; a half still named by
-        # intent after READ_PATIENCE is read as found (its UUID stable over
-        # the read), one reformatted under every read raises.
-        deadline = _time.monotonic() + READ_PATIENCE
-        pause = 0.001
-        reformatted = 0
-        while True:
-            # No live swapper behind an intent: nothing to wait for.
-            last_try = _time.monotonic() >= deadline or not self.partition.intent_swapper_alive()
-            try:
-                return self._snapshot_once(last_try)
-            except _Reformatted:
-                reformatted += 1         # a half was reused while we read it: look again
-            if _time.monotonic() >= deadline and reformatted > 64:
-                raise SegmentDamaged(f"{self.partition.path}: a half was reformatted under {reformatted} reads "
-                                     "in a row (the partition overflows faster than it can be read)")
-            _time.sleep(pause)
-            pause = min(pause * 2, 0.05)
-
-    def __iter__(self) -> Iterator[PartitionMessage]:
-        msgs = self._snapshot()
-        start = self._start
-        for m in msgs:
-            if start is None or m.sequence >= start:
-                yield m
-
-    def reverse(self) -> Iterator[PartitionMessage]:
-        return iter(self._snapshot()[::-1])
-
-    def seek(self, sequence: int | None = None, time: int | None = None) -> PartitionMessage:
-        if (sequence is None) == (time is None):
-            raise InvalidArgument("seek() takes exactly one of sequence= or time=")
-        for m in self._snapshot():
-            if (m.sequence >= sequence) if sequence is not None else (m.time >= time):
-                self._start = m.sequence
-                return m
-        what = f"sequence >= {sequence}" if sequence is not None else f"time >= {time}"
-        raise NoSuchMessage(f"partition {self.partition.path}: no undrained message with {what}")
-
-    def rewind(self) -> None:
-        self._start = None
-
-    def limits(self) -> Limits | None:
-        msgs = self._snapshot()
-        if not msgs:
-            return None
-        return Limits(msgs[0].sequence, msgs[0].time, msgs[-1].sequence, msgs[-1].time)
-
-    def count(self) -> int:
-        return sum(1 for _ in self)
-
-
-def open_reader(path, key_file=None) -> PartitionReader:
-    """A reader over an existing partition file, mapped read-only (for tools);
-    key_file decrypts a sealed partition (without it: "[encrypted]").
-    Raises SegmentNotFound, SegmentDamaged, UnsupportedFormat, WrongKey."""
-    return PartitionReader(Partition(path, create=False, readonly=True, key_file=key_file))
-
-
 # ====================================================================== the backend
 
-class PartitionStorage(StorageBackend):
+class PartitionStorage(PartitionDrain, StorageBackend):
     """Messages rest in a two-half partition file until drain() copies them to a family."""
 
     options = (
@@ -857,11 +241,11 @@ class PartitionStorage(StorageBackend):
 
     def _stale(self, i: int, tok: int) -> bool:
         """Is the step half i's token holds abandoned?  Its holder is dead, or
-        is this process but no thread of it holds it (see _held), or it has
+        is this process but no thread of it holds it (see held_here), or it has
         not moved for STALL_TIMEOUT."""
         holder = _holder(tok)
         if holder == os.getpid():
-            return tok not in _held
+            return not held_here(tok)
         if not self._p.holder_alive(i, tok):
             return True
         now = _time.monotonic()
@@ -942,13 +326,13 @@ class PartitionStorage(StorageBackend):
         if p.intent_half() != o:
             n, first, last = (0, 0, 0) if prev_phase == EMPTY else self._undrained(
                 o, settle=True, in_flight=prev_phase == COPYING)
-            total = p._u64(H_LOST) + n
-            p._put(H_INTENT_LOST, n)
-            p._put(H_INTENT_TOTAL, total)
-            p._put(H_INTENT_FIRST, first)
-            p._put(H_INTENT_LAST, last)
-            p._put(H_INTENT_EVENTS, p._u64(H_LOSS_EVENTS) + 1 if n else p._u64(H_LOSS_EVENTS))
-            p._put(H_INTENT, o + 1)      # from here O's header may be torn: readers skip it
+            total = p.header_word(H_LOST) + n
+            p.set_header_word(H_INTENT_LOST, n)
+            p.set_header_word(H_INTENT_TOTAL, total)
+            p.set_header_word(H_INTENT_FIRST, first)
+            p.set_header_word(H_INTENT_LAST, last)
+            p.set_header_word(H_INTENT_EVENTS, p.header_word(H_LOSS_EVENTS) + 1 if n else p.header_word(H_LOSS_EVENTS))
+            p.set_header_word(H_INTENT, o + 1)      # from here O's header may be torn: readers skip it
         if C.token() != tok:
             return False
         key = p.key.for_new_half() if p.key is not None else None
@@ -970,9 +354,9 @@ class PartitionStorage(StorageBackend):
         C, O = p.halves[c], p.halves[o]
         if p.intent_half() != o:
             return True
-        n, total = p._u64(H_INTENT_LOST), p._u64(H_INTENT_TOTAL)
-        first, last = p._u64(H_INTENT_FIRST), p._u64(H_INTENT_LAST)
-        events = p._u64(H_INTENT_EVENTS) or p._u64(H_LOSS_EVENTS) + 1
+        n, total = p.header_word(H_INTENT_LOST), p.header_word(H_INTENT_TOTAL)
+        first, last = p.header_word(H_INTENT_FIRST), p.header_word(H_INTENT_LAST)
+        events = p.header_word(H_INTENT_EVENTS) or p.header_word(H_LOSS_EVENTS) + 1
         if n:
             text = (f"{n} messages lost: both halves of partition {p.path} were full before a drain "
                     f"(sequences {first}..{last})")
@@ -986,12 +370,12 @@ class PartitionStorage(StorageBackend):
                 except LogkitError:
                     pass                 # a swap must never fail for its report
             inject.point("partition.swap.reported")
-            p._put(H_LOSS_EVENTS, events)
+            p.set_header_word(H_LOSS_EVENTS, events)
         if C.token() != tok:
             return False
-        p._put(H_LOST, total)            # idempotent: a taker stores the same total
+        p.set_header_word(H_LOST, total)            # idempotent: a taker stores the same total
         inject.point("partition.swap.losses-recorded")
-        p._put(H_INTENT, 0)
+        p.set_header_word(H_INTENT, 0)
         return True
 
     @staticmethod
@@ -1015,10 +399,10 @@ class PartitionStorage(StorageBackend):
         C, O = p.halves[c], p.halves[o]
         if not C.claim_token(tok, _token(FULL, _attempt(tok))):
             return False
-        p._put(H_CURRENT, o)
-        p._put(H_GENERATION, p._u64(H_GENERATION) + 1)
-        p._put(H_NEXT_BASE, base)
-        p._put(H_LAST_SWAP, _time.time_ns())
+        p.set_header_word(H_CURRENT, o)
+        p.set_header_word(H_GENERATION, p.header_word(H_GENERATION) + 1)
+        p.set_header_word(H_NEXT_BASE, base)
+        p.set_header_word(H_LAST_SWAP, _time.time_ns())
         self.swaps_here += 1
         self._cur = O
         return True
@@ -1063,7 +447,7 @@ class PartitionStorage(StorageBackend):
         h = p.halves[i]
         if settle:
             self._settle(h)
-        progress = p._u64(H_PROGRESS)
+        progress = p.header_word(H_PROGRESS)
         n = first = last = 0
         for m in SegmentIterator(h):
             s = m.sequence
@@ -1071,7 +455,7 @@ class PartitionStorage(StorageBackend):
                 if in_flight:
                     in_flight = False
                     progress = s
-                    p._put(H_PROGRESS, s)
+                    p.set_header_word(H_PROGRESS, s)
                     continue
                 n += 1
                 first = first or s
@@ -1155,7 +539,7 @@ class PartitionStorage(StorageBackend):
             return
         iv = self.swap_interval
         self._next_check = now + min(max(iv / 8, 0.001), 1.0)
-        if _time.time_ns() - self._p._u64(H_LAST_SWAP) >= iv * 1e9:
+        if _time.time_ns() - self._p.header_word(H_LAST_SWAP) >= iv * 1e9:
             self.swap(reason="interval")
 
     def _repair(self) -> None:
@@ -1180,150 +564,6 @@ class PartitionStorage(StorageBackend):
                         self._do_swap(i, new)
             if p.current_index() is None:
                 self._take_over_stalled()
-
-    # ------------------------------------------------------------ draining
-
-    def drain(self, into=None, everything: bool = False) -> int:
-        """Copy every finished message of the full (non-current) half into
-        `into` (a StorageBackend or FamilyWriter: anything with
-        .append(message)), in sequence order, then empty that half.  With
-        everything=True also swap (if the other half is then empty) and copy
-        the current half.  Progress is recorded in the partition header after
-        each message, so a drain killed anywhere resumes without copying a
-        message twice or losing one.  into=None: open_drain_target().
-        Returns the number of messages copied."""
-        own = into is None
-        if own:
-            into = self.open_drain_target()
-        try:
-            with self._drain_lock:
-                self._repair()
-                n = self._drain_full(into)
-                if everything and self.swap(reason="drain"):
-                    n += self._drain_full(into)
-                return n
-        finally:
-            if own:
-                into.close()
-
-    def _drain_full(self, into) -> int:
-        p = self._p
-        n = 0
-        order = sorted((0, 1), key=lambda i: p.halves[i].sequence_base)
-        for i in order:
-            if not p.sound(i):
-                continue
-            h = p.halves[i]
-            tok = h.token()
-            ph = _phase(tok)
-            if ph == FULL or (ph in (DRAINING, COPYING) and (_abandoned_here(tok) or (
-                    _holder(tok) != os.getpid() and not p.holder_alive(i, tok)))):
-                new = _token(DRAINING, _attempt(tok) + 1)
-                if self._claim_half(i, tok, new):
-                    try:
-                        n += self._copy_half(i, new, into, in_flight=ph == COPYING)
-                    finally:
-                        _unhold(new)
-        return n
-
-    def _copy_half(self, i: int, tok: int, into, in_flight: bool = False) -> int:
-        """Copy half i (ours: DRAINING `tok`) out.  Each message is copied
-        privately while the half is provably ours (the CAS from DRAINING to
-        COPYING after the copy proves no swapper took it during the copy:
-        a reuser must CAS the token before it formats), appended from that
-        copy, and recorded with the sequence it was copied under, never
-        one re-read from the mapping.  in_flight: we resume a drainer that
-        died in COPYING, so the first message above progress may already be
-        in the destination (_reconcile)."""
-        p = self._p
-        h = p.halves[i]
-        p.require_key(i)
-        self._settle(h)
-        progress = p._u64(H_PROGRESS)
-        copying = _token(COPYING, _attempt(tok), _holder(tok))
-        count = 0
-        mark = None
-        for m in SegmentIterator(h):
-            s = m.sequence
-            if s <= progress:
-                continue
-            pm = PartitionMessage.copy_of(m, s)
-            inject.point("partition.drain.copied")         # a private copy, not yet proved
-            if in_flight:
-                in_flight = False
-                if self._reconcile(into, pm):
-                    progress = s
-                    continue
-            if mark is None:
-                mark = destination_next(into)
-                p._put(H_MARK, mark)
-            _hold(copying)
-            if not h.claim_token(tok, copying):
-                _unhold(copying)
-                break                # a swapper took the half (overflow): the copy may be torn; s is its loss
-            try:
-                fseq = into.append(pm)
-            except BaseException:
-                _unhold(copying)     # left COPYING: the next drain resumes it (_reconcile)
-                raise
-            inject.point("partition.drain.appended")       # in the destination, not yet recorded
-            if h.token() != copying or p._u64(H_PROGRESS) != progress:
-                # Taken from COPYING while we appended: the swapper counted
-                # s as copied and recorded it; only the count is ours.  (And
-                # never store a progress over one that moved meanwhile: it
-                # would go backwards.  Header words have no CAS, so a stall
-                # between this check and the store below is the one window
-                # left: docs/partition-format.md, "Draining".)
-                _unhold(copying)
-                p._put(H_DRAINED, p._u64(H_DRAINED) + 1)
-                count += 1
-                break
-            # Progress first, then the mark: a kill between them leaves an older
-            # mark, which only makes the next reconcile search further back.
-            p._put(H_PROGRESS, s)
-            mark = fseq + 1 if isinstance(fseq, int) and fseq > 0 else mark + 1 if mark else 0
-            p._put(H_MARK, mark)
-            p._put(H_DRAINED, p._u64(H_DRAINED) + 1)
-            progress = s
-            count += 1
-            back = h.claim_token(copying, tok)
-            _unhold(copying)
-            if not back:
-                break                # taken after we recorded s: nothing in flight
-        else:
-            flush_destination(into)
-            h.claim_token(tok, _token(EMPTY, _attempt(tok)))
-            return count
-        flush_destination(into)
-        return count
-
-    def _reconcile(self, into, first: "PartitionMessage") -> bool:
-        """Resuming a drainer killed in COPYING with `first` in flight: if
-        the destination holds its copy at or after the mark (the position
-        right after the previous copy), record it as copied and return True.
-        Consulted only for that one message (identity: it was in flight, at
-        that position), never for a message that was not: content alone
-        never makes a message count as copied."""
-        p = self._p
-        fm = find_copy(into, p._u64(H_MARK), first)
-        if fm is None:
-            return False
-        p._put(H_PROGRESS, first.sequence)
-        p._put(H_MARK, fm.sequence + 1)
-        p._put(H_DRAINED, p._u64(H_DRAINED) + 1)
-        return True
-
-    def open_drain_target(self):
-        """The destination family storage (backends/family.py) built from the
-        options directory, family, segment_size, mode and sync; the directory
-        is created if missing.  Raises InvalidArgument when `directory` is unset."""
-        if self.directory is None:
-            raise InvalidArgument(f"partition {self.path}: the `directory` option is not set, "
-                                  "so there is nowhere to drain into")
-        from logkit.backends.family import FamilyStorage
-        return FamilyStorage(self.log, directory=self.directory, family=self.family,
-                             segment_size=self.segment_size, create_directory=True, mode=self.mode,
-                             sync=self.sync, key_file=self.key_file)
 
     # ------------------------------------------------------------ the rest
 
@@ -1371,11 +611,11 @@ class PartitionStorage(StorageBackend):
         out.update({
             "written": written,
             "reserved": reserved,
-            "lost": p._u64(H_LOST),
-            "loss_events": p._u64(H_LOSS_EVENTS),
-            "swaps": p._u64(H_GENERATION),
-            "drained": p._u64(H_DRAINED),
-            "drain_progress": p._u64(H_PROGRESS),
+            "lost": p.header_word(H_LOST),
+            "loss_events": p.header_word(H_LOSS_EVENTS),
+            "swaps": p.header_word(H_GENERATION),
+            "drained": p.header_word(H_DRAINED),
+            "drain_progress": p.header_word(H_PROGRESS),
             "current": -1 if cur is None else cur,
             "half_size": p.half_size,
             "takeovers": self.takeovers,
