@@ -44,7 +44,7 @@ from logkit.errors import (
     SegmentFull,
 )
 from logkit import inject
-from logkit.family import retry_refused_write
+from logkit.family import Backoff, retry_refused_write
 from logkit.registry import Option, StorageBackend
 from logkit.salvager import salvage, settle_counts
 # The names below were all defined here before the split; they stay importable from here.
@@ -200,8 +200,7 @@ class PartitionStorage(PartitionDrain, StorageBackend):
         with self._lock:
             if self._cur is not seg:
                 return self._cur                   # another thread moved on
-            deadline = _time.monotonic() + WAIT_TIMEOUT
-            pause = 50e-6
+            wait = Backoff(WAIT_TIMEOUT)
             while True:
                 if full and seg.in_service:
                     full = False
@@ -215,12 +214,11 @@ class PartitionStorage(PartitionDrain, StorageBackend):
                     self._cur = cur
                     return cur
                 self._take_over_stalled()
-                if _time.monotonic() > deadline:
+                if wait.expired():
                     raise PartitionSwapTimeout(
                         f"partition {self.path}: no half has been in service for {WAIT_TIMEOUT:g} s "
                         f"(half states: {self._phases()})")
-                _time.sleep(pause)
-                pause = min(pause * 2, 0.005)
+                wait.pause()
 
     def _claim_half(self, i: int, old: int, new: int) -> bool:
         """_claim() of half i's token, our identity recorded first (note_holder)."""

@@ -36,7 +36,7 @@ from logkit.salvager import process_alive, salvage
 __all__ = [
     "FamilyWriter", "FamilyReader", "RotationTimeout", "open_writer", "open_reader",
     "retain", "retention_plan", "left_service", "migrate", "history_segments", "parse_duration",
-    "retry_refused_write",
+    "retry_refused_write", "Backoff",
 ]
 
 _T = TypeVar("_T")
@@ -67,6 +67,36 @@ def _fresh_lock(w: "FamilyWriter") -> None:
     # A fork taken while another thread held a writer's slow-path lock would
     # leave it locked forever in the child: give every writer a fresh one.
     w._lock = threading.Lock()
+
+
+class Backoff:
+    """The wait between looks while another process rotates or swaps: starts
+    at 50 us and doubles up to 5 ms, until `timeout` seconds have passed
+    since it was made.  One loop shape for the writers that wait
+    (FamilyWriter._advance, PartitionStorage._advance): look, then
+    ``if b.expired(): raise ...``, then ``b.pause()``."""
+
+    FIRST = 50e-6
+    LONGEST = 0.005
+    __slots__ = ("start", "deadline", "_next")
+
+    def __init__(self, timeout: float) -> None:
+        self.start = _time.monotonic()
+        self.deadline = self.start + timeout
+        self._next = self.FIRST
+
+    def elapsed(self) -> float:
+        """Seconds since this wait began."""
+        return _time.monotonic() - self.start
+
+    def expired(self) -> bool:
+        """True once the timeout has passed."""
+        return _time.monotonic() > self.deadline
+
+    def pause(self) -> None:
+        """Sleep the next pause of the series (the pace of the looks)."""
+        _time.sleep(self._next)
+        self._next = min(self._next * 2, self.LONGEST)
 
 
 def retry_refused_write(seg: Segment, attempt: Callable[[Segment], _T],
@@ -301,10 +331,8 @@ class FamilyWriter:
         with self._lock:
             if self._seg is not seg:          # another thread already moved on
                 return self._seg
-            start = _time.monotonic()
-            deadline = start + self.wait_timeout
-            pause = 50e-6
-            watch = [None, start]             # rotation token last seen, and since when
+            wait = Backoff(self.wait_timeout)
+            watch = [None, wait.start]        # rotation token last seen, and since when
             while True:
                 if seg.in_service and not seg.closed:
                     # Full but still in service: try to take it out (the election).
@@ -314,17 +342,16 @@ class FamilyWriter:
                         self._rotate(seg, takeover=False)
                 if self._live_moved():
                     return self._switch()
-                stale = self._may_take_over(seg, _time.monotonic() - start, watch)
+                stale = self._may_take_over(seg, wait.elapsed(), watch)
                 if stale is not None:
                     self._rotate(seg, takeover=True, expected=stale)
                     if self._live_moved():
                         return self._switch()
-                if _time.monotonic() > deadline:
+                if wait.expired():
                     raise RotationTimeout(
                         f"{self.path}: the live segment has been out of service for more than "
                         f"{self.wait_timeout:g} s and no new one appeared")
-                _time.sleep(pause)
-                pause = min(pause * 2, 0.005)
+                wait.pause()
 
     def _live_moved(self) -> bool:
         try:

@@ -234,3 +234,20 @@ def test_the_backend_registry_and_the_formatters_report_a_broken_entry_point_thr
     finally:
         registry.clear_cache()
         formatters.clear_cache()
+
+
+def test_backoff_paces_from_50us_doubling_to_5ms_and_expires_after_its_timeout(monkeypatch):
+    """The one wait of the writers that wait for a rotation or a swap
+    (logkit.family.Backoff): the pauses it sleeps, and when it gives up,
+    on a clock the test moves (no real sleeping)."""
+    from logkit import family
+    now = [100.0]
+    slept = []
+    monkeypatch.setattr(family._time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(family._time, "sleep", lambda s: (slept.append(s), now.__setitem__(0, now[0] + s)))
+    b = family.Backoff(0.02)
+    while not b.expired():
+        b.pause()
+    assert slept[:4] == [50e-6, 100e-6, 200e-6, 400e-6]
+    assert max(slept) == 0.005 and slept[-1] == 0.005
+    assert 0.02 < b.elapsed() <= 0.02 + 0.005
