@@ -237,8 +237,8 @@ class Partition:
         self.file_id = (st.st_dev, st.st_ino)
         try:
             self._check_identity()
-            self.half_size = self._u64(H_HALF_SIZE)
-            self.offsets = (self._u64(H_HALF0), self._u64(H_HALF1))
+            self.half_size = self.header_word(H_HALF_SIZE)
+            self.offsets = (self.header_word(H_HALF0), self.header_word(H_HALF1))
             if not self.family:
                 self.family = bytes(self.mm[H_FAMILY:H_FAMILY + 64]).split(b"\0", 1)[0].decode("utf-8", "replace")
             self.halves = [Segment.from_buffer(self.mm, off, self.half_size, readonly,
@@ -332,9 +332,6 @@ class Partition:
         # progress 0 and the next drain copied every message again.
         store_word(self.mm, off, v & 0xFFFFFFFFFFFFFFFF)
 
-    _u64 = header_word                   # the short names the methods of this class use
-    _put = set_header_word
-
     def _check_identity(self) -> None:
         b = self.mm
         magic = bytes(b[0:8])
@@ -349,8 +346,8 @@ class Partition:
             raise UnsupportedFormat(f"{self.path}: partition format version {version} "
                                     f"(this logkit reads version {FORMAT_VERSION})")
         hs = struct.unpack_from("<I", b, H_HEADER_SIZE)[0]
-        half = self._u64(H_HALF_SIZE)
-        o0, o1 = self._u64(H_HALF0), self._u64(H_HALF1)
+        half = self.header_word(H_HALF_SIZE)
+        o0, o1 = self.header_word(H_HALF0), self.header_word(H_HALF1)
         if hs != HEADER_SIZE:
             raise SegmentDamaged(f"{self.path}: partition header size {hs} at offset {H_HEADER_SIZE} "
                                  f"(expected {HEADER_SIZE})")
@@ -419,7 +416,7 @@ class Partition:
         """How many swaps this partition has had (its generation word): a
         watcher that sees it change knows a half was swapped out, even if
         it was reused before the watcher looked."""
-        return self._u64(H_GENERATION)
+        return self.header_word(H_GENERATION)
 
     def token(self, i: int) -> int:
         return self.halves[i].token()
@@ -440,7 +437,7 @@ class Partition:
     def note_holder(self, i: int) -> None:
         """Before claiming half i's token: record who we are, pid and start
         time (docs/partition-format.md, "Who holds a token")."""
-        self._put(H_HOLDER[i], _my_holder_word())
+        self.set_header_word(H_HOLDER[i], _my_holder_word())
 
     def holder_alive(self, i: int, tok: int) -> bool:
         """Does the process named by half i's token `tok` still run?  Judged
@@ -449,13 +446,13 @@ class Partition:
         alone (a claimer whose word a racing loser overwrote, or a file
         written before the word existed)."""
         pid = _holder(tok)
-        w = self._u64(H_HOLDER[i])
+        w = self.header_word(H_HOLDER[i])
         if w >> 32 == pid and w & 0xFFFFFFFF:
             return identity_alive(pid, w & 0xFFFFFFFF)
         return process_alive(pid)
 
     def intent_half(self) -> int | None:
-        v = self._u64(H_INTENT)
+        v = self.header_word(H_INTENT)
         return v - 1 if v in (1, 2) else None
 
     def intent_swapper_alive(self) -> bool:

@@ -317,7 +317,7 @@ def test_readers_see_a_half_being_reformatted_as_empty(tmp_path):
     s.write("also kept")
     p = s.partition
     # as a swapper killed while formatting half 0 for reuse would leave it
-    p._put(part.H_INTENT, 1)
+    p.set_header_word(part.H_INTENT, 1)
     p.mm[part.HEADER_SIZE + 64:part.HEADER_SIZE + 72] = b"\xee" * 8
     r = part.open_reader(path)
     assert [m.text for m in r] == ["also kept"]

@@ -423,7 +423,7 @@ def test_a_token_whose_pid_now_names_another_process_is_taken_over_at_once(tmp_p
         assert start
         tok = part._token(part.DRAINING, 1, pid)
         assert p.halves[full].claim_token(p.token(full), tok)
-        p._put(part.H_HOLDER[full], (pid << 32) | ((start + 12345) & 0xFFFFFFFF))   # "its" start: another one
+        p.set_header_word(part.H_HOLDER[full], (pid << 32) | ((start + 12345) & 0xFFFFFFFF))   # "its" start: another one
         into = _family_into(tmp_path)
         try:
             assert s.drain(into=into) == 5
@@ -436,7 +436,7 @@ def test_a_token_whose_pid_now_names_another_process_is_taken_over_at_once(tmp_p
         cur = p.current_index()
         assert s.swap()
         assert p.halves[cur].claim_token(p.token(cur), tok)
-        p._put(part.H_HOLDER[cur], (pid << 32) | start)
+        p.set_header_word(part.H_HOLDER[cur], (pid << 32) | start)
         into = _family_into(tmp_path)
         try:
             assert s.drain(into=into) == 0
