@@ -38,7 +38,7 @@ RECORD_SIZE = 64
 _LAYOUT = struct.Struct("<4sBBH16s16sQqI")
 assert _LAYOUT.size + 4 == RECORD_SIZE
 MAX_LEDGER = 64 << 20        # a reader reads at most the last this many bytes (a million segments)
-RECENT = 1024 * RECORD_SIZE   # record() looks for the segment among this many last bytes
+RECENT = 64 * RECORD_SIZE     # record() looks for the segment among the last 64 records (one read of 4 KiB)
 
 _HISTORY = re.compile(r"(.+)\.\d{8}\.\d{6}(?:\.\d{4})?")
 
@@ -141,8 +141,8 @@ def record(directory, family: str, seg, mode: int = safefs.FILE_MODE) -> bool:
     ident = Identity(_uuid.UUID(h["uuid"]).bytes, h["key_id"], bytes(h["key_check"]),
                      h["sequence_base"], h["created"])
     path = ledger_path(directory, family)
-    # A segment is recorded when it is made or first opened, so if it is
-    # there at all it is among the last records: look only at those.
+    # A segment is recorded when it is made, before it is installed, so the
+    # live one is the family's newest record: look only at the last few.
     if any(i.uuid == ident.uuid for i in identities(path, tail=RECENT)):
         return False
     _append(path, encode(ident), mode)

@@ -182,8 +182,8 @@ def rebuild_identity(seg: Segment) -> tuple[bool, int, bool]:
     base = fix.probe_sequence_base() or 1
     sealed = fix.probe_sealed()
     ident = None
-    first = fix.probe_first_sequence()
-    if sealed and seg.path and first is not None:
+    first = fix.probe_first_sequence() if sealed and seg.path else None
+    if first is not None:
         # A sealed family records each segment's identity in its ledger: the
         # one place the UUID (the segment key's input) survives a lost header page.
         try:
