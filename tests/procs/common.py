@@ -435,18 +435,25 @@ def child_stop_in_reservation(conn, path, writer, finished_before, fill, with_da
 
 # ---------------------------------------------------------------- family child targets
 
-def child_family_write(conn, directory, family, writer, count, go, options):
-    """Open a family writer (open_writer(directory, family, **options)), say
-    ready, wait for `go`, write `count` messages (every eighth through
-    reserve/finish), then report ("done", sequences, rotations, takeovers)."""
-    import logkit
-    w = logkit.open_writer(directory, family=family, **options)
+def _write_on_go(conn, go, w, writer, count):
+    """Say ready, wait for `go`, write `count` messages through `w` (every
+    eighth through reserve/finish), report ("done", sequences, rotations,
+    takeovers) and close it: the body of the family writer children."""
     conn.send(("ready",))
     if not go.wait(TIMEOUT):
         raise RuntimeError("no go signal")
     seqs = [write_message(w, writer, i, via_reserve=(i % 8 == 7)) for i in range(count)]
     conn.send(("done", seqs, w.rotations, w.takeovers))
     w.close()
+
+
+def child_family_write(conn, directory, family, writer, count, go, options):
+    """Open a family writer (open_writer(directory, family, **options)), say
+    ready, wait for `go`, write `count` messages (every eighth through
+    reserve/finish), then report ("done", sequences, rotations, takeovers)."""
+    import logkit
+    w = logkit.open_writer(directory, family=family, **options)
+    _write_on_go(conn, go, w, writer, count)
 
 
 def child_family_follow(conn, directory, family, total, poll_interval, idle_timeout):
@@ -522,12 +529,7 @@ def child_family_write_pausing_takeover(conn, directory, family, writer, count, 
             conn.recv()
 
     logkit.family._rotation_hook = hook
-    conn.send(("ready",))
-    if not go.wait(TIMEOUT):
-        raise RuntimeError("no go signal")
-    seqs = [write_message(w, writer, i, via_reserve=(i % 8 == 7)) for i in range(count)]
-    conn.send(("done", seqs, w.rotations, w.takeovers))
-    w.close()
+    _write_on_go(conn, go, w, writer, count)
 
 
 # ---------------------------------------------------------------- handler child targets
