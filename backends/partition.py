@@ -54,8 +54,8 @@ from logkit.backends.partition_file import (  # noqa: F401
     H_INTENT, H_INTENT_EVENTS, H_INTENT_FIRST, H_INTENT_LAST, H_INTENT_LOST, H_INTENT_TOTAL,
     H_LAST_SWAP, H_LOSS_EVENTS, H_LOST, H_MAGIC, H_MARK, H_NEXT_BASE, H_PROGRESS, H_VERSION,
     IDENTITY_END, LIVE, MAGIC, MAX_HALF, MIN_HALF, PAGE, PHASE_NAMES, REUSING, SWAPPING,
-    TOKEN_OFFSET, Partition, abandoned_here as _abandoned_here, claim_and_hold as _claim,
-    held_here, make_token as _token, release_token as _unhold, round_half_size as _half_size)
+    TOKEN_OFFSET, Partition, abandoned_here, claim_and_hold,
+    held_here, make_token, release_token, round_half_size)
 from logkit.backends.partition_drain import PartitionDrain
 from logkit.backends.partition_reader import (  # noqa: F401
     READ_PATIENCE, PartitionMessage, PartitionReader, open_reader)
@@ -76,9 +76,6 @@ RESERVATION_GRACE = 5.0  # salvage grace for a reservation left open in a full h
 SETTLE_TIMEOUT = RESERVATION_GRACE + 3.0   # longest a drain or reuse waits for a full half's
                                            # reservations (salvage abandons a stuck one after the grace)
 
-_phase = token_state
-_attempt = token_attempt
-_holder = token_pid
 
 
 class PartitionSwapTimeout(LogkitError):
@@ -112,7 +109,7 @@ class PartitionStorage(PartitionDrain, StorageBackend):
         if not o.get("path"):
             raise InvalidArgument(f"partition storage for log {log}: the `path` option is required")
         self.path = os.path.abspath(os.fspath(o["path"]))
-        self.size = _half_size(o.get("size") or "1MiB")
+        self.size = round_half_size(o.get("size") or "1MiB")
         d = o.get("directory")
         self.directory = os.fspath(d) if d is not None else None
         self.family = o.get("family") or log
@@ -206,7 +203,7 @@ class PartitionStorage(PartitionDrain, StorageBackend):
                     full = False
                     if seg.take_out_of_service():  # the election: exactly one caller swaps
                         i = p.halves.index(seg)
-                        tok = _token(SWAPPING, 1)
+                        tok = make_token(SWAPPING, 1)
                         if self._claim_half(i, 0, tok):
                             self._do_swap(i, tok)
                 cur = self._ready_current()
@@ -221,9 +218,9 @@ class PartitionStorage(PartitionDrain, StorageBackend):
                 wait.pause()
 
     def _claim_half(self, i: int, old: int, new: int) -> bool:
-        """_claim() of half i's token, our identity recorded first (note_holder)."""
+        """claim_and_hold() of half i's token, our identity recorded first (note_holder)."""
         self._p.note_holder(i)
-        return _claim(self._p.halves[i], old, new)
+        return claim_and_hold(self._p.halves[i], old, new)
 
     def _ready_current(self) -> Segment | None:
         """The current half once its swap is published (the old half has left SWAPPING)."""
@@ -241,7 +238,7 @@ class PartitionStorage(PartitionDrain, StorageBackend):
         """Is the step half i's token holds abandoned?  Its holder is dead, or
         is this process but no thread of it holds it (see held_here), or it has
         not moved for STALL_TIMEOUT."""
-        holder = _holder(tok)
+        holder = token_pid(tok)
         if holder == os.getpid():
             return not held_here(tok)
         if not self._p.holder_alive(i, tok):
@@ -260,9 +257,9 @@ class PartitionStorage(PartitionDrain, StorageBackend):
             if not p.sound(i):
                 continue
             tok = h.token()
-            ph = _phase(tok)
+            ph = token_state(tok)
             if ph == SWAPPING and self._stale(i, tok):
-                new = _token(SWAPPING, _attempt(tok) + 1)
+                new = make_token(SWAPPING, token_attempt(tok) + 1)
                 if self._claim_half(i, tok, new):
                     self.takeovers += 1
                     self._do_swap(i, new)
@@ -271,7 +268,7 @@ class PartitionStorage(PartitionDrain, StorageBackend):
                 # Taken out of service, but its election winner died before claiming the swap.
                 oos = h.out_of_service_time
                 if oos is not None and (_time.time_ns() - oos) / 1e9 >= LIVE_STALL:
-                    new = _token(SWAPPING, 1)
+                    new = make_token(SWAPPING, 1)
                     if self._claim_half(i, 0, new):
                         self.takeovers += 1
                         self._do_swap(i, new)
@@ -282,13 +279,13 @@ class PartitionStorage(PartitionDrain, StorageBackend):
 
     def _do_swap(self, c: int, tok: int) -> bool:
         """As holder of half c's SWAPPING token `tok` (c is out of service,
-        `tok` claimed with _claim()): make the other half current.  Every step
+        `tok` claimed with claim_and_hold()): make the other half current.  Every step
         can be repeated by a process that takes over.  Returns False if the
         token was taken from us."""
         try:
             return self._swap_steps(c, tok)
         finally:
-            _unhold(tok)
+            release_token(tok)
 
     def _swap_steps(self, c: int, tok: int) -> bool:
         p = self._p
@@ -311,14 +308,14 @@ class PartitionStorage(PartitionDrain, StorageBackend):
             try:
                 return self._reuse(c, o, tok, base, prev_phase)
             finally:
-                _unhold(otok)
+                release_token(otok)
         return self._publish(c, o, tok, base)
 
     def _reuse(self, c: int, o: int, tok: int, base: int, prev_phase: int) -> bool:
         """Format half o (ours: REUSING) as the new current half, counting and
         reporting what it held that no drain copied."""
         p = self._p
-        C, O = p.halves[c], p.halves[o]
+        C = p.halves[c]
         # If intent names O, a swapper died while reusing it: its loss is
         # already reckoned in the intent fields (_finish_reuse uses them).
         if p.intent_half() != o:
@@ -395,7 +392,7 @@ class PartitionStorage(PartitionDrain, StorageBackend):
         switch only now, so a loss report is the new half's first message)."""
         p = self._p
         C, O = p.halves[c], p.halves[o]
-        if not C.claim_token(tok, _token(FULL, _attempt(tok))):
+        if not C.claim_token(tok, make_token(FULL, token_attempt(tok))):
             return False
         p.set_header_word(H_CURRENT, o)
         p.set_header_word(H_GENERATION, p.header_word(H_GENERATION) + 1)
@@ -416,18 +413,18 @@ class PartitionStorage(PartitionDrain, StorageBackend):
             if C.token() != swap_tok:
                 return None
             tok = O.token()
-            ph = _phase(tok)
+            ph = token_state(tok)
             take = False
             if ph in (FULL, EMPTY, LIVE, SWAPPING):
                 take = True
             elif ph in (DRAINING, COPYING, REUSING):
-                holder = _holder(tok)
-                take = (_abandoned_here(tok) or (holder != os.getpid() and not p.holder_alive(o, tok))
+                holder = token_pid(tok)
+                take = (abandoned_here(tok) or (holder != os.getpid() and not p.holder_alive(o, tok))
                         or _time.monotonic() - t0 > DRAIN_WAIT)
             else:
                 take = True                  # a damaged token: the half is ours to reformat
             if take:
-                new = _token(REUSING, _attempt(tok) + 1)
+                new = make_token(REUSING, token_attempt(tok) + 1)
                 if self._claim_half(o, tok, new):
                     return ph, new
                 continue
@@ -519,7 +516,7 @@ class PartitionStorage(PartitionDrain, StorageBackend):
             if not C.take_out_of_service():
                 return False
             inject.point("partition.swap.out-of-service")   # elected, the swap not yet claimed
-            tok = _token(SWAPPING, 1)
+            tok = make_token(SWAPPING, 1)
             if not self._claim_half(cur, 0, tok):
                 # Taken over while we stalled past LIVE_STALL: the swap is
                 # the taker's now.  Never put the half back in service: it
@@ -552,11 +549,11 @@ class PartitionStorage(PartitionDrain, StorageBackend):
                 if not p.sound(i):
                     continue
                 tok = p.token(i)
-                if _phase(tok) == SWAPPING and not p.holder_alive(i, tok):
+                if token_state(tok) == SWAPPING and not p.holder_alive(i, tok):
                     # Finish the dead swapper's swap: every step is repeatable
                     # (also its loss bookkeeping, which a plain "mark it full"
                     # skipped when it died after formatting the new half).
-                    new = _token(SWAPPING, _attempt(tok) + 1)
+                    new = make_token(SWAPPING, token_attempt(tok) + 1)
                     if self._claim_half(i, tok, new):
                         self.takeovers += 1
                         self._do_swap(i, new)
@@ -655,7 +652,7 @@ class PartitionStorage(PartitionDrain, StorageBackend):
                 elif head != MAGIC:
                     out.append(("path", f"{path} is not a partition file (it does not start with {MAGIC!r})"))
         try:
-            _half_size(o.get("size") or "1MiB")
+            round_half_size(o.get("size") or "1MiB")
         except InvalidArgument as e:
             out.append(("size", str(e)))
         out.append(("family", family_name_problem(o.get("family") or log)))

@@ -12,14 +12,11 @@ from logkit.errors import InvalidArgument
 from logkit import inject
 from logkit.backends.destination import destination_next, find_copy, flush_destination
 from logkit.backends.partition_file import (COPYING, DRAINING, EMPTY, FULL, H_DRAINED, H_MARK,
-                                            H_PROGRESS, abandoned_here as _abandoned_here,
-                                            hold_token as _hold, make_token as _token,
-                                            release_token as _unhold)
+                                            H_PROGRESS, abandoned_here,
+                                            hold_token, make_token,
+                                            release_token)
 from logkit.backends.partition_reader import PartitionMessage
 
-_phase = token_state
-_attempt = token_attempt
-_holder = token_pid
 
 
 class PartitionDrain:
@@ -59,15 +56,15 @@ class PartitionDrain:
                 continue
             h = p.halves[i]
             tok = h.token()
-            ph = _phase(tok)
-            if ph == FULL or (ph in (DRAINING, COPYING) and (_abandoned_here(tok) or (
-                    _holder(tok) != os.getpid() and not p.holder_alive(i, tok)))):
-                new = _token(DRAINING, _attempt(tok) + 1)
+            ph = token_state(tok)
+            if ph == FULL or (ph in (DRAINING, COPYING) and (abandoned_here(tok) or (
+                    token_pid(tok) != os.getpid() and not p.holder_alive(i, tok)))):
+                new = make_token(DRAINING, token_attempt(tok) + 1)
                 if self._claim_half(i, tok, new):
                     try:
                         n += self._copy_half(i, new, into, in_flight=ph == COPYING)
                     finally:
-                        _unhold(new)
+                        release_token(new)
         return n
 
     def _copy_half(self, i: int, tok: int, into, in_flight: bool = False) -> int:
@@ -84,7 +81,7 @@ class PartitionDrain:
         p.require_key(i)
         self._settle(h)
         progress = p.header_word(H_PROGRESS)
-        copying = _token(COPYING, _attempt(tok), _holder(tok))
+        copying = make_token(COPYING, token_attempt(tok), token_pid(tok))
         count = 0
         mark = None
         for m in SegmentIterator(h):
@@ -101,14 +98,14 @@ class PartitionDrain:
             if mark is None:
                 mark = destination_next(into)
                 p.set_header_word(H_MARK, mark)
-            _hold(copying)
+            hold_token(copying)
             if not h.claim_token(tok, copying):
-                _unhold(copying)
+                release_token(copying)
                 break                # a swapper took the half (overflow): the copy may be torn; s is its loss
             try:
                 fseq = into.append(pm)
             except BaseException:
-                _unhold(copying)     # left COPYING: the next drain resumes it (_reconcile)
+                release_token(copying)     # left COPYING: the next drain resumes it (_reconcile)
                 raise
             inject.point("partition.drain.appended")       # in the destination, not yet recorded
             if h.token() != copying or p.header_word(H_PROGRESS) != progress:
@@ -118,7 +115,7 @@ class PartitionDrain:
                 # would go backwards.  Header words have no CAS, so a stall
                 # between this check and the store below is the one window
                 # left: docs/partition-format.md, "Draining".)
-                _unhold(copying)
+                release_token(copying)
                 p.set_header_word(H_DRAINED, p.header_word(H_DRAINED) + 1)
                 count += 1
                 break
@@ -131,12 +128,12 @@ class PartitionDrain:
             progress = s
             count += 1
             back = h.claim_token(copying, tok)
-            _unhold(copying)
+            release_token(copying)
             if not back:
                 break                # taken after we recorded s: nothing in flight
         else:
             flush_destination(into)
-            h.claim_token(tok, _token(EMPTY, _attempt(tok)))
+            h.claim_token(tok, make_token(EMPTY, token_attempt(tok)))
             return count
         flush_destination(into)
         return count

@@ -120,7 +120,7 @@ def held_here(tok: int) -> bool:
 
 def abandoned_here(tok: int) -> bool:
     """A token of this process that no thread of it holds any more."""
-    return _holder(tok) == os.getpid() and tok not in _held
+    return token_pid(tok) == os.getpid() and tok not in _held
 
 
 @forking.after_fork_in_child             # module state: before any object is told of the fork
@@ -148,9 +148,6 @@ def make_token(phase: int, attempt: int = 0, pid: int | None = None) -> int:
 
 
 _token = make_token
-_phase = token_state
-_attempt = token_attempt
-_holder = token_pid
 
 
 class _KeyFile:
@@ -293,7 +290,7 @@ class Partition:
                 h1 = Segment.format(mm, HEADER_SIZE + half, half, family=fam.decode("utf-8", "ignore"),
                                     sequence_base=1, key=key)
                 h1.take_out_of_service()
-                h1.claim_token(0, _token(EMPTY))
+                h1.claim_token(0, make_token(EMPTY))
                 h0.close()
                 h1.close()
                 mm.flush()
@@ -422,7 +419,7 @@ class Partition:
         return self.halves[i].token()
 
     def phase(self, i: int) -> int:
-        return _phase(self.halves[i].token())
+        return token_state(self.halves[i].token())
 
     def current_index(self) -> int | None:
         """The half in service (the one writers fill), or None while a swap is
@@ -445,7 +442,7 @@ class Partition:
         alone is fooled by pid reuse and by pid namespaces), else by the pid
         alone (a claimer whose word a racing loser overwrote, or a file
         written before the word existed)."""
-        pid = _holder(tok)
+        pid = token_pid(tok)
         w = self.header_word(H_HOLDER[i])
         if w >> 32 == pid and w & 0xFFFFFFFF:
             return identity_alive(pid, w & 0xFFFFFFFF)
@@ -466,7 +463,7 @@ class Partition:
             return False
         c = 1 - k
         tok = self.token(c)
-        return _phase(tok) == SWAPPING and self.holder_alive(c, tok)
+        return token_state(tok) == SWAPPING and self.holder_alive(c, tok)
 
     # ------------------------------------------------------------ closing
 

@@ -421,7 +421,7 @@ def test_a_token_whose_pid_now_names_another_process_is_taken_over_at_once(tmp_p
         p = s.partition
         pid, start = process_identity(other.pid)
         assert start
-        tok = part._token(part.DRAINING, 1, pid)
+        tok = part.make_token(part.DRAINING, 1, pid)
         assert p.halves[full].claim_token(p.token(full), tok)
         p.set_header_word(part.H_HOLDER[full], (pid << 32) | ((start + 12345) & 0xFFFFFFFF))   # "its" start: another one
         into = _family_into(tmp_path)
