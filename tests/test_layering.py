@@ -209,3 +209,64 @@ def test_a_lone_surrogate_is_refused_alike_by_every_write_path(tmp_path):
             with pytest.raises(InvalidArgument, match="lone surrogate U\\+D800"):
                 call()
         assert seg.stats()["written"] == 0
+
+
+# ---------------------------------------------------------------- one inspector per file kind
+
+FILE_KINDS = {"segment", "partition", "plainfile", "journal", "pipe journal", "plain log file"}
+COMMANDS = ("display_cmd.py", "stats_cmd.py", "verify_cmd.py", "salvage_cmd.py")
+
+
+def _kind_comparisons(path: Path) -> list[str]:
+    """Comparisons of anything with a file-kind string ("partition", ...)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Compare):
+            continue
+        for c in [node.left, *node.comparators]:
+            consts = c.elts if isinstance(c, (ast.Tuple, ast.List, ast.Set)) else [c]
+            for k in consts:
+                if isinstance(k, ast.Constant) and k.value in FILE_KINDS:
+                    found.append(f"{path.name}:{node.lineno}: compares with {k.value!r}")
+    return found
+
+
+def test_the_reading_commands_never_branch_on_the_kind_of_file(tmp_path):
+    """display, stats, verify and salvage ask the file's inspector
+    (logkit.cli.inspectors); what each kind does lives in its class."""
+    cli_dir = ROOT / "logkit" / "cli"
+    bad = [f for name in COMMANDS for f in _kind_comparisons(cli_dir / name)]
+    assert not bad, bad
+    # The scan itself sees such a branch (it cannot pass vacuously).
+    probe = tmp_path / "kind_probe.py"
+    probe.write_text('if kind == "partition":\n    pass\n')
+    assert _kind_comparisons(probe) == ["kind_probe.py:1: compares with 'partition'"]
+
+
+def test_every_kind_of_file_has_an_inspector_for_every_command(tmp_path):
+    from logkit.cli import inspectors as I
+    from logkit.errors import InvalidArgument
+    from tests.fuzz.seeds import make_journal
+    seg_path = str(tmp_path / "s.seg")
+    with Segment.create(seg_path, 1 << 16, family="s") as seg:
+        seg.write("one", 20)
+    journal = str(tmp_path / "j.journal")
+    make_journal(journal, P.encode_record(b"fine", 20, b"", b"", 1, os.getpid(), 1))
+    seg_i = I.inspector_for(seg_path)
+    assert isinstance(seg_i, I.SegmentInspector)
+    assert [r.good for r in seg_i.verify()] == [1]
+    assert seg_i.stats()["segments"][0]["counters"]["written"] == 1
+    assert seg_i.describe()["summary"]["committed"] == 1
+    j = I.inspector_for(journal)
+    assert isinstance(j, I.JournalInspector)
+    assert [f["kind"] for f in j.describe()["frames"]] == ["record"]
+    # What a kind cannot do is refused in words that name the file and why.
+    with pytest.raises(InvalidArgument, match=r"j\.journal: salvage does not apply to a pipe journal"):
+        j.salvage(0, 0, True)
+    with pytest.raises(InvalidArgument, match=r"verify does not apply to a pipe journal"):
+        j.verify()
+    other = tmp_path / "notes.txt"
+    other.write_text("not a log\n" * 100)
+    with pytest.raises(InvalidArgument, match="not a segment or partition file"):
+        I.inspector_for(str(other))
+    assert isinstance(I.inspector_for(str(other), force=True), I.SegmentInspector)

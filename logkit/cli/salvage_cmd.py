@@ -7,16 +7,13 @@ is never written.
 """
 from __future__ import annotations
 
-import mmap
 import os
 
-from logkit import safefs
-from logkit._segment import Segment
-from logkit.errors import InvalidArgument, LogkitError, UnsafePath
-from logkit.salvager import SalvageReport, salvage
+from logkit.errors import InvalidArgument, UnsafePath
+from logkit.salvager import SalvageReport
 
-from . import inspection as insp
-from .inspection_files import PartitionView
+from .inspection import NotASegment
+from .inspectors import inspector_for, inspector_of
 from .progress import Progress
 from .sources import families_in, resolve
 
@@ -98,105 +95,12 @@ def words(rep: SalvageReport, name: str, dry_run: bool) -> list[str]:
     return lines
 
 
-# ---------------------------------------------------------------- targets
-
-def _salvage_file(path: str, grace: float, settle: float, dry_run: bool) -> SalvageReport:
-    """Salvage one segment file: in place, or (dry run) through a private mapping."""
-    if not os.access(path, os.R_OK | (0 if dry_run else os.W_OK)):
-        need = "read" if dry_run else "read and write"
-        raise LogkitError(f"{path}: permission denied (salvage needs to {need} the file)")
-    if not dry_run:
-        # Opened here, not by name in salvage(): no link is followed and the
-        # file must be a regular file (logkit.safefs), so a name planted in a
-        # family directory that others can write never makes salvage rewrite
-        # the header of a file outside it.
-        try:
-            fd = safefs.open_file(path, os.O_RDWR)
-        except FileNotFoundError:
-            raise LogkitError(f"{path}: no such file (rotated or removed meanwhile?)") from None
-        except LogkitError:
-            raise                             # UnsafePath (a link, a FIFO), DiskFull, ...: as they are
-        except OSError as e:
-            raise LogkitError(f"{path}: cannot open the file for salvage: {e.strerror}") from None
-        try:
-            size = os.fstat(fd).st_size
-            if size == 0:
-                raise LogkitError(f"{path}: the file is empty, not a segment")
-            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        except OSError as e:
-            raise LogkitError(f"{path}: cannot map the file for salvage: {e.strerror}") from None
-        finally:
-            os.close(fd)
-        seg = Segment.from_buffer(mm, 0, size, False, path=path, close_buffer=True, check_header=False)
-        try:
-            return salvage(seg, grace=grace, settle=settle)
-        finally:
-            seg.close()
-    mm = insp.map_file(path, private=True)
-    try:
-        seg = Segment.from_buffer(mm, 0, len(mm), False, path=path, check_header=False)
-        try:
-            return salvage(seg, grace=grace, settle=settle)
-        finally:
-            seg.close()
-    finally:
-        try:
-            mm.close()
-        except BufferError:
-            pass
-
-
-def _salvage_partition(path: str, grace: float, settle: float, dry_run: bool) -> list[tuple[str, SalvageReport | str]]:
-    """Salvage both halves of a partition file: (name, report, or why it was skipped)."""
-    from logkit.backends.partition import Partition
-    if not dry_run:
-        if not os.access(path, os.R_OK | os.W_OK):
-            raise LogkitError(f"{path}: permission denied (salvage needs to read and write the file)")
-        # Partition opens the file by name (backends/partition.py): refuse a
-        # link or another kind of file first (a swap after this check is
-        # left to Partition's own open).
-        os.close(safefs.open_file(path, os.O_RDONLY))
-        try:
-            p = Partition(path, create=False)
-        except OSError as e:
-            raise LogkitError(f"{path}: cannot open the partition: {e.strerror}") from None
-        try:
-            out: list[tuple[str, SalvageReport | str]] = []
-            for i, h in enumerate(p.halves):
-                name = f"{path} half {i} (offset {p.offsets[i]})"
-                if p.intent_half() == i:
-                    out.append((name, "skipped: it was being formatted for reuse when its swapper "
-                                      "stopped (a writer or drain finishes that; its messages were counted lost)"))
-                    continue
-                out.append((name, salvage(h, grace=grace, settle=settle)))
-            return out
-        finally:
-            p.close()
-    with PartitionView(path, None, private=True) as pv:
-        if pv.problems and not pv.identity_ok:
-            raise LogkitError("; ".join(pv.problems) + " (salvage does not rebuild a partition header)")
-        out = []
-        for i, off, view in pv.halves:
-            name = f"{path} half {i} (offset {off})"
-            if pv.intent_half == i:
-                out.append((name, "skipped: it was being formatted for reuse when its swapper stopped"))
-                continue
-            seg = Segment.from_buffer(pv.mm, off, pv.half_size, False, path=f"{path}@{off}", check_header=False)
-            try:
-                out.append((name, salvage(seg, grace=grace, settle=settle)))
-            finally:
-                seg.close()
-        return out
-
-
 def run(args) -> int:
     if args.grace < 0 or args.settle < 0:
         raise InvalidArgument("--grace and --settle take a number of seconds >= 0")
     path = os.path.abspath(os.path.expanduser(args.path))
     if not os.path.exists(path):
         raise InvalidArgument(f"{args.path}: no such file or directory")
-    targets: list[str] = []
-    partition = False
     if os.path.isdir(path):
         fams = families_in(path)
         if args.family_name is None and len(fams) > 1:
@@ -204,39 +108,30 @@ def run(args) -> int:
                                   f"say which with --family-name NAME")
         src = resolve(path, family_name=args.family_name)
         try:
-            targets = src.segment_paths()
+            targets = [inspector_of(src, p) for p in src.files()]
         finally:
             src.close()
     else:
         try:
-            kind = insp.file_kind(path)
-        except insp.NotASegment:
-            if not args.force:
-                raise InvalidArgument(f"{args.path}: not a segment or partition file (no LOGKITSG or "
-                                      "LKPART magic at offset 0, and no segment identity after it); give "
-                                      "--force to salvage it as a segment all the same") from None
-            kind = "segment"
-        partition = kind == "partition"
-        targets = [path]
+            targets = [inspector_for(path, force=args.force)]
+        except NotASegment:
+            raise InvalidArgument(f"{args.path}: not a segment or partition file (no LOGKITSG or "
+                                  "LKPART magic at offset 0, and no segment identity after it); give "
+                                  "--force to salvage it as a segment all the same") from None
     results: list[tuple[str, SalvageReport | str]] = []
     refused: list[str] = []
     progress = Progress("salvage", total=len(targets))
     for t in targets:
-        size = os.lstat(t).st_size if os.path.lexists(t) else 0
-        if partition:
-            got = _salvage_partition(t, args.grace, args.settle, args.dry_run)
-        elif not os.path.lexists(t):
-            got = [(t, "skipped: it disappeared (rotated or removed by retention meanwhile)")]
-        elif len(targets) > 1:
+        size = os.lstat(t.path).st_size if os.path.lexists(t.path) else 0
+        try:
+            got = t.salvage(args.grace, args.settle, args.dry_run)
+        except UnsafePath as e:
+            if len(targets) == 1:
+                raise
             # One refused name in a family directory (a planted link, a FIFO)
             # is reported, and the other segments are still salvaged.
-            try:
-                got = [(t, _salvage_file(t, args.grace, args.settle, args.dry_run))]
-            except UnsafePath as e:
-                got = [(t, f"refused: {e}")]
-                refused.append(t)
-        else:
-            got = [(t, _salvage_file(t, args.grace, args.settle, args.dry_run))]
+            got = [(t.path, f"refused: {e}")]
+            refused.append(t.path)
         for name, rep in got:
             if isinstance(rep, str):
                 progress.write(f"{name}: {rep}")

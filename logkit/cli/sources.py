@@ -72,6 +72,14 @@ class Source:
             return self.reader.segment_paths()
         return []
 
+    def files(self) -> list[str]:
+        """The files that make up the log, each inspected on its own
+        (logkit.cli.inspectors): a family's segments, oldest first (none
+        yet: []), else the one file."""
+        if self.kind in ("segment", "family"):
+            return self.segment_paths()
+        return [self.path]
+
     def close(self) -> None:
         st = self._storage
         if st is not None:

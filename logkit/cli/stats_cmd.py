@@ -10,11 +10,9 @@ import json
 import os
 
 from logkit import config as _config
-from logkit.errors import LogkitError
 from logkit.server import read_status
 
-from . import inspection as insp
-from .inspection_files import PartitionView
+from .inspectors import JournalInspector, inspector_of
 from .sources import load_config_quietly, resolve
 
 # The per-segment counters, in the order shown, with their column titles.
@@ -51,72 +49,12 @@ def add_parser(sub) -> None:
 
 # ---------------------------------------------------------------- collecting
 
-def segment_counters(path: str) -> dict:
-    """{"path", "counters"} of one segment file, or {"path", "problem"} if unreadable;
-    a damaged header is noted, and its counters are read all the same."""
-    out: dict = {"path": path}
-    try:
-        view = insp.SegmentView.open_file(path)
-    except LogkitError as e:
-        if not os.path.exists(path):
-            out["gone"] = True
-        out["problem"] = str(e)
-        return out
-    with view:
-        out["counters"] = {k: (bool(v) if isinstance(v, bool) else int(v))
-                           for k, v in insp.counters_of(view).items()}
-        if view.problem:
-            out["note"] = view.problem
-    return out
-
-
 def _totals(rows: list[dict]) -> dict:
     tot = {k: 0 for k, _ in SEGMENT_COUNTERS}
     for r in rows:
         for k in tot:
             tot[k] += int(r.get("counters", {}).get(k, 0))
     return tot
-
-
-def _partition_halves(path: str) -> tuple[list[dict], dict]:
-    """Each half's header counters, and the partition header's own (lost to
-    overflow, swaps, drained...), read without opening it for writing."""
-    rows, own = [], {}
-    try:
-        pv = PartitionView(path)
-    except LogkitError as e:
-        return [{"path": path, "problem": str(e)}], own
-    with pv:
-        f = pv.fields
-        own = {"lost": f.get("lost"), "loss_events": f.get("loss_events"), "swaps": f.get("generation"),
-               "drained": f.get("drained"), "drain_progress": f.get("progress"), "half_size": pv.half_size}
-        for i, off, view in pv.halves:
-            r: dict = {"path": f"{path} half {i}", "half": i, "phase": pv.phase_of(i)}
-            if view is None:
-                r["problem"] = f"half {i} at offset {off} is too small to be a segment"
-            else:
-                r["counters"] = {k: (bool(v) if isinstance(v, bool) else int(v))
-                                 for k, v in insp.counters_of(view).items()}
-                if view.problem:
-                    r["note"] = view.problem
-            rows.append(r)
-        for p in pv.problems:
-            rows.append({"path": path, "problem": p})
-    return rows, own
-
-
-def _journal(path) -> dict:
-    """The pipe reader's journal header (docs/pipe-format.md), or why not."""
-    from logkit.backends.pipejournal import read_journal_header
-    out: dict = {"path": path}
-    if not os.path.exists(path):
-        out["problem"] = "none yet (no reader has run)"
-        return out
-    try:
-        out.update(read_journal_header(path))
-    except (OSError, LogkitError) as e:
-        out["problem"] = str(e)
-    return out
 
 
 def collect_source(src, cfg) -> dict:
@@ -131,40 +69,28 @@ def collect_source(src, cfg) -> dict:
             st = read_status(spill)
             if st is not None:
                 out["spill_margins"] = {"crossings": st.get("crossings", {}), "fill": st.get("fill")}
-            out["journal"] = _journal(lc.transport_options.get("journal")
-                                      or lc.transport_options["fifo"] + ".journal")
-    if src.kind in ("family", "segment"):
-        rows = []
-        paths = src.segment_paths()
-        live = os.path.join(src.path, src.family) if src.kind == "family" and src.family else None
-        for p in paths:
-            r = segment_counters(p)
-            if src.kind == "family":
-                r["role"] = "live" if p == live else "history"
-            rows.append(r)
+            journal = lc.transport_options.get("journal") or lc.transport_options["fifo"] + ".journal"
+            out["journal"] = JournalInspector(journal).stats()["journal"]
+    # Each file of the log asks its own inspector (a family: each segment).
+    parts = [inspector_of(src, p).stats() for p in src.files()]
+    if inspector_of(src).has_segments:
+        rows = [r for part in parts for r in part["segments"]]
+        if src.kind == "family":
+            live = os.path.join(src.path, src.family) if src.family else None
+            for r in rows:
+                r["role"] = "live" if r["path"] == live else "history"
         out["segments"] = rows
         out["totals"] = _totals(rows)
-        if src.log is None:
-            out["where"] = (f"family '{src.family}' in {src.path}, {len(rows)} segment(s)"
-                            if src.kind == "family" else f"segment {src.path} of family '{src.family}'")
-    elif src.kind == "partition":
-        rows, own = _partition_halves(src.path)
-        out["segments"] = rows
-        out["totals"] = _totals(rows)
-        if src.log is None:
-            out["where"] = f"partition {src.path}"
-            out["counters"] = dict(own, written=out["totals"]["written"], reserved=out["totals"]["reserved"])
-    elif src.kind == "plainfile" and src.log is None:
-        rd = src.reader
-        n = sum(1 for _ in rd)
-        out["where"] = f"plain log file {src.path}"
-        out["counters"] = {"messages": n, "damaged_lines": int(getattr(rd, "damaged", 0)),
-                           "live_bytes": os.path.getsize(src.path)}
-    if src.kind == "partition":
-        st = read_status(src.path)
-        if st is not None:
-            out["margins"] = {"crossings": st.get("crossings", {}), "fill": st.get("fill"),
-                              "updated": st.get("updated")}
+    if src.log is None:
+        if src.kind == "family":
+            out["where"] = f"family '{src.family}' in {src.path}, {len(out['segments'])} segment(s)"
+        else:
+            out["where"] = parts[0]["where"]
+            if "counters" in parts[0]:
+                out["counters"] = parts[0]["counters"]
+    for part in parts:
+        if "margins" in part:
+            out["margins"] = part["margins"]
     return out
 
 
@@ -174,14 +100,14 @@ def _segment_table(r: dict) -> list[str]:
     rows = r.get("segments")
     if rows is None:
         return []
-    what = "halves" if r["kind"] == "partition" else "segments"
+    what = "halves" if any("half" in s for s in rows) else "segments"
     lines = [f"  {what} ({len(rows)}, oldest first):"]
     names = []
     for s in rows:
         if "half" in s:
             names.append(f"half {s['half']} ({s['phase']})")
         else:
-            base = os.path.basename(s["path"]) if r["kind"] in ("family", "segment") else s["path"]
+            base = os.path.basename(s["path"])
             names.append(f"{base} ({s['role']})" if "role" in s else base)
     width = max([len(n) for n in names] + [len(f"all {len(rows)}")])
     cols = [title for _, title in SEGMENT_COUNTERS]

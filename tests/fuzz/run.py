@@ -167,7 +167,7 @@ def worker_atheris(target: str, runs: int | None, seconds: float | None, timeout
     with atheris.instrument_imports(include=["logkit", "tests.fuzz"]):
         import logkit  # noqa: F401
         import logkit.backends.partition, logkit.backends.pipe, logkit.backends.pipejournal  # noqa: F401,E401
-        import logkit.cli.display_cmd, logkit.cli.inspection, logkit.cli.inspection_files, logkit.cli.verify_cmd, logkit.config, logkit.select  # noqa: F401,E401
+        import logkit.cli.display_cmd, logkit.cli.inspection, logkit.cli.inspection_files, logkit.cli.inspectors, logkit.cli.verify_cmd, logkit.config, logkit.select  # noqa: F401,E401
         import logkit.salvager  # noqa: F401
         from tests.fuzz.targets import check
 

@@ -196,7 +196,7 @@ def _read_sealed(path: str) -> None:
 
 def _walk_view(path: str) -> None:
     from logkit.cli import inspection as insp
-    from logkit.cli.verify_cmd import Report, verify_view
+    from logkit.cli.inspectors import Report, verify_view
     try:
         view = insp.SegmentView.open_file(path, None)
     except LogkitError:
@@ -288,7 +288,7 @@ def fuzz_partition(data: bytes) -> None:
     """open_reader on a partition file: iterate, reverse, limits, seek; the
     verify/display partition view."""
     from logkit.backends.partition import open_reader
-    from logkit.cli.verify_cmd import verify_partition
+    from logkit.cli.inspectors import PartitionInspector
     path = _put("f.part", _fixed(data, fix_partition_checksums))
     try:
         r = open_reader(path)
@@ -307,7 +307,7 @@ def fuzz_partition(data: bytes) -> None:
                 pass
         finally:
             r.partition.close()
-    for rep in verify_partition(path, None):
+    for rep in PartitionInspector(path).verify():
         rep.lines()
 
 
