@@ -3,7 +3,7 @@
 import uuid
 from os import PathLike
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, NoReturn, Self, TypedDict
+from typing import Any, Callable, Literal, NamedTuple, NoReturn, Self, TypedDict
 
 from _typeshed import ReadableBuffer, StrOrBytesPath, WriteableBuffer
 
@@ -16,6 +16,7 @@ FORMAT_VERSION: int
 FORMAT_VERSION_SEALED: int
 TAG_SIZE: int
 HEADER_SIZE: int
+STEP_NAMES: tuple[str, ...]   # the steps of Segment.write_steps, in order
 MESSAGE_HEADER_SIZE: int
 MIN_SEGMENT_SIZE: int
 MAX_SEGMENT_SIZE: int  # (2**32 - 1) * 8: 32 GiB - 8
@@ -335,23 +336,21 @@ class Segment:
         write() raises; InvalidArgument for a negative length or a data_class
         that is neither a str nor None (None means no class).
         """
-    def write_stepwise(
+    def write_steps(
         self,
         text: str | bytes,
         severity: int = 20,
         data: ReadableBuffer | None = b"",
         data_class: str | None = "",
         time: int | None = None,
-        stop_at: str | None = None,
-        action: str = "stop",
-        notify: str | None = None,
+        on_step: Callable[[str], object] | None = None,
         process_id: int | None = None,
         thread_id: int | None = None,
     ) -> int:
-        """TEST ONLY: write() through the same inline C writer with an
-        injection point after each step ("claimed", "stub", "copied",
-        "committed": logkit.inject point "core.write.<step>"); `stop_at` arms
-        that step with `action` and `notify`."""
+        """TEST ONLY: write() through the same inline C writer, calling
+        on_step(name) after each step ("claimed", "stub", "copied",
+        "committed"); what on_step raises is raised once the write returns.
+        logkit.inject.write_stepwise passes its injection points."""
     def sync(self) -> None: ...
 
     # who holds a reservation (docs/format.md, "Who holds a reservation")

@@ -5,8 +5,9 @@ Every layer (core, family, partition, pipe journal, server) calls
 ``inject.point("layer.step")`` at each step a crash could interrupt.  Unarmed
 (the normal case) a point costs one dict lookup of a module global that is
 empty, and nothing else.  The C hot path has no points of its own: its steps
-are reached through ``Segment.write_stepwise`` (logkit._segment), the same
-inline C with a stop between steps.
+are reached through ``write_stepwise`` below, which runs the same inline C
+writer (``Segment.write_steps``) with the point ``core.write.<step>`` after
+each step.
 
 Arming, from the environment of a process before it imports logkit::
 
@@ -36,7 +37,8 @@ import os
 import signal
 import time
 
-__all__ = ["Injected", "parse_spec", "point", "arm", "disarm", "armed", "hits", "wait_for_point", "ENV", "ENV_NOTIFY"]
+__all__ = ["Injected", "parse_spec", "point", "arm", "disarm", "armed", "hits", "wait_for_point",
+           "write_stepwise", "ENV", "ENV_NOTIFY"]
 
 ENV = "LOGKIT_INJECT"
 ENV_NOTIFY = "LOGKIT_INJECT_NOTIFY"
@@ -160,3 +162,29 @@ def wait_for_point(notify: str, name: str | None = None, timeout: float = 60.0,
 if os.environ.get(ENV):
     _armed.update(parse_spec(os.environ[ENV]))
     _notify = os.environ.get(ENV_NOTIFY) or None
+
+
+def _core_step(name: str) -> None:
+    point(f"core.write.{name}")
+
+
+def write_stepwise(segment, text, severity=20, data=b"", data_class="", time=None, stop_at=None,
+                   action="stop", notify=None, process_id=None, thread_id=None) -> int:
+    """Write one message to `segment` through the core's inline C writer
+    (``Segment.write_steps``) with the point ``core.write.<step>`` after
+    each step ("claimed", "stub", "copied", "committed"), so those points
+    can be armed from the environment; `stop_at` arms that step here with
+    `action` and `notify` for this one write.  process_id/thread_id make it
+    a write_as().  Returns the sequence number; raises as write()."""
+    from logkit._segment import STEP_NAMES
+    from logkit.errors import InvalidArgument
+    if stop_at is not None and stop_at not in STEP_NAMES:
+        raise InvalidArgument(f"stop_at must be one of {sorted(STEP_NAMES)}, not {stop_at!r}")
+    if stop_at is not None:
+        arm(f"core.write.{stop_at}", action, 1, notify)
+    try:
+        return segment.write_steps(text, severity, data, data_class, time, _core_step,
+                                   process_id, thread_id)
+    finally:
+        if stop_at is not None:
+            disarm(f"core.write.{stop_at}")

@@ -4,7 +4,7 @@ every cipher input from the writer's own claim, no plaintext left behind a
 lost claim, counters that heal, a damaged reservation word that rotates, and
 salvage that never rebuilds a live segment's identity.
 
-Pauses are made deterministic with Segment.write_stepwise (the same inline C
+Pauses are made deterministic with logkit.inject.write_stepwise (the same inline C
 writer, stopped at a named step) and logkit.inject points; nothing here
 sleeps to order events.
 """
@@ -422,12 +422,12 @@ def test_write_stepwise_reaches_every_step_and_writes_as_write_does(tmp_path):
             inject.arm(f"core.write.{step}", "raise")
             try:
                 with pytest.raises(inject.Injected):
-                    seg.write_stepwise(step)
+                    inject.write_stepwise(seg, step)
             finally:
                 inject.disarm(f"core.write.{step}")
-        assert seg.write_stepwise("plain", severity=30, data=b"d", data_class="json") == 5
+        assert inject.write_stepwise(seg, "plain", severity=30, data=b"d", data_class="json") == 5
         with pytest.raises(Exception, match="stop_at"):
-            seg.write_stepwise("x", stop_at="nowhere")
+            inject.write_stepwise(seg, "x", stop_at="nowhere")
         assert [m.text for m in seg] == ["claimed", "stub", "copied", "committed", "plain"]
 
 

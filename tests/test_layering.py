@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 import logkit  # noqa: E402
 from logkit import Segment  # noqa: E402
+from logkit import inject  # noqa: E402
 from logkit._segment import token_attempt, token_make, token_pid, token_state  # noqa: E402
 from logkit.backends import pipe as P  # noqa: E402
 
@@ -194,7 +195,7 @@ def test_every_write_path_stores_the_same_bytes_for_a_text(tmp_path, text):
     with Segment.create(str(tmp_path / "e.seg"), size=16384) as seg:
         seg.write(text, data_class=text)
         seg.write_as(text, 20, b"", text, 1, 1, 1)
-        seg.write_stepwise(text, data_class=text)
+        inject.write_stepwise(seg, text, data_class=text)
         got = [(bytes(m.text_bytes), m.data_class) for m in seg]
     assert [g[0] for g in got] == [want] * 3
     assert len({g[1] for g in got}) == 1
@@ -204,7 +205,7 @@ def test_a_lone_surrogate_is_refused_alike_by_every_write_path(tmp_path):
     from logkit.errors import InvalidArgument
     with Segment.create(str(tmp_path / "s.seg"), size=8192) as seg:
         calls = [lambda: seg.write("x\ud800"), lambda: seg.write_as("x\ud800", 20, b"", "", 1, 1, 1),
-                 lambda: seg.write_stepwise("x\ud800"), lambda: seg.write("x", data=b"d", data_class="\ud800")]
+                 lambda: inject.write_stepwise(seg, "x\ud800"), lambda: seg.write("x", data=b"d", data_class="\ud800")]
         for call in calls:
             with pytest.raises(InvalidArgument, match="lone surrogate U\\+D800"):
                 call()
@@ -270,3 +271,25 @@ def test_every_kind_of_file_has_an_inspector_for_every_command(tmp_path):
     with pytest.raises(InvalidArgument, match="not a segment or partition file"):
         I.inspector_for(str(other))
     assert isinstance(I.inspector_for(str(other), force=True), I.SegmentInspector)
+
+
+# ---------------------------------------------------------------- the core imports no layer above it
+
+CORE_SOURCES = ("_segment.pyx", "segment_functions.pxi", "segment_message.pxi", "segment_repair.pxi",
+                "_crypto.pyx")
+
+
+def _logkit_imports(text: str) -> set[str]:
+    return set(re.findall(r"^\s*(?:from|import)\s+(logkit(?:\.\w+)*)\s", text, re.M))
+
+
+def test_the_core_imports_nothing_of_the_layers_above_it():
+    """The Cython core (layer 2) uses only itself and logkit.errors, the
+    leaf every layer raises; the test harness reaches the C writer's steps
+    by passing on_step to Segment.write_steps (logkit.inject.write_stepwise),
+    not by the core importing logkit.inject."""
+    allowed = {"logkit.errors", "logkit._segment", "logkit._crypto"}
+    for name in CORE_SOURCES:
+        got = _logkit_imports((ROOT / "pyx" / "logkit" / name).read_text())
+        assert got <= allowed, f"{name} imports {sorted(got - allowed)}"
+    assert _logkit_imports("    from logkit import inject\n") == {"logkit"}      # the scan sees one

@@ -56,12 +56,13 @@ def test_writer_killed_between_commit_and_written_counter_does_not_stall_the_dra
     path = str(tmp_path / "p.part")
     PartitionStorage("t", path=path, size="64KiB").close()
     c = Child(tmp_path, f"""
+        from logkit import inject
         from logkit.backends.partition import PartitionStorage
         s = PartitionStorage("t", path={path!r})
         for i in range(3):
             s.write(f"m{{i}}")
         p = s.partition
-        p.halves[p.current_index()].write_stepwise("m3", stop_at="committed", action="kill")
+        inject.write_stepwise(p.halves[p.current_index()], "m3", stop_at="committed", action="kill")
     """)
     c.proc.wait(60)
     c.kill()
@@ -165,6 +166,7 @@ def test_swapper_stalled_past_live_stall_never_puts_the_taken_over_half_back_in_
     path = str(tmp_path / "p.part")
     PartitionStorage("t", path=path, size="64KiB").close()
     c = Child(tmp_path, f"""
+        from logkit import inject
         from logkit.backends.partition import PartitionStorage
         s = PartitionStorage("t", path={path!r})
         for i in range(3):
@@ -358,14 +360,15 @@ def test_writer_stopped_mid_write_while_its_half_is_reused_overwrites_nothing(tm
     PartitionStorage("t", path=path, size="16KiB").close()
     notify = str(tmp_path / "w.notify")
     c = Child(tmp_path, f"""
+        from logkit import inject
         from logkit.backends.partition import PartitionStorage
         from logkit.errors import LogkitError
         s = PartitionStorage("t", path={path!r})
         p = s.partition
         h = p.halves[p.current_index()]
         try:
-            seq = h.write_stepwise("STALE " + "s" * 300, stop_at={step!r}, action="stop",
-                                   notify={notify!r})
+            seq = inject.write_stepwise(h, "STALE " + "s" * 300, stop_at={step!r}, action="stop",
+                                          notify={notify!r})
             print("write returned", seq)
         except LogkitError as e:
             print("refused:", type(e).__name__, e)

@@ -37,7 +37,7 @@ cdef extern from "Python.h":
 
 def utf8_text(text, what="text"):
     """The bytes every write stores for `text`: its UTF-8.  One rule for
-    write(), write_as(), write_stepwise() and the data-class name.  A str
+    write(), write_as(), write_steps() and the data-class name.  A str
     decoded with "surrogateescape" (bytes that were not UTF-8: a pipe
     record, a plain-file line) gets its original bytes back; any other
     lone surrogate is InvalidArgument naming its position.  bytes pass."""
@@ -827,21 +827,17 @@ cdef class Segment:
         _sigbus_check(self)       # written into a page the file lost: not acknowledged (lk_sigbus.h)
         return PyLong_FromUnsignedLongLong(seq)
 
-    def write_stepwise(self, text, severity=20, data=b"", data_class="", time=None,
-                       stop_at=None, action="stop", notify=None, process_id=None, thread_id=None):
+    def write_steps(self, text, severity=20, data=b"", data_class="", time=None, on_step=None,
+                    process_id=None, thread_id=None):
         """TEST ONLY: write() (or write_as() with process_id/thread_id) through
-        the same inline C writer, with a hook after each step: "claimed"
-        (space and sequence ours, no stub), "stub" (stub published),
-        "copied" (payload copied) and "committed" (the commit CAS done, the
-        written counter not yet).  At each step it calls
-        logkit.inject.point(f"core.write.{step}"), so those points can be
-        armed from the environment; `stop_at` arms that step here with
-        `action` ("stop", "kill", "exit", "wait"; see logkit.inject) and
-        `notify`.  Production writes pass a constant NULL hook, which the
-        compiler removes.  Returns the sequence number; raises as write()."""
-        from logkit import inject
-        if stop_at is not None and stop_at not in _STEP_NAMES.values():
-            raise InvalidArgument(f"stop_at must be one of {sorted(_STEP_NAMES.values())}, not {stop_at!r}")
+        the same inline C writer, calling ``on_step(name)`` after each step:
+        "claimed" (space and sequence ours, no stub), "stub" (stub
+        published), "copied" (payload copied) and "committed" (the commit CAS
+        done, the written counter not yet).  What on_step raises cannot cross
+        the C writer: it is kept and raised once the write returns.  The test
+        harness (logkit.inject.write_stepwise) passes its injection points.
+        Production writes pass a constant NULL hook, which the compiler
+        removes.  Returns the sequence number; raises as write()."""
         self._check_writable()
         cdef long sev = _severity(severity)
         if isinstance(text, str):
@@ -857,25 +853,19 @@ cdef class Segment:
         cdef uint32_t tid = lk_thread_id() if thread_id is None else thread_id
         cdef uint64_t seq = 0
         cdef int rc
-        ctx = [None]
-        if stop_at is not None:
-            inject.arm(f"core.write.{stop_at}", action, 1, notify)
-        try:
-            while True:
-                if self.sealed:
-                    self._seal_ready()
-                    rc = lk_write_steps(self.base, self.size, tp, len(text), dp, len(data), cp, len(cls),
-                                        <int16_t>sev, t, now, pid, tid, self.seal_key_id, self.seal_key,
-                                        self.seal_uuid, &seq, _step_hook, <void *>ctx)
-                else:
-                    rc = lk_write_steps(self.base, self.size, tp, len(text), dp, len(data), cp, len(cls),
-                                        <int16_t>sev, t, now, pid, tid, 0, NULL, NULL, &seq,
-                                        _step_hook, <void *>ctx)
-                if rc != LK_REKEY:
-                    break
-        finally:
-            if stop_at is not None:
-                inject.disarm(f"core.write.{stop_at}")
+        ctx = [None, on_step]
+        while True:
+            if self.sealed:
+                self._seal_ready()
+                rc = lk_write_steps(self.base, self.size, tp, len(text), dp, len(data), cp, len(cls),
+                                    <int16_t>sev, t, now, pid, tid, self.seal_key_id, self.seal_key,
+                                    self.seal_uuid, &seq, _step_hook, <void *>ctx)
+            else:
+                rc = lk_write_steps(self.base, self.size, tp, len(text), dp, len(data), cp, len(cls),
+                                    <int16_t>sev, t, now, pid, tid, 0, NULL, NULL, &seq,
+                                    _step_hook, <void *>ctx)
+            if rc != LK_REKEY:
+                break
         if ctx[0] is not None:
             raise ctx[0]
         if rc != LK_OK:
@@ -1425,18 +1415,21 @@ cdef class Segment:
 include "segment_repair.pxi"
 
 
+# The step names of Segment.write_steps (lk_segment.h, lk_write_steps).
+STEP_NAMES = ("claimed", "stub", "copied", "committed")
 _STEP_NAMES = {LK_STEP_CLAIMED: "claimed", LK_STEP_STUB: "stub",
                LK_STEP_COPIED: "copied", LK_STEP_COMMITTED: "committed"}
 
 
 cdef void _step_hook(void *arg, int step) noexcept with gil:
-    """Segment.write_stepwise's hook: the injection point of each step.  An
-    exception (action "raise") cannot cross the C writer: it is kept and
+    """Segment.write_steps's hook: calls its on_step with the step's name.
+    An exception cannot cross the C writer: it is kept (the first one) and
     raised once the write returns."""
     cdef list ctx = <list>arg
+    if ctx[1] is None:
+        return
     try:
-        from logkit import inject
-        inject.point(f"core.write.{_STEP_NAMES[step]}")
+        ctx[1](_STEP_NAMES[step])
     except BaseException as e:
         if ctx[0] is None:
             ctx[0] = e

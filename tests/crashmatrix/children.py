@@ -127,7 +127,8 @@ def _write(w, layer, writer, i, how, foreign_pid):
     if how == "stepwise":
         # the C writer with an injection point after each of its steps
         # (core.write.*), armed from the environment like any other point
-        return w.write_stepwise(text, sev, data, cls)
+        from logkit import inject
+        return inject.write_stepwise(w, text, sev, data, cls)
     if how == "write" or layer == "partition" and how == "reserve":
         return w.write(text, severity=sev, data=data, data_class=cls)
     if how == "write_as" and layer == "partition":

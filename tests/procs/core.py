@@ -1,5 +1,5 @@
 """Child processes for tests/test_core_hostile.py: a writer that stops or dies
-at a named step of the C writer (Segment.write_stepwise).
+at a named step of the C writer (logkit.inject.write_stepwise).
 
 Run as ``python tests/procs/core.py JSON``, where JSON holds the segment
 (``path``, or ``path`` + ``offset`` + ``length`` for a region of a file, as a
@@ -22,7 +22,7 @@ EXIT_ERROR = 4
 
 
 def start_stepwise_writer(spec: dict) -> subprocess.Popen:
-    """Start a child that writes one message with write_stepwise(spec...)."""
+    """Start a child that writes one message with inject.write_stepwise(seg, spec...)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([TESTS_DIR] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return subprocess.Popen([sys.executable, os.path.abspath(__file__), json.dumps(spec)],
@@ -30,7 +30,7 @@ def start_stepwise_writer(spec: dict) -> subprocess.Popen:
 
 
 def _main(spec: dict) -> int:
-    from logkit import Segment
+    from logkit import Segment, inject
     from logkit.errors import LogkitError, MessageLost
     key = spec.pop("key", None)
     key = (key[0], bytes.fromhex(key[1])) if key else None
@@ -45,7 +45,7 @@ def _main(spec: dict) -> int:
         mm = mmap.mmap(f.fileno(), 0)
         seg = Segment.from_buffer(mm, offset, length, key=key)
     try:
-        seq = seg.write_stepwise(text, **spec)
+        seq = inject.write_stepwise(seg, text, **spec)
     except MessageLost as e:
         print(e, file=sys.stderr)
         return EXIT_LOST

@@ -23,6 +23,7 @@ if TESTS_DIR not in sys.path:           # run by path: for `waiting`
     sys.path.insert(0, TESTS_DIR)
 
 from logkit import Segment  # noqa: E402
+from logkit import inject  # noqa: E402
 from logkit.errors import LogkitError  # noqa: E402
 from waiting import wait_until  # noqa: E402
 
@@ -181,7 +182,7 @@ def case_stub_copy(path: str, dead_pid: str, notify: str) -> None:
     whose writer, `dead_pid`, has exited: reserved and copied, then held at
     the injection point core.write.copied until `notify`.go exists."""
     seg = Segment.open(path)
-    seq = seg.write_stepwise("copied message", 20, process_id=int(dead_pid), thread_id=1,
+    seq = inject.write_stepwise(seg, "copied message", 20, process_id=int(dead_pid), thread_id=1,
                              stop_at="copied", action="wait", notify=notify)
     print("OK", seq, flush=True)
 
