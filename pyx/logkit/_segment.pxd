@@ -333,15 +333,6 @@ cdef class Segment:
     cdef int _check_open(self) except -1
     cdef int _check_writable(self) except -1
     cdef int raise_status(self, int rc, uint64_t need) except -1
-    cdef int _seal_ready(self) except -1
-    cdef int _write_sealed(self, const void *tp, Py_ssize_t tn, const void *dp, Py_ssize_t dn,
-                           const char *cp, Py_ssize_t cn, int16_t sev, int64_t t, int64_t now,
-                           uint32_t pid, uint32_t tid, uint64_t *seq) except -1
-    cdef uint64_t _committed_hint(self, uint64_t min_seq, uint64_t min_pos, uint64_t max_seq)
-    cdef bint _some_message_opens(self) except -1
-    cdef uint8_t *_wake_header(self) except? NULL
-    cdef int _claim_slot(self, uint64_t min_interval_ns) except -2
-    cdef void _release_slot(self, uint8_t *hdr) noexcept
 
 
 

@@ -2,6 +2,18 @@
 # record walk, over the C primitives of pyx/include/lk_segment.h (which
 # explains the reservation word, the message states and every ordering).
 # Everything above this module (families, handler, tools) goes through it.
+#
+# The class body is the list of what a Segment does, with its docstrings;
+# the longer bodies live in module functions over a typed Segment, one file
+# per seam (Cython allows no include inside a class body):
+#   segment_functions.pxi  header checks, sizes, the small helpers
+#   segment_open.pxi       create / open / format / from_buffer, attach
+#   segment_keys.pxi       use_key / rekey, the sealed write's re-derivation
+#   segment_wait.pxi       listen / wait / cancel_waits, the listener slot
+#   segment_read.pxi       records / find / limits / scan
+#   segment_census.pxi     header() / stats()
+#   segment_repair.pxi     SegmentRepair, salvage's primitives
+#   segment_message.pxi    Reservation, Message, SegmentIterator
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int64_t, uintptr_t, UINT64_MAX
 from libc.string cimport memcmp, memcpy, memset
@@ -104,6 +116,11 @@ RECORD_KINDS = {
 
 
 include "segment_functions.pxi"
+include "segment_keys.pxi"
+include "segment_wait.pxi"
+include "segment_read.pxi"
+include "segment_open.pxi"
+include "segment_census.pxi"
 
 
 cdef class Segment:
@@ -134,7 +151,7 @@ cdef class Segment:
         _sigbus_unwatch(self)
         memset(self.seal_key, 0, 32)
         if self.base != NULL and self._slot >= 0 and self._slot_waits == 0:
-            self._release_slot(self._hdr)
+            _segment_release_slot(self, self._hdr)
         if self._has_wake_view:
             PyBuffer_Release(&self._wake_view)
             self._has_wake_view = False
@@ -146,54 +163,7 @@ cdef class Segment:
 
     @staticmethod
     def _attach(owner, Py_ssize_t offset, length, bint readonly, path, mm, bint check=True):
-        cdef Segment seg = Segment.__new__(Segment)
-        PyObject_GetBuffer(owner, &seg._view, PyBUF_SIMPLE if readonly else PyBUF_WRITABLE)
-        seg._has_view = True
-        seg._owner = owner
-        seg._mmap = mm
-        seg.readonly = readonly
-        seg.path = path
-        cdef Py_ssize_t total = seg._view.len
-        if length is None:
-            length = total - offset
-        cdef Py_ssize_t n = length
-        where = path if path is not None else f"region at offset {offset}"
-        if offset < 0 or n < 0 or offset + n > total:
-            seg.close()
-            raise InvalidArgument(f"{where}: region {offset}+{n} lies outside the {total}-byte buffer")
-        if offset % 8 or (<size_t>seg._view.buf) % 8:
-            seg.close()
-            raise InvalidArgument(f"{where}: region offset {offset} is not 8-byte aligned")
-        if n < LK_MIN_REGION:
-            seg.close()
-            err = SegmentDamaged if check else InvalidArgument
-            raise err(f"{where}: {n} bytes is too small for a segment (minimum {LK_MIN_REGION})")
-        if <uint64_t>n > LK_MAX_REGION:
-            seg.close()
-            raise InvalidArgument(f"{where}: {n} bytes is larger than the largest segment ({LK_MAX_REGION} bytes)")
-        seg.base = <uint8_t *>seg._view.buf + offset
-        seg.size = n
-        seg._region_offset = offset
-        _sigbus_watch(seg, seg._view.buf, total)     # the whole buffer: SIGBUS, see lk_sigbus.h
-        if check:
-            try:
-                _check_version(seg.base, where)
-            except UnsupportedFormat:
-                seg.close()
-                raise
-            problem = _header_problem(seg.base, seg.size)
-            for _ in range(3):
-                # set_previous() (migration) rewrites the identity block of a
-                # live segment in place; a reader may catch it half-written.
-                if problem is None or not problem.startswith("header identity checksum"):
-                    break
-                _time_mod.sleep(0.001)
-                problem = _header_problem(seg.base, seg.size)
-            if problem is not None:
-                seg.close()
-                raise SegmentDamaged(f"{where}: {problem}; logkit.salvage() can recover its messages")
-            seg.sealed = _header_sealed(seg.base)
-        return seg
+        return _segment_attach(owner, offset, length, readonly, path, mm, check)
 
     def use_key(self, key):
         """Give a sealed segment its key: `key` is a (key_id, log_key) pair or
@@ -203,70 +173,8 @@ cdef class Segment:
         segment's key id leaves the segment without a key (readers show
         "[encrypted]"; writes are refused) and returns the MissingKey error
         instead of raising it.  Unsealed segments ignore the key."""
-        from logkit._crypto import key_check, segment_key
-        from logkit.errors import MissingKey, WrongKey
-        self._check_open()
-        if key is None or not self.sealed:
-            return None
-        cdef uint16_t kid = _u16(self.base, LK_H_KEY_ID)
-        where = self.path or "segment"
-        if kid == 0:
-            raise SegmentDamaged(f"{where}: sealed segment with key id 0 in its header (offset {LK_H_KEY_ID})")
-        if isinstance(key, tuple):
-            given, log_key = _log_key_arg(key)
-            if given != kid:
-                return MissingKey(f"{where} is sealed under key id {kid}; the key given has id {given}")
-        else:
-            try:
-                log_key = key.key(kid)
-            except MissingKey as e:
-                return MissingKey(f"{where} is sealed under key id {kid}: {e}")
-        sk = segment_key(log_key, bytes(self.base[LK_H_UUID:LK_H_UUID + 16]))
-        self.key_check_problem = None
-        memcpy(self.seal_key, <const char *>sk, 32)
-        memcpy(self.seal_uuid, self.base + LK_H_UUID, 16)
-        self.seal_key_id = kid
-        self.has_key = True
-        if key_check(sk) != bytes(self.base[LK_H_KEY_CHECK:LK_H_KEY_CHECK + 16]):
-            # The key check is a quick answer, outside the identity CRC; the
-            # messages' own authentication is the proof.  A key under which a
-            # sealed message of this segment authenticates is its key, and
-            # the check is what is damaged (a lost page, a scribble).
-            if not self._some_message_opens():
-                self.has_key = False
-                self.seal_key_id = 0
-                memset(self.seal_key, 0, 32)
-                memset(self.seal_uuid, 0, 16)
-                raise WrongKey(f"{where}: key id {kid} of {_key_source(key)} is not the key this segment "
-                               f"({self.uuid}) was sealed with: its key check (header offset "
-                               f"{LK_H_KEY_CHECK}) differs and no message authenticates under it")
-            self.key_check_problem = (f"{where}: the key check at header offset {LK_H_KEY_CHECK} is damaged; "
-                                      f"key id {kid} of {_key_source(key)} opens its messages")
-            if not self.readonly:
-                check = key_check(sk)
-                memcpy(self.base + LK_H_KEY_CHECK, <const char *>check, 16)
-                self.key_check_problem += " (check rewritten)"
-        self._key_given = key
-        return None
+        return _segment_use_key(self, key)
 
-    cdef bint _some_message_opens(self) except -1:
-        """With the segment key set: does one of the first 16 sealed committed
-        messages authenticate under it?"""
-        from logkit.errors import MessageTampered
-        cdef int tried = 0
-        for m in SegmentIterator(self):
-            if not m.sealed:
-                continue
-            try:
-                m.text
-                m.data
-                return True
-            except (MessageTampered, UnicodeDecodeError):
-                pass
-            tried += 1
-            if tried >= 16:
-                break
-        return False
 
     def rekey(self, key=None):
         """Read the header's sealing again and derive the segment key anew,
@@ -274,18 +182,7 @@ cdef class Segment:
         in place (a partition half reused, with a new UUID and perhaps a new
         key id) since this object derived its key.  Raises WrongKey; returns
         the MissingKey error (not raised) as use_key() does, else None."""
-        self._check_open()
-        if key is None:
-            key = self._key_given
-        self.sealed = _header_sealed(self.base)
-        self.has_key = False
-        self.seal_key_id = 0
-        memset(self.seal_key, 0, 32)
-        memset(self.seal_uuid, 0, 16)
-        if not self.sealed or key is None:
-            self._key_given = key
-            return None
-        return self.use_key(key)
+        return _segment_rekey(self, key)
 
     def key_stale(self):
         """True if the header's sealing no longer matches what this object
@@ -294,32 +191,7 @@ cdef class Segment:
         cdef bint hs = _header_sealed(self.base)
         return hs != self.sealed or (hs and memcmp(self.base + LK_H_UUID, self.seal_uuid, 16) != 0)
 
-    cdef int _write_sealed(self, const void *tp, Py_ssize_t tn, const void *dp, Py_ssize_t dn,
-                           const char *cp, Py_ssize_t cn, int16_t sev, int64_t t, int64_t now,
-                           uint32_t pid, uint32_t tid, uint64_t *seq) except -1:
-        """lk_write_sealed, deriving the key again and retrying while the
-        region was formatted again under us (LK_REKEY, [K1]).  The status."""
-        cdef int rc
-        while True:
-            rc = lk_write_sealed(self.base, self.size, tp, tn, dp, dn, cp, cn, sev, t, now, pid, tid,
-                                 self.seal_key_id, self.seal_key, self.seal_uuid, seq)
-            if rc != LK_REKEY:
-                return rc
-            self._seal_ready()
 
-    cdef int _seal_ready(self) except -1:
-        """Before a sealed write: re-derive the key if the region's UUID
-        changed since it was derived ([K1] catches a change after the
-        reservation too); refuse without the key."""
-        if memcmp(self.base + LK_H_UUID, self.seal_uuid, 16) != 0:
-            err = self.rekey()
-            if err is not None:
-                raise err
-            if not self.sealed:
-                return 0
-        if not self.has_key:
-            self._refuse_unkeyed()
-        return 0
 
     @staticmethod
     def create(path, size=1 << 20, family="", previous="", sequence_base=1,
@@ -334,55 +206,7 @@ cdef class Segment:
         log_key and the segment's fresh UUID (segment_uuid is refused then).
         Raises SegmentExists if `path` exists, DiskFull, InvalidArgument.
         """
-        size = _validate_size(size)
-        fam, prev = _identity_args(family, previous, sequence_base)
-        sealing = _sealing_args(key, segment_uuid)
-        uid = (segment_uuid or _uuid_mod.uuid4()).bytes
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise SegmentNotFound(f"cannot create segment {path}: directory {directory} does not exist")
-        if os.path.exists(path):
-            raise SegmentExists(f"cannot create segment {path}: a file is already there")
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{_uuid_mod.uuid4().hex[:8]}.new")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        try:
-            os.fchmod(fd, mode)
-            try:
-                os.posix_fallocate(fd, 0, size)
-            except OSError as e:
-                if e.errno in (28, 122):   # ENOSPC, EDQUOT
-                    raise DiskFull(e.errno, f"no space to create segment {path} of {size} bytes: {e.strerror}") from None
-                if e.errno in (95, 22):    # file system without fallocate: fall back
-                    os.ftruncate(fd, size)
-                else:
-                    raise
-            mm = _mmap_mod.mmap(fd, size, _mmap_mod.MAP_SHARED, _mmap_mod.PROT_READ | _mmap_mod.PROT_WRITE)
-            st = os.fstat(fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        os.close(fd)
-        cdef Segment seg = None
-        try:
-            seg = Segment._attach(mm, 0, size, False, path, mm, check=False)
-            seg.file_id = (st.st_dev, st.st_ino)
-            seg._prefault()
-            _format_sealed(seg, fam, prev, sequence_base, uid, sealing)
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise SegmentExists(f"cannot create segment {path}: another process created it first") from None
-        except BaseException:
-            os.unlink(tmp)
-            if seg is not None:
-                seg.close()
-            else:
-                mm.close()
-            raise
-        os.unlink(tmp)
-        return seg
+        return _segment_create(path, size, family, previous, sequence_base, mode, segment_uuid, key)
 
     @staticmethod
     def open(path, readonly=False, key=None, *, check_header=True):
@@ -399,56 +223,18 @@ cdef class Segment:
         inspection tools, which judge it themselves with header_problem());
         such a segment takes no key.
         """
-        if not check_header:
-            if key is not None:
-                raise InvalidArgument("open(check_header=False) takes no key: judge the header first")
-            return Segment._open_file(path, readonly, False)
-        cdef Segment seg = Segment._open_file(path, readonly, True)
-        try:
-            seg.use_key(key)
-        except BaseException:
-            seg.close()
-            raise
-        return seg
+        return _segment_open(path, readonly, key, check_header)
 
     @staticmethod
     def _open_file(path, bint readonly, bint check):
-        path = os.fspath(path)
-        try:
-            fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise SegmentNotFound(f"no segment at {path}") from None
-        try:
-            st = os.fstat(fd)
-            size = st.st_size
-            if size < LK_MIN_REGION:
-                raise SegmentDamaged(f"{path}: {size} bytes is too small for a segment (minimum {LK_MIN_REGION})")
-            if readonly:
-                mm = _mmap_mod.mmap(fd, size, _mmap_mod.MAP_SHARED, _mmap_mod.PROT_READ)
-            else:
-                mm = _mmap_mod.mmap(fd, size, _mmap_mod.MAP_SHARED, _mmap_mod.PROT_READ | _mmap_mod.PROT_WRITE)
-        finally:
-            os.close(fd)
-        cdef Segment seg = Segment._attach(mm, 0, size, readonly, path, mm, check=check)
-        seg.file_id = (st.st_dev, st.st_ino)
-        if not readonly:
-            seg._prefault()
-        return seg
+        return _segment_open_file(path, readonly, check)
 
     @staticmethod
     def format(buffer, offset=0, length=None, family="", previous="", sequence_base=1,
                segment_uuid=None, key=None):
         """Format a region of a writable buffer (e.g. an mmap) as an empty
         segment; key=(key_id, log_key) makes it sealed, as for create()."""
-        fam, prev = _identity_args(family, previous, sequence_base)
-        sealing = _sealing_args(key, segment_uuid)
-        cdef Segment seg = Segment._attach(buffer, offset, length, False, None, None, check=False)
-        if seg.size > LK_MAX_REGION or seg.size % 8:
-            seg.close()
-            raise InvalidArgument(f"region of {seg.size} bytes: size must be a multiple of 8 and at most 32 GiB")
-        memset(seg.base + LK_HEADER_SIZE, 0, seg.size - LK_HEADER_SIZE)
-        _format_sealed(seg, fam, prev, sequence_base, (segment_uuid or _uuid_mod.uuid4()).bytes, sealing)
-        return seg
+        return _segment_format(buffer, offset, length, family, previous, sequence_base, segment_uuid, key)
 
     @staticmethod
     def from_buffer(buffer, offset=0, length=None, readonly=False, key=None, *, path=None,
@@ -459,19 +245,7 @@ cdef class Segment:
         owns and closes when it is closed.  check_header=False: attach
         whatever the header holds, as open(check_header=False) does (then no
         key)."""
-        if not check_header:
-            if key is not None:
-                raise InvalidArgument("from_buffer(check_header=False) takes no key: judge the header first")
-            return Segment._attach(buffer, offset, length, readonly, path,
-                                   buffer if close_buffer else None, check=False)
-        cdef Segment seg = Segment._attach(buffer, offset, length, readonly, path,
-                                           buffer if close_buffer else None, check=True)
-        try:
-            seg.use_key(key)
-        except BaseException:
-            seg.close()
-            raise
-        return seg
+        return _segment_from_buffer(buffer, offset, length, readonly, key, path, close_buffer, check_header)
 
     cdef int _check_open(self) except -1:
         if self.base == NULL:
@@ -500,7 +274,7 @@ cdef class Segment:
             if self._slot_waits:
                 self._release_after_wait = True     # the waiting thread gives it back
             else:
-                self._release_slot(self._hdr)
+                _segment_release_slot(self, self._hdr)
         _sigbus_unwatch(self)
         self.base = NULL
         self._hdr = NULL
@@ -626,71 +400,11 @@ cdef class Segment:
         written: messages finished; refused_*: refusals by reason;
         abandoned: reservations given up (by their writer or by salvage).
         """
-        self._check_open()
-        cdef uint64_t w = lk_reserve_word_load_acquire(<uint64_t *>(self.base + LK_H_RESERVATION))
-        cdef uint64_t written = 0
-        cdef int i
-        for i in range(LK_WRITTEN_SHARDS):
-            written += lk_counter_load_relaxed(<uint64_t *>(self.base + LK_H_WRITTEN_SHARDS + 64 * i))
-        return {
-            "reserved": (w >> 32) & LK_COUNT_MASK,
-            "written": written,
-            "refused_full": lk_counter_load_relaxed(<uint64_t *>(self.base + LK_H_REFUSED_FULL)),
-            "refused_too_big": lk_counter_load_relaxed(<uint64_t *>(self.base + LK_H_REFUSED_TOO_BIG)),
-            "refused_out_of_service": lk_counter_load_relaxed(<uint64_t *>(self.base + LK_H_REFUSED_OOS)),
-            "abandoned": lk_counter_load_relaxed(<uint64_t *>(self.base + LK_H_ABANDONED)),
-            "in_service": bool(w & LK_IN_SERVICE),
-            "bytes_used": lk_read_bound(self.base, self.size),
-            "bytes_total": self.size,
-            "salvages": _u64(self.base, LK_H_SALVAGE_COUNT),
-        }
+        return _segment_stats(self)
 
     def header(self):
         """Every header field as a dict, for display and debugging."""
-        self._check_open()
-        cdef const uint8_t *b = self.base
-        cdef uint64_t w = lk_reserve_word_load_acquire(<uint64_t *>(self.base + LK_H_RESERVATION))
-        listeners = []
-        cdef uint32_t i
-        cdef uint64_t at
-        for i in range(<uint32_t>LK_LISTENER_SLOTS):
-            at = LK_H_LISTENERS + i * LK_LISTENER_SLOT_BYTES
-            if _u32(b, at):
-                listeners.append({"slot": i, "pid": _u32(b, at), "flags": _u32(b, at + 4),
-                                  "min_interval_ns": _u64(b, at + 8), "last_wake_ns": _u64(b, at + 16)})
-        return {
-            "magic": bytes(b[0:8]),
-            "version": _u32(b, LK_H_VERSION),
-            "flags": _u32(b, LK_H_FLAGS),
-            "key_check": bytes(b[LK_H_KEY_CHECK:LK_H_KEY_CHECK + 16]),
-            "key_id": _u16(b, LK_H_KEY_ID),
-            "header_size": _u32(b, LK_H_HEADER_SIZE),
-            "region_size": _u64(b, LK_H_REGION_SIZE),
-            "uuid": str(self.uuid),
-            "sequence_base": _u64(b, LK_H_SEQUENCE_BASE),
-            "checksum_algorithm": "crc32c" if _u32(b, LK_H_CHECKSUM_ALG) == LK_CHECKSUM_CRC32C else _u32(b, LK_H_CHECKSUM_ALG),
-            "created": <int64_t>_u64(b, LK_H_CREATED),
-            "family": self.family,
-            "previous": self.previous,
-            "identity_crc": _u32(b, LK_H_IDENTITY_CRC),
-            "identity_crc_ok": _u32(b, LK_H_IDENTITY_CRC) == lk_identity_crc(b),
-            "first_sequence_hint": _u64(b, LK_H_FIRST_SEQUENCE),
-            "first_time_hint": <int64_t>_u64(b, LK_H_FIRST_TIME),
-            "last_sequence_hint": _u64(b, LK_H_LAST_SEQUENCE),
-            "last_time_hint": <int64_t>_u64(b, LK_H_LAST_TIME),
-            "last_offset_hint": _u64(b, LK_H_LAST_OFFSET),
-            "out_of_service_time": <int64_t>_u64(b, LK_H_OUT_OF_SERVICE_TIME),
-            "rotator": _u64(b, LK_H_ROTATOR),
-            "reservation_word": w,
-            "in_service": bool(w & LK_IN_SERVICE),
-            "reserved_count": (w >> 32) & LK_COUNT_MASK,
-            "next_offset": (w & LK_NEXT_MASK) * 8,
-            "wake_word": _u32(b, LK_H_WAKE_WORD),
-            "waiters": _u32(b, LK_H_WAITERS),
-            "listeners": listeners,
-        }
-
-    # ------------------------------------------------------------ writing
+        return _segment_header(self)
 
     cdef int raise_status(self, int rc, uint64_t need) except -1:
         """Raise the error a write status of lk_segment.h stands for (LK_FULL:
@@ -772,11 +486,11 @@ cdef class Segment:
         now = lk_now_ns()
         t = now if time is None else time
         if self.sealed:
-            self._seal_ready()
+            _segment_seal_ready(self)
         if not self.sealed:
             rc = lk_write(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev, t, now, &seq)
         else:
-            rc = self._write_sealed(tp, tn, dp, dn, cp, cn, <int16_t>sev, t, now,
+            rc = _segment_write_sealed(self, tp, tn, dp, dn, cp, cn, <int16_t>sev, t, now,
                                     lk_process_id(), lk_thread_id(), &seq)
         if rc != LK_OK:
             self.raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if self.sealed else 0), dn, cn))
@@ -815,12 +529,12 @@ cdef class Segment:
             cp = cls
         cdef int rc
         if self.sealed:
-            self._seal_ready()
+            _segment_seal_ready(self)
         if not self.sealed:
             rc = lk_write_as(self.base, self.size, tp, tn, dp, dn, cp, cn, <int16_t>sev,
                              time, lk_now_ns(), process_id, thread_id, &seq)
         else:
-            rc = self._write_sealed(tp, tn, dp, dn, cp, cn, <int16_t>sev, time, lk_now_ns(),
+            rc = _segment_write_sealed(self, tp, tn, dp, dn, cp, cn, <int16_t>sev, time, lk_now_ns(),
                                     process_id, thread_id, &seq)
         if rc != LK_OK:
             self.raise_status(rc, lk_message_size(tn + (LK_TAG_SIZE if self.sealed else 0), dn, cn))
@@ -856,7 +570,7 @@ cdef class Segment:
         ctx = [None, on_step]
         while True:
             if self.sealed:
-                self._seal_ready()
+                _segment_seal_ready(self)
                 rc = lk_write_steps(self.base, self.size, tp, len(text), dp, len(data), cp, len(cls),
                                     <int16_t>sev, t, now, pid, tid, self.seal_key_id, self.seal_key,
                                     self.seal_uuid, &seq, _step_hook, <void *>ctx)
@@ -891,7 +605,7 @@ cdef class Segment:
         cdef const char *cp = cls
         cdef int rc
         if self.sealed:
-            self._seal_ready()
+            _segment_seal_ready(self)
         if not self.sealed:
             rc = lk_claim_space(self.base, self.size, text_len, data_len, cp, len(cls), lk_now_ns(),
                                 lk_process_id(), lk_thread_id(), 0, &r._claim, NULL, NULL)
@@ -902,7 +616,7 @@ cdef class Segment:
                 if rc != LK_OK or memcmp(r._claim.uuid, self.seal_uuid, 16) == 0:  # [K1]
                     break
                 lk_abandon_claim(self.base, &r._claim)   # reformatted: the key changed
-                self._seal_ready()
+                _segment_seal_ready(self)
         if rc != LK_OK:
             self.raise_status(rc, lk_message_size(text_len + (LK_TAG_SIZE if self.sealed else 0),
                                                    data_len, len(cls)))
@@ -930,72 +644,8 @@ cdef class Segment:
 
     # ------------------------------------------------------------ waiting
 
-    cdef uint8_t *_wake_header(self) except? NULL:
-        """Where this process writes the waiter count, the wake word and its
-        listener slot: the segment's own header when it is writable; for a
-        read-only segment of a file, the file's first page mapped writable
-        (if this process may write the file, and its name still names the
-        file mapped); else NULL, and wait() polls."""
-        if self.base == NULL:
-            return NULL
-        if not self.readonly:
-            self._hdr = self.base
-            return self.base
-        if self._hdr != NULL or self._hdr_tried:
-            return self._hdr
-        self._hdr_tried = True
-        if self.path is None or self.file_id is None or self._region_offset != 0:
-            return NULL
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-        except OSError:
-            return NULL                 # no write permission: poll
-        try:
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != self.file_id:
-                return NULL             # renamed away (rotated): the name is another file now
-            mm = _mmap_mod.mmap(fd, LK_HEADER_SIZE, _mmap_mod.MAP_SHARED,
-                                _mmap_mod.PROT_READ | _mmap_mod.PROT_WRITE)
-        except OSError:
-            return NULL
-        finally:
-            os.close(fd)
-        PyObject_GetBuffer(mm, &self._wake_view, PyBUF_WRITABLE)
-        self._has_wake_view = True
-        self._wake_mmap = mm
-        self._hdr = <uint8_t *>self._wake_view.buf
-        _sigbus_watch(self, self._hdr, LK_HEADER_SIZE)     # SIGBUS: see lk_sigbus.h
-        return self._hdr
 
-    cdef int _claim_slot(self, uint64_t min_interval_ns) except -2:
-        """This process's listener slot, claimed now if need be ([L1]); its
-        minimum interval set.  -1: the table is full of live processes, or
-        the header cannot be written."""
-        cdef uint8_t *hdr = self._wake_header()
-        cdef uint32_t me = lk_process_id()
-        cdef int i
-        self._min_interval_ns = min_interval_ns
-        if hdr == NULL:
-            return -1
-        if self._slot >= 0 and self._slot_pid == me and lk_listener_pid_load_acquire(
-                <uint32_t *>(lk_listener_slot(hdr, self._slot) + LK_LS_PID)) == me:
-            lk_listener_field_store_relaxed(<uint64_t *>(lk_listener_slot(hdr, self._slot) + LK_LS_MIN_INTERVAL),
-                                            min_interval_ns)
-            return self._slot
-        if self._slot_pid != me:
-            self._slot_waits = 0        # state inherited across fork() is the parent's
-        self._slot = -1
-        i = lk_listener_claim(hdr, me, min_interval_ns)
-        if i >= 0:
-            self._slot = i
-            self._slot_pid = me
-        return i
 
-    cdef void _release_slot(self, uint8_t *hdr) noexcept:
-        if self._slot >= 0 and hdr != NULL and self._slot_pid == lk_process_id():
-            lk_listener_release(hdr, self._slot, self._slot_pid)      # [L2]
-        self._slot = -1
-        self._release_after_wait = False
 
     def listen(self, min_interval=0.0):
         """Register this process in the segment's listener table, with the
@@ -1005,25 +655,12 @@ cdef class Segment:
         full of live processes or this process cannot write the header;
         wait() works all the same, unlisted.  wait() calls listen() itself
         when the segment is not listed yet."""
-        self._check_open()
-        try:
-            interval = float(min_interval)
-        except (TypeError, ValueError):
-            raise InvalidArgument(f"min_interval {min_interval!r} is not a number of seconds") from None
-        if not 0 <= interval <= 1e9:
-            raise InvalidArgument(f"min_interval {min_interval!r} must be between 0 and 1e9 seconds")
-        self._listen_retry_at = 0
-        cdef int i = self._claim_slot(<uint64_t>(interval * 1e9))
-        return i if i >= 0 else None
+        return _segment_listen(self, min_interval)
 
     def unlisten(self):
         """Give the listener slot back (close() does too).  The minimum
         interval set by listen() still applies to wait()."""
-        self._check_open()
-        if self._slot_waits:
-            self._release_after_wait = True
-        else:
-            self._release_slot(self._wake_header())
+        return _segment_unlisten(self)
 
     @property
     def listener_slot(self):
@@ -1048,101 +685,7 @@ cdef class Segment:
         interrupts it.  Raises InvalidArgument for an offset that is no
         message position (a multiple of 8 from 4096 to the segment size).
         """
-        self._check_open()
-        if not isinstance(offset, int) or offset < LK_HEADER_SIZE or offset > self.size or offset % 8:
-            raise InvalidArgument(f"{self.path or 'segment'}: wait offset {offset!r} is not a message "
-                                  f"position (a multiple of 8 from {LK_HEADER_SIZE} to {self.size})")
-        try:
-            pi = float(poll_interval)
-            tm = None if timeout is None else float(timeout)
-        except (TypeError, ValueError):
-            raise InvalidArgument(f"wait(): timeout {timeout!r} and poll_interval {poll_interval!r} "
-                                  "must be numbers of seconds") from None
-        if not 1e-6 <= pi <= 1e6:
-            raise InvalidArgument(f"wait(): poll_interval {poll_interval!r} must be between 1e-6 and 1e6 seconds")
-        if tm is not None and not tm >= 0:
-            raise InvalidArgument(f"wait(): timeout {timeout!r} must be >= 0 seconds or None")
-        cdef uint64_t at = offset
-        cdef const uint8_t *base = self.base
-        cdef uint64_t size = self.size
-        cdef int64_t interval = <int64_t>(pi * 1e9)
-        cdef int64_t deadline = -1
-        cdef int64_t hold
-        cdef uint8_t *hdr = NULL
-        cdef uint32_t *flags = NULL
-        cdef uint32_t me = lk_process_id()
-        cdef int rc
-        cdef bint use_slot = False
-        if tm is not None:
-            deadline = lk_monotonic_ns() + <int64_t>(min(tm, 1e9) * 1e9)
-        self._wait_calls += 1
-        if lk_cancel_take(&self._cancel):
-            self._wait_timeouts += 1
-            return False                    # cancel_waits() came first: this wait is the one cancelled
-        guard = memoryview(self._owner)     # close() meanwhile cannot unmap what we sleep on
-        wguard = None
-        try:
-            # The minimum interval: no new wait before it has passed since the
-            # last wake-up (the waiter honours its own registration).
-            if self._min_interval_ns and self._last_wake_mono:
-                while True:
-                    hold = self._last_wake_mono + <int64_t>self._min_interval_ns - lk_monotonic_ns()
-                    if deadline >= 0 and deadline - lk_monotonic_ns() < hold:
-                        hold = deadline - lk_monotonic_ns()
-                    if hold <= 0:
-                        break
-                    with nogil:
-                        rc = lk_sleep_ns(hold)
-                    if rc == LK_FUTEX_INTERRUPTED:
-                        PyErr_CheckSignals()
-            rc = LK_WAIT_READY if lk_wait_ready(base, size, at) else LK_WAIT_TIMEOUT
-            if rc != LK_WAIT_READY and (deadline < 0 or lk_monotonic_ns() < deadline):
-                hdr = self._wake_header()
-                if hdr != NULL:
-                    if self._wake_mmap is not None:
-                        wguard = memoryview(self._wake_mmap)
-                    if (self._slot < 0 or self._slot_pid != me) and lk_monotonic_ns() >= self._listen_retry_at:
-                        if self._claim_slot(self._min_interval_ns) < 0:
-                            self._listen_retry_at = lk_monotonic_ns() + 1000000000   # full: look again in 1 s
-                if LK_HAVE_FUTEX and not _force_poll and hdr != NULL:
-                    if self._slot >= 0 and self._slot_pid == me and self._slot_waits == 0:
-                        flags = <uint32_t *>(lk_listener_slot(hdr, self._slot) + LK_LS_FLAGS)
-                        self._slot_waits = 1
-                        use_slot = True
-                    while True:
-                        with nogil:
-                            rc = lk_wait_futex(base, size, hdr, at, deadline, flags, &self._wait_sleeps,
-                                               &self._cancel)
-                        if rc != LK_WAIT_INTERRUPTED:
-                            break
-                        PyErr_CheckSignals()
-                else:
-                    while True:
-                        with nogil:
-                            rc = lk_wait_poll(base, size, at, deadline, interval, &self._wait_sleeps,
-                                              &self._cancel)
-                        if rc != LK_WAIT_INTERRUPTED:
-                            break
-                        PyErr_CheckSignals()
-            if rc == LK_WAIT_CANCELLED:
-                lk_cancel_take(&self._cancel)
-            if rc == LK_WAIT_READY:
-                self._wait_ready += 1
-                self._last_wake_mono = lk_monotonic_ns()
-                if hdr != NULL and self._slot >= 0 and self._slot_pid == me:
-                    lk_listener_field_store_relaxed(
-                        <uint64_t *>(lk_listener_slot(hdr, self._slot) + LK_LS_LAST_WAKE), <uint64_t>lk_now_ns())
-            else:
-                self._wait_timeouts += 1
-            return rc == LK_WAIT_READY
-        finally:
-            if use_slot:
-                self._slot_waits = 0
-                if self._release_after_wait:
-                    self._release_slot(hdr)
-            guard.release()
-            if wguard is not None:
-                wguard.release()
+        return _segment_wait(self, offset, timeout, poll_interval)
 
     def cancel_waits(self):
         """End a wait() of this Segment object that another thread is in,
@@ -1151,18 +694,7 @@ cdef class Segment:
         ([C1] in lk_segment.h: a cancel is never slept through; the other
         sleepers look again and sleep on).  A wait that polls notices it
         within its poll interval.  What FamilyReader.stop() uses."""
-        self._check_open()
-        lk_cancel_set(&self._cancel)
-        cdef uint8_t *hdr = self._wake_header()
-        if hdr == NULL or not LK_HAVE_FUTEX:
-            return
-        guard = memoryview(self._wake_mmap) if self._wake_mmap is not None else None
-        try:
-            with nogil:
-                lk_wake_waiters(hdr)        # [W4] after the [C1] store
-        finally:
-            if guard is not None:
-                guard.release()
+        return _segment_cancel_waits(self)
 
     def wait_stats(self):
         """Counts of this Segment object's wait() calls: calls, ready
@@ -1193,124 +725,28 @@ cdef class Segment:
     def records(self, whole_region=False):
         """Every record and range, including open reservations, gaps and damage,
         as Record(kind, offset, length, sequence, span, state) tuples."""
-        self._check_open()
-        cdef lk_rec r
-        cdef uint64_t bound = self.size if whole_region else lk_read_bound(self.base, self.size)
-        cdef uint64_t pos = LK_HEADER_SIZE
-        cdef uint64_t min_seq = _u64(self.base, LK_H_SEQUENCE_BASE)
-        cdef uint64_t min_pos = LK_HEADER_SIZE
-        out = []
-        while True:
-            self._check_open()
-            lk_next_record(self.base, self.size, pos, bound, min_seq, min_pos, &r)
-            if r.kind == LK_REC_END:
-                break
-            if r.kind == LK_REC_GAP and r.next >= bound and whole_region:
-                break   # the never-used tail of the region
-            out.append(Record(RECORD_KINDS[r.kind], r.offset, r.next - r.offset,
-                              r.sequence if r.kind <= LK_REC_ABANDONED else None,
-                              r.span if r.kind <= LK_REC_ABANDONED else None,
-                              r.state if r.kind <= LK_REC_ABANDONED else None))
-            if r.kind <= LK_REC_ABANDONED:
-                min_seq = r.sequence + r.span
-                min_pos = r.next
-            pos = r.next
-        return out
+        return _segment_records(self, whole_region)
 
-    cdef uint64_t _committed_hint(self, uint64_t min_seq, uint64_t min_pos, uint64_t max_seq):
-        """Offset of the committed message the header's last-offset hint names,
-        if it is valid after (min_seq, min_pos) with sequence <= max_seq;
-        else 0.  Lets find() and limits() skip most of a segment."""
-        cdef uint64_t hint = lk_hint_load_relaxed(<uint64_t *>(self.base + LK_H_LAST_OFFSET))
-        cdef uint32_t total, span, state
-        cdef uint64_t seq
-        if hint > min_pos and hint < self.size and hint % 8 == 0 and lk_valid_record(
-                self.base, self.size, hint, min_seq, min_pos, &total, &seq, &span, &state) \
-                and state == LK_STATE_COMMITTED and seq <= max_seq:
-            return hint
-        return 0
 
     def find(self, sequence=None, time=None):
         """The first finished message with sequence >= `sequence` (or time >= `time`, ns).
 
         Raises NoSuchMessage when there is none.
         """
-        self._check_open()
-        if (sequence is None) == (time is None):
-            raise InvalidArgument("find() takes exactly one of sequence= or time=")
-        cdef uint64_t want_seq = 0
-        cdef int64_t want_time = 0
-        cdef bint by_seq = sequence is not None
-        if by_seq:
-            want_seq = max(0, min(sequence, (1 << 64) - 1))
-        else:
-            want_time = max(min(time, (1 << 63) - 1), -(1 << 63))
-        cdef lk_rec r
-        cdef uint64_t pos = LK_HEADER_SIZE
-        cdef uint64_t min_seq = _u64(self.base, LK_H_SEQUENCE_BASE)
-        cdef uint64_t min_pos = LK_HEADER_SIZE
-        cdef uint64_t bound = lk_read_bound(self.base, self.size)
-        cdef uint64_t hint
-        if by_seq:
-            # Start from the last-offset hint when it is not past the target.
-            hint = self._committed_hint(min_seq, min_pos, want_seq)
-            if hint:
-                pos = min_pos = hint
-                min_seq = _u64(self.base, hint + LK_M_SEQUENCE)
-        while True:
-            lk_next_record(self.base, self.size, pos, bound, min_seq, min_pos, &r)
-            if r.kind == LK_REC_END:
-                break
-            if r.kind == LK_REC_COMMITTED:
-                if (r.sequence >= want_seq) if by_seq else (<int64_t>_u64(self.base, r.offset + LK_M_TIME) >= want_time):
-                    return Message.make_at(self, r.offset)
-            if r.kind <= LK_REC_ABANDONED:
-                min_seq = r.sequence + r.span
-                min_pos = r.next
-            pos = r.next
-        what = f"sequence >= {sequence}" if by_seq else f"time >= {time}"
-        raise NoSuchMessage(f"{self.path or 'segment'}: no finished message with {what}")
+        return _segment_find(self, sequence, time)
 
     def limits(self):
         """Limits(first_sequence, first_time, last_sequence, last_time) of the
         finished messages, exact at the moment of the call; None if there are none.
         Walks from the header's last-offset hint, so it costs a few messages."""
-        self._check_open()
-        cdef SegmentIterator it = SegmentIterator(self)
-        cdef Message first = next(it, None)
-        if first is None:
-            return None
-        cdef Message last = first
-        cdef uint64_t hint = self._committed_hint(it.min_seq, it.min_pos, UINT64_MAX)
-        if hint:
-            last = Message.make_at(self, hint)
-            it.pos = it.min_pos = hint + _u32(self.base, hint + LK_M_TOTAL)
-            it.min_seq = _u64(self.base, hint + LK_M_SEQUENCE) + 1
-        for m in it:
-            last = m
-        return Limits(first.sequence, first.time, last.sequence, last.time)
+        return _segment_limits(self)
 
     def scan(self):
         """A read-only census: dict with committed (count), reserved (open
         reservations as (offset, sequence, pid) tuples), abandoned (sequence
         numbers accounted for by abandoned records), gaps and damaged (byte
         ranges as (start, end))."""
-        self._check_open()
-        report = {"committed": 0, "reserved": [], "abandoned": 0, "gaps": [], "damaged": []}
-        for rec in self.records():
-            if rec.kind == "committed":
-                report["committed"] += 1
-            elif rec.kind == "reserved":
-                report["reserved"].append((rec.offset, rec.sequence, _u32(self.base, rec.offset + LK_M_PID)))
-            elif rec.kind == "abandoned":
-                report["abandoned"] += rec.span
-            elif rec.kind == "gap":
-                report["gaps"].append((rec.offset, rec.offset + rec.length))
-            else:
-                report["damaged"].append((rec.offset, rec.offset + rec.length))
-        return report
-
-    # ------------------------------------------------------------ salvage internals
+        return _segment_scan(self)
 
     def header_problem(self):
         """What is wrong with the header's identity block (a sentence naming
