@@ -6,7 +6,7 @@ the checks.
 A case is (layer, victim role, point, action, hit, seed[, late, then]):
 
 * layer "core": writers share one segment (write, write_as, reserve/finish,
-  and Segment.write_stepwise, whose C steps are the core.write.* points);
+  and logkit.inject.write_stepwise, whose C steps are the core.write.* points);
   "family": writers share a family of 8 KiB segments that rotate all the
   time (write, write_as, reserve/finish, and logging through logkit.Handler);
   "partition": writers fill a two-half partition of 32 KiB halves that

@@ -2,8 +2,9 @@
 
 The crash matrix never keeps its own list of points: it scans the sources of
 logkit/, backends/ and pyx/ for ``inject.point("...")`` calls, so a point
-added anywhere is part of the next run without editing the harness.  An
-f-string argument with a fixed prefix (``inject.point(f"core.write.{step}")``)
+added anywhere is part of the next run without editing the harness (and the
+C writer's steps, core.write.<step>, from the core's STEP_NAMES).  An
+f-string argument with a fixed prefix (``inject.point(f"pipe.frame.{kind}")``)
 is recorded as a *prefix*: the names it can take are learnt at run time (the
 census, harness.census), and each one found is a point like any other.
 """
@@ -86,7 +87,31 @@ def scan(root: str = ROOT) -> tuple[list[Site], list[tuple[str, int, str]]]:
             calls = len(_ANY_CALL.findall(text))
             if calls > found:
                 odd.append((rel, no, stripped))
+    sites += _core_steps(root, odd)
     return sites, odd
+
+
+def _core_steps(root: str, odd: list) -> list[Site]:
+    """The C writer's steps: the core names them (STEP_NAMES in
+    pyx/logkit/_segment.pyx) and knows nothing of logkit.inject, whose
+    write_stepwise reaches each as the point core.write.<step>.  Exact names,
+    read from both sources; a tree without them (a test's scratch root) has
+    none, and a tree where either has moved is a call not understood."""
+    core = os.path.join(root, "pyx", "logkit", "_segment.pyx")
+    inj = os.path.join(root, "logkit", "inject.py")
+    if not (os.path.exists(core) and os.path.exists(inj)):
+        return []
+    with open(core, encoding="utf-8") as f:
+        m = re.search(r"^STEP_NAMES = \(([^)]*)\)", f.read(), re.M)
+    with open(inj, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    at = [no for no, t in enumerate(lines, 1) if 'point(f"core.write.{name}")' in t]
+    if m is None or len(at) != 1:
+        odd.append(("logkit/inject.py", at[0] if at else 0,
+                    "the core's steps: STEP_NAMES in _segment.pyx or the core.write point in inject.py moved"))
+        return []
+    return [Site(f"core.write.{step}", False, "logkit/inject.py", at[0])
+            for step in re.findall(r'"(\w+)"', m.group(1))]
 
 
 def discover(root: str = ROOT) -> dict[str, list[Site]]:
