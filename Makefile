@@ -6,6 +6,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.deps-installed
 SOURCES := $(wildcard pyx/logkit/*.pyx pyx/logkit/*.pxd pyx/logkit/*.pxi pyx/include/*.h) setup.py
+# build_ext also makes the man page from the command's argument definitions
+# (logkit/man/logkit.1): a changed option remakes it (the modules compile only
+# when their own sources changed).
+MAN_SOURCES := $(wildcard logkit/cli/*.py) logkit/select.py
 
 .PHONY: all build debug test demo bench soak fuzz clean distclean
 
@@ -30,7 +34,7 @@ $(VENV)/.installed: $(STAMP) pyproject.toml setup.py
 	touch $@
 
 # --force after `make debug`, whose modules are newer than their sources.
-$(VENV)/.built: $(VENV)/.installed $(SOURCES)
+$(VENV)/.built: $(VENV)/.installed $(SOURCES) $(MAN_SOURCES)
 	LOGKIT_BUILD_BENCH=1 $(PY) setup.py --quiet build_ext --inplace $(if $(wildcard $(VENV)/.debug),--force)
 	rm -f $(VENV)/.debug
 	touch $@
@@ -69,7 +73,7 @@ fuzz: build
 	$(PY) tests/fuzz/run.py --engine atheris --seconds $(FUZZ_SECONDS)
 
 clean:
-	rm -rf build pyx/logkit/*.c logkit/*.so logkit/*.c demo-logs .pytest_cache .hypothesis
+	rm -rf build pyx/logkit/*.c logkit/*.so logkit/*.c logkit/man demo-logs .pytest_cache .hypothesis
 	rm -f $(VENV)/.built
 
 distclean: clean

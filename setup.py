@@ -6,6 +6,8 @@ LOGKIT_BUILD_BENCH=1 adds logkit._bench, the benchmarks' module, which is never
 part of an installed package (`make build` sets it for the in-place build)."""
 import glob
 import os
+import subprocess
+import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -66,6 +68,17 @@ class BuildExt(build_ext):
         for ext in self.extensions:       # setuptools keeps its own state on these objects
             ext.sources = sources[ext.name]
         super().run()
+        self.man_page()
+
+    def man_page(self):
+        """logkit/man/logkit.1, made by the built package itself from its
+        argument definitions (logkit/cli/man_cmd.py), so the page installed
+        is the one of the commands installed.  It needs the compiled modules,
+        hence here, after they are built."""
+        root = os.path.abspath("." if self.inplace else self.build_lib)
+        target = os.path.join(root, "logkit", "man", "logkit.1")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        subprocess.run([sys.executable, "-m", "logkit.cli.man_cmd", target], cwd=root, env=env, check=True)
 
 
 class BuildPy(build_py):

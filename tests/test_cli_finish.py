@@ -1,0 +1,143 @@
+"""The command line, finished (issue 15, section 4): negative relative
+times without '=', the errors for a log name that names nothing, config log
+names for retain and migrate, a partition log read with its family, stats
+for the whole log, repeats as '=' only on a terminal, config check in TOML,
+shell completion and the man page made from the argument definitions."""
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+
+import pytest
+
+import logkit
+from logkit.cli import build_parser, join_negative_values
+
+from waiting import wait_until
+
+
+def cli(*args, cwd=None, env=None, timeout=60):
+    e = dict(os.environ)
+    e.pop("LOGKIT_CONFIG", None)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "logkit", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env=e)
+
+
+def _family(d, texts, family="app", segment_size="64KiB"):
+    w = logkit.open_writer(str(d), family=family, segment_size=segment_size)
+    seqs = [w.write(t) for t in texts]
+    w.close()
+    return seqs
+
+
+# ---------------------------------------------------------------- --from -2h
+
+def test_from_minus_two_hours_without_equals_sign_selects_like_the_joined_form(tmp_path):
+    _family(tmp_path, ["old", "new"])
+    joined = cli("print", "--no-header", "--from=-2h", str(tmp_path))
+    spaced = cli("print", "--no-header", "--from", "-2h", str(tmp_path))
+    assert spaced.returncode == 0, spaced.stderr
+    assert spaced.stdout == joined.stdout and "new" in spaced.stdout
+    last = cli("print", "--no-header", "--last", "-1h", "--to", "now", str(tmp_path))
+    assert last.returncode == 0 and "old" in last.stdout, last.stderr
+
+
+def test_negative_values_of_list_options_are_joined_one_by_one():
+    p = build_parser("print")
+    got = join_negative_values(p, ["print", "--severity", "-5:0", "10", "--from", "-30m", "LOG"])
+    assert got == ["print", "--severity=-5:0", "--severity=10", "--from=-30m", "LOG"]
+    args = p.parse_args(got)
+    assert args.severity == ["-5:0", "10"] and args.from_ == "-30m" and args.logs == ["LOG"]
+    # Positive values, and what follows `--`, are left alone.
+    assert join_negative_values(p, ["print", "--from", "now-2h", "--", "-x"]) == \
+        ["print", "--from", "now-2h", "--", "-x"]
+
+
+# ---------------------------------------------------------------- completion and man page
+
+def test_completion_bash_is_a_script_that_completes_subcommands_and_choices(tmp_path):
+    r = cli("completion", "bash")
+    assert r.returncode == 0, r.stderr
+    assert "complete -o default -F _logkit logkit" in r.stdout
+    for name in ("print", "monitor", "stats", "retain", "completion", "man"):
+        assert re.search(rf"^\s+{name}\)$", r.stdout, re.M), f"no case for {name}"
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash to source the script in")
+    script = tmp_path / "logkit.bash"
+    script.write_text(r.stdout)
+    driver = (f'source {script}\n'
+              'comp() { COMP_WORDS=("$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); _logkit; '
+              'echo "${COMPREPLY[*]}"; }\n'
+              'comp logkit pri\n'
+              'comp logkit print -o ""\n'
+              'comp logkit print --abs\n'
+              'comp logkit config ""\n')
+    out = subprocess.run([bash, "--norc", "-c", driver], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines == ["print", "text json short", "--absolute-pathname", "check -h --help"], lines
+
+
+def test_completion_zsh_is_well_formed_and_names_every_option():
+    r = cli("completion", "zsh")
+    assert r.returncode == 0, r.stderr
+    text = r.stdout
+    assert text.startswith("#compdef logkit\n")
+    for line in text.splitlines():
+        assert line.count("'") % 2 == 0, f"unbalanced quotes: {line}"
+    assert text.count("{") == text.count("}")
+    funcs = re.findall(r"^(_logkit\w*)\(\) \{$", text, re.M)
+    assert "_logkit_print" in funcs and "_logkit_config_check" in funcs
+    for f in set(re.findall(r"\) (_logkit\w+) ;;", text)):
+        assert f in funcs, f"{f} is called but not defined"
+    # Every option of `logkit print`, as argparse defines it, is offered.
+    p = build_parser("print")
+    sub = next(a for a in p._actions if hasattr(a, "choices") and isinstance(a.choices, dict))
+    body = text.split("_logkit_print() {", 1)[1].split("\n}\n", 1)[0]
+    for a in sub.choices["print"]._actions:
+        for s in a.option_strings:
+            assert s in body, f"zsh completion of print lacks {s}"
+    zsh = shutil.which("zsh")
+    if zsh is not None:
+        chk = subprocess.run([zsh, "-n"], input=text, capture_output=True, text=True, timeout=30)
+        assert chk.returncode == 0, chk.stderr
+
+
+def test_man_page_is_made_from_the_argument_definitions():
+    r = cli("man", "--roff")
+    assert r.returncode == 0, r.stderr
+    page = r.stdout
+    assert page.startswith(".\\\"") and "\n.TH LOGKIT 1 " in page
+    p = build_parser()
+    sub = next(a for a in p._actions if hasattr(a, "choices") and isinstance(a.choices, dict))
+    for name, sp in sub.choices.items():
+        assert f'.SS "logkit {name}"' in page, f"no section for {name}"
+        for a in sp._actions:
+            for s in a.option_strings:
+                if s not in ("-h", "--help"):
+                    assert f"\\fB{s.replace('-', chr(92) + '-')}\\fR" in page, f"{name} {s} not in the page"
+    groff = shutil.which("groff")
+    if groff is not None:
+        out = subprocess.run([groff, "-man", "-Tutf8", "-ww", "-z"], input=page, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0 and not out.stderr.strip(), out.stderr
+
+
+def test_man_page_is_installed_beside_the_package_and_matches_the_code():
+    from logkit.cli import man_cmd
+    r = cli("man", "--path")
+    assert r.returncode == 0, r.stderr
+    path = r.stdout.strip()
+    assert path == man_cmd.INSTALLED and os.path.isfile(path)
+    body = lambda text: text.split("\n", 2)[2]       # past the comment and the dated .TH line
+    with open(path, encoding="utf-8") as f:
+        assert body(f.read()) == body(man_cmd.page()), "the built page is stale: run `make build`"
