@@ -141,3 +141,55 @@ def test_man_page_is_installed_beside_the_package_and_matches_the_code():
     body = lambda text: text.split("\n", 2)[2]       # past the comment and the dated .TH line
     with open(path, encoding="utf-8") as f:
         assert body(f.read()) == body(man_cmd.page()), "the built page is stale: run `make build`"
+
+
+# ---------------------------------------------------------------- log names that name nothing
+
+def test_print_and_monitor_of_a_name_without_a_config_say_where_they_looked(tmp_path):
+    for cmd in ("print", "monitor"):
+        r = cli(cmd, "app", cwd=tmp_path, env={"HOME": str(tmp_path)})
+        assert r.returncode == 2
+        assert "no config file found" in r.stderr, r.stderr
+        assert f"looked in {tmp_path / 'logkit.toml'}" in r.stderr, r.stderr
+
+
+def test_print_monitor_and_stats_suggest_the_configured_name_closest_to_a_misspelt_one(tmp_path):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logkit.toml").write_text('[log.webapp]\ndirectory = "logs"\n\n[log.audit]\ndirectory = "logs"\n')
+    for cmd in ("print", "monitor", "stats"):
+        r = cli(cmd, "webap", cwd=tmp_path, env={"HOME": str(tmp_path)})
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "did you mean 'webapp'?" in r.stderr and "audit, webapp" in r.stderr, r.stderr
+
+
+def _config_with_family(tmp_path, n=400):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    _family(logs, [f"message {i} " + "x" * 60 for i in range(n)], family="web", segment_size="16KiB")
+    (tmp_path / "logkit.toml").write_text('[log.app]\ndirectory = "logs"\nfamily = "web"\n')
+    return logs
+
+
+def test_retain_takes_a_configured_log_name(tmp_path):
+    logs = _config_with_family(tmp_path)
+    hist = [n for n in os.listdir(logs) if n.startswith("web.")]
+    assert len(hist) > 2
+    r = cli("retain", "app", "--max-count", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len([n for n in os.listdir(logs) if n.startswith("web.")]) == 1
+    assert f"web: deleted {len(hist) - 1} history segment(s)" in r.stdout
+    bad = cli("retain", "ap", "--max-count", "1", cwd=tmp_path)
+    assert bad.returncode == 2 and "did you mean 'app'?" in bad.stderr, bad.stderr
+
+
+def test_migrate_takes_a_configured_log_name_and_the_family_still_reads_whole(tmp_path):
+    logs = _config_with_family(tmp_path)
+    before = [m.text for m in logkit.open_reader(str(logs), "web")]
+    r = cli("migrate", "app", str(tmp_path / "old"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not [n for n in os.listdir(logs) if n.startswith("web.")]
+    assert [m.text for m in logkit.open_reader([str(logs), str(tmp_path / "old")], "web")] == before
+    plain = tmp_path / "plain.toml"
+    plain.write_text(f'[log.p]\nstorage = "plainfile"\npath = "{tmp_path / "p.log"}"\n')
+    r = cli("migrate", "-c", str(plain), "p", str(tmp_path / "x"))
+    assert r.returncode == 2 and "its storage is 'plainfile', not a family" in r.stderr, r.stderr

@@ -13,13 +13,14 @@ from logkit.errors import InvalidArgument, LogkitError
 from logkit.family import history_segments, migrate
 
 from .progress import Progress, human_bytes
-from .sources import families_in
+from .sources import families_in, family_location
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "migrate", help="move a family's history segments to another directory",
-        description="Move every history segment of FAMILY from DIRECTORY to DESTINATION (created if "
+        description="Move every history segment of a family (a config LOG's, or FAMILY in DIRECTORY) "
+                    "to DESTINATION (created if "
                     "needed; another file system is fine: the segments are then copied, synced and "
                     "renamed into place) and update the previous-segment links, so that the family still "
                     "reads end to end from both directories (logkit print DIRECTORY DESTINATION, or "
@@ -28,9 +29,14 @@ def add_parser(sub) -> None:
                     "ever overwritten. Exit status: 0 done (also when there was nothing to move), 2 an "
                     "error (no such directory or family, a segment of the same name already at "
                     "DESTINATION, a file that cannot be moved).")
-    p.add_argument("directory", metavar="DIRECTORY", help="the family's directory now")
-    p.add_argument("family", metavar="FAMILY", help="the family name (the live segment's file name)")
+    p.add_argument("directory", metavar="LOG|DIRECTORY",
+                   help="a log name of the configuration (a family log, or a partition log's "
+                        "destination family), or the family's directory now")
+    p.add_argument("family", metavar="FAMILY", nargs="?",
+                   help="the family name (the live segment's file name); not needed for a log name "
+                        "or a directory that holds one family")
     p.add_argument("destination", metavar="DESTINATION", help="where its history segments go")
+    p.add_argument("-c", "--config", help="the config file (default: the search order)")
     p.set_defaults(run=run)
 
 
@@ -50,7 +56,8 @@ def check_family(directory: str, family: str, command: str) -> str:
 
 
 def run(args) -> int:
-    d = check_family(args.directory, args.family, "migrate")
+    where, args.family = family_location(args.directory, args.family, args.config, "migrate")
+    d = check_family(where, args.family, "migrate")
     dest = os.path.abspath(os.path.expanduser(args.destination))
     if os.path.exists(dest):
         if not os.path.isdir(dest):

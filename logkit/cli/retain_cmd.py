@@ -16,6 +16,7 @@ from logkit.family import history_segments, left_service, parse_duration, retain
 
 from .migrate_cmd import check_family
 from .progress import human_bytes
+from .sources import family_location
 
 
 def _count(text: str) -> int:
@@ -31,14 +32,20 @@ def _count(text: str) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "retain", help="delete a family's oldest history segments by age, count or total size",
-        description="Delete the oldest history segments of FAMILY in DIRECTORY until what is left "
+        description="Delete the oldest history segments of a family (a config LOG's, or FAMILY in "
+                    "DIRECTORY) until what is left "
                     "satisfies every limit given: none older than --max-age (counted from when each "
                     "segment left service, the time in its name), at most --max-count of them, at most "
                     "--max-size bytes of them in all. The live segment is never deleted. At least one "
                     "limit is needed. Exit status: 0 done (also when nothing had to go), 2 an error (no "
                     "such directory or family, a bad limit).")
-    p.add_argument("directory", metavar="DIRECTORY", help="the family's directory")
-    p.add_argument("family", metavar="FAMILY", help="the family name (the live segment's file name)")
+    p.add_argument("directory", metavar="LOG|DIRECTORY",
+                   help="a log name of the configuration (a family log, or a partition log's "
+                        "destination family), or the family's directory")
+    p.add_argument("family", metavar="FAMILY", nargs="?",
+                   help="the family name (the live segment's file name); not needed for a log name "
+                        "or a directory that holds one family")
+    p.add_argument("-c", "--config", help="the config file (default: the search order)")
     p.add_argument("--max-age", metavar="D",
                    help="delete history segments that left service longer ago than this "
                         "(seconds, or e.g. '90m', '12h', '7d', '2w')")
@@ -58,7 +65,8 @@ def run(args) -> int:
         parse_duration(args.max_age, "--max-age")
     if args.max_size is not None:
         parse_size(args.max_size, "--max-size")
-    d = check_family(args.directory, args.family, "retain")
+    where, args.family = family_location(args.directory, args.family, args.config, "retain")
+    d = check_family(where, args.family, "retain")
     hist = history_segments(d, args.family)
     sizes = {p: os.path.getsize(p) for p in hist if os.path.exists(p)}
     now = _time.time()

@@ -216,10 +216,7 @@ def resolve(spec: str, *, config=None, key_file=None, single: bool = False,
         return Source(spec, "family", fams[0], path, FamilyReader(path, fams[0], key_file=key_file),
                       key_file, fams[0])
     if not os.path.exists(path):
-        what = "no such file or directory"
-        if config is not None and getattr(config, "logs", None):
-            what += f", and no log of that name in {config.path} (logs: {', '.join(sorted(config.logs))})"
-        raise LogNotFound(f"{spec}: {what}")
+        raise LogNotFound(f"{spec}: {no_such_log(spec, config)}")
     if not os.path.isfile(path):
         raise LogNotFound(f"{spec}: not a regular file or a directory")
     if not os.access(path, os.R_OK):
@@ -238,6 +235,57 @@ def resolve(spec: str, *, config=None, key_file=None, single: bool = False,
         return Source(spec, "plainfile", os.path.basename(path), path, plain_reader(path), None)
     raise LogNotFound(f"{spec}: not a log (no segment or partition magic at offset 0, "
                       f"and not a plain text log file)")
+
+
+def no_such_log(spec: str, config) -> str:
+    """Why `spec`, which is no path, names no log: no config file was found
+    (and where it was looked for), or the config has no log of that name
+    (the closest one, and the ones it has)."""
+    what = "no such file or directory"
+    if config is None:
+        from logkit.config import search_path
+        return f"{what}, and no config file found to name a log (looked in {', '.join(search_path())})"
+    logs = sorted(getattr(config, "logs", None) or ())
+    if not logs:
+        return f"{what}, and {config.path} has no [log.NAME] tables"
+    from logkit.registry import suggest
+    return f"{what}, and {config.path} has no log of that name (its logs: {', '.join(logs)}){suggest(spec, logs)}"
+
+
+def family_location(spec: str, family: str | None, config_path=None, command: str = "") -> tuple[str, str]:
+    """(directory, family) for the tools that work on a family's files
+    (retain, migrate): DIRECTORY and FAMILY as given; or a log name of the
+    configuration (a family log's directory and family, a partition log's
+    destination family); or a directory that holds one family.  LogNotFound
+    or InvalidArgument naming what is wrong."""
+    if family is not None:
+        return os.path.abspath(os.path.expanduser(spec)), family
+    cfg = load_config_quietly(config_path, [spec])
+    if cfg is not None and spec in getattr(cfg, "logs", {}):
+        lc = cfg.get(spec)
+        so = lc.storage_options
+        if lc.storage == "family":
+            return os.path.abspath(os.fspath(so["directory"])), so.get("family") or lc.name
+        if lc.storage == "partition":
+            if not so.get("directory"):
+                raise InvalidArgument(f"log {spec}: its partition has no `directory` to drain into, "
+                                      f"so it has no family for {command or 'this command'}")
+            return os.path.abspath(os.fspath(so["directory"])), so.get("family") or lc.name
+        raise InvalidArgument(f"log {spec}: its storage is {lc.storage!r}, not a family "
+                              f"({command or 'this command'} works on a family's segments)")
+    path = os.path.abspath(os.path.expanduser(spec))
+    if os.path.isdir(path):
+        fams = families_in(path)
+        if len(fams) == 1:
+            return path, fams[0]
+        if not fams:
+            raise LogNotFound(f"{spec}: the directory holds no log segments")
+        raise InvalidArgument(f"{spec}: the directory holds several families ({', '.join(fams)}); "
+                              f"name one: {command} {spec} {fams[0]}".replace("  ", " "))
+    if os.path.exists(path):
+        raise InvalidArgument(f"{spec}: not a directory ({command or 'this command'} takes a config log "
+                              "name, or a family's directory and the family's name)")
+    raise LogNotFound(f"{spec}: {no_such_log(spec, cfg)}")
 
 
 def log_specs(logs, cfg) -> list[str]:
