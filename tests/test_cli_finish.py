@@ -193,3 +193,26 @@ def test_migrate_takes_a_configured_log_name_and_the_family_still_reads_whole(tm
     plain.write_text(f'[log.p]\nstorage = "plainfile"\npath = "{tmp_path / "p.log"}"\n')
     r = cli("migrate", "-c", str(plain), "p", str(tmp_path / "x"))
     assert r.returncode == 2 and "its storage is 'plainfile', not a family" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- config check
+
+def test_config_check_prints_toml_that_reads_back_as_the_same_configuration(tmp_path):
+    (tmp_path / "logs").mkdir()
+    src = tmp_path / "logkit.toml"
+    src.write_text('[log.app]\ndirectory = "logs"\nsegment_size = 1048576\ncreate_directory = true\n'
+                   f'[log.buf]\nstorage = "partition"\npath = "{tmp_path / "buf.part"}"\n'
+                   'directory = "logs"\nsize = "64KiB"\nsegment_size = 100000\n')
+    r = cli("config", "check", str(src))
+    assert r.returncode == 0, r.stderr
+    assert "create_directory = true" in r.stdout and "True" not in r.stdout
+    assert 'segment_size = "1MiB"' in r.stdout and 'size = "64KiB"' in r.stdout
+    assert "segment_size = 100000" in r.stdout          # not a whole number of KiB: bytes
+    doc = tomllib.loads(r.stdout)
+    assert doc["log"]["app"]["storage"]["create_directory"] is True
+    assert doc["log"]["buf"]["storage"]["mode"] == 0o640
+    again = tmp_path / "again.toml"
+    again.write_text(r.stdout)
+    r2 = cli("config", "check", str(again))
+    assert r2.returncode == 0, r2.stderr
+    assert tomllib.loads(r2.stdout) == doc

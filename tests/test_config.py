@@ -278,8 +278,8 @@ def test_config_check_prints_the_resolved_configuration(tmp_path, logdir):
     r = _cli("config", "check", f)
     assert r.returncode == 0, r.stderr
     assert f"# {f}: 1 log, valid" in r.stdout
-    assert 'storage = "family"' in r.stdout and "segment_size = 1048576" in r.stdout
-    assert "mode = 0o640" in r.stdout and 'transport = "shm"' in r.stdout
+    assert '[log.app.storage]\nbackend = "family"\n' in r.stdout and 'segment_size = "1MiB"' in r.stdout
+    assert "mode = 0o640" in r.stdout and '[log.app.transport]\nbackend = "shm"' in r.stdout
     r = _cli("config", "check", cwd=tmp_path, env={"LOGKIT_CONFIG": ""})
     assert r.returncode == 0 and f"# {f}: 1 log, valid" in r.stdout     # found as ./logkit.toml
 

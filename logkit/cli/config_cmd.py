@@ -26,14 +26,50 @@ def add_parser(sub) -> None:
     c.set_defaults(run=run_check)
 
 
-def _fmt(v, key="") -> str:
-    if key == "mode" and isinstance(v, int):
-        return oct(v)
-    if isinstance(v, str):
-        return json.dumps(v)
+_BINARY_UNITS = (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+
+
+def toml_value(v, kind: str = "") -> str | None:
+    """v written as TOML (None: no value, the key is left out).  A size
+    (an option of kind 'size') that is a whole number of KiB, MiB or GiB is
+    written in that unit, as the config file writes it ("8MiB"); a mode in
+    octal (0o640)."""
     if v is None:
-        return "(none)"
-    return str(v)
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if kind == "size" and isinstance(v, str):
+        from logkit._segment import parse_size
+        v = parse_size(v, "size")
+    if kind == "size" and isinstance(v, int) and v > 0:
+        for unit, n in _BINARY_UNITS:
+            if v % n == 0:
+                return json.dumps(f"{v // n}{unit}")
+        return str(v)
+    if kind == "mode" and isinstance(v, int):
+        return f"0o{v:o}"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) or '""' for x in v) + "]"
+    return json.dumps(str(v) if not isinstance(v, str) else v)
+
+
+def _kinds(kind: str, backend: str) -> dict[str, str]:
+    """Each option's kind ('size', 'mode', ...) of a registered backend."""
+    from logkit.registry import load
+    try:
+        return {o.name: o.kind for o in load(kind, backend).options}
+    except Exception:          # a backend that loads for the check loads here too; if not, no units
+        return {}
+
+
+def _option_lines(options: dict, kinds: dict[str, str]) -> list[str]:
+    out = []
+    for k, v in options.items():
+        t = toml_value(v, kinds.get(k, ""))
+        out.append(f"{k} = {t}" if t is not None else f"# {k} is not set")
+    return out
 
 
 def run_check(args) -> int:
@@ -52,12 +88,15 @@ def run_check(args) -> int:
         print(json.dumps({"file": cfg.path, "logs": [lc.as_dict() for lc in cfg.logs.values()]}, indent=2))
         return 0
     print(f"# {cfg.path}: {len(cfg.logs)} log{'s' if len(cfg.logs) != 1 else ''}, valid")
+    # Valid TOML a config file could hold: each log's two backends as tables
+    # of their own ([log.NAME.storage] with `backend`, docs/config.md).
     for lc in cfg.logs.values():
-        print(f"[log.{lc.name}]")
-        print(f"storage = {_fmt(lc.storage)}")
-        for k, v in lc.storage_options.items():
-            print(f"  {k} = {_fmt(v, k)}")
-        print(f"transport = {_fmt(lc.transport)}")
-        for k, v in lc.transport_options.items():
-            print(f"  {k} = {_fmt(v, k)}")
+        print(f"\n[log.{lc.name}.storage]")
+        print(f"backend = {toml_value(lc.storage)}")
+        print("\n".join(_option_lines(lc.storage_options, _kinds("storage", lc.storage))))
+        print(f"\n[log.{lc.name}.transport]")
+        print(f"backend = {toml_value(lc.transport)}")
+        lines = _option_lines(lc.transport_options, _kinds("transport", lc.transport))
+        if lines:
+            print("\n".join(lines))
     return 0
