@@ -11,13 +11,14 @@ from typing import Iterator
 from logkit._segment import Limits, SegmentIterator, crc32c
 from logkit.errors import InvalidArgument, NoSuchMessage, SegmentDamaged
 from logkit import inject
+from logkit.records import RecordParts
 from logkit.registry import Reader
 from logkit.backends.partition_file import EMPTY, H_PROGRESS, Partition
 
 READ_PATIENCE = 2.0       # how long a reader waits for a half being formatted
 
 
-class PartitionMessage:
+class PartitionMessage(RecordParts):
     """A message read from a partition: a private copy (a half is reused, so
     readers never hold views into it).  Has the fields of a logkit.Message.
     checksum_ok() is real: the source message's checksum as verified when the

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from logkit._segment import crc32c
+from logkit.records import RecordParts
 
 __all__ = ["PlainMessage", "encode_text_line", "encode_json_line", "parse_line", "header_line",
            "parse_header", "iso_time", "IsoCache", "VERSION", "SEVERITY_MIN", "SEVERITY_MAX",
@@ -127,7 +128,7 @@ def encode_json_line(t: int, severity: int, pid: int, tid: int, text: str,
     return b + b', "crc": "%08x"}\n' % crc32c(b)
 
 
-class PlainMessage:
+class PlainMessage(RecordParts):
     """A message read back from a plain file (the fields of logkit.Message)."""
     __slots__ = ("sequence", "time", "severity", "process_id", "thread_id",
                  "text", "data_class", "data", "path")

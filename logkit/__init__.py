@@ -13,12 +13,15 @@ from logkit._segment import (
     Limits,
     Message,
     Record,
+    RecordInfo,
     Reservation,
     Segment,
     SegmentIterator,
     SegmentRepair,
     crc32c,
     parse_size,
+    record_encode,
+    record_info,
 )
 from logkit.errors import (
     DiskFull,
@@ -61,6 +64,9 @@ _LAZY = {
     "BackendNotFound": "logkit.registry",
     "Handler": "logkit.handler",
     "format_message": "logkit.formatters",
+    "bind": "logkit.contextfields",
+    "unbind": "logkit.contextfields",
+    "context": "logkit.contextfields",
 }
 
 
@@ -98,7 +104,8 @@ __all__ = [
     "format_message",
     "FORMAT_VERSION", "HEADER_SIZE", "MAX_SEGMENT_SIZE", "MIN_SEGMENT_SIZE",
     "SEVERITY_MAX", "SEVERITY_MIN",
-    "Limits", "Message", "Record", "Reservation", "Segment", "SegmentIterator", "SegmentRepair",
+    "Limits", "Message", "Record", "RecordInfo", "record_encode", "record_info",
+    "bind", "unbind", "context", "Reservation", "Segment", "SegmentIterator", "SegmentRepair",
     "crc32c", "get_include", "parse_size", "salvage", "SalvageReport",
     "open_writer", "open_reader", "FamilyWriter", "FamilyReader", "retain", "migrate",
     "RotationTimeout", "Handler", "ConfigError", "BackendNotFound",

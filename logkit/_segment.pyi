@@ -41,6 +41,30 @@ class Record(NamedTuple):
     span: int | None
     state: int | None
 
+RECORD_CLASS: str
+RECORD_VERSION: int
+
+class RecordInfo(NamedTuple):
+    """What a message carries besides its text (docs/format.md, "The record payload")."""
+    logger: str
+    module: str
+    function: str
+    line: int
+    path: str
+    fields: dict[str, Any]
+    traceback: str | None
+
+def fields_json(fields: dict[str, Any] | None) -> bytes:
+    """The UTF-8 JSON object text of `fields` as a record payload stores it."""
+def record_encode(logger: str | None = "", module: str | None = "", function: str | None = "",
+                  line: int = 0, path: str | None = "", fields: dict[str, Any] | None = None,
+                  traceback: str | None = None) -> bytes:
+    """A record payload: store it as data of class RECORD_CLASS."""
+def record_decode(data: ReadableBuffer) -> RecordInfo | None:
+    """The RecordInfo of a record payload, or None if the bytes are not one."""
+def record_info(data_class: str, data: ReadableBuffer) -> RecordInfo:
+    """What a message with this data carries besides its text; never raises on the bytes."""
+
 class _Stats(TypedDict):
     reserved: int
     written: int
@@ -511,6 +535,14 @@ class Message:
     def data(self) -> memoryview: ...
     def checksum_ok(self) -> bool: ...
     def to_dict(self) -> _MessageDict: ...
+    @property
+    def record(self) -> RecordInfo: ...
+    @property
+    def logger(self) -> str: ...
+    @property
+    def fields(self) -> dict[str, Any]: ...
+    @property
+    def traceback(self) -> str | None: ...
 
 class Reservation:
     """Space claimed in a segment: fill .text and .data, then finish().

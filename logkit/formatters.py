@@ -38,11 +38,12 @@ import time as _time
 from typing import Any, Callable, Collection
 from logkit import registry
 from logkit.console import say
+from logkit._segment import RECORD_CLASS, record_decode
 
 __all__ = [
     "GROUP", "BUILTINS", "Formatter", "available", "get", "expand", "format_message", "clear_cache",
     "severity_name",
-    "format_json", "format_traceback", "format_utf8", "format_hex", "format_octal",
+    "format_json", "format_traceback", "format_record", "format_utf8", "format_hex", "format_octal",
 ]
 
 GROUP = "logkit.formatters"
@@ -85,6 +86,24 @@ def format_traceback(data: bytes, message: Any = None) -> str:
     return bytes(data).decode("utf-8", errors="replace").rstrip("\n")
 
 
+def format_record(data: bytes, message: Any = None) -> str:
+    """A record payload (docs/format.md, "The record payload"): the source
+    location, the fields as JSON, then the traceback; a payload that does
+    not parse as a hex dump."""
+    r = record_decode(data)
+    if r is None:
+        return "(not a record payload)\n" + format_hex(data)
+    out = []
+    if r.module or r.function or r.path:
+        where = f"{r.module}.{r.function}" if r.module else r.function
+        out.append(f"source: {where} ({r.path or '?'}:{r.line})")
+    if r.fields:
+        out.append("fields: " + _json.dumps(r.fields, ensure_ascii=False, sort_keys=True))
+    if r.traceback:
+        out.append(r.traceback.rstrip("\n"))
+    return "\n".join(out)
+
+
 def format_utf8(data: bytes, message: Any = None) -> str:
     """UTF-8 text; bytes that are not UTF-8 shown as \\xNN."""
     return bytes(data).decode("utf-8", errors="backslashreplace")
@@ -97,6 +116,7 @@ _ASCII_COLUMN = bytes(b if 0x20 <= b < 0x7f else 0x2e for b in range(256))
 BUILTINS: dict[str, Formatter] = {
     "json": format_json,
     "traceback": format_traceback,
+    "record": format_record,
     "utf8": format_utf8,
     "hex": format_hex,
     "octal": format_octal,
@@ -366,6 +386,19 @@ def _expansion_block(m: Any, data_class: str, how: str) -> str:
     return f"{head}\n{_EXPAND_INDENT}{_safe(body, _EXPAND_INDENT)}" if body else head
 
 
+# The keys format_message's JSON object has of its own (fields never replace them).
+_JSON_KEYS = frozenset(("sequence", "time", "time_ns", "severity", "process_id", "thread_id", "text",
+                        "data_class", "data", "logger", "source", "traceback", "fields", "expanded"))
+
+
+def _logger_of(m: Any, data_class: str) -> str:
+    """"NAME: " for a message whose record payload names its logger, else ""."""
+    if data_class != RECORD_CLASS:
+        return ""
+    name = getattr(m, "logger", "")
+    return f"{_safe(name).replace(chr(10), '')}: " if name else ""
+
+
 def _json_safe(s: str) -> str:
     # json.dumps escapes the C0 controls; escape DEL and C1 as well (\u007f...),
     # so the output is safe on a terminal and still the same JSON.
@@ -414,12 +447,13 @@ def format_message(m: Any, expand: bool = True, classes: Collection[str] | None 
             clock = _local(sec)
         except (OverflowError, OSError, ValueError):         # a time no calendar holds
             clock = (sec, None, f"@{t}ns ", "", f"@{t}ns")
+        logger = _logger_of(m, data_class)
         if fmt == "text":
             seq = getattr(m, "sequence", None)
             line = (f"{clock[2]}{us % 1_000_000:06d}{clock[3]}  "
-                    f"{'-' if seq is None else seq:>{_SEQ_WIDTH}}  {sev}  {_safe(text, _TEXT_INDENT)}")
+                    f"{'-' if seq is None else seq:>{_SEQ_WIDTH}}  {sev}  {logger}{_safe(text, _TEXT_INDENT)}")
         else:
-            line = f"{clock[4]} {sev} {_safe(text, _SHORT_INDENT)}"
+            line = f"{clock[4]} {sev} {logger}{_safe(text, _SHORT_INDENT)}"
         if expanded and m.data:
             line += _expansion_block(m, data_class, how)
         if colour:
@@ -443,8 +477,26 @@ def format_message(m: Any, expand: bool = True, classes: Collection[str] | None 
             "thread_id": m.thread_id,
             "text": m.text,
             "data_class": data_class,
-            "data": base64.b64encode(data).decode("ascii"),
         }
+        rec = record_decode(data) if data_class == RECORD_CLASS and data else None
+        if rec is None:
+            obj["data"] = base64.b64encode(data).decode("ascii")
+        else:
+            # A record payload: its parts as keys, each field at the top level
+            # (a field named like one of the keys above goes under "fields").
+            obj["logger"] = rec.logger
+            obj["source"] = {"module": rec.module, "function": rec.function, "line": rec.line,
+                             "path": rec.path}
+            if rec.traceback is not None:
+                obj["traceback"] = rec.traceback
+            clash = {}
+            for k, v in rec.fields.items():
+                if k in obj or k in _JSON_KEYS:
+                    clash[k] = v
+                else:
+                    obj[k] = v
+            if clash:
+                obj["fields"] = clash
         if expanded:
             obj["expanded"] = _expand(m, how)
         return _json_safe(_json.dumps(obj, ensure_ascii=False))

@@ -191,9 +191,9 @@ def test_hex_and_octal_dumps_round_trip(data):
 def test_builtins_work_with_no_entry_point_installed(entry_points, tmp_path):
     entry_points()
     for name, f in (("json", F.format_json), ("traceback", F.format_traceback), ("utf8", F.format_utf8),
-                    ("hex", F.format_hex), ("octal", F.format_octal)):
+                    ("hex", F.format_hex), ("octal", F.format_octal), ("record", F.format_record)):
         assert F.get(name) is f
-    assert sorted(F.available()) == ["hex", "json", "octal", "traceback", "utf8"]
+    assert sorted(F.available()) == ["hex", "json", "octal", "record", "traceback", "utf8"]
     assert F.expand(_one(tmp_path, b'[1]', "json")) == "[\n  1\n]"
 
 

@@ -90,12 +90,16 @@ def _messages(tmp_path, family="app"):
 def test_record_maps_to_severity_text_time_and_ids(family_handler, tmp_path):
     lg = _logger(family_handler, "map")
     before = time.time_ns()
-    lg.warning("user %s did %d things", "alice", 42)
+    lg.warning("user %s did %d things", "alice", 42); line = sys._getframe().f_lineno
     after = time.time_ns()
     (m,) = _messages(tmp_path)
-    assert (m.severity, m.text, m.data_class, bytes(m.data)) == (30, "user alice did 42 things", "", b"")
+    assert (m.severity, m.text, m.data_class) == (30, "user alice did 42 things", "record")
     assert before - 1000 <= m.time <= after + 1000      # created, in ns (float seconds: sub-µs rounding)
     assert (m.process_id, m.thread_id) == (os.getpid(), threading.get_native_id())
+    # The logger's name and the source location travel with the record.
+    assert m.record == logkit.RecordInfo("map", "test_handler", "test_record_maps_to_severity_text_time_and_ids",
+                                         line, __file__, {}, None)
+    assert m.logger == "map" and m.fields == {} and m.traceback is None
 
 
 def test_custom_levels_outside_the_severity_range_are_clamped(family_handler, tmp_path):
@@ -113,25 +117,80 @@ def test_exc_info_and_stack_info_become_traceback_data(family_handler, tmp_path)
         lg.exception("it failed")
     lg.info("where am I", stack_info=True)
     a, b = _messages(tmp_path)
-    assert a.text == "it failed" and a.data_class == "traceback"
-    tb = bytes(a.data).decode()
-    assert tb.startswith("Traceback (most recent call last):") and "ValueError: bad value 17" in tb
-    assert b.data_class == "traceback" and "Stack (most recent call last)" in bytes(b.data).decode()
+    assert a.text == "it failed" and a.data_class == "record"
+    assert a.traceback.startswith("Traceback (most recent call last):") and "ValueError: bad value 17" in a.traceback
+    # The exception's type and message are fields, for --field exc_type=...
+    assert a.fields == {"exc_type": "ValueError", "exc_message": "bad value 17"}
+    assert "Stack (most recent call last)" in b.traceback and b.fields == {}
 
 
-def test_extra_fields_become_json_data(family_handler, tmp_path):
+def test_extra_fields_become_fields_with_their_json_types(family_handler, tmp_path):
     lg = _logger(family_handler, "extra")
-    lg.info("login", extra={"user": "alice", "attempt": 3, "obj": object()})
+    lg.info("login", extra={"user": "alice", "attempt": 3, "ok": True, "ratio": 0.5, "tags": ["a", "b"],
+                            "none": None, "obj": object()})
     try:
         1 / 0
     except ZeroDivisionError:
-        lg.error("both", exc_info=True, extra={"user": "bob"})
+        lg.error("both", exc_info=True, extra={"user": "bob", "exc_type": "mine"})
     a, b = _messages(tmp_path)
-    assert a.data_class == "json"
-    d = json.loads(bytes(a.data))
-    assert d["user"] == "alice" and d["attempt"] == 3 and d["obj"].startswith("<object object")
-    d = json.loads(bytes(b.data))
-    assert b.data_class == "json" and d["user"] == "bob" and "ZeroDivisionError" in d["traceback"]
+    assert a.data_class == "record" and a.logger == "extra"
+    f = a.fields
+    assert {k: v for k, v in f.items() if k != "obj"} == {"user": "alice", "attempt": 3, "ok": True, "ratio": 0.5,
+                                                          "tags": ["a", "b"], "none": None}
+    assert f["obj"].startswith("<object object")            # what JSON cannot hold: its repr()
+    # extra= wins over the exception's own fields; the traceback stays apart
+    assert b.fields == {"user": "bob", "exc_type": "mine", "exc_message": "division by zero"}
+    assert "ZeroDivisionError" in b.traceback
+
+
+def test_bound_fields_follow_the_context_and_extra_wins(family_handler, tmp_path):
+    lg = _logger(family_handler, "ctx")
+    token = logkit.bind(request_id="r-1", user="anon")
+    try:
+        lg.info("one")
+        with logkit.context(job="nightly", user="cron") as now:
+            assert now == {"request_id": "r-1", "user": "cron", "job": "nightly"}
+            lg.info("two", extra={"user": "explicit"})
+        lg.info("three")
+    finally:
+        from logkit.contextfields import FIELDS
+        FIELDS.reset(token)
+    lg.info("four")
+    got = [(m.text, m.fields) for m in _messages(tmp_path)]
+    assert got == [("one", {"request_id": "r-1", "user": "anon"}),
+                   ("two", {"request_id": "r-1", "user": "explicit", "job": "nightly"}),
+                   ("three", {"request_id": "r-1", "user": "anon"}),
+                   ("four", {})]
+
+
+def test_each_thread_and_each_task_keeps_its_own_bound_fields(family_handler, tmp_path):
+    import asyncio
+    lg = _logger(family_handler, "tasks")
+
+    async def task(name, n):
+        logkit.bind(task=name)
+        for i in range(n):
+            lg.info(f"{name} {i}")
+            await asyncio.sleep(0)            # interleave the tasks
+
+    async def main():
+        await asyncio.gather(task("a", 3), task("b", 3))
+
+    def thread(name):
+        with logkit.context(thread=name):
+            lg.info(f"thread {name}")
+
+    asyncio.run(main())
+    ts = [threading.Thread(target=thread, args=(n,)) for n in ("x", "y")]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    lg.info("main")
+    got = {m.text: m.fields for m in _messages(tmp_path)}
+    assert all(got[f"{n} {i}"] == {"task": n} for n in "ab" for i in range(3))
+    assert got["thread x"] == {"thread": "x"} and got["thread y"] == {"thread": "y"}
+    assert got["main"] == {}                     # nothing a task or thread bound leaked out
 
 
 def test_formatter_output_is_the_text_and_the_traceback_stays_data(family_handler, tmp_path):
@@ -144,7 +203,7 @@ def test_formatter_output_is_the_text_and_the_traceback_stays_data(family_handle
         lg.exception("oops")
     a, b = _messages(tmp_path)
     assert a.text == "INFO:fmt:hello there"
-    assert b.text == "ERROR:fmt:oops" and b.data_class == "traceback" and "KeyError" in bytes(b.data).decode()
+    assert b.text == "ERROR:fmt:oops" and b.data_class == "record" and "KeyError" in b.traceback
 
 
 def test_a_formatter_subclass_overriding_format_is_used_as_is(family_handler, tmp_path):

@@ -14,7 +14,9 @@
 # segment is sealed) and falls back to the
 # writer's Python slow path only when the segment is full or rotated.  Any
 # other transport is called through its Python `write`.
-from libc.stdint cimport uint64_t, int64_t, int16_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, int16_t
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.contextvars cimport get_value as _ctx_get
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_Format
 from cpython.long cimport PyLong_FromUnsignedLongLong
 from cpython.exc cimport PyErr_Clear
@@ -27,13 +29,15 @@ cdef extern from "Python.h":
 from logkit._segment cimport (
     Segment, lk_write, lk_write_sealed, lk_now_ns, lk_process_id, lk_thread_id, lk_message_size, LK_REKEY,
     LK_OK, LK_FULL, LK_OUT_OF_SERVICE, LK_SEVERITY_MIN, LK_SEVERITY_MAX, LK_TAG_SIZE,
+    LK_RECORD_NAME_MAX, lk_record_size, lk_record_put,
 )
 
-import json
 import logging
 import traceback
 
 from logkit import inject
+from logkit._segment import RECORD_CLASS, fields_json
+from logkit.contextfields import FIELDS as _FIELDS
 
 # The attributes every LogRecord has; anything more came from `extra=`.
 # (Python 3.12 adds taskName; the set is taken from a real record, so it is
@@ -42,6 +46,7 @@ _STANDARD = frozenset(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, No
     "message", "asctime", "exc_text", "stack_info", "taskName"}
 cdef Py_ssize_t _STANDARD_LEN = len(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None).__dict__)
 _LogRecord = logging.LogRecord
+_NO_FIELDS = {}
 _Formatter_format = logging.Formatter.format
 
 
@@ -163,11 +168,11 @@ cdef object _message_text(object fmt, object record, dict d):
     return fmt.format(record)
 
 
-def _extras(record):
-    """(data, data_class) for a record with a traceback, stack or extra fields."""
+cdef object _traceback_of(dict d, object record):
+    """The traceback (and stack) text of a record, or None."""
     tb = None
-    if record.exc_info:
-        exc = record.exc_info
+    exc = d["exc_info"]
+    if exc:
         if exc is True:
             import sys
             exc = sys.exc_info()
@@ -175,20 +180,93 @@ def _extras(record):
             exc = (type(exc), exc, exc.__traceback__)
         if exc and exc[0] is not None:
             tb = "".join(traceback.format_exception(*exc))
-    elif record.exc_text:
-        tb = record.exc_text
-    if record.stack_info:
-        tb = (tb + "\n" if tb else "") + record.stack_info
-    extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
-    # A lone surrogate (a file name from os.fsdecode, say) is kept as its
-    # escape: in JSON, \udcXX reads back as the same surrogate.
-    if extra:
-        if tb is not None:
-            extra["traceback"] = tb
-        return json.dumps(extra, default=repr, ensure_ascii=False).encode("utf-8", "backslashreplace"), "json"
-    if tb is not None:
-        return tb.encode("utf-8", "backslashreplace"), "traceback"
-    return b"", ""
+    elif d.get("exc_text"):
+        tb = d["exc_text"]
+    if d["stack_info"]:
+        tb = (tb + "\n" if tb else "") + d["stack_info"]
+    return tb
+
+
+cdef object _fields_of(dict d, object record, dict bound):
+    """The record's fields: those bound in its context (logkit.bind), then
+    its extra= attributes (which win), then exc_type and exc_message for an
+    exception (unless extra= gave them).  None when there are none."""
+    cdef dict out = None
+    if bound:
+        out = dict(bound)
+    if len(d) > _STANDARD_LEN:
+        for k, v in d.items():
+            if k not in _STANDARD:
+                if out is None:
+                    out = {}
+                out[k] = v
+    exc = d["exc_info"]
+    if exc:
+        if exc is True:
+            import sys
+            exc = sys.exc_info()
+        if isinstance(exc, BaseException):
+            exc = (type(exc), exc, exc.__traceback__)
+        if exc and exc[0] is not None:
+            if out is None:
+                out = {}
+            if "exc_type" not in out:
+                out["exc_type"] = exc[0].__name__
+            if "exc_message" not in out:
+                out["exc_message"] = str(exc[1]) if exc[1] is not None else ""
+    return out
+
+
+cdef inline const char *_utf8(object s, Py_ssize_t *n, list keep):
+    """UTF-8 of a str (the cached form: no copy for most names); a str
+    holding a lone surrogate as its escape (kept alive in `keep`); anything
+    else as str(s).  *n is cut to a record name's limit."""
+    cdef const char *p
+    if type(s) is not str:
+        s = "" if s is None else str(s)
+    p = _utf8_or_null(s, n)
+    if p == NULL:
+        PyErr_Clear()
+        b = (<str>s).encode("utf-8", "backslashreplace")
+        keep.append(b)
+        p = PyBytes_AS_STRING(b)
+        n[0] = len(b)
+    if n[0] > LK_RECORD_NAME_MAX:
+        n[0] = LK_RECORD_NAME_MAX
+    return p
+
+
+cdef bytes _record_payload(dict d, object record, dict bound):
+    """The record payload (docs/format.md, "The record payload"): logger
+    name, source location, fields, traceback; built in C into one bytes."""
+    cdef Py_ssize_t ln, mn, fnl, pn
+    cdef list keep = []
+    cdef const char *lp = _utf8(d["name"], &ln, keep)
+    cdef const char *mp = _utf8(d["module"], &mn, keep)
+    cdef const char *fp = _utf8(d["funcName"], &fnl, keep)
+    cdef const char *pp = _utf8(d["pathname"], &pn, keep)
+    cdef long lineno
+    try:
+        lineno = d["lineno"]
+    except (TypeError, OverflowError, KeyError):
+        lineno = 0
+    if lineno < 0 or lineno > 0xFFFFFFFF:
+        lineno = 0
+    cdef bytes fj = b""
+    cdef bytes tb = b""
+    if bound or len(d) > _STANDARD_LEN or d["exc_info"]:
+        fields = _fields_of(d, record, bound)
+        if fields:
+            fj = fields_json(fields)
+    if d["exc_info"] or d["stack_info"] or d.get("exc_text"):
+        t = _traceback_of(d, record)
+        if t is not None:
+            tb = (<str>t).encode("utf-8", "backslashreplace")
+    cdef uint64_t n = lk_record_size(ln, mn, fnl, pn, len(fj), len(tb))
+    out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
+    lk_record_put(<uint8_t *>PyBytes_AS_STRING(out), lp, <uint16_t>ln, mp, <uint16_t>mn, fp, <uint16_t>fnl,
+                  pp, <uint16_t>pn, <uint32_t>lineno, fj, <uint32_t>len(fj), tb, <uint32_t>len(tb))
+    return out
 
 
 cdef class Emitter:
@@ -252,8 +330,8 @@ cdef class Emitter:
             # refused (the UTF-8 form is cached in the str: the write reuses it).
             PyErr_Clear()
             text = (<str>text).encode("utf-8", "backslashreplace").decode("utf-8")
-        if len(d) > _STANDARD_LEN or d["exc_info"] or d["stack_info"]:
-            data, cls = _extras(record)
+        data = _record_payload(d, record, <dict>_ctx_get(_FIELDS, _NO_FIELDS))
+        cls = RECORD_CLASS
         t = <int64_t>(<double>d["created"] * 1000000000.0)
         cdef uint64_t seq
         cdef int sev = _severity(d["levelno"])

@@ -35,6 +35,7 @@ from logkit._segment cimport (
     Segment, Message, lk_rec, lk_next_record, lk_read_bound, lk_lengths, lk_read_lengths,
     LK_HEADER_SIZE, LK_MSG_HEADER, LK_H_SEQUENCE_BASE,
     LK_REC_COMMITTED, LK_REC_END, LK_REC_RESERVED, LK_REC_ABANDONED, LK_REC_GAP,
+    lk_record_view, lk_record_parse,
 )
 
 from logkit._segment import check_mapping as _check_mapping
@@ -574,7 +575,17 @@ cdef class Printer:
         cdef int nd, w
         cdef uint64_t q
         cdef int64_t frac
-        self._room(160 + tl)
+        # A record payload (logkit.Handler's): its logger's name is printed
+        # before the text, as format_message does ("NAME: text").
+        cdef lk_record_view rv
+        cdef const uint8_t *dat = m + LK_MSG_HEADER + tl
+        cdef uint32_t lgn = 0
+        cdef const uint8_t *lgp = NULL
+        if l.cl == 6 and l.dl and memcmp(dat, b"record", 6) == 0:
+            if lk_record_parse(dat + 6, l.dl, &rv):
+                lgn = rv.logger_len
+                lgp = dat + 6 + rv.logger
+        self._room(160 + tl + lgn)
         if PyBytes_GET_SIZE(col):
             self._put(PyBytes_AS_STRING(col), PyBytes_GET_SIZE(col))
         if self.text_fmt:
@@ -605,6 +616,15 @@ cdef class Printer:
             self._put(" ", 1)
             self._put(PyBytes_AS_STRING(sp), PyBytes_GET_SIZE(sp))
             self._put(" ", 1)
+        if lgn:
+            copy = self.buf + self.len
+            memcpy(copy, lgp, lgn)
+            for k in range(lgn):
+                if <uint8_t>copy[k] < 0x20 or <uint8_t>copy[k] > 0x7e:
+                    self.len = start             # not printable ASCII: Python formats it
+                    return self._fallback(seg, off)
+            self.len += lgn
+            self._put(": ", 2)
         # The text: copied once, then tested and compared in the copy.
         copy = self.buf + self.len
         memcpy(copy, text, tl)

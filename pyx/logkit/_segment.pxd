@@ -284,6 +284,28 @@ cdef extern from "lk_sys.h" nogil:
     uint32_t lk_thread_id()
     int64_t lk_now_ns()
 
+cdef extern from "lk_record.h" nogil:
+    # The record payload (docs/format.md, "The record payload"): what a
+    # Python log record carries besides its text, a message's data of class
+    # "record".  lk_record_parse bounds every length by the data's size.
+    enum:
+        LK_RECORD_VERSION
+        LK_RECORD_HEADER
+        LK_RECORD_NAME_MAX
+    ctypedef struct lk_record_view:
+        uint32_t logger, module, function, path
+        uint32_t logger_len, module_len, function_len, path_len
+        uint32_t line
+        uint32_t fields, fields_len
+        uint32_t traceback, traceback_len
+    int lk_record_parse(const uint8_t *p, uint64_t n, lk_record_view *v)
+    uint64_t lk_record_size(uint64_t logger, uint64_t module, uint64_t function,
+                            uint64_t path, uint64_t fields, uint64_t traceback)
+    void lk_record_put(uint8_t *out, const char *logger, uint16_t logger_len,
+                       const char *module, uint16_t module_len, const char *function, uint16_t function_len,
+                       const char *path, uint16_t path_len, uint32_t line,
+                       const char *fields, uint32_t fields_len, const char *traceback, uint32_t traceback_len)
+
 
 cdef class Segment:
     cdef object _owner          # the object whose buffer holds the region

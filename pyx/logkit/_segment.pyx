@@ -12,13 +12,14 @@
 #   segment_wait.pxi       listen / wait / cancel_waits, the listener slot
 #   segment_read.pxi       records / find / limits / scan
 #   segment_census.pxi     header() / stats()
+#   segment_record.pxi     the record payload (logger, source, fields, traceback)
 #   segment_repair.pxi     SegmentRepair, salvage's primitives
 #   segment_message.pxi    Reservation, Message, SegmentIterator
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int64_t, uintptr_t, UINT64_MAX
 from libc.string cimport memcmp, memcpy, memset
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_SIMPLE
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.long cimport PyLong_FromUnsignedLongLong
 from cpython.exc cimport PyErr_CheckSignals
@@ -121,6 +122,7 @@ include "segment_wait.pxi"
 include "segment_read.pxi"
 include "segment_open.pxi"
 include "segment_census.pxi"
+include "segment_record.pxi"
 
 
 cdef class Segment:

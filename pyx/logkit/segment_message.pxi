@@ -351,6 +351,29 @@ cdef class Message:
         cdef uint64_t a = self.segment._region_offset + self.offset + d
         return self.segment._memoryview()[a:a + sh.dl].toreadonly()
 
+    @property
+    def record(self):
+        """What the message carries besides its text (logger name, source
+        location, fields, traceback) as a RecordInfo: record_info() of its
+        data class and data.  Never raises on the data's bytes."""
+        return record_info(self.data_class, self.data)
+
+    @property
+    def logger(self):
+        """The name of the logger that wrote it ("" when none was stored)."""
+        return self.record.logger
+
+    @property
+    def fields(self):
+        """Its fields (extra=, logkit.bind/context, exc_type...): a dict whose
+        values keep their JSON types ({} when none)."""
+        return self.record.fields
+
+    @property
+    def traceback(self):
+        """The traceback (or stack) text stored with it, else None."""
+        return self.record.traceback
+
     def checksum_ok(self):
         """Verify the checksum again (the reader already did when it yielded this)."""
         # Every length read ONCE into a local and bounded by the total and the
