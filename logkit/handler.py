@@ -11,7 +11,11 @@ import logging
 import os
 from typing import Any
 
+import time as _time
+
 from logkit import _handler, forking
+from logkit._segment import RECORD_CLASS, SEVERITY_MAX, SEVERITY_MIN, record_encode
+from logkit.contextfields import FIELDS as _FIELDS
 from logkit.config import LogConfig, resolve
 from logkit.errors import LogkitError
 
@@ -32,12 +36,16 @@ class Handler(logging.Handler):
     Raises logkit.config.ConfigError (naming file, table and key) when the
     configuration is not valid.  Records map as: levelno -> severity
     (clamped to -250..250), formatted message -> text, created -> time,
-    process/thread -> the message's ids (the writing process's own),
-    exc_info/stack_info -> data of class 'traceback', extra fields -> data
-    of class 'json'.  A lone surrogate (a file name from os.fsdecode, say)
-    cannot be UTF-8: it is written as its escape, ``\\udcXX``, as
-    logging.basicConfig's default errors='backslashreplace' does (in 'json'
-    data the escape reads back as the same string); the record is never
+    process/thread -> the message's ids (the writing process's own), and
+    one record payload (data class 'record', docs/format.md) with the
+    logger's name, module, funcName, lineno and pathname, the fields
+    (logkit.bind()/context() fields, then extra= attributes, then exc_type
+    and exc_message for an exception) and the traceback (exc_info and
+    stack_info).  Read them back as Message.logger / .fields / .traceback /
+    .record.  A lone surrogate (a file name from os.fsdecode, say) cannot
+    be UTF-8: it is written as its escape, ``\\udcXX``, as
+    logging.basicConfig's default errors='backslashreplace' does (in a
+    field the escape reads back as the same string); the record is never
     refused for it.
 
     close() may run while other threads log (dictConfig replacing the
@@ -76,6 +84,31 @@ class Handler(logging.Handler):
     @property
     def storage(self):
         return self.transport.storage
+
+    def write_record(self, text: str, severity: int = 20, *, logger: str = "", module: str = "",
+                     function: str = "", line: int = 0, path: str = "", fields: dict | None = None,
+                     traceback: str | None = None, time: int | None = None):
+        """Write one record that is not a logging.LogRecord (what the
+        structlog and loguru adapters call): `text` with its severity
+        (clamped to -250..250), the logger's name, the source location, the
+        fields and the traceback, as one record payload (data class
+        "record", docs/format.md), the same the handler writes for a
+        LogRecord.  Fields bound with logkit.bind()/context() come first;
+        `fields` win over them.  `time`: ns since the epoch (default now).
+        Returns the sequence number where the transport gives one; raises
+        LogkitError (closed, a full disk...), never calls handleError."""
+        t = self.transport
+        if t is None:
+            raise LogkitError("logkit.Handler is closed")
+        bound = _FIELDS.get()
+        merged = {**bound, **fields} if bound and fields else (fields or bound or None)
+        data = record_encode(logger, module, function, line, path, merged, traceback)
+        sev = max(SEVERITY_MIN, min(SEVERITY_MAX, int(severity)))
+        when = _time.time_ns() if time is None else int(time)
+        sink = self._emitters[0].sink
+        if sink is not None:
+            return sink.write(text, sev, data, RECORD_CLASS, when)
+        return t.write(text, sev, data, RECORD_CLASS, when)
 
     def flush(self) -> None:
         """Make written records durable as the log's sync policy says."""

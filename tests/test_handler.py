@@ -302,3 +302,19 @@ def test_fork_child_writes_with_its_own_pid(family_handler, tmp_path):
     lg.info("parent after")
     got = [(m.text, m.process_id) for m in _messages(tmp_path)]
     assert got == [("parent before", os.getpid()), ("child", pid), ("parent after", os.getpid())]
+
+
+def test_write_record_writes_what_a_logrecord_would_without_one(family_handler, tmp_path):
+    with logkit.context(request_id="r-9"):
+        family_handler.write_record("from an adapter", 40, logger="svc.worker", module="jobs",
+                                    function="run", line=12, path="/srv/jobs.py",
+                                    fields={"attempt": 2, "request_id": "given"}, traceback="Traceback ...")
+    family_handler.write_record("clamped", 1000)
+    a, b = _messages(tmp_path)
+    assert (a.text, a.severity, a.data_class) == ("from an adapter", 40, "record")
+    assert a.record == logkit.RecordInfo("svc.worker", "jobs", "run", 12, "/srv/jobs.py",
+                                         {"request_id": "given", "attempt": 2}, "Traceback ...")
+    assert (b.severity, b.logger, b.fields) == (250, "", {})
+    family_handler.close()
+    with pytest.raises(logkit.LogkitError, match="closed"):
+        family_handler.write_record("after close")
