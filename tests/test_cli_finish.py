@@ -216,3 +216,41 @@ def test_config_check_prints_toml_that_reads_back_as_the_same_configuration(tmp_
     r2 = cli("config", "check", str(again))
     assert r2.returncode == 0, r2.stderr
     assert tomllib.loads(r2.stdout) == doc
+
+
+# ---------------------------------------------------------------- repeats
+
+def _on_a_terminal(*args) -> str:
+    """stdout of `logkit ARGS` run with its standard output a terminal (a pty)."""
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "logkit", *args], stdout=slave, stderr=subprocess.PIPE)
+    finally:
+        os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                b = os.read(master, 65536)
+            except OSError:               # EIO: the child closed the terminal
+                break
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        os.close(master)
+    assert p.wait(timeout=60) == 0, p.stderr.read()
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def test_repeats_are_equals_signs_on_a_terminal_and_whole_lines_into_a_pipe(tmp_path):
+    _family(tmp_path, ["first", "again", "again", "again", "last"])
+    piped = cli("print", "--no-header", "--colour", "never", str(tmp_path))
+    assert piped.returncode == 0, piped.stderr
+    assert [ln.split()[-1] for ln in piped.stdout.splitlines()] == ["first", "again", "again", "again", "last"]
+    asked = cli("print", "--no-header", "--no-duplicates", str(tmp_path))
+    assert [ln.split()[-1] for ln in asked.stdout.splitlines()] == ["first", "again", "=", "=", "last"]
+    tty = _on_a_terminal("print", "--no-header", "--colour", "never", str(tmp_path))
+    assert [ln.split()[-1] for ln in tty.splitlines()] == ["first", "again", "=", "=", "last"]
+    tty_all = _on_a_terminal("print", "--no-header", "--colour", "never", "--duplicates", str(tmp_path))
+    assert [ln.split()[-1] for ln in tty_all.splitlines()] == ["first", "again", "again", "again", "last"]

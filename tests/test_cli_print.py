@@ -268,9 +268,10 @@ def oracle_select(msgs, spec) -> list:
 
 
 def oracle_lines(selected, expand=False, classes=None, no_expand=(), how="auto", fmt="text",
-                 dups=True, colour=False, per_class=None) -> str:
+                 dups=False, colour=False, per_class=None) -> str:
     """What print prints for these messages (no header): format_message of each,
-    "=" for a text equal to the previous one printed unless dups is False.
+    with dups, "=" for a text equal to the previous one printed (the default on a
+    terminal; these tests print into a pipe).
     per_class: {data class: how} for expansions that differ by class."""
     out = []
     prev = None
@@ -455,7 +456,7 @@ DISPLAYS = {
     "expand-all-and-hex-blob": (["--expand", "--expand-hex", "blob"],
                                 {"per_class": {"json": "auto", "utf8": "auto", "blob": "hex", "": "auto"}}),
     "duplicates": (["--duplicates"], {"dups": False}),
-    "no-duplicates": (["--duplicates", "--no-duplicates"], {}),
+    "no-duplicates": (["--duplicates", "--no-duplicates"], {"dups": True}),
     "short": (["-o", "short"], {"fmt": "short"}),
     "expand": (["--expand"], {"expand": True}),
     "expand-json-only": (["--expand", "json"], {"expand": True, "classes": {"json"}}),
@@ -511,13 +512,13 @@ def text_of(line: str) -> str:
 
 def test_a_text_equal_to_the_previous_one_printed_is_an_equals_sign(fam, capsys):
     s = fam.at(30).sequence
-    _, out, _ = lk(capsys, "print", fam.dir, "--no-header", "--from", s, "--to", s + 3)
+    _, out, _ = lk(capsys, "print", fam.dir, "--no-header", "--from", s, "--to", s + 3, "--no-duplicates")
     texts = [text_of(line) for line in out.splitlines()]
     assert texts == ["same again", "=", "=", "="]
     _, out, _ = lk(capsys, "print", fam.dir, "--no-header", "--from", s, "--to", s + 3, "--duplicates")
     assert [text_of(line) for line in out.splitlines()] == ["same again"] * 4
     # "Previous" is the previous message printed, not the previous in the log.
-    _, out, _ = lk(capsys, "print", fam.dir, "--no-header", "--match", "repeat me")
+    _, out, _ = lk(capsys, "print", fam.dir, "--no-header", "--match", "repeat me", "--no-duplicates")
     texts = [text_of(line) for line in out.splitlines()]
     assert texts[0] == "repeat me" and set(texts[1:]) == {"="} and len(texts) > 10
 
@@ -527,7 +528,7 @@ def test_equals_sign_for_empty_non_ascii_and_mixed_texts(fam, capsys):
     the two (message 65 has data: with --expand it takes the fallback)."""
     for first, opts in ((54, []), (60, []), (64, ["--expand"])):
         s = fam.at(first).sequence
-        _, out, _ = lk(capsys, "print", fam.dir, "--no-header", "--from", s, "--to", s + 1, *opts)
+        _, out, _ = lk(capsys, "print", fam.dir, "--no-header", "--from", s, "--to", s + 1, "--no-duplicates", *opts)
         lines = [x for x in out.splitlines() if not x.startswith("    ")]     # not the expansions
         assert len(lines) == 2 and lines[1].endswith("  =") and not lines[0].endswith("  ="), (first, lines)
 
@@ -734,7 +735,7 @@ def test_a_log_name_of_the_configuration(fam, tmp_path, capsys, monkeypatch):
     assert out.startswith("app: first ")
     # No LOG: every log of the configuration (found through $LOGKIT_CONFIG), merged by time.
     monkeypatch.setenv("LOGKIT_CONFIG", cfg)
-    rc, out, _ = lk(capsys, "print", "--match", "zebra")
+    rc, out, _ = lk(capsys, "print", "--match", "zebra", "--no-duplicates")
     lines = out.splitlines()
     assert lines[0].startswith("== app: first") and lines[1].startswith("== other: first")
     assert lines[2:] == [local_text_line(fam.at(77), fam.at(77).text), local_text_line(fam.at(77), "=")]

@@ -40,10 +40,10 @@ def add_display_arguments(p) -> None:
                    help="as --expand, but the data as a hex dump")
     g.add_argument("--no-expand", nargs="*", metavar="CLASS",
                    help="do not expand these classes (no CLASS: expand nothing); cancels --expand")
-    g.add_argument("--duplicates", dest="duplicates", action="store_true", default=False,
-                   help="print every text as it is (default: '=' for a text equal to the previous one)")
+    g.add_argument("--duplicates", dest="duplicates", action="store_true", default=None,
+                   help="print every text as it is (the default into a pipe or a file)")
     g.add_argument("--no-duplicates", dest="duplicates", action="store_false",
-                   help="print '=' for a text equal to the previous one printed (the default)")
+                   help="print '=' for a text equal to the previous one printed (the default on a terminal)")
     g.add_argument("-o", "--output", choices=("text", "json", "short"), default="text",
                    help="text (default: local time, sequence, severity, text), json (one object "
                         "per line), or short (time of day, severity, text)")
@@ -94,7 +94,9 @@ class Display:
 
     def __init__(self, args, out_isatty: bool):
         self.fmt = args.output
-        self.dups = not args.duplicates
+        # '=' for a repeat only on a terminal (or when asked): into a pipe,
+        # every line stands alone, as grep and friends expect.
+        self.dups = out_isatty if args.duplicates is None else not args.duplicates
         c = args.colour
         self.colour = self.fmt != "json" and (
             c == "always" or (c == "auto" and out_isatty and not os.environ.get("NO_COLOR")))

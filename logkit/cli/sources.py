@@ -249,7 +249,7 @@ def no_such_log(spec: str, config) -> str:
     if not logs:
         return f"{what}, and {config.path} has no [log.NAME] tables"
     from logkit.registry import suggest
-    return f"{what}, and {config.path} has no log of that name (its logs: {', '.join(logs)}){suggest(spec, logs)}"
+    return f"{what}, and no log of that name in {config.path} (logs: {', '.join(logs)}){suggest(spec, logs)}"
 
 
 def family_location(spec: str, family: str | None, config_path=None, command: str = "") -> tuple[str, str]:
