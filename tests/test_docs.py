@@ -1,7 +1,6 @@
 """The documentation is executable and agrees with the code.
 
-Every ```python block in docs/api.md, docs/format.md, docs/performance.md and docs/getting-started.md
-runs as a program in a fresh interpreter and an empty temporary working
+Every ```python block in README.md and the docs (DOC_FILES) runs as a program in a fresh interpreter and an empty temporary working
 directory.  A block preceded by `<!-- file: NAME -->` is not run directly: it
 is written to NAME in the working directory of every later example of the same
 document (that is how the C-level API example gets its fastlog.pyx and
@@ -48,7 +47,7 @@ DOCS = ROOT / "docs"
 DOC_FILES = [DOCS / "api.md", DOCS / "format.md", DOCS / "performance.md", DOCS / "getting-started.md",
              DOCS / "config.md", DOCS / "backends.md", DOCS / "cli.md", DOCS / "backend-partition.md",
              DOCS / "backend-pipe.md", DOCS / "backend-plainfile.md", DOCS / "server.md",
-             DOCS / "formatters.md"]
+             DOCS / "formatters.md", ROOT / "README.md"]
 HEADER_H = ROOT / "pyx" / "include" / "lk_segment.h"
 
 _FENCE_OPEN = re.compile(r"^```([A-Za-z0-9_+-]*)\s*$")
