@@ -235,8 +235,12 @@ class Segment:
         sequence_base: int = 1,
         segment_uuid: uuid.UUID | None = None,
         key: tuple[int, bytes] | None = None,
+        *,
+        zeroed: bool = False,
     ) -> Segment:
         """Format a region of a writable buffer (e.g. an mmap) as an empty segment.
+        zeroed=True: the caller vouches that every byte after the header is
+        zero (a new file): only the header is written.
 
         Raises InvalidArgument when the region lies outside the buffer, is
         misaligned, smaller than 8192 bytes, larger than MAX_SEGMENT_SIZE or

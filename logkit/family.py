@@ -10,6 +10,8 @@ retention and migration in family_retention.py.
 """
 from __future__ import annotations
 
+import json
+import mmap
 import os
 import threading
 import time as _time
@@ -18,6 +20,7 @@ from typing import Callable, TypeVar
 
 from logkit._segment import (Segment, parse_size, token_attempt, token_make, token_pid, token_state)
 from logkit.errors import (
+    InvalidArgument,
     LogkitError,
     OutOfService,
     SegmentDamaged,
@@ -27,8 +30,10 @@ from logkit.errors import (
 from logkit import forking, idledger, inject
 from logkit.console import say
 from logkit.crypto import MissingKey, load_key_file
-from logkit.family_names import (check_family, fsync_dir, history_segments, left_service, next_history_name,
+from logkit.family_names import (check_family, history_segments, left_service, next_history_name,
                                  open_segment, parse_duration, previous_field)
+from logkit.family_prepare import (DEFAULT_PREPARE_AT, Preparer, map_segment, remove_dead_preparations,
+                                   take_prepared)
 from logkit.family_reader import FamilyReader, open_reader
 from logkit.family_retention import migrate, retain, retention_plan
 from logkit.salvager import process_alive, salvage
@@ -58,6 +63,10 @@ ROTATION_PHASES = {0: "not rotated", _PHASE_ROTATING: "rotating",
 # takeover that installs a stalled rotator's new segment).
 _rotation_hook = None
 
+# The severity and data class of the message that reports records a writer
+# could not write (RotationTimeout), as the partition reports its losses.
+LOSS_SEVERITY = 40
+
 
 class RotationTimeout(LogkitError):
     """The live segment stayed full past the wait timeout and nobody could rotate it."""
@@ -66,7 +75,11 @@ class RotationTimeout(LogkitError):
 def _fresh_lock(w: "FamilyWriter") -> None:
     # A fork taken while another thread held a writer's slow-path lock would
     # leave it locked forever in the child: give every writer a fresh one.
+    # The preparer's thread did not survive the fork: a new one starts.
     w._lock = threading.Lock()
+    w._preparer.after_fork()
+    if not w._closed:
+        w._preparer.start()
 
 
 class Backoff:
@@ -148,7 +161,7 @@ class FamilyWriter:
     def __init__(self, directory, family: str = "log", segment_size="8MiB",
                  wait_timeout: float = 30.0, rotation_timeout: float = 5.0, mode: int = 0o640,
                  retain_age=None, retain_count: int | None = None, retain_size=None,
-                 create: bool = True, key_file=None):
+                 create: bool = True, key_file=None, prepare_at: float = DEFAULT_PREPARE_AT):
         # Sealed messages (docs/security.md): with a key file, every segment
         # this writer creates is sealed under the file's current key, and it
         # writes only into sealed segments (an unsealed or unkeyed live
@@ -167,8 +180,18 @@ class FamilyWriter:
         self.rotations = 0                    # rotations this writer performed
         self.takeovers = 0                    # rotations it finished for a dead rotator
         self.damaged_retired = 0              # live segments retired because their file shrank
+        self.unprepared_rotations = 0         # rotations that found no prepared segment and made one inline
+        self.lost = 0                         # records this writer could not write (RotationTimeout)
+        self.loss_reports = 0                 # loss reports written into the family
+        self._lost_pending = None             # [count, first ns, last ns] not yet reported
+        if isinstance(prepare_at, bool) or not isinstance(prepare_at, (int, float)) \
+                or not 0 <= prepare_at <= 1:
+            raise InvalidArgument(f"prepare_at {prepare_at!r}: a fraction of the segment, 0 to 1")
+        self.prepare_at = float(prepare_at)
         self._lock = threading.Lock()
         self._closed = False
+        self._installed = None                # ((dev, ino), mmap) of the segment this writer just installed
+        self._preparer = Preparer(self)
         if not os.path.isdir(self.directory):
             if not create:
                 raise SegmentNotFound(f"family directory {self.directory} does not exist")
@@ -180,6 +203,7 @@ class FamilyWriter:
             # plain text into the log, move on to a new, sealed segment.
             self._seg = self._advance(self._seg)
         forking.track(self, _fresh_lock)
+        self._preparer.start()
 
     def _key_for_new_segment(self):
         """(key_id, log_key) of the current key, reloading the key file
@@ -348,6 +372,7 @@ class FamilyWriter:
                     if self._live_moved():
                         return self._switch()
                 if wait.expired():
+                    self._note_loss()
                     raise RotationTimeout(
                         f"{self.path}: the live segment has been out of service for more than "
                         f"{self.wait_timeout:g} s and no new one appeared")
@@ -361,9 +386,77 @@ class FamilyWriter:
         return (st.st_dev, st.st_ino) != self._ino
 
     def _switch(self) -> Segment:
-        seg, ino = self._open_live(create=False)
+        """Move on to the segment now at FAMILY, mapped without faulting it
+        in on this call: the mapping this writer installed or its preparer
+        premapped (already faulted in), or a new one the preparer then
+        faults in.  Writes a pending loss report first thing."""
+        seg = ino = None
+        try:
+            st = os.stat(self.path)
+            ident = (st.st_dev, st.st_ino)
+            mm = None
+            if self._installed is not None and self._installed[0] == ident:
+                mm = self._installed[1]
+                self._installed = None
+            if mm is None:
+                mm = self._preparer.take_premapped(ident)
+            if mm is not None:
+                seg, ino = map_segment(self.path, self._ring, mm, ident)
+                populate = False
+            else:
+                seg, ino = map_segment(self.path, self._ring)
+                populate = True
+            if seg.sealed and not seg.has_key:
+                seg.close()
+                seg = None
+        except (FileNotFoundError, LogkitError):
+            seg = None
+        self._drop_installed()
+        if seg is None:
+            seg, ino = self._open_live(create=False)      # the full path: key reload, errors
+        else:
+            if seg.sealed:
+                self._record_identity(seg)
+            if populate:
+                self._preparer.kick("populate")
+        if self._lost_pending is not None:
+            self._report_losses(seg)
         self._seg, self._ino = seg, ino       # the old mapping is freed when unused
         return seg
+
+    def _drop_installed(self) -> None:
+        if self._installed is not None:
+            try:
+                self._installed[1].close()
+            except BufferError:
+                pass
+            self._installed = None
+
+    def _note_loss(self) -> None:
+        """A record could not be written (the wait for a new live segment
+        timed out): count it, to be reported by the next switch."""
+        now = _time.time_ns()
+        self.lost += 1
+        if self._lost_pending is None:
+            self._lost_pending = [1, now, now]
+        else:
+            self._lost_pending[0] += 1
+            self._lost_pending[2] = now
+
+    def _report_losses(self, seg: Segment) -> None:
+        """Write the loss report into `seg`, the new live segment, before
+        anything else of this writer: severity 40, data class "json", data
+        {"lost": N, "first_time": ns, "last_time": ns}."""
+        n, first, last = self._lost_pending
+        text = (f"{n} messages lost: the live segment of family {self.family} in {self.directory} "
+                f"stayed full for more than wait_timeout ({self.wait_timeout:g} s) and no new one appeared")
+        data = json.dumps({"lost": n, "first_time": first, "last_time": last}).encode()
+        try:
+            seg.write(text, LOSS_SEVERITY, data, "json")
+        except LogkitError:
+            return                            # reported by the next switch
+        self._lost_pending = None
+        self.loss_reports += 1
 
     def _may_take_over(self, seg: Segment, waited: float, watch: list) -> int | None:
         """A rotation that stalled past rotation_timeout is finished by the next
@@ -445,6 +538,12 @@ class FamilyWriter:
             if tmp:
                 inject.point("family.rotate.adopted")
         if not tmp:
+            tmp = self._install_prepared(hist, base)
+        if not tmp:
+            # Nothing prepared (the preparer is behind, failed, or stopped):
+            # make one here, as before preparing existed; counted.
+            self.unprepared_rotations += 1
+            self._preparer.kick()
             tmp = os.path.join(self.directory, f".{self.family}.{os.getpid()}.{_uuid.uuid4().hex[:8]}.live")
             new = Segment.create(tmp, size=self.segment_size, family=self.family,
                                  previous=previous_field(hist), sequence_base=base, mode=self.mode,
@@ -467,11 +566,61 @@ class FamilyWriter:
             # Stalled here past rotation_timeout, a writer took over and
             # installed this very file (_stalled_new_segment): nothing to do.
             pass
-        fsync_dir(self.directory)
         inject.point("family.rotate.installed")
         old.claim_token(installing, token_make(_PHASE_DONE, token_attempt(token), token_pid(token)))
         self.rotations += 1
+        # Off the write path: the directory's fsync (the names just made
+        # last), retention, old temporaries (Preparer, _after_rotation_chores).
+        self._preparer.kick("fsync", "retain")
+
+    def _install_prepared(self, hist: str, base: int) -> str | None:
+        """Take the prepared next segment (family_prepare), write its
+        identity (sequence base `base`, previous `hist`, created now, a new
+        UUID, sealed under the current key) and give it the name a rotation
+        installs from, ``.FAMILY.PID.RANDOM.live``.  None if there is none
+        ready, or it could not be used (then it is removed)."""
+        taken = take_prepared(self.directory, self.family)
+        if taken is None:
+            return None
+        inject.point("family.prepare.taken")
+        mm = None
+        try:
+            fd = os.open(taken, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                st = os.fstat(fd)
+                ident = (st.st_dev, st.st_ino)
+                mm = self._preparer.take_premapped(ident)
+                if mm is None:
+                    mm = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            finally:
+                os.close(fd)
+            new = Segment.format(mm, family=self.family, previous=previous_field(hist), sequence_base=base,
+                                 key=self._key_for_new_segment(), zeroed=True)
+            try:
+                if new.sealed:
+                    self._record_identity(new)    # before it is installed: before any message
+            finally:
+                new.close()
+            inject.point("family.prepare.formatted")
+            live = taken[:-len(".new")] + ".live"
+            os.rename(taken, live)
+        except (OSError, LogkitError, ValueError):
+            if mm is not None:
+                mm.close()
+            try:
+                os.unlink(taken)
+            except FileNotFoundError:
+                pass
+            return None
+        self._drop_installed()
+        self._installed = (ident, mm)
+        return live
+
+    def _after_rotation_chores(self) -> None:
+        """What a rotation leaves, done by the preparer thread: temporaries
+        of dead rotators and preparers, then retention."""
         self._cleanup_temporaries()
+        remove_dead_preparations(self.directory, self.family)
         if any(v is not None for v in self.retention.values()):
             retain(self.directory, self.family, **self.retention)
 
@@ -541,8 +690,12 @@ class FamilyWriter:
         self._seg.sync()
 
     def close(self) -> None:
-        """Stop writing.  Messages already written stay in the family."""
+        """Stop writing.  Messages already written stay in the family (and
+        a prepared next segment stays for the next writer)."""
         self._closed = True
+        self._preparer.stop()                 # its thread sees the writer closed and ends
+        with self._lock:
+            self._drop_installed()
 
     @property
     def closed(self) -> bool:
@@ -558,5 +711,6 @@ class FamilyWriter:
 
 def open_writer(directory, family: str = "log", segment_size="8MiB", **options) -> FamilyWriter:
     """Open (creating if needed) a family for writing.  See FamilyWriter for options:
-    wait_timeout, rotation_timeout, mode, retain_age, retain_count, retain_size, key_file."""
+    wait_timeout, rotation_timeout, mode, retain_age, retain_count, retain_size, key_file,
+    prepare_at."""
     return FamilyWriter(directory, family, segment_size, **options)

@@ -233,10 +233,13 @@ cdef class Segment:
 
     @staticmethod
     def format(buffer, offset=0, length=None, family="", previous="", sequence_base=1,
-               segment_uuid=None, key=None):
+               segment_uuid=None, key=None, *, zeroed=False):
         """Format a region of a writable buffer (e.g. an mmap) as an empty
-        segment; key=(key_id, log_key) makes it sealed, as for create()."""
-        return _segment_format(buffer, offset, length, family, previous, sequence_base, segment_uuid, key)
+        segment; key=(key_id, log_key) makes it sealed, as for create().
+        zeroed=True: the caller vouches that every byte after the header is
+        zero (a new file, never written): only the header is written."""
+        return _segment_format(buffer, offset, length, family, previous, sequence_base, segment_uuid, key,
+                               zeroed)
 
     @staticmethod
     def from_buffer(buffer, offset=0, length=None, readonly=False, key=None, *, path=None,
@@ -264,9 +267,17 @@ cdef class Segment:
         """Fault the mapping in now so writers never take a page fault (about
         2 us per 4 KiB page here, more than ten writes).  MADV_POPULATE_WRITE
         where the kernel has it (5.14+); older kernels skip it."""
+        cdef void *start
+        cdef size_t length
+        cdef int advice = _MADV_POPULATE_WRITE
         if self.base != NULL and not self.readonly:
-            madvise(<void *>((<size_t>self.base) & ~(<size_t>4095)),
-                    self.size + ((<size_t>self.base) & 4095), _MADV_POPULATE_WRITE)
+            start = <void *>((<size_t>self.base) & ~(<size_t>4095))
+            length = self.size + ((<size_t>self.base) & 4095)
+            # Without the GIL: a family's preparer thread (logkit/family_prepare.py)
+            # prefaults the next segment while this process's writers write on.
+            # The caller holds this Segment (its view keeps the mapping).
+            with nogil:
+                madvise(start, length, advice)
 
     def close(self):
         """Release the mapping.  Views still held elsewhere keep the memory

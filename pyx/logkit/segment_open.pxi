@@ -145,14 +145,16 @@ cdef object _segment_open_file(path, bint readonly, bint check):
     return seg
 
 
-cdef object _segment_format(buffer, offset, length, family, previous, sequence_base, segment_uuid, key):
+cdef object _segment_format(buffer, offset, length, family, previous, sequence_base, segment_uuid, key,
+                            bint zeroed):
     fam, prev = _identity_args(family, previous, sequence_base)
     sealing = _sealing_args(key, segment_uuid)
     cdef Segment seg = Segment._attach(buffer, offset, length, False, None, None, check=False)
     if seg.size > LK_MAX_REGION or seg.size % 8:
         seg.close()
         raise InvalidArgument(f"region of {seg.size} bytes: size must be a multiple of 8 and at most 32 GiB")
-    memset(seg.base + LK_HEADER_SIZE, 0, seg.size - LK_HEADER_SIZE)
+    if not zeroed:
+        memset(seg.base + LK_HEADER_SIZE, 0, seg.size - LK_HEADER_SIZE)
     _format_sealed(seg, fam, prev, sequence_base, (segment_uuid or _uuid_mod.uuid4()).bytes, sealing)
     return seg
 
