@@ -14,6 +14,8 @@ what the previous one left; an option not given eliminates nothing:
                         else the time of the first message steps 1-2 let through)
      4) --last TIME     skip until the first message at or after the time
      5) --severity
+    5a) --pid, --logger, --field   drop messages from other writers, other
+                        loggers, or whose fields do not hold (the record payload)
      6) --exclude       drop messages whose text matches
      7) --match         drop messages whose text does not match
      8) --exclude-data  drop messages whose expanded data matches
@@ -39,8 +41,10 @@ import argparse
 import bisect
 import collections
 import datetime as _dt
+import fnmatch
 import heapq
 import itertools
+import json
 import re
 import time as _time
 from dataclasses import dataclass, field
@@ -429,6 +433,112 @@ def expand_data(message: _Message) -> str:
 # --------------------------------------------------------------------------- selection
 
 
+# --------------------------------------------------------------------------- who logged
+
+
+class LoggerPatterns:
+    """--logger PATTERN...: shell-style globs (fnmatch, case-sensitive) on
+    the logger's name; a pattern starting with "!" excludes.  A message
+    passes when no including pattern is given or one matches, and no
+    excluding pattern matches.  A message without a logger name has the
+    name "" (only "" or "*" patterns include it)."""
+
+    def __init__(self, values: Iterable[str], option: str = "--logger") -> None:
+        inc, exc = [], []
+        for v in values:
+            if not isinstance(v, str) or v in ("", "!"):
+                raise SelectionError(f"{option} {v!r}: give a logger name or a glob such as "
+                                     f"'web.*' ('!web.*' leaves those out)")
+            (exc if v.startswith("!") else inc).append(v[1:] if v.startswith("!") else v)
+        self.include = tuple(inc)
+        self.exclude = tuple(exc)
+
+    def __call__(self, name: str) -> bool:
+        if self.include and not any(fnmatch.fnmatchcase(name, p) for p in self.include):
+            return False
+        return not any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LoggerPatterns) and (self.include, self.exclude) == (other.include, other.exclude)
+
+    def __hash__(self) -> int:
+        return hash((self.include, self.exclude))
+
+    def __repr__(self) -> str:
+        return f"LoggerPatterns(include={self.include!r}, exclude={self.exclude!r})"
+
+
+_FIELD_RE = re.compile(r"([^=~]+)(=|~)(.*)", re.S)
+
+
+def _field_text(v: Any) -> str:
+    """What --field compares: a string as it is, anything else as JSON (3, true, null)."""
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, sort_keys=True)
+
+
+class FieldTests:
+    """--field KEY=VALUE / KEY~REGEX / KEY: every test must hold.  KEY=VALUE:
+    the field equals VALUE (a string field as it is, any other value as its
+    JSON text: attempt=3, ok=true); KEY~REGEX: a Python regular expression
+    searched in that text; KEY alone: the field is present."""
+
+    def __init__(self, values: Iterable[str], option: str = "--field") -> None:
+        tests: list[tuple[str, str, Any]] = []
+        for v in values:
+            m = _FIELD_RE.fullmatch(v) if isinstance(v, str) else None
+            if m is None:
+                if isinstance(v, str) and v and "=" not in v and "~" not in v:
+                    tests.append((v, "has", None))
+                    continue
+                raise SelectionError(f"{option} {v!r}: write KEY=VALUE, KEY~REGEX or KEY "
+                                     f"(e.g. user=alice, exc_type~Timeout)")
+            key, op, val = m.groups()
+            if op == "~":
+                try:
+                    tests.append((key, "re", re.compile(val)))
+                except re.error as e:
+                    raise SelectionError(f"{option} {v!r}: bad regular expression: {e}") from None
+            else:
+                tests.append((key, "eq", val))
+        self.tests = tuple(tests)
+
+    def _key(self) -> tuple:
+        return tuple((k, o, getattr(v, "pattern", v)) for k, o, v in self.tests)
+
+    def __call__(self, fields: dict) -> bool:
+        for key, op, val in self.tests:
+            if key not in fields:
+                return False
+            if op == "eq" and _field_text(fields[key]) != val:
+                return False
+            if op == "re" and not val.search(_field_text(fields[key])):
+                return False
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FieldTests) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"FieldTests({list(self._key())!r})"
+
+
+def parse_pids(values: Iterable[str], option: str = "--pid") -> frozenset[int]:
+    """--pid N...: the process ids, as a set."""
+    out = set()
+    for v in values:
+        try:
+            n = int(v)
+        except (TypeError, ValueError):
+            n = -1
+        if not 0 < n < 1 << 32:
+            raise SelectionError(f"{option} {v!r}: give a process id (a whole number from 1 to 4294967295)")
+        out.add(n)
+    return frozenset(out)
+
+
 @dataclass
 class Selection:
     """What to select, parsed and checked (see the module docstring for the steps).
@@ -451,6 +561,9 @@ class Selection:
     match_data: Patterns | None = None
     exclude_data: Patterns | None = None
     now_ns: int | None = None
+    pids: frozenset[int] | None = None
+    loggers: LoggerPatterns | None = None
+    fields: FieldTests | None = None
 
     def __post_init__(self) -> None:
         if self.now_ns is None:
@@ -511,7 +624,30 @@ class Selection:
             exclude_data=patterns("exclude_data", "--exclude-data"),
             match_data=patterns("match_data", "--match-data"),
             now_ns=now,
+            pids=None if opt("pid") is None else parse_pids(opt("pid")),
+            loggers=None if opt("logger") is None else LoggerPatterns(opt("logger")),
+            fields=None if opt("field") is None else FieldTests(opt("field")),
         )
+
+    @property
+    def needs_record(self) -> bool:
+        """True if selecting looks at who logged (--pid, --logger, --field:
+        step 5a), which the C scan leaves to who_matches()."""
+        return self.pids is not None or self.loggers is not None or self.fields is not None
+
+    def who_matches(self, m: _Message) -> bool:
+        """Step 5a: the message's process id, logger name and fields pass
+        --pid, --logger and --field (True when none is given)."""
+        if self.pids is not None and m.process_id not in self.pids:
+            return False
+        if self.loggers is None and self.fields is None:
+            return True
+        rec = getattr(m, "record", None)
+        if rec is None:
+            return False
+        if self.loggers is not None and not self.loggers(rec.logger):
+            return False
+        return self.fields is None or self.fields(rec.fields)
 
     @property
     def needs_data(self) -> bool:
@@ -598,6 +734,7 @@ class Selection:
         last_started = last_time is None
         sev, exclude, match = self.severities, self.exclude, self.match
         exclude_data, match_data = self.exclude_data, self.match_data
+        who = self.needs_record
         for m in messages:
             if to is not None and (key(m, to) < to.value if rev else key(m, to) > to.value):
                 return                                                            # 1
@@ -621,6 +758,8 @@ class Selection:
                 last_started = not rev
             if sev is not None and m.severity not in sev:                         # 5
                 continue
+            if who and not self.who_matches(m):                                   # 5a
+                continue
             if exclude is not None and exclude.search(m.text):                    # 6
                 continue
             if match is not None and not match.search(m.text):                    # 7
@@ -638,14 +777,14 @@ def add_arguments(parser: argparse.ArgumentParser | Any, *, window: bool = True)
     """Add the message-selection options to `parser` in a "message selection" group.
 
     Dests: from_, to, for_, last, reverse (only if `window`, the default; a
-    command that follows a live log may leave them out), severity, match,
-    exclude, match_data, exclude_data.  Values stay strings (lists for the
+    command that follows a live log may leave them out), severity, pid,
+    logger, field, match, exclude, match_data, exclude_data.  Values stay strings (lists for the
     repeatable ones); Selection.from_args parses them.  Returns the group.
     """
     group = parser.add_argument_group(
         "message selection",
         "Options apply in this order: --to, --from, --for TIME, --last TIME, --severity, "
-        "--exclude, --match, --exclude-data, --match-data, --for COUNT, --last COUNT. "
+        "--pid/--logger/--field, --exclude, --match, --exclude-data, --match-data, --for COUNT, --last COUNT. "
         "A value that starts with '-' must be joined to its option with '=' "
         "(--from=-2h, --severity=-5:0), or argparse takes it for an option.")
     if window:
@@ -677,6 +816,19 @@ def add_arguments(parser: argparse.ArgumentParser | Any, *, window: bool = True)
         "--severity", nargs="+", action="extend", metavar="SEV",
         help="print only messages of these severities: a number from -250 to 250 or a range "
              "like 20:29 (inclusive); several and repeats add up")
+    group.add_argument(
+        "--pid", nargs="+", action="extend", metavar="N",
+        help="print only messages written by these process ids")
+    group.add_argument(
+        "--logger", nargs="+", action="extend", metavar="PATTERN",
+        help="print only messages of loggers whose name matches a PATTERN, a shell glob "
+             "('web.*', 'django.request'); '!PATTERN' leaves those out ('!gunicorn.access'). "
+             "Several add up")
+    group.add_argument(
+        "--field", nargs="+", action="extend", metavar="KEY=VALUE",
+        help="print only messages whose field KEY equals VALUE (user=alice; a non-string value "
+             "as JSON: attempt=3, ok=true), or KEY~REGEX (a Python regular expression searched in "
+             "it: exc_type~Timeout), or KEY (the field is present). Every --field must hold")
     group.add_argument(
         "--exclude", nargs="+", action="extend", metavar="STR",
         help="leave out messages whose text contains any STR; /REGEX/ between slashes is a "

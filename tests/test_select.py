@@ -392,7 +392,7 @@ def test_add_arguments_defines_exactly_the_selection_options_with_their_dests():
     p = parser()
     dests = {a.dest for a in p._actions} - {"help"}
     assert dests == {"from_", "to", "for_", "last", "reverse", "severity", "match", "exclude",
-                     "match_data", "exclude_data"}
+                     "match_data", "exclude_data", "pid", "logger", "field"}
     assert all(a.help for a in p._actions)
     args = p.parse_args([])
     assert Selection.from_args(args, now_ns=NOW) == Selection(now_ns=NOW)
@@ -402,7 +402,7 @@ def test_add_arguments_without_window_leaves_out_the_positional_options():
     p = argparse.ArgumentParser()
     add_arguments(p, window=False)
     assert {a.dest for a in p._actions} - {"help"} == {"severity", "match", "exclude", "match_data",
-                                                      "exclude_data"}
+                                                      "exclude_data", "pid", "logger", "field"}
     args = p.parse_args(["--severity", "20"])
     assert Selection.from_args(args, now_ns=NOW).severities == parse_severities(["20"])
 
@@ -914,3 +914,23 @@ def test_merge_then_select_works_across_logs():
     sel = Selection.from_args(ns_of(last="3", match=["a", "b"]), now_ns=NOW)
     got = list(sel.apply(merge_by_time([a, b])))
     assert [(m.source, m.sequence) for m in got] == [(1, 4), (0, 5), (1, 5)]
+
+
+def test_who_logged_is_step_5a_of_the_reference_selection():
+    """--pid, --logger and --field (record payloads, docs/format.md) in apply()."""
+    from logkit import RecordInfo
+
+    class M:
+        def __init__(self, seq, logger, pid, fields):
+            self.sequence, self.time, self.severity, self.text = seq, NOW + seq, 20, f"m{seq}"
+            self.data, self.data_class, self.process_id = b"", "", pid
+            self.record = RecordInfo(logger, "", "", 0, "", fields, None)
+
+    msgs = [M(1, "web.api", 10, {"user": "alice"}), M(2, "web.db", 11, {"user": "bob", "n": 3}),
+            M(3, "", 10, {})]
+    args = parser().parse_args(["--logger", "web.*", "!web.db", "--pid", "10"])
+    assert [m.sequence for m in Selection.from_args(args, now_ns=NOW).apply(msgs)] == [1]
+    args = parser().parse_args(["--field", "n=3", "--field", "user~^b"])
+    assert [m.sequence for m in Selection.from_args(args, now_ns=NOW).apply(msgs)] == [2]
+    args = parser().parse_args(["--logger", "*", "--for", "1", "--reverse"])
+    assert [m.sequence for m in Selection.from_args(args, now_ns=NOW).apply(msgs)] == [3]

@@ -207,7 +207,9 @@ def _warn(msg: str) -> None:
 
 
 def _rest(sel: Selection, m, expand: Callable) -> bool:
-    """Steps 6-9 in Python (for what the C scan left undecided)."""
+    """Steps 5a-9 in Python (for what the C scan left undecided)."""
+    if sel.needs_record and not sel.who_matches(m):
+        return False
     if sel.exclude is not None and sel.exclude.search(m.text):
         return False
     if sel.match is not None and not sel.match.search(m.text):
@@ -438,7 +440,8 @@ def _run(args) -> int:
             for s in sources:
                 line, _ = _limits_line(s)
                 out.line(f"== {line}")
-        fast = (len(sources) == 1 and sources[0].kind in ("family", "segment") and not sel.reverse)
+        fast = (len(sources) == 1 and sources[0].kind in ("family", "segment") and not sel.reverse
+                and not sel.needs_record)
         if fast:
             n = _fast(sources[0], sel, disp, out, args.absolute_pathname)
         else:

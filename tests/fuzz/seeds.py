@@ -148,6 +148,18 @@ EXPRESSIONS = [
 ]
 
 
+def record_payloads() -> dict[str, bytes]:
+    """Record payloads (docs/format.md, "The record payload") for the record
+    target: the target splits its input at the first NUL into a data class
+    and the data."""
+    from logkit import record_encode
+    full = record_encode("web.api", "views", "get", 42, "/srv/app/views.py",
+                         {"user": "alice", "n": 3, "ok": True, "tags": ["a"], "none": None}, "Traceback ...")
+    return {"full": b"record\x00" + full, "bare": b"record\x00" + record_encode(),
+            "fields": b"record\x00" + record_encode("x", fields={"k": "v" * 40}),
+            "json": b'json\x00{"user": "bob", "traceback": "tb"}', "traceback": b"traceback\x00Traceback"}
+
+
 def write_corpus() -> dict[str, int]:
     """(Re)write the seed files under corpus/<target>/; returns counts."""
     import shutil
@@ -195,6 +207,8 @@ def write_corpus() -> dict[str, int]:
             save("config", str(i), c)
         for i, e in enumerate(EXPRESSIONS):
             save("select", str(i), e)
+        for name, data in record_payloads().items():
+            save("record", name, data)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return counts

@@ -446,6 +446,48 @@ _MESSAGES = [_Msg(i, NOW_NS - (10 - i) * 3_600_000_000_000, (i * 10) % 60, f"mes
              for i in range(1, 11)]
 
 
+# ---------------------------------------------------------------- record payloads
+
+class _RecMsg:
+    """A message with arbitrary data, for the formatters."""
+
+    def __init__(self, data_class: str, data: bytes):
+        self.sequence, self.time, self.severity, self.process_id, self.thread_id = 1, NOW_NS, 20, 1, 1
+        self.text, self.data_class, self.data = "text", data_class, data
+
+    @property
+    def record(self):
+        from logkit import record_info
+        return record_info(self.data_class, self.data)
+
+    @property
+    def logger(self):
+        return self.record.logger
+
+
+def fuzz_record(data: bytes) -> None:
+    """A record payload (and the older json/traceback classes): the input is
+    CLASS NUL DATA.  record_decode, record_info, the 'record' formatter,
+    format_message in every format, and --logger/--field selection must
+    answer (None, empty parts, a hex dump) and never raise."""
+    from logkit import formatters as F
+    from logkit import record_info
+    from logkit._segment import record_decode
+    from logkit.select import FieldTests, LoggerPatterns
+    cls, _, payload = data.partition(b"\x00")
+    cls = cls.decode("utf-8", "replace")[:32]
+    got = record_decode(payload)
+    info = record_info(cls, payload)
+    assert got is None or isinstance(got.fields, dict)
+    assert isinstance(info.fields, dict) and isinstance(info.logger, str)
+    F.format_record(payload)
+    m = _RecMsg(cls, payload)
+    for fmt in ("text", "short", "json"):
+        F.format_message(m, fmt=fmt)
+    LoggerPatterns(["web.*", "!web.db"])(info.logger)
+    FieldTests(["user=alice", "n~^3", "ok"])(info.fields)
+
+
 # ---------------------------------------------------------------- the rule
 
 TARGETS = {
@@ -458,6 +500,7 @@ TARGETS = {
     "frames": fuzz_frames,
     "config": fuzz_config,
     "select": fuzz_select,
+    "record": fuzz_record,
 }
 
 
