@@ -36,8 +36,12 @@ LEVELS = {"notset": 0, "trace": 5, "debug": 10, "info": 20, "msg": 20, "success"
 _SOURCE_KEYS = ("module", "func_name", "lineno", "pathname")
 
 # Frames of these modules are structlog's machinery, not the caller: the
-# source location is the first frame outside them.
-_MACHINERY = ("structlog", "logkit.structlog")
+# source location is the first frame outside them.  The async methods
+# (ainfo...) run the processors in an executor thread, whose frames are
+# concurrent.futures' and threading's alone: there the source is left empty
+# rather than wrong (CallsiteParameterAdder knows the caller of an async
+# method).  A caller's own frame is always nearer than these.
+_MACHINERY = ("structlog", "logkit.structlog", "concurrent.futures", "threading")
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
