@@ -20,7 +20,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet "setuptools>=77" "Cython>=3.0" blake3 pycryptodome pytest pytest-xdist hypothesis cryptography-vectors build
+	$(PIP) install --quiet "setuptools>=77" "Cython>=3.0" blake3 pycryptodome pytest pytest-xdist hypothesis cryptography-vectors build structlog loguru
 	touch $(STAMP)
 
 # The core is compiled once.  The editable install registers the package, the
