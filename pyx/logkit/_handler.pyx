@@ -36,7 +36,7 @@ import logging
 import traceback
 
 from logkit import inject
-from logkit._segment import RECORD_CLASS, fields_json
+from logkit._segment import RECORD_CLASS as _RECORD_CLASS, fields_json as _fields_json
 from logkit.contextfields import FIELDS as _FIELDS
 
 # The attributes every LogRecord has; anything more came from `extra=`.
@@ -257,7 +257,7 @@ cdef bytes _record_payload(dict d, object record, dict bound):
     if bound or len(d) > _STANDARD_LEN or d["exc_info"]:
         fields = _fields_of(d, record, bound)
         if fields:
-            fj = fields_json(fields)
+            fj = _fields_json(fields)
     if d["exc_info"] or d["stack_info"] or d.get("exc_text"):
         t = _traceback_of(d, record)
         if t is not None:
@@ -331,7 +331,7 @@ cdef class Emitter:
             PyErr_Clear()
             text = (<str>text).encode("utf-8", "backslashreplace").decode("utf-8")
         data = _record_payload(d, record, <dict>_ctx_get(_FIELDS, _NO_FIELDS))
-        cls = RECORD_CLASS
+        cls = _RECORD_CLASS
         t = <int64_t>(<double>d["created"] * 1000000000.0)
         cdef uint64_t seq
         cdef int sev = _severity(d["levelno"])
