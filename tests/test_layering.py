@@ -68,13 +68,22 @@ def _foreign_private_uses(path: Path) -> list[str]:
     return out
 
 
+# Files allowed to read another module's internals, and why (keep it short).
+READS_INTERNALS = {
+    # argparse has no public call for the actions a parser defines; the
+    # completion scripts and the man page are made from them, through here.
+    "logkit/cli/argdefs.py": "argparse internals (no public API)",
+}
+
+
 def test_no_module_uses_another_modules_private_names():
     """Issue #14: a layer that needs something of another gets a public,
     documented call of the module that owns it (this fails before the public
     core API: salvager.py used Segment._fix_word, family.py
     Segment._rotator_cas, server.py PartitionStorage._p, pipejournal.py
     partition._key, ...)."""
-    found = [use for path in SOURCES for use in _foreign_private_uses(path)]
+    found = [use for path in SOURCES if str(path.relative_to(ROOT)) not in READS_INTERNALS
+             for use in _foreign_private_uses(path)]
     assert not found, "private names used across modules:\n" + "\n".join(found)
 
 

@@ -14,6 +14,7 @@ import sys
 
 from logkit.errors import LogkitError
 from logkit.console import say
+from logkit.cli import argdefs
 
 # Subcommand NAME lives in logkit/cli/NAME_cmd.py.  Only the module of the
 # command being run is imported (a reading tool starts without the server,
@@ -53,12 +54,12 @@ def join_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> li
     option it follows: `--from -2h` becomes `--from=-2h`, and
     `--severity -5:0 10` becomes `--severity=-5:0 --severity=10` (a list
     option takes repeats).  Options are those of the subcommand being run."""
-    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    subs = argdefs.subcommands(parser)
     first = next((a for a in argv if not a.startswith("-")), None)
-    if sub is None or first not in sub.choices:
+    if first not in subs:
         return argv
     takes = {}                      # option string -> its action's nargs (single values and lists)
-    for a in sub.choices[first]._actions:
+    for a in argdefs.actions(subs[first]):
         if a.option_strings and a.nargs in (None, "+", "*"):
             takes.update(dict.fromkeys(a.option_strings, a.nargs))
     out: list[str] = []

@@ -115,6 +115,21 @@ def describe(parser: argparse.ArgumentParser, name: str = "logkit", help: str = 
     return cmd
 
 
+def actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """Every action `parser` defines.  argparse has no public call for it:
+    this module is the one place that reads argparse's internals
+    (tests/test_layering.py allows it here and nowhere else)."""
+    return list(parser._actions)
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommand parsers of `parser` by name ({} without subcommands)."""
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            return dict(a.choices)
+    return {}
+
+
 def logkit_commands() -> Command:
     """Every subcommand of `logkit`, as defined now."""
     from logkit.cli import build_parser
