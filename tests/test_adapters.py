@@ -435,13 +435,7 @@ def _doc_blocks():
     return [b for b in test_docs._blocks(DOC) if b.lang == "python" and b.file_name is None]
 
 
-@pytest.mark.parametrize("block", _doc_blocks(), ids=lambda b: b.id)
-def test_from_other_loggers_md_examples_run(block, tmp_path):
-    import test_docs
-    for earlier in test_docs._blocks(DOC):
-        if earlier.file_name and earlier.line < block.line:
-            (tmp_path / earlier.file_name).write_text(earlier.code, encoding="utf-8")
-    test_docs.test_doc_example_runs(block, tmp_path)
+# (Its examples run with the other docs' in tests/test_docs.py, DOC_FILES.)
 
 
 def test_from_other_loggers_md_has_the_mapping_table_and_an_example_each():

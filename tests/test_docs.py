@@ -47,7 +47,7 @@ DOCS = ROOT / "docs"
 DOC_FILES = [DOCS / "api.md", DOCS / "format.md", DOCS / "performance.md", DOCS / "getting-started.md",
              DOCS / "config.md", DOCS / "backends.md", DOCS / "cli.md", DOCS / "backend-partition.md",
              DOCS / "backend-pipe.md", DOCS / "backend-plainfile.md", DOCS / "server.md",
-             DOCS / "formatters.md", ROOT / "README.md"]
+             DOCS / "formatters.md", DOCS / "from-other-loggers.md", ROOT / "README.md"]
 HEADER_H = ROOT / "pyx" / "include" / "lk_segment.h"
 
 _FENCE_OPEN = re.compile(r"^```([A-Za-z0-9_+-]*)\s*$")
