@@ -81,7 +81,7 @@ class PartitionReader(Reader):
         self._start: int | None = None
         self.problems: list[str] = []
 
-    def _snapshot_once(self, last_try: bool) -> list[PartitionMessage]:
+    def _snapshot_once(self, last_try: bool) -> tuple[int, list[PartitionMessage]]:
         p = self.partition
         p.check()
         p.refresh_keys()
@@ -138,9 +138,17 @@ class PartitionReader(Reader):
                 if note not in self.problems:
                     self.problems.append(note)
             out.extend(copies)
-        return out
+        return progress, out
 
     def _snapshot(self) -> list[PartitionMessage]:
+        return self.snapshot()[1]
+
+    def snapshot(self) -> tuple[int, list[PartitionMessage]]:
+        """(progress, messages): the drain progress (the last sequence a drain
+        recorded as copied, 0 if none) read before the halves, and private
+        copies of every finished message above it, in sequence order.  A
+        drain may copy more of them meanwhile: comparing the progress word
+        read afterwards with this one tells (backends/partition_log.py)."""
         # A reuse formats a half in well under a second; a half still named by
         # intent after READ_PATIENCE is read as found (its UUID stable over
         # the read), one reformatted under every read raises.

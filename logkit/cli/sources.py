@@ -13,6 +13,11 @@ arguments; each is, in this order of trying:
 4. a partition file (magic ``LKPART``);
 5. a plain file of the ``plainfile`` storage (text or JSON lines).
 
+A config log whose storage is a partition with a drain ``directory`` is
+read whole (backends/partition_log.py): its destination family, then what
+the partition holds that no drain has copied yet, numbered as the family
+will number it.  A partition file given by path is read alone.
+
 Anything else is a LogkitError that names the argument and what was tried.
 """
 from __future__ import annotations
@@ -41,7 +46,8 @@ class Source:
     (or file) name shown by --call and the header; path: the family
     directory, or the file; reader: a registry.Reader (iteration, reverse(),
     seek(), limits(), count()); key_file: what decrypts it, if anything;
-    family: the family name (family and segment kinds).
+    family: the family name (family and segment kinds; a partition log's
+    destination family when it has one).
     """
 
     spec: str
@@ -185,13 +191,21 @@ def resolve(spec: str, *, config=None, key_file=None, single: bool = False,
             return Source(spec, "family", fam, d, FamilyReader(d, fam, key_file=kf), kf, fam, lc.name, lc=lc)
         if lc.storage in ("partition", "plainfile") and so.get("path"):
             path = os.path.abspath(os.fspath(so["path"]))
+            fam = None
             if lc.storage == "partition":
                 if not os.path.exists(path):
                     raise LogNotFound(f"log {spec}: its partition {path} does not exist")
-                rd = partition_reader(path, key_file=kf)
+                if so.get("directory"):
+                    # The whole log: the destination family, then what is not
+                    # drained yet, numbered as the family will number it.
+                    from logkit.backends.partition_log import open_log_reader
+                    fam = so.get("family") or lc.name
+                    rd = open_log_reader(path, os.path.abspath(os.fspath(so["directory"])), fam, key_file=kf)
+                else:
+                    rd = partition_reader(path, key_file=kf)
             else:
                 rd = plain_reader(path)
-            return Source(spec, lc.storage, lc.name, path, rd, kf, None, lc.name, lc=lc)
+            return Source(spec, lc.storage, lc.name, path, rd, kf, fam, lc.name, lc=lc)
         src = Source(spec, lc.storage, lc.name, spec, None, kf, None, lc.name, lc=lc)
         try:
             src.reader = src.storage.reader()     # a third-party storage: its own reader
