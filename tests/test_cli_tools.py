@@ -593,7 +593,7 @@ def test_stats_of_config_logs_keeps_storage_counters_and_adds_segments(family, t
     rc, out, _ = run(capsys, "stats", "-c", cfg)
     assert rc == 0
     assert f"[log.app] family over shm: family 'app' in {d}" in out
-    assert "  rotations = 0\n" in out and "  segments (3, oldest first):" in out
+    assert "  rotations = 2\n" in out and f"  written = {N}\n" in out and "  segments (3, oldest first):" in out
     assert "[log.buf] partition over shm: partition " in out
     lost = re.search(r"^  lost = (\d+)$", out, re.M)
     assert lost and int(lost.group(1)) > 0

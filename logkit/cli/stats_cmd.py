@@ -1,8 +1,12 @@
 """`logkit stats [LOG ...]`: every counter of every log's storage, segments and buffers.
 
-LOG is a config log name or a path (sources.resolve).  For a config log the
-storage backend's own counters come first; then, for a family (or a
-partition), the counters in each segment's (half's) header.
+LOG is a config log name or a path (sources.resolve).  The counters shown
+first are true of the whole log, read from its files: a family's summed
+over all its segments (rotations from its history), a partition log's from
+the partition header and its destination family together.  Nothing is
+opened for writing; only a third-party storage is asked through an object
+opened here, and its counters are shown apart, as this process's.  Then
+the counters in each segment's (half's) header.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import os
 from logkit import config as _config
 from logkit.server import read_status
 
-from .inspectors import JournalInspector, inspector_of
+from .inspectors import JournalInspector, SegmentInspector, inspector_of
 from .sources import load_config_quietly, resolve
 
 # The per-segment counters, in the order shown, with their column titles.
@@ -57,13 +61,99 @@ def _totals(rows: list[dict]) -> dict:
     return tot
 
 
+def _history_complete(path: str) -> bool | None:
+    """Whether the segment at `path` (a family's oldest) is its first one
+    (no previous segment named in its header); None if it cannot be read."""
+    from logkit import Segment
+    from logkit.errors import LogkitError
+    try:
+        seg = Segment.open(path, readonly=True)
+    except (LogkitError, OSError):
+        return None
+    try:
+        return not seg.header().get("previous")
+    except (LogkitError, OSError):
+        return None
+    finally:
+        seg.close()
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def family_counters(rows: list[dict]) -> dict:
+    """The whole family's counters from its segment rows (oldest first):
+    each header counter summed over every segment, the segments and their
+    bytes, and the rotations: as many as there are history segments when the
+    oldest is the family's first, else unknown (None; older history was
+    removed) with rotations_at_least."""
+    tot = _totals(rows)
+    out = {k: tot[k] for k in ("written", "reserved", "refused_full", "refused_too_big",
+                               "refused_out_of_service", "abandoned", "salvages")}
+    history = sum(1 for r in rows if r.get("role") != "live")
+    out.update({"segments": len(rows), "bytes": sum(_size(r["path"]) for r in rows),
+                "history_segments": history})
+    complete = _history_complete(rows[0]["path"]) if rows else True
+    if complete:
+        out["rotations"] = history
+    else:
+        out["rotations"] = None
+        out["rotations_at_least"] = history
+    return out
+
+
+def _family_rows(directory: str, family: str) -> list[dict]:
+    from logkit.family import FamilyReader
+    from logkit.errors import SegmentNotFound
+    try:
+        paths = FamilyReader(directory, family).segment_paths()
+    except SegmentNotFound:
+        return []
+    live = os.path.join(directory, family)
+    rows = []
+    for path in paths:
+        for r in SegmentInspector(path).stats()["segments"]:
+            r["role"] = "live" if r["path"] == live else "history"
+            rows.append(r)
+    return rows
+
+
+def _where(lc) -> str:
+    """What a built-in storage of config log `lc` is, in words, from its
+    options (opening it to ask would create files, or swap a partition)."""
+    so = lc.storage_options
+    if lc.storage == "family":
+        return f"family '{so.get('family') or lc.name}' in {os.path.abspath(os.fspath(so['directory']))}"
+    if lc.storage == "partition":
+        dest = (f"drains into family '{so.get('family') or lc.name}' in "
+                f"{os.path.abspath(os.fspath(so['directory']))}" if so.get("directory") else "no drain directory set")
+        return f"partition {os.path.abspath(os.fspath(so['path']))} ({dest})"
+    return f"plain file {os.path.abspath(os.fspath(so['path']))}"
+
+
+BUILT_IN = ("family", "partition", "plainfile")
+
+
 def collect_source(src, cfg) -> dict:
+    """What `stats` shows of one LOG: "counters", true of the whole log (all
+    segments of a family; a partition log's partition and destination family
+    together); "this_process" only for a storage that can describe itself
+    only through an object this command opens (a third-party backend): its
+    counters are that object's, not the log's."""
     out: dict = {"log": src.log, "source": src.spec, "kind": src.kind, "path": src.path}
-    if src.log is not None:
-        lc = cfg.get(src.log)
-        storage = src.storage
-        out.update({"storage": lc.storage, "transport": lc.transport, "where": storage.describe(),
-                    "counters": storage.stats()})
+    lc = cfg.get(src.log) if src.log is not None else None
+    if lc is not None:
+        out.update({"storage": lc.storage, "transport": lc.transport})
+        if lc.storage in BUILT_IN and (lc.storage != "plainfile" or lc.storage_options.get("path")):
+            out["where"] = _where(lc)
+        else:
+            storage = src.storage
+            out["where"] = storage.describe()
+            out["this_process"] = storage.stats()
         if lc.transport == "pipe":
             spill = lc.transport_options.get("spill") or lc.transport_options["fifo"] + ".spill"
             st = read_status(spill)
@@ -81,17 +171,47 @@ def collect_source(src, cfg) -> dict:
                 r["role"] = "live" if r["path"] == live else "history"
         out["segments"] = rows
         out["totals"] = _totals(rows)
-    if src.log is None:
-        if src.kind == "family":
+    if src.kind == "family":
+        out["counters"] = family_counters(out["segments"])
+        if "where" not in out:
             out["where"] = f"family '{src.family}' in {src.path}, {len(out['segments'])} segment(s)"
-        else:
-            out["where"] = parts[0]["where"]
-            if "counters" in parts[0]:
-                out["counters"] = parts[0]["counters"]
+    elif parts and "where" in parts[0]:
+        out.setdefault("where", parts[0]["where"])
+        if "counters" in parts[0]:
+            out["counters"] = dict(parts[0]["counters"])
+    if src.kind == "partition" and src.family is not None and hasattr(src.reader, "snapshot"):
+        _add_destination(out, src)
     for part in parts:
         if "margins" in part:
             out["margins"] = part["margins"]
     return out
+
+
+def _add_destination(out: dict, src) -> None:
+    """A partition log's destination family, and the whole log's counters:
+    the partition's (lost to overflow, swaps, drained...) with the family's
+    summed in, `written` being what the log holds (the family's messages and
+    those not yet drained)."""
+    rd = src.reader
+    rows = _family_rows(rd.directory, rd.family)
+    fam = family_counters(rows)
+    out["family"] = {"directory": rd.directory, "family": rd.family, "segments": rows,
+                     "totals": _totals(rows), "counters": fam}
+    part = out.get("counters") or {}
+    undrained = rd.pending_count()
+    c = {"written": fam["written"] + undrained, "undrained": undrained, "family_written": fam["written"]}
+    for k in ("lost", "loss_events", "swaps", "drained", "drain_progress", "half_size"):
+        if k in part:
+            c[k] = part[k]
+    halves = _totals(out.get("segments", []))
+    for k in ("refused_full", "refused_too_big", "refused_out_of_service", "abandoned", "salvages"):
+        c[k] = halves[k] + fam[k]
+    c["partition_written"], c["partition_reserved"] = part.get("written", 0), part.get("reserved", 0)
+    c.update({"segments": fam["segments"], "bytes": fam["bytes"] + _size(src.path),
+              "family_rotations": fam["rotations"]})
+    if fam["rotations"] is None:
+        c["family_rotations_at_least"] = fam["rotations_at_least"]
+    out["counters"] = c
 
 
 # ---------------------------------------------------------------- printing
@@ -143,7 +263,8 @@ def run(args) -> int:
             reports.append(collect_source(src, cfg))
         finally:
             src.close()
-    unreadable = [s["path"] for r in reports for s in r.get("segments", [])
+    unreadable = [s["path"] for r in reports
+                  for s in r.get("segments", []) + r.get("family", {}).get("segments", [])
                   if "problem" in s and not s.get("gone")]
     if args.json:
         print(json.dumps(reports, indent=2, default=str))
@@ -154,9 +275,25 @@ def run(args) -> int:
         else:
             print(f"[{r['path']}] {r['where']}")
         for k, v in r.get("counters", {}).items():
+            if k.endswith("rotations_at_least"):
+                continue
+            if v is None and k.endswith("rotations"):
+                v = (f"unknown (the oldest segment is not the family's first: older history was removed; "
+                     f"at least {r['counters'][k + '_at_least']})")
             print(f"  {k} = {v}")
+        own = r.get("this_process")
+        if own:
+            print("  this process only (the counters of the storage object `logkit stats` opened, "
+                  "not of the log):")
+            for k, v in own.items():
+                print(f"    {k} = {v}")
         for line in _segment_table(r):
             print(line)
+        fam = r.get("family")
+        if fam is not None:
+            print(f"  destination family '{fam['family']}' in {fam['directory']}:")
+            for line in _segment_table(fam):
+                print("  " + line)
         j = r.get("journal")
         if j is not None:
             if "problem" in j:
