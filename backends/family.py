@@ -27,6 +27,8 @@ class FamilyStorage(StorageBackend):
         Option("retain_size", "size", None, help="keep at most this many bytes of history"),
         Option("wait_timeout", "duration", 30.0, help="how long a writer waits for a rotation"),
         Option("rotation_timeout", "duration", 5.0, help="when a stalled rotation is taken over"),
+        Option("prepare_at", "float", 0.5,
+               help="fill (0 to 1) of the live segment at which the next one is prepared ahead"),
         Option("sync", "choice", "close", choices=SYNC_CHOICES,
                help="msync: never, on close/flush, or after every message"),
         Option("key_file", "path", None,
@@ -60,7 +62,7 @@ class FamilyStorage(StorageBackend):
             mode=o.get("mode", 0o640), retain_age=o.get("retain_age"),
             retain_count=o.get("retain_count"), retain_size=o.get("retain_size"),
             create=bool(o.get("create_directory", False)) or os.path.isdir(self.directory),
-            key_file=o.get("key_file"))
+            key_file=o.get("key_file"), prepare_at=o.get("prepare_at", 0.5))
         self.key_file = o.get("key_file")
 
     def write(self, text, severity=20, data=b"", data_class="", time=None):
