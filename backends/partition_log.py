@@ -29,6 +29,7 @@ from typing import Iterator
 
 from logkit._segment import Limits
 from logkit.errors import InvalidArgument, LogkitError, NoSuchMessage, SegmentNotFound
+from logkit import inject
 from logkit.registry import Reader
 from logkit.backends.destination import copy_identity
 from logkit.backends.partition_file import H_MARK, H_PROGRESS, Partition
@@ -176,6 +177,7 @@ class PartitionLogReader(Reader):
         while True:
             looks += 1
             progress, msgs = self.partition_reader.snapshot()
+            inject.point("partition.log.taken")      # the undrained copied, the family not yet read
             fr = self.family_reader()
             last, lim = self._family_next(fr)
             mark = p.header_word(H_MARK)

@@ -14,6 +14,7 @@ import json
 import os
 
 from logkit import config as _config
+from logkit.backends.partition_log import PartitionLogReader
 from logkit.server import read_status
 
 from .inspectors import JournalInspector, SegmentInspector, inspector_of
@@ -122,20 +123,27 @@ def _family_rows(directory: str, family: str) -> list[dict]:
     return rows
 
 
-def _where(lc) -> str:
-    """What a built-in storage of config log `lc` is, in words, from its
-    options (opening it to ask would create files, or swap a partition)."""
-    so = lc.storage_options
-    if lc.storage == "family":
-        return f"family '{so.get('family') or lc.name}' in {os.path.abspath(os.fspath(so['directory']))}"
-    if lc.storage == "partition":
-        dest = (f"drains into family '{so.get('family') or lc.name}' in "
-                f"{os.path.abspath(os.fspath(so['directory']))}" if so.get("directory") else "no drain directory set")
-        return f"partition {os.path.abspath(os.fspath(so['path']))} ({dest})"
-    return f"plain file {os.path.abspath(os.fspath(so['path']))}"
+def _abs(p) -> str:
+    return os.path.abspath(os.fspath(p))
 
 
-BUILT_IN = ("family", "partition", "plainfile")
+def _family_words(lc, so) -> str:
+    return f"family '{so.get('family') or lc.name}' in {_abs(so['directory'])}"
+
+
+def _partition_words(lc, so) -> str:
+    dest = (f"drains into family '{so.get('family') or lc.name}' in {_abs(so['directory'])}"
+            if so.get("directory") else "no drain directory set")
+    return f"partition {_abs(so['path'])} ({dest})"
+
+
+def _plain_words(lc, so) -> str | None:
+    return f"plain file {_abs(so['path'])}" if so.get("path") else None
+
+
+# What a built-in storage is, in words, from its config log's options
+# (opening it to ask would create files, or swap a partition); None: ask it.
+WHERE = {"family": _family_words, "partition": _partition_words, "plainfile": _plain_words}
 
 
 def collect_source(src, cfg) -> dict:
@@ -148,8 +156,10 @@ def collect_source(src, cfg) -> dict:
     lc = cfg.get(src.log) if src.log is not None else None
     if lc is not None:
         out.update({"storage": lc.storage, "transport": lc.transport})
-        if lc.storage in BUILT_IN and (lc.storage != "plainfile" or lc.storage_options.get("path")):
-            out["where"] = _where(lc)
+        words = WHERE.get(lc.storage)
+        where = words(lc, lc.storage_options) if words is not None else None
+        if where is not None:
+            out["where"] = where
         else:
             storage = src.storage
             out["where"] = storage.describe()
@@ -179,7 +189,7 @@ def collect_source(src, cfg) -> dict:
         out.setdefault("where", parts[0]["where"])
         if "counters" in parts[0]:
             out["counters"] = dict(parts[0]["counters"])
-    if src.kind == "partition" and src.family is not None and hasattr(src.reader, "snapshot"):
+    if isinstance(src.reader, PartitionLogReader):
         _add_destination(out, src)
     for part in parts:
         if "margins" in part:
