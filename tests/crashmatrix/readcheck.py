@@ -40,7 +40,8 @@ def check(m, layer, out):
         return
     w, i = wi
     want = pipe_text(w, i) if layer == "pipe" else message_text(w, i)
-    handled = hows(layer)[i % len(hows(layer))] == "handler"     # through logkit.Handler: a level, no data
+    # through logkit.Handler: a level, and the record payload (the logger's name, no fields)
+    handled = hows(layer)[i % len(hows(layer))] == "handler"
     bad = []
     if not m.checksum_ok():
         bad.append("checksum")
@@ -48,10 +49,15 @@ def check(m, layer, out):
         bad.append(f"text {text[:60]!r}")
     if m.severity != (handler_level(w, i) if handled else message_severity(w, i)):
         bad.append(f"severity {m.severity}")
-    if bytes(m.data) != message_data(w, i):
-        bad.append("data")
-    if m.data_class != message_class(w, i):
-        bad.append(f"data_class {m.data_class!r}")
+    if handled:
+        rec = m.record
+        if m.data_class != "record" or rec.logger != f"crashmatrix-{w}" or rec.fields or rec.traceback:
+            bad.append(f"record payload {m.data_class!r} {rec!r:.80}")
+    else:
+        if bytes(m.data) != message_data(w, i):
+            bad.append("data")
+        if m.data_class != message_class(w, i):
+            bad.append(f"data_class {m.data_class!r}")
     if bad:
         out["problems"].append(f"w{w}:{i} (sequence {m.sequence}): " + ", ".join(bad))
     out["read"].append([w, i, m.sequence])
