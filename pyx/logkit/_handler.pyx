@@ -36,7 +36,7 @@ import logging
 import traceback
 
 from logkit import inject
-from logkit._segment import RECORD_CLASS as _RECORD_CLASS, fields_json as _fields_json
+from logkit._segment import RECORD_CLASS as _RECORD_CLASS, fields_json as _fields_json, record_encode as _record_encode
 from logkit.contextfields import FIELDS as _FIELDS
 
 # The attributes every LogRecord has; anything more came from `extra=`.
@@ -47,6 +47,9 @@ _STANDARD = frozenset(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, No
 cdef Py_ssize_t _STANDARD_LEN = len(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None).__dict__)
 _LogRecord = logging.LogRecord
 _NO_FIELDS = {}
+cdef bytes _RECORD_CLASS_B = _RECORD_CLASS.encode("ascii")
+cdef const char *_RECORD_CLASS_UTF8 = _RECORD_CLASS_B
+cdef Py_ssize_t _RECORD_CLASS_LEN = len(_RECORD_CLASS_B)
 _Formatter_format = logging.Formatter.format
 
 
@@ -81,21 +84,27 @@ cdef class FamilySink:
         # The cached segment stays right until it refuses a write (full or
         # out of service: rotated); the slow path then moves the writer on
         # and the cache follows it.
-        cdef Segment seg = self.seg     # a strong reference for the whole call
-        cdef const char *tp
-        cdef Py_ssize_t tn
         cdef const char *cp = NULL
         cdef Py_ssize_t cn = 0
         cdef const char *dp = NULL
         cdef Py_ssize_t dn = 0
-        cdef int rc
         if type(text) is not str or (data and type(data) is not bytes):
             return 1
-        tp = PyUnicode_AsUTF8AndSize(text, &tn)
         if data:
             dp = <bytes>data
             dn = len(<bytes>data)
             cp = PyUnicode_AsUTF8AndSize(data_class, &cn)
+        return self.put_raw(text, severity, dp, dn, cp, cn, time, seq)
+
+    cdef int put_raw(self, str text, int severity, const char *dp, Py_ssize_t dn, const char *cp,
+                     Py_ssize_t cn, int64_t time, uint64_t *seq) except -1:
+        """put() with the data and its class as bytes the caller keeps alive
+        for the call (a record payload built on the C stack)."""
+        cdef Segment seg = self.seg     # a strong reference for the whole call
+        cdef const char *tp
+        cdef Py_ssize_t tn
+        cdef int rc
+        tp = PyUnicode_AsUTF8AndSize(text, &tn)
         # [H1] From this load of seg.base to the end of lk_write no Python
         # code runs (the conversions above may allocate, and so run the GC
         # and finalizers, which may switch threads: they are done first) and
@@ -217,34 +226,36 @@ cdef object _fields_of(dict d, object record, dict bound):
     return out
 
 
-cdef inline const char *_utf8(object s, Py_ssize_t *n, list keep):
-    """UTF-8 of a str (the cached form: no copy for most names); a str
-    holding a lone surrogate as its escape (kept alive in `keep`); anything
-    else as str(s).  *n is cut to a record name's limit."""
+cdef inline const char *_utf8(object s, Py_ssize_t *n):
+    """UTF-8 of a str (the cached form: no copy for most names), cut to a
+    record name's limit; NULL for anything else or a str holding a lone
+    surrogate (the caller takes the Python path, logkit.record_encode)."""
     cdef const char *p
     if type(s) is not str:
-        s = "" if s is None else str(s)
+        return NULL
     p = _utf8_or_null(s, n)
     if p == NULL:
         PyErr_Clear()
-        b = (<str>s).encode("utf-8", "backslashreplace")
-        keep.append(b)
-        p = PyBytes_AS_STRING(b)
-        n[0] = len(b)
+        return NULL
     if n[0] > LK_RECORD_NAME_MAX:
         n[0] = LK_RECORD_NAME_MAX
     return p
 
 
-cdef bytes _record_payload(dict d, object record, dict bound):
+DEF _STACK_PAYLOAD = 1024       # a record payload up to this size is built on the C stack
+
+
+cdef object _record_payload(dict d, object record, dict bound, uint8_t *out, Py_ssize_t cap,
+                            Py_ssize_t *size):
     """The record payload (docs/format.md, "The record payload"): logger
-    name, source location, fields, traceback; built in C into one bytes."""
+    name, source location, fields, traceback.  Built in C into `out` (cap
+    bytes) when it fits: returns None and its size in *size.  Else (larger,
+    or a name that is not a plain str) returns it as a new bytes object."""
     cdef Py_ssize_t ln, mn, fnl, pn
-    cdef list keep = []
-    cdef const char *lp = _utf8(d["name"], &ln, keep)
-    cdef const char *mp = _utf8(d["module"], &mn, keep)
-    cdef const char *fp = _utf8(d["funcName"], &fnl, keep)
-    cdef const char *pp = _utf8(d["pathname"], &pn, keep)
+    cdef const char *lp = _utf8(d["name"], &ln)
+    cdef const char *mp = _utf8(d["module"], &mn)
+    cdef const char *fp = _utf8(d["funcName"], &fnl)
+    cdef const char *pp = _utf8(d["pathname"], &pn)
     cdef long lineno
     try:
         lineno = d["lineno"]
@@ -254,19 +265,32 @@ cdef bytes _record_payload(dict d, object record, dict bound):
         lineno = 0
     cdef bytes fj = b""
     cdef bytes tb = b""
+    fields = None
+    tbs = None
     if bound or len(d) > _STANDARD_LEN or d["exc_info"]:
         fields = _fields_of(d, record, bound)
         if fields:
             fj = _fields_json(fields)
     if d["exc_info"] or d["stack_info"] or d.get("exc_text"):
-        t = _traceback_of(d, record)
-        if t is not None:
-            tb = (<str>t).encode("utf-8", "backslashreplace")
+        tbs = _traceback_of(d, record)
+        if tbs is not None:
+            tb = (<str>tbs).encode("utf-8", "backslashreplace")
+    if lp == NULL or mp == NULL or fp == NULL or pp == NULL:
+        def text(v):
+            return v if isinstance(v, str) or v is None else str(v)
+        return _record_encode(text(d["name"]), text(d["module"]), text(d["funcName"]), lineno,
+                              text(d["pathname"]), fields, tbs)
     cdef uint64_t n = lk_record_size(ln, mn, fnl, pn, len(fj), len(tb))
-    out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
-    lk_record_put(<uint8_t *>PyBytes_AS_STRING(out), lp, <uint16_t>ln, mp, <uint16_t>mn, fp, <uint16_t>fnl,
+    if n == 0:
+        raise ValueError("record payload larger than 4 GiB")
+    b = None
+    if <Py_ssize_t>n > cap:
+        b = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
+        out = <uint8_t *>PyBytes_AS_STRING(b)
+    lk_record_put(out, lp, <uint16_t>ln, mp, <uint16_t>mn, fp, <uint16_t>fnl,
                   pp, <uint16_t>pn, <uint32_t>lineno, fj, <uint32_t>len(fj), tb, <uint32_t>len(tb))
-    return out
+    size[0] = <Py_ssize_t>n
+    return b
 
 
 cdef class Emitter:
@@ -330,7 +354,13 @@ cdef class Emitter:
             # refused (the UTF-8 form is cached in the str: the write reuses it).
             PyErr_Clear()
             text = (<str>text).encode("utf-8", "backslashreplace").decode("utf-8")
-        data = _record_payload(d, record, <dict>_ctx_get(_FIELDS, _NO_FIELDS))
+        cdef uint8_t stack[_STACK_PAYLOAD]
+        cdef Py_ssize_t dn = 0
+        big = _record_payload(d, record, <dict>_ctx_get(_FIELDS, _NO_FIELDS), stack, _STACK_PAYLOAD, &dn)
+        cdef const char *dp = <const char *>stack
+        if big is not None:
+            dp = PyBytes_AS_STRING(big)
+            dn = len(<bytes>big)
         cls = _RECORD_CLASS
         t = <int64_t>(<double>d["created"] * 1000000000.0)
         cdef uint64_t seq
@@ -339,8 +369,11 @@ cdef class Emitter:
         # another thread at any point of this call, which must not free the
         # sink under it (nor turn the second use into a call on None).
         cdef FamilySink sink = self.sink
-        if sink is not None:
-            if sink.put(text, sev, data, cls, t, &seq):
-                sink._slow(text, sev, data, cls, t)
+        if sink is not None and type(text) is str:
+            if sink.put_raw(text, sev, dp, dn, _RECORD_CLASS_UTF8, _RECORD_CLASS_LEN, t, &seq) == 0:
+                return None
+            data = PyBytes_FromStringAndSize(dp, dn)
+            sink._slow(text, sev, data, cls, t)
             return None
+        data = PyBytes_FromStringAndSize(dp, dn)
         return self.write(text, sev, data, cls, t)
