@@ -208,3 +208,20 @@ def test_monitor_selects_by_logger_and_field(tmp_path):
         m.p.stdout.close()
         m.p.stderr.close()
         h.close()
+
+
+def test_odd_records_take_the_python_path_and_keep_everything(tmp_path):
+    """A logger name with a lone surrogate, a record made without a function
+    name (makeLogRecord), and a payload over the 1 KiB built on the C stack."""
+    h = logkit.Handler(storage="family", directory=str(tmp_path), family="app")
+    odd = _log(h, "caf\udce9.log")
+    odd.info("surrogate logger")
+    h.handle(logging.makeLogRecord({"name": "made", "msg": "no function", "levelno": 20, "funcName": None,
+                                    "lineno": None, "module": 7}))
+    big = {f"k{i}": "v" * 40 for i in range(60)}
+    _log(h, "big").info("large fields", extra={"blob": big})
+    h.close()
+    a, b, c = logkit.open_reader(str(tmp_path), "app")
+    assert a.logger == "caf\\udce9.log" and a.text == "surrogate logger"
+    assert (b.logger, b.record.function, b.record.line, b.record.module) == ("made", "", 0, "7")
+    assert c.fields == {"blob": big} and len(bytes(c.data)) > 1024
