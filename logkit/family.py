@@ -570,7 +570,7 @@ class FamilyWriter:
         old.claim_token(installing, token_make(_PHASE_DONE, token_attempt(token), token_pid(token)))
         self.rotations += 1
         # Off the write path: the directory's fsync (the names just made
-        # last), retention, old temporaries (Preparer, _after_rotation_chores).
+        # last), retention, old temporaries (Preparer, after_rotation_chores).
         self._preparer.kick("fsync", "retain")
 
     def _install_prepared(self, hist: str, base: int) -> str | None:
@@ -616,7 +616,7 @@ class FamilyWriter:
         self._installed = (ident, mm)
         return live
 
-    def _after_rotation_chores(self) -> None:
+    def after_rotation_chores(self) -> None:
         """What a rotation leaves, done by the preparer thread: temporaries
         of dead rotators and preparers, then retention."""
         self._cleanup_temporaries()

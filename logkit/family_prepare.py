@@ -93,7 +93,7 @@ def _populate(mm: mmap.mmap) -> None:
     """Fault every page of a writable mapping in, without holding the GIL."""
     seg = Segment.from_buffer(mm, check_header=False)
     try:
-        seg._prefault()
+        seg.prefault()
     finally:
         seg.close()
 
@@ -294,11 +294,11 @@ class Preparer:
         if "fsync" in chores:
             fsync_dir(w.directory)
         if "retain" in chores:
-            w._after_rotation_chores()
-        seg = w._seg
+            w.after_rotation_chores()
+        seg = w.segment
         if "populate" in chores and seg is not None and not seg.closed:
             try:
-                seg._prefault()
+                seg.prefault()
             except Exception:
                 pass
         size = seg.size if seg is not None and not seg.closed else 0

@@ -263,7 +263,7 @@ cdef class Segment:
             raise ReadOnlySegment(f"segment {self.path} was opened read-only")
         return 0
 
-    def _prefault(self):
+    def prefault(self):
         """Fault the mapping in now so writers never take a page fault (about
         2 us per 4 KiB page here, more than ten writes).  MADV_POPULATE_WRITE
         where the kernel has it (5.14+); older kernels skip it."""

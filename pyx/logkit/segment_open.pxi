@@ -90,7 +90,7 @@ cdef object _segment_create(path, size, family, previous, sequence_base, mode, s
     try:
         seg = Segment._attach(mm, 0, size, False, path, mm, check=False)
         seg.file_id = (st.st_dev, st.st_ino)
-        seg._prefault()
+        seg.prefault()
         _format_sealed(seg, fam, prev, sequence_base, uid, sealing)
         try:
             os.link(tmp, path)
@@ -141,7 +141,7 @@ cdef object _segment_open_file(path, bint readonly, bint check):
     cdef Segment seg = Segment._attach(mm, 0, size, readonly, path, mm, check=check)
     seg.file_id = (st.st_dev, st.st_ino)
     if not readonly:
-        seg._prefault()
+        seg.prefault()
     return seg
 
 
