@@ -54,6 +54,13 @@ COVERED_ELSEWHERE: dict[str, str] = {
                                       "test_a_reader_killed_at_each_named_step_of_the_cycle_stores_every_record_once",
     "pipejournal.recover.confirmed": "tests/test_pipe_journal.py::"
                                      "test_a_reader_killed_at_each_named_step_of_the_cycle_stores_every_record_once",
+    # a rotator stopped alive after claiming the install, then taken over:
+    # with the next segment prepared ahead the sample rarely stops one there
+    "family.rotate.adopted": "tests/test_family.py::test_a_stalled_live_rotator_has_its_new_segment_adopted"
+                             "_and_resumes_without_installing_a_stale_one",
+    # a reader's step, not a writer's: a print held there while a drain runs
+    "partition.log.taken": "tests/test_cli_partition_family.py::"
+                           "test_a_drain_that_records_progress_while_print_reads_makes_print_look_again",
 }
 
 # Layers that are expected to have named points (issue 13: "named injection

@@ -860,3 +860,47 @@ def test_overlapping_segments_are_reported(tmp_path):
     # ... and the live segment after it then starts past its one message.
     assert r.problems[0] == want and len(r.problems) == 2, r.problems
     assert r.problems[1].startswith(f"sequences {base - 4}..") and "are missing" in r.problems[1]
+
+
+def test_a_stalled_live_rotator_has_its_new_segment_adopted_and_resumes_without_installing_a_stale_one(
+        tmp_path, group):
+    """A rotator stopped (alive) after it claimed the install: a writer
+    that takes over after rotation_timeout installs THAT rotator's new
+    segment (the point family.rotate.adopted) instead of making another, so
+    when the rotator resumes its own rename finds nothing and replaces no
+    live segment that others have written into.  The family reads whole,
+    every message once, before and after the victim goes on."""
+    survivors_n, count, after = 2, 2000, 200
+    d = str(tmp_path / "fam")
+    os.mkdir(d)
+    opts = {"segment_size": SMALL, "rotation_timeout": 0.5, "wait_timeout": 30.0}
+    go = procs.CTX.Event()
+    victim = group.spawn(procs.child_family_rotation_resuming_victim, d, FAMILY, 0, "installing", go, opts, after,
+                         name="victim")
+    victim.expect("ready")
+    survivors = [group.spawn(procs.child_family_write, d, FAMILY, i + 1, count, go, opts, name=f"survivor-{i + 1}")
+                 for i in range(survivors_n)]
+    procs.recv_all(survivors, "ready")
+    go.set()
+    _, finished, old_uuid, old_base, _ = victim.expect("stalled")
+    done = procs.recv_all(survivors, "done")
+    assert sum(d_[2] for d_ in done) == 1, "one survivor takes the stalled rotation over"
+    new_live = [n for n in os.listdir(d) if n.startswith(f".{FAMILY}.{victim.pid}.") and n.endswith(".live")]
+    assert new_live == [], f"the victim's new segment was not adopted: {new_live}"
+    victim.send("go on")
+    (vseqs, _, _) = victim.expect("done")
+    assert [s.join() for s in survivors] == [0] * survivors_n and victim.join() == 0
+    msgs, r, warns = read_family(d)
+    assert warns == [] and r.damaged_segments == 0
+    assert [s for s, _ in msgs] == list(range(1, len(msgs) + 1))
+    expected = {w: count for w in range(1, survivors_n + 1)}
+    expected[0] = finished + after            # the write that stalled completes, then the rest
+    assert check_writers(msgs, expected) == []
+    assert chain_problems(d) == []
+    hist = history_segments(d, FAMILY)
+    bases = []
+    for p in hist:
+        with Segment.open(p, readonly=True) as s:
+            if str(s.uuid) == old_uuid:
+                bases.append(s.sequence_base)
+    assert bases == [old_base]                 # the stalled segment went to history once

@@ -53,7 +53,7 @@ __all__ = [
     "write_message", "check_message",
     "child_write_many", "child_fill_to_the_end", "child_write_and_vanish", "child_read_all",
     "child_write_until_killed", "child_stop_in_reservation",
-    "child_family_write", "child_family_follow", "child_family_rotation_victim",
+    "child_family_write", "child_family_follow", "child_family_rotation_victim", "child_family_rotation_resuming_victim",
     "child_family_write_pausing_takeover",
     "HANDLER_LEVELS", "handler_text", "child_handler_threads", "stop_after_appends", "install_offline",
 ]
@@ -508,6 +508,39 @@ def child_family_rotation_victim(conn, directory, family, writer, stage, go, opt
         write_message(w, writer, i, via_reserve=(i % 8 == 7))
         i += 1
         finished[0] = i
+
+
+def child_family_rotation_resuming_victim(conn, directory, family, writer, stage, go, options, after):
+    """child_family_rotation_victim, except that it stays alive where it
+    stalls and goes on when the parent sends anything: then it finishes
+    that rotation (whatever others did meanwhile), writes `after` more
+    messages and reports ("done", sequences, rotations, takeovers) of all
+    it wrote."""
+    import logkit
+    import logkit.family
+    w = logkit.open_writer(directory, family=family, **options)
+    finished, seqs = [0], []
+
+    def hook(at):
+        if at == stage and not finished[1:]:
+            finished.append("stalled")
+            seg = w.segment
+            conn.send(("stalled", at, finished[0], str(seg.uuid), seg.sequence_base, w.rotations))
+            if not conn.poll(TIMEOUT):
+                raise RuntimeError(f"no word to go on from {at}")
+            conn.recv()
+
+    logkit.family._rotation_hook = hook
+    conn.send(("ready",))
+    if not go.wait(TIMEOUT):
+        raise RuntimeError("no go signal")
+    i = 0
+    while len(finished) == 1 or i < finished[0] + after:
+        seqs.append(write_message(w, writer, i, via_reserve=(i % 8 == 7)))
+        i += 1
+        if len(finished) == 1:
+            finished[0] = i
+    conn.send(("done", seqs, w.rotations, w.takeovers))
 
 
 def child_family_write_pausing_takeover(conn, directory, family, writer, count, go, options):
