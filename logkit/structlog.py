@@ -21,6 +21,7 @@ import sys
 import traceback as _tb
 from typing import Any
 
+from logkit.console import say
 from logkit.handler import Handler
 
 __all__ = ["to_logkit", "ToLogkit", "LoggerFactory", "Logger", "Event", "severity_of"]
@@ -268,8 +269,8 @@ class Logger:
                                       traceback=e.traceback, time=e.time)
         except Exception:
             if logging.raiseExceptions:
-                sys.stderr.write(f"--- Logging error in logkit.structlog ({self.handler!r}) ---\n"
-                                 + _tb.format_exc())
+                say(f"--- Logging error in logkit.structlog ({self.handler!r}) ---\n"
+                    + _tb.format_exc().rstrip("\n"))
 
     def __getattr__(self, method_name: str):
         if method_name.startswith("_"):

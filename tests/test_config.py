@@ -79,7 +79,7 @@ def test_backend_options_in_their_own_tables(tmp_path, logdir):
 @pytest.mark.parametrize("body, expected", [
     ('segmnt_size = "8MiB"',
      "[log.app]: segmnt_size: unknown key (did you mean 'segment_size'?); valid keys here: "
-     "create_directory, directory, family, key_file, mode, retain_age, retain_count, retain_size, "
+     "create_directory, directory, family, key_file, mode, prepare_at, retain_age, retain_count, retain_size, "
      "rotation_timeout, segment_size, storage, sync, transport, wait_timeout"),
     ('segment_size = "8MB?"',
      "[log.app]: segment_size: '8MB?' is not a size; use bytes or a number with KiB, MiB or GiB (e.g. '8MiB')"),
@@ -290,7 +290,7 @@ def test_config_check_lists_every_error_and_exits_1(tmp_path, logdir):
     assert r.returncode == 1 and r.stdout == ""
     lines = r.stderr.splitlines()
     assert lines[0] == f"error: {f} [log.app]: famly: unknown key (did you mean 'family'?); valid keys here: " \
-        "create_directory, directory, family, key_file, mode, retain_age, retain_count, retain_size, " \
+        "create_directory, directory, family, key_file, mode, prepare_at, retain_age, retain_count, retain_size, " \
         "rotation_timeout, segment_size, storage, sync, transport, wait_timeout"
     assert lines[1].startswith(f"error: {f} [log.app]: segment_size: '8MB?' is not a size")
     assert lines[2] == "2 problems found"

@@ -90,7 +90,7 @@ def test_a_third_party_backend_is_selected_from_the_config_with_no_change_to_log
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[(30, 'stored by sqlite')]"
     r = _cli("config", "check", str(cfg), env={"PYTHONPATH": installed_thirdparty})
-    assert r.returncode == 0 and 'storage = "sqlite"' in r.stdout, r.stderr
+    assert r.returncode == 0 and '[log.app.storage]\nbackend = "sqlite"' in r.stdout, r.stderr
     r = _cli("config", "check", str(cfg))                       # without the package: a clear error
     assert r.returncode == 1 and "no storage backend named 'sqlite'" in r.stderr
 

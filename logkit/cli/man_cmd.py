@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from logkit.console import say
+
 from .argdefs import Command, Opt, logkit_commands
 
 INSTALLED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "man", "logkit.1")
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m logkit.cli.man_cmd FILE`: write the page to FILE (setup.py)."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m logkit.cli.man_cmd FILE", file=sys.stderr)
+        say("usage: python -m logkit.cli.man_cmd FILE")
         return 2
     os.makedirs(os.path.dirname(os.path.abspath(argv[0])), exist_ok=True)
     tmp = argv[0] + ".tmp"
