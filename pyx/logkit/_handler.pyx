@@ -177,18 +177,26 @@ cdef object _message_text(object fmt, object record, dict d):
     return fmt.format(record)
 
 
+cdef object _exc_of(dict d):
+    """The record's exception as (type, value, traceback), or None: exc_info
+    may be a tuple, an exception, or True (the one being handled now)."""
+    exc = d["exc_info"]
+    if not exc:
+        return None
+    if exc is True:
+        import sys
+        exc = sys.exc_info()
+    if isinstance(exc, BaseException):
+        exc = (type(exc), exc, exc.__traceback__)
+    return exc if exc and exc[0] is not None else None
+
+
 cdef object _traceback_of(dict d, object record):
     """The traceback (and stack) text of a record, or None."""
     tb = None
-    exc = d["exc_info"]
-    if exc:
-        if exc is True:
-            import sys
-            exc = sys.exc_info()
-        if isinstance(exc, BaseException):
-            exc = (type(exc), exc, exc.__traceback__)
-        if exc and exc[0] is not None:
-            tb = "".join(traceback.format_exception(*exc))
+    exc = _exc_of(d)
+    if exc is not None:
+        tb = "".join(traceback.format_exception(*exc))
     elif d.get("exc_text"):
         tb = d["exc_text"]
     if d["stack_info"]:
@@ -209,20 +217,14 @@ cdef object _fields_of(dict d, object record, dict bound):
                 if out is None:
                     out = {}
                 out[k] = v
-    exc = d["exc_info"]
-    if exc:
-        if exc is True:
-            import sys
-            exc = sys.exc_info()
-        if isinstance(exc, BaseException):
-            exc = (type(exc), exc, exc.__traceback__)
-        if exc and exc[0] is not None:
-            if out is None:
-                out = {}
-            if "exc_type" not in out:
-                out["exc_type"] = exc[0].__name__
-            if "exc_message" not in out:
-                out["exc_message"] = str(exc[1]) if exc[1] is not None else ""
+    exc = _exc_of(d)
+    if exc is not None:
+        if out is None:
+            out = {}
+        if "exc_type" not in out:
+            out["exc_type"] = exc[0].__name__
+        if "exc_message" not in out:
+            out["exc_message"] = str(exc[1]) if exc[1] is not None else ""
     return out
 
 
