@@ -5,14 +5,11 @@ for the whole log, repeats as '=' only on a terminal, config check in TOML,
 shell completion and the man page made from the argument definitions."""
 from __future__ import annotations
 
-import json
 import os
-import pty
 import re
 import shutil
 import subprocess
 import sys
-import time
 import tomllib
 
 import pytest
@@ -20,7 +17,7 @@ import pytest
 import logkit
 from logkit.cli import build_parser, join_negative_values
 
-from waiting import wait_until
+from test_cli_print import _run_on_terminal  # noqa: E402
 
 
 def cli(*args, cwd=None, env=None, timeout=60):
@@ -222,25 +219,8 @@ def test_config_check_prints_toml_that_reads_back_as_the_same_configuration(tmp_
 
 def _on_a_terminal(*args) -> str:
     """stdout of `logkit ARGS` run with its standard output a terminal (a pty)."""
-    master, slave = pty.openpty()
-    try:
-        p = subprocess.Popen([sys.executable, "-m", "logkit", *args], stdout=slave, stderr=subprocess.PIPE)
-    finally:
-        os.close(slave)
-    chunks = []
-    try:
-        while True:
-            try:
-                b = os.read(master, 65536)
-            except OSError:               # EIO: the child closed the terminal
-                break
-            if not b:
-                break
-            chunks.append(b)
-    finally:
-        os.close(master)
-    assert p.wait(timeout=60) == 0, p.stderr.read()
-    return b"".join(chunks).decode().replace("\r\n", "\n")
+    out = _run_on_terminal([sys.executable, "-m", "logkit", *args], dict(os.environ))
+    return out.replace("\r\n", "\n")
 
 
 def test_repeats_are_equals_signs_on_a_terminal_and_whole_lines_into_a_pipe(tmp_path):
