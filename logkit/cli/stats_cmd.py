@@ -14,7 +14,6 @@ import json
 import os
 
 from logkit import config as _config
-from logkit.backends.partition_log import PartitionLogReader
 from logkit.server import read_status
 
 from .inspectors import JournalInspector, SegmentInspector, inspector_of
@@ -189,6 +188,7 @@ def collect_source(src, cfg) -> dict:
         out.setdefault("where", parts[0]["where"])
         if "counters" in parts[0]:
             out["counters"] = dict(parts[0]["counters"])
+    from logkit.backends.partition_log import PartitionLogReader   # on use: the build imports this module
     if isinstance(src.reader, PartitionLogReader):
         _add_destination(out, src)
     for part in parts:
