@@ -206,6 +206,11 @@ def map_segment(path: str, ring=None, mm: mmap.mmap | None = None,
     return seg, ident
 
 
+# How long FamilyWriter.close() waits for a preparation in progress to end
+# (creating, allocating and faulting in one segment: milliseconds for 8 MiB).
+STOP_TIMEOUT = 10.0
+
+
 class Preparer:
     """The background side of one FamilyWriter: a daemon thread, started on
     first use, that prepares the family's next segment once the live one is
@@ -253,9 +258,16 @@ class Preparer:
         self._wake.set()
         self.start()
 
-    def stop(self) -> None:
-        """The writer closed: wake the thread (it ends), release the premapped file."""
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """The writer closed: wake the thread and wait (up to `timeout`
+        seconds) until it has ended, so that once close() returns nothing
+        of this process creates or changes a file in the family's directory
+        any more (a step in progress finishes first: it leaves a whole
+        .FAMILY.next or nothing); release the premapped file."""
         self._wake.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread() and t.is_alive():
+            t.join(timeout)
         with self._lock:
             pm, self.premapped = self.premapped, None
         if pm is not None:

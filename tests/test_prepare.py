@@ -239,3 +239,30 @@ def test_a_record_lost_to_rotation_timeout_is_reported_by_the_next_successful_wr
 def test_prepare_at_out_of_range_is_refused_naming_the_option(tmp_path):
     with pytest.raises(logkit.InvalidArgument, match="prepare_at"):
         logkit.open_writer(str(tmp_path / "fam"), FAMILY, segment_size=SMALL, prepare_at=1.5)
+
+
+def test_close_waits_for_a_preparation_in_progress_so_nothing_changes_the_directory_after_it(tmp_path):
+    """Regression (a fresh clone's CI run): a test's TemporaryDirectory
+    failed to be removed, 'Directory not empty', because the preparer
+    thread was still creating .FAMILY.next after the writer was closed.
+    close() now waits for the step in progress; held here at a named step."""
+    import threading
+    d = str(tmp_path / "fam")
+    notify = str(tmp_path / "points")
+    inject.arm("family.prepare.allocated", "wait", 1, notify)
+    try:
+        w = logkit.open_writer(d, FAMILY, segment_size=SMALL, prepare_at=0.0)
+        w.write("kick the preparer")
+        inject.wait_for_point(notify, "family.prepare.allocated")    # the thread is inside a step
+        closer = threading.Thread(target=w.close)
+        closer.start()
+        closer.join(0.2)
+        assert closer.is_alive(), "close() returned while a preparation was still in progress"
+        open(notify + ".go", "w").close()                           # let the step go on
+        closer.join(10)
+        assert not closer.is_alive() and not w._preparer.running
+    finally:
+        inject.disarm("family.prepare.allocated")
+    left = sorted(os.listdir(d))
+    assert [n for n in left if n.startswith(f".{FAMILY}.prep")] == [f".{FAMILY}.prepare"], left
+    assert os.path.exists(next_path(d, FAMILY))                     # the step finished: a whole next segment
