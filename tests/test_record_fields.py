@@ -22,6 +22,7 @@ from logkit._segment import RECORD_CLASS, record_decode, record_encode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_cli_print import Monitor, asleep_on_the_futex  # noqa: E402
+from test_handler import _logger  # noqa: E402
 from waiting import wait_until  # noqa: E402
 
 
@@ -30,12 +31,7 @@ def cli(*args, cwd=None):
                           cwd=cwd, timeout=120)
 
 
-def _log(handler, name):
-    lg = logging.getLogger(name)
-    lg.handlers[:] = [handler]
-    lg.propagate = False
-    lg.setLevel(1)
-    return lg
+_log = _logger                     # a logger writing only through `handler` (test_handler's)
 
 
 @pytest.fixture

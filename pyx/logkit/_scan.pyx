@@ -410,6 +410,18 @@ def message_at(Segment seg not None, uint64_t offset):
 
 # ---------------------------------------------------------------- output
 
+cdef inline bint _copy_printable(char *dst, const uint8_t *src, uint32_t n) noexcept:
+    """Copy n bytes from the mapping, then test the COPY (another process
+    may rewrite the mapping meanwhile): True if every byte is printable
+    ASCII, so the C printer may print it as it is."""
+    cdef uint32_t k
+    memcpy(dst, src, n)
+    for k in range(n):
+        if <uint8_t>dst[k] < 0x20 or <uint8_t>dst[k] > 0x7e:
+            return False
+    return True
+
+
 cdef class Printer:
     """Formats selected records as logkit.formatters.format_message does,
     into a buffer the caller take()s and writes.
@@ -546,7 +558,6 @@ cdef class Printer:
         cdef int64_t t, us, sec
         cdef uint64_t seq
         cdef const uint8_t *text = m + LK_MSG_HEADER
-        cdef uint32_t k
         cdef bint plain = self.text_fmt or self.short_fmt
         cdef bint agree = lk_read_lengths(m, seg.size - off, 0, &l)
         memcpy(&sev, m + 12, 2)
@@ -617,21 +628,16 @@ cdef class Printer:
             self._put(PyBytes_AS_STRING(sp), PyBytes_GET_SIZE(sp))
             self._put(" ", 1)
         if lgn:
-            copy = self.buf + self.len
-            memcpy(copy, lgp, lgn)
-            for k in range(lgn):
-                if <uint8_t>copy[k] < 0x20 or <uint8_t>copy[k] > 0x7e:
-                    self.len = start             # not printable ASCII: Python formats it
-                    return self._fallback(seg, off)
+            if not _copy_printable(self.buf + self.len, lgp, lgn):
+                self.len = start                 # not printable ASCII: Python formats it
+                return self._fallback(seg, off)
             self.len += lgn
             self._put(": ", 2)
         # The text: copied once, then tested and compared in the copy.
         copy = self.buf + self.len
-        memcpy(copy, text, tl)
-        for k in range(tl):
-            if <uint8_t>copy[k] < 0x20 or <uint8_t>copy[k] > 0x7e:
-                self.len = start                 # not printable ASCII: Python formats it
-                return self._fallback(seg, off)
+        if not _copy_printable(copy, text, tl):
+            self.len = start                     # not printable ASCII: Python formats it
+            return self._fallback(seg, off)
         if self.dups and self._prev is not None:
             prev = <bytes>self._prev
             dup = <size_t>PyBytes_GET_SIZE(prev) == tl and memcmp(PyBytes_AS_STRING(prev), copy, tl) == 0
