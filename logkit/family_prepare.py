@@ -103,7 +103,10 @@ def prepare_next(directory: str, family: str, size: int, mode: int = 0o640,
     """Prepare ``.FAMILY.next`` unless it exists or another process is
     preparing it: create, allocate and pre-fault a file of `size` bytes under
     a temporary name, then publish it.  Returns the path published, or None
-    if this call published nothing; with keep_mapping, (path, mmap) or None.
+    if this call published nothing; with keep_mapping, (path, (dev, ino),
+    mmap) or None: the identity is the mapped file's own (fstat of the
+    descriptor mapped), never what `path` names later, when another process
+    may already have taken that file and published a new one.
     Raises OSError (e.g. ENOSPC) after removing its temporary."""
     nxt = next_path(directory, family)
     if os.path.exists(nxt):
@@ -124,6 +127,7 @@ def prepare_next(directory: str, family: str, size: int, mode: int = 0o640,
         mm = None
         try:
             os.fchmod(fd, mode)
+            st = os.fstat(fd)
             inject.point("family.prepare.created")
             try:
                 os.posix_fallocate(fd, 0, size)
@@ -153,7 +157,7 @@ def prepare_next(directory: str, family: str, size: int, mode: int = 0o640,
                 os.close(fd)
         os.unlink(tmp)
         if keep_mapping:
-            return nxt, mm
+            return nxt, (st.st_dev, st.st_ino), mm
         mm.close()
         return nxt
     finally:
@@ -343,16 +347,12 @@ class Preparer:
                 self.errors += 1
                 self.last_error = e
                 return
+            inject.point("family.prepare.unlocked")
             if got is None:
                 return
-            path, mm = got
+            _path, ident, mm = got
             self.prepared += 1
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                mm.close()
-                return
-            self._keep((st.st_dev, st.st_ino), mm)
+            self._keep(ident, mm)
             return
         ident = (st.st_dev, st.st_ino)
         pm = self.premapped

@@ -24,7 +24,7 @@ from waiting import wait_until  # noqa: E402
 import logkit  # noqa: E402
 from logkit import Segment, inject  # noqa: E402
 from logkit import family as family_mod  # noqa: E402
-from logkit.family_prepare import lock_path, next_path, prepare_next  # noqa: E402
+from logkit.family_prepare import lock_path, next_path, prepare_next, take_prepared  # noqa: E402
 from logkit.family import history_segments  # noqa: E402
 
 ROOT = os.path.dirname(_TESTS)
@@ -266,3 +266,58 @@ def test_close_waits_for_a_preparation_in_progress_so_nothing_changes_the_direct
     left = sorted(os.listdir(d))
     assert [n for n in left if n.startswith(f".{FAMILY}.prep")] == [f".{FAMILY}.prepare"], left
     assert os.path.exists(next_path(d, FAMILY))                     # the step finished: a whole next segment
+
+
+def test_a_prepared_file_taken_and_replaced_just_after_publishing_is_not_mistaken_for_its_successor(tmp_path):
+    """Regression (a fresh clone's CI run, test_family's four racing
+    writers): a history segment was formatted a second time as a new live
+    segment, and its messages (one whole segment, 681 sequences) vanished.
+    The preparer kept its mapping of the file it published under the
+    (dev, ino) it then stat()ed at .FAMILY.next, after releasing the lock:
+    when another process had taken that file and published a new one in
+    between, the mapping of the taken file was filed under the new one's
+    identity, and the rotation that installed the new one formatted the old
+    one (by then live, or history) through it.  Held here at the named step
+    between the lock's release and the keeping of the mapping."""
+    d = str(tmp_path / "fam")
+    notify = str(tmp_path / "points")
+    inject.arm("family.prepare.unlocked", "wait", 1, notify)
+    try:
+        w = logkit.open_writer(d, FAMILY, segment_size=SMALL, prepare_at=0.0)
+        inject.wait_for_point(notify, "family.prepare.unlocked")   # published, lock released
+        # Meanwhile another process takes the published file and a new one is prepared.
+        taken = take_prepared(d, FAMILY)
+        assert taken is not None
+        assert prepare_next(d, FAMILY, SMALL) == next_path(d, FAMILY)
+        open(notify + ".go", "w").close()
+        wait_until(lambda: w._preparer.premapped is not None, "the preparer to keep its mapping")
+    finally:
+        inject.disarm("family.prepare.unlocked")
+    texts = _fill_one_segment(w)                  # installs the second prepared file
+    texts += [f"after {i}" for i in range(50)]
+    for t in texts[-50:]:
+        w.write(t)
+    w.close()
+    with open(taken, "rb") as f:
+        assert f.read(4096) == bytes(4096), "the taken file was formatted through a mapping filed under another file"
+    assert _texts(d) == texts
+
+
+def test_format_over_a_region_vouched_blank_refuses_one_that_holds_a_segment(tmp_path):
+    """The second guard against the defect above, in the core: format(zeroed=True)
+    checks the header it is about to write is blank, and leaves a segment
+    already there (and its messages) untouched."""
+    import mmap
+    p = str(tmp_path / "seg")
+    with Segment.create(p, size=SMALL) as s:
+        s.write("kept")
+    with open(p, "r+b") as f:
+        mm = mmap.mmap(f.fileno(), SMALL)
+    with pytest.raises(logkit.InvalidArgument, match="not blank.*offset 0"):
+        Segment.format(mm, family=FAMILY, sequence_base=99, zeroed=True)
+    mm.close()
+    with Segment.open(p, readonly=True) as s:
+        assert [m.text for m in s] == ["kept"] and s.sequence_base == 1
+    blank = bytearray(SMALL)
+    Segment.format(blank, family=FAMILY, zeroed=True).close()
+    assert blank[:8] == b"LOGKITSG"

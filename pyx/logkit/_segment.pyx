@@ -237,7 +237,9 @@ cdef class Segment:
         """Format a region of a writable buffer (e.g. an mmap) as an empty
         segment; key=(key_id, log_key) makes it sealed, as for create().
         zeroed=True: the caller vouches that every byte after the header is
-        zero (a new file, never written): only the header is written."""
+        zero (a new file, never written): only the header is written, and
+        a header that is not all zeros is refused (InvalidArgument): the
+        region is not the blank one the caller thinks it is."""
         return _segment_format(buffer, offset, length, family, previous, sequence_base, segment_uuid, key,
                                zeroed)
 

@@ -153,8 +153,18 @@ cdef object _segment_format(buffer, offset, length, family, previous, sequence_b
     if seg.size > LK_MAX_REGION or seg.size % 8:
         seg.close()
         raise InvalidArgument(f"region of {seg.size} bytes: size must be a multiple of 8 and at most 32 GiB")
+    cdef uint32_t i
     if not zeroed:
         memset(seg.base + LK_HEADER_SIZE, 0, seg.size - LK_HEADER_SIZE)
+    elif seg.size >= LK_HEADER_SIZE:
+        # The caller vouches the region is blank (a new file): hold it to
+        # that for the header at least, so that a mapping of the wrong file
+        # can never format a segment that holds messages.
+        for i in range(LK_HEADER_SIZE // 8):
+            if (<uint64_t *>seg.base)[i] != 0:
+                seg.close()
+                raise InvalidArgument(f"format(zeroed=True): the region is not blank (its header holds data at "
+                                      f"offset {i * 8}): refusing to format over what may be a segment")
     _format_sealed(seg, fam, prev, sequence_base, (segment_uuid or _uuid_mod.uuid4()).bytes, sealing)
     return seg
 
